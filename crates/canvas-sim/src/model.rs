@@ -1,0 +1,654 @@
+//! The simulated Canvas data and its rules: people, tokens and who may do what with them
+//! (`canvas-api.md` §1–§2, following `tokens_controller.rb` and `access_token.rb`).
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{Date, Duration, OffsetDateTime, PrimitiveDateTime};
+
+use crate::errors::ApiError;
+use crate::seed::{Seed, SeedSettings, SeedTokenState};
+use crate::token::{generate_token_value, hash_value, hint_of, random_hex};
+
+/// Canvas's lifetime cap for students creating their own tokens.
+const STUDENT_MAX_LIFETIME: Duration = Duration::days(120);
+/// `maximum_string_length` for the purpose column.
+const PURPOSE_MAX: usize = 255;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct User {
+    pub id: u64,
+    pub name: String,
+    pub login_id: String,
+    pub email: String,
+    pub sis_user_id: Option<String>,
+    pub admin: bool,
+    pub roles: Vec<String>,
+    pub created_at: OffsetDateTime,
+}
+
+impl User {
+    fn sortable_name(&self) -> String {
+        match self.name.rsplit_once(' ') {
+            Some((first, last)) => format!("{last}, {first}"),
+            None => self.name.clone(),
+        }
+    }
+
+    /// Canvas's `user_has_only_student_enrollments?`.
+    fn only_student(&self) -> bool {
+        !self.admin && !self.roles.is_empty() && self.roles.iter().all(|r| r == "student")
+    }
+
+    /// Whether the person may create and update tokens for themselves under the account settings.
+    fn may_manage_own(&self, settings: &SeedSettings) -> bool {
+        if self.admin {
+            return true;
+        }
+        if settings.limit_personal_access_tokens {
+            return false;
+        }
+        let student_like = self.roles.iter().all(|r| r == "student" || r == "observer");
+        !(settings.restrict_personal_access_tokens_from_students && student_like)
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "name": self.name,
+            "created_at": iso(self.created_at),
+            "sortable_name": self.sortable_name(),
+            "short_name": self.name,
+            "sis_user_id": self.sis_user_id,
+            "integration_id": null,
+            "sis_import_id": null,
+            "login_id": self.login_id,
+            "email": self.email,
+            "locale": null,
+            "permissions": {"can_update_name": true, "can_update_avatar": false},
+        })
+    }
+
+    fn matches(&self, term: &str) -> bool {
+        let term = term.to_lowercase();
+        [
+            Some(&self.name),
+            Some(&self.login_id),
+            Some(&self.email),
+            self.sis_user_id.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|field| field.to_lowercase().contains(&term))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum WorkflowState {
+    Pending,
+    Active,
+    Deleted,
+}
+
+impl WorkflowState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkflowState::Pending => "pending",
+            WorkflowState::Active => "active",
+            WorkflowState::Deleted => "deleted",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TokenRecord {
+    pub id: u64,
+    pub user_id: u64,
+    pub purpose: String,
+    /// Keyed hash of the value; the clear value is never stored.
+    pub crypted: String,
+    pub hint: String,
+    pub state: WorkflowState,
+    pub scopes: Vec<String>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    pub expires_at: Option<OffsetDateTime>,
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
+impl TokenRecord {
+    pub fn expired(&self, now: OffsetDateTime) -> bool {
+        self.expires_at.is_some_and(|at| at < now)
+    }
+
+    /// The token JSON of `lib/api/v1/token.rb`; `full_value` only right after create/regenerate.
+    pub fn json(&self, full_value: Option<&str>, now: OffsetDateTime) -> Value {
+        json!({
+            "id": self.id,
+            "user_id": self.user_id,
+            "real_user_id": null,
+            "purpose": self.purpose,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+            "expires_at": self.expires_at.map(iso),
+            "last_used_at": self.last_used_at.map(iso),
+            "workflow_state": self.state.as_str(),
+            "scopes": self.scopes,
+            "remember_access": null,
+            "app_name": "User-Generated",
+            "can_manually_regenerate": !self.expired(now),
+            "visible_token": match full_value {
+                Some(value) => value.to_owned(),
+                None => format!("{}...", self.hint),
+            },
+        })
+    }
+}
+
+/// Who is calling, once their token has been accepted.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Caller {
+    pub user_id: u64,
+}
+
+/// The `token[...]` parameters of a create or update call.
+#[derive(Debug, Default)]
+pub(crate) struct TokenParams {
+    /// Whether any `token[...]` parameter was sent (`params.require(:token)`).
+    pub present: bool,
+    pub purpose: Option<String>,
+    /// `Some("")` means "set to none".
+    pub expires_at: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub regenerate: Option<String>,
+}
+
+/// All of the simulated Canvas's data.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Db {
+    hash_key: String,
+    pub settings: SeedSettings,
+    pub users: BTreeMap<u64, User>,
+    pub tokens: BTreeMap<u64, TokenRecord>,
+    next_token_id: u64,
+    #[serde(skip)]
+    by_hash: HashMap<String, u64>,
+}
+
+impl Db {
+    pub fn from_seed(seed: &Seed, now: OffsetDateTime) -> Db {
+        let mut db = Db {
+            hash_key: random_hex(32),
+            settings: seed.settings.clone(),
+            users: BTreeMap::new(),
+            tokens: BTreeMap::new(),
+            next_token_id: 1,
+            by_hash: HashMap::new(),
+        };
+        for u in &seed.users {
+            db.users.insert(
+                u.id,
+                User {
+                    id: u.id,
+                    name: u.name.clone(),
+                    login_id: u.login_id.clone(),
+                    email: u.email.clone(),
+                    sis_user_id: u.sis_user_id.clone(),
+                    admin: u.admin,
+                    roles: u.roles.clone(),
+                    created_at: now,
+                },
+            );
+            for t in &u.tokens {
+                let state = match t.state {
+                    SeedTokenState::Pending => WorkflowState::Pending,
+                    SeedTokenState::Active => WorkflowState::Active,
+                    SeedTokenState::Deleted => WorkflowState::Deleted,
+                };
+                let mut record = db.new_record(u.id, t.purpose.clone(), t.expires_at, now);
+                record.state = state;
+                db.store(record, &t.value);
+            }
+        }
+        db
+    }
+
+    /// Rebuilds the value index after loading from a state file.
+    pub fn reindex(&mut self) {
+        self.by_hash = self
+            .tokens
+            .values()
+            .map(|t| (t.crypted.clone(), t.id))
+            .collect();
+    }
+
+    fn new_record(
+        &mut self,
+        user_id: u64,
+        purpose: String,
+        expires_at: Option<OffsetDateTime>,
+        now: OffsetDateTime,
+    ) -> TokenRecord {
+        let id = self.next_token_id;
+        self.next_token_id += 1;
+        TokenRecord {
+            id,
+            user_id,
+            purpose,
+            crypted: String::new(),
+            hint: String::new(),
+            state: WorkflowState::Active,
+            scopes: Vec::new(),
+            created_at: now,
+            updated_at: now,
+            expires_at,
+            last_used_at: None,
+        }
+    }
+
+    /// Gives the record a (new) value and stores it; only the hash is kept.
+    fn store(&mut self, mut record: TokenRecord, value: &str) -> TokenRecord {
+        if !record.crypted.is_empty() {
+            self.by_hash.remove(&record.crypted);
+        }
+        record.crypted = hash_value(&self.hash_key, value);
+        record.hint = hint_of(value);
+        self.by_hash.insert(record.crypted.clone(), record.id);
+        self.tokens.insert(record.id, record.clone());
+        record
+    }
+
+    /// `AccessToken.authenticate` + `usable?`: pending, deleted and expired tokens are refused.
+    pub fn authenticate(&mut self, value: &str, now: OffsetDateTime) -> Result<Caller, ApiError> {
+        let hash = hash_value(&self.hash_key, value);
+        let token = self
+            .by_hash
+            .get(&hash)
+            .and_then(|id| self.tokens.get_mut(id))
+            .ok_or(ApiError::InvalidToken)?;
+        if token.state != WorkflowState::Active || token.expired(now) {
+            return Err(ApiError::InvalidToken);
+        }
+        token.last_used_at = Some(now);
+        Ok(Caller {
+            user_id: token.user_id,
+        })
+    }
+
+    pub fn user(&self, id: u64) -> Option<&User> {
+        self.users.get(&id)
+    }
+
+    pub fn user_by_login(&self, login: &str) -> Option<&User> {
+        self.users.values().find(|u| u.login_id == login)
+    }
+
+    fn is_admin(&self, caller: Caller) -> bool {
+        self.user(caller.user_id).is_some_and(|u| u.admin)
+    }
+
+    /// Resolves `:user_id`: `self`, a numeric id, `sis_user_id:X` or `sis_login_id:X`.
+    pub fn resolve_user(&self, caller: Caller, reference: &str) -> Result<u64, ApiError> {
+        let found = if reference == "self" {
+            self.user(caller.user_id)
+        } else if let Some(sis) = reference.strip_prefix("sis_user_id:") {
+            self.users
+                .values()
+                .find(|u| u.sis_user_id.as_deref() == Some(sis))
+        } else if let Some(login) = reference.strip_prefix("sis_login_id:") {
+            self.user_by_login(login)
+        } else {
+            reference.parse::<u64>().ok().and_then(|id| self.user(id))
+        };
+        found.map(|u| u.id).ok_or(ApiError::NotFound)
+    }
+
+    /// `GET /api/v1/users/:id`: one's own profile, or anyone's for an admin.
+    pub fn show_user(
+        &self,
+        caller: Caller,
+        user_id: u64,
+        deny: StatusCode,
+    ) -> Result<Value, ApiError> {
+        if caller.user_id != user_id && !self.is_admin(caller) {
+            return Err(ApiError::Unauthorized(deny));
+        }
+        self.user(user_id).map(User::json).ok_or(ApiError::NotFound)
+    }
+
+    /// `GET /api/v1/accounts/:id/users?search_term=`: admins only, sorted by sortable name.
+    pub fn search_users(
+        &self,
+        caller: Caller,
+        term: Option<&str>,
+        deny: StatusCode,
+    ) -> Result<Vec<Value>, ApiError> {
+        if !self.is_admin(caller) {
+            return Err(ApiError::Unauthorized(deny));
+        }
+        let term = term.unwrap_or("");
+        if !term.is_empty() && term.chars().count() < 3 {
+            return Err(ApiError::BadRequestBody(json!({"errors": [{
+                "field": "search_term",
+                "message": "3 or more characters is required",
+                "error_code": "invalid"
+            }]})));
+        }
+        let mut users: Vec<&User> = self
+            .users
+            .values()
+            .filter(|u| term.is_empty() || u.matches(term))
+            .collect();
+        users.sort_by_key(|u| (u.sortable_name().to_lowercase(), u.id));
+        Ok(users.into_iter().map(User::json).collect())
+    }
+
+    /// `find_token`: a 5-character hint first, then a numeric id, among `user_id`'s tokens.
+    fn find_token(&self, user_id: u64, id: &str) -> Result<u64, ApiError> {
+        let mut mine = self.tokens.values().filter(|t| t.user_id == user_id);
+        let by_hint = if id.chars().count() == crate::token::HINT_LENGTH {
+            mine.clone().find(|t| t.hint == id)
+        } else {
+            None
+        };
+        by_hint
+            .or_else(|| {
+                id.parse::<u64>()
+                    .ok()
+                    .and_then(|n| mine.find(|t| t.id == n))
+            })
+            .map(|t| t.id)
+            .ok_or(ApiError::NotFound)
+    }
+
+    fn may_write(&self, caller: Caller, owner: u64) -> bool {
+        self.is_admin(caller)
+            || (caller.user_id == owner
+                && self
+                    .user(owner)
+                    .is_some_and(|u| u.may_manage_own(&self.settings)))
+    }
+
+    fn may_read(&self, caller: Caller, owner: u64) -> bool {
+        caller.user_id == owner || self.is_admin(caller)
+    }
+
+    /// `POST /api/v1/users/:user_id/tokens`.
+    pub fn create_token(
+        &mut self,
+        caller: Caller,
+        owner: u64,
+        params: TokenParams,
+        now: OffsetDateTime,
+        deny: StatusCode,
+    ) -> Result<Value, ApiError> {
+        if !params.present {
+            return Err(param_missing());
+        }
+        let Some(purpose) = params.purpose else {
+            return Err(ApiError::BadRequest("token[purpose] is missing".into()));
+        };
+        let caller_user = self.user(caller.user_id).ok_or(ApiError::InvalidToken)?;
+        let expires_at = match params.expires_at.as_deref() {
+            None | Some("") => None,
+            Some(raw) => Some(parse_time(raw).ok_or_else(invalid_date)?),
+        };
+        // Canvas holds the *calling* user to the student limit.
+        if caller_user.only_student() {
+            let Some(at) = expires_at else {
+                return Err(ApiError::BadRequest("Expiration date is required".into()));
+            };
+            if at > now + STUDENT_MAX_LIFETIME {
+                return Err(ApiError::BadRequest(
+                    "Expiration date cannot be more than 120 days in the future".into(),
+                ));
+            }
+        }
+        if !self.may_write(caller, owner) {
+            return Err(ApiError::Unauthorized(deny));
+        }
+        validate_purpose(&purpose)?;
+        let mut record = self.new_record(owner, purpose, expires_at, now);
+        record.scopes = params.scopes.unwrap_or_default();
+        if caller.user_id != owner {
+            record.state = WorkflowState::Pending;
+        }
+        let value = generate_token_value();
+        let record = self.store(record, &value);
+        Ok(record.json(Some(&value), now))
+    }
+
+    /// `GET /api/v1/users/:user_id/tokens/:id`.
+    pub fn show_token(
+        &self,
+        caller: Caller,
+        owner: u64,
+        id: &str,
+        now: OffsetDateTime,
+        deny: StatusCode,
+    ) -> Result<Value, ApiError> {
+        let id = self.find_token(owner, id)?;
+        if !self.may_read(caller, owner) {
+            return Err(ApiError::Unauthorized(deny));
+        }
+        self.tokens
+            .get(&id)
+            .map(|t| t.json(None, now))
+            .ok_or(ApiError::NotFound)
+    }
+
+    /// Canvas answers "not allowed" to the token's owner and "not found" to anyone else.
+    fn refuse(&self, caller: Caller, owner: u64, deny: StatusCode) -> ApiError {
+        if caller.user_id == owner {
+            ApiError::Unauthorized(deny)
+        } else {
+            ApiError::NotFound
+        }
+    }
+
+    /// `PUT /api/v1/users/:user_id/tokens/:id`.
+    pub fn update_token(
+        &mut self,
+        caller: Caller,
+        owner: u64,
+        id: &str,
+        params: TokenParams,
+        now: OffsetDateTime,
+        deny: StatusCode,
+    ) -> Result<Value, ApiError> {
+        let id = self.find_token(owner, id)?;
+        if !self.may_write(caller, owner) {
+            return Err(self.refuse(caller, owner, deny));
+        }
+        if !params.present {
+            return Err(param_missing());
+        }
+        let mut record = self.tokens.get(&id).cloned().ok_or(ApiError::NotFound)?;
+        let new_expiry = match params.expires_at.as_deref() {
+            None => None,
+            Some("") => Some(None),
+            Some(raw) => Some(Some(parse_time(raw).ok_or_else(invalid_date)?)),
+        };
+        let regenerate = params.regenerate.as_deref().is_some_and(truthy);
+        if regenerate && record.expired(now) && new_expiry.is_none() {
+            return Err(ApiError::BadRequestBody(json!({"errors": {
+                "message": "cannot regenerate an expired token without a new expiration date"
+            }})));
+        }
+        if let Some(purpose) = params.purpose {
+            validate_purpose(&purpose)?;
+            record.purpose = purpose;
+        }
+        if let Some(expiry) = new_expiry {
+            record.expires_at = expiry;
+        }
+        if let Some(scopes) = params.scopes {
+            record.scopes = scopes;
+        }
+        record.updated_at = now;
+        if regenerate {
+            if caller.user_id != owner {
+                record.state = WorkflowState::Pending;
+            }
+            let value = generate_token_value();
+            let record = self.store(record, &value);
+            return Ok(record.json(Some(&value), now));
+        }
+        self.tokens.insert(id, record.clone());
+        Ok(record.json(None, now))
+    }
+
+    /// `DELETE /api/v1/users/:user_id/tokens/:id`: a soft delete that stops the token at once.
+    pub fn delete_token(
+        &mut self,
+        caller: Caller,
+        owner: u64,
+        id: &str,
+        now: OffsetDateTime,
+        deny: StatusCode,
+    ) -> Result<Value, ApiError> {
+        let id = self.find_token(owner, id)?;
+        if !self.may_read(caller, owner) {
+            return Err(self.refuse(caller, owner, deny));
+        }
+        let record = self.tokens.get_mut(&id).ok_or(ApiError::NotFound)?;
+        if record.state != WorkflowState::Deleted {
+            record.state = WorkflowState::Deleted;
+            record.updated_at = now;
+        }
+        Ok(record.json(None, now))
+    }
+
+    /// `GET /api/v1/users/:user_id/user_generated_tokens`, oldest first (deleted ones included).
+    pub fn user_generated_tokens(
+        &self,
+        caller: Caller,
+        owner: u64,
+        deny: StatusCode,
+    ) -> Result<Vec<&TokenRecord>, ApiError> {
+        if !self.may_read(caller, owner) {
+            return Err(ApiError::Unauthorized(deny));
+        }
+        Ok(self
+            .tokens
+            .values()
+            .filter(|t| t.user_id == owner)
+            .collect())
+    }
+
+    /// `POST /profile/tokens/:id/activate`, for the signed-in owner only.
+    pub fn activate(
+        &mut self,
+        user_id: u64,
+        id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Value, ApiError> {
+        let id = self.find_token(user_id, id)?;
+        let record = self.tokens.get_mut(&id).ok_or(ApiError::NotFound)?;
+        if record.state != WorkflowState::Pending {
+            return Err(ApiError::BadRequestBody(
+                json!({"errors": {"token": ["is already active"]}}),
+            ));
+        }
+        record.state = WorkflowState::Active;
+        record.updated_at = now;
+        Ok(record.json(None, now))
+    }
+
+    pub fn tokens_of(&self, user_id: u64) -> impl Iterator<Item = &TokenRecord> {
+        self.tokens.values().filter(move |t| t.user_id == user_id)
+    }
+}
+
+fn param_missing() -> ApiError {
+    ApiError::BadRequestBody(
+        json!({"errors": [{"message": "param is missing or the value is empty: token"}]}),
+    )
+}
+
+fn invalid_date() -> ApiError {
+    ApiError::BadRequest("Invalid expiration date format".into())
+}
+
+fn validate_purpose(purpose: &str) -> Result<(), ApiError> {
+    if purpose.is_empty() {
+        return Err(ApiError::Validation {
+            attribute: "purpose",
+            kind: "too_short",
+        });
+    }
+    if purpose.chars().count() > PURPOSE_MAX {
+        return Err(ApiError::Validation {
+            attribute: "purpose",
+            kind: "too_long",
+        });
+    }
+    Ok(())
+}
+
+/// `Canvas::Plugin.value_to_boolean`.
+fn truthy(value: &str) -> bool {
+    matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "1" | "true" | "t" | "yes" | "y" | "on"
+    )
+}
+
+/// ISO-8601 in UTC with whole seconds, as Canvas's JSON has it.
+pub(crate) fn iso(t: OffsetDateTime) -> String {
+    let t = t
+        .to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .unwrap_or(t);
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+/// `Time.zone.parse` for the forms a client sends: RFC 3339, a date-time without offset (UTC),
+/// or a date (midnight UTC).
+pub(crate) fn parse_time(raw: &str) -> Option<OffsetDateTime> {
+    let raw = raw.trim();
+    if let Ok(t) = OffsetDateTime::parse(raw, &Rfc3339) {
+        return Some(t.to_offset(time::UtcOffset::UTC));
+    }
+    let local = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+    if let Ok(t) = PrimitiveDateTime::parse(raw, &local) {
+        return Some(t.assume_utc());
+    }
+    let date = format_description!("[year]-[month]-[day]");
+    Date::parse(raw, &date)
+        .ok()
+        .map(|d| d.midnight().assume_utc())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_in_canvas_forms() {
+        assert_eq!(
+            iso(parse_time("2030-01-02T03:04:05Z").unwrap()),
+            "2030-01-02T03:04:05Z"
+        );
+        assert_eq!(
+            iso(parse_time("2030-01-02T03:04:05+02:00").unwrap()),
+            "2030-01-02T01:04:05Z"
+        );
+        assert_eq!(
+            iso(parse_time("2030-01-02T03:04:05").unwrap()),
+            "2030-01-02T03:04:05Z"
+        );
+        assert_eq!(
+            iso(parse_time("2030-01-02").unwrap()),
+            "2030-01-02T00:00:00Z"
+        );
+        assert!(parse_time("next week").is_none());
+        assert!(parse_time("2030-13-01").is_none());
+    }
+}
