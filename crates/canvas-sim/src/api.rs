@@ -34,6 +34,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             "/users/{user_id}/user_generated_tokens",
             get(user_generated_tokens),
         )
+        .route("/accounts/{account_id}", get(show_account))
         .route("/accounts/{account_id}/users", get(account_users))
         .fallback(|| async { ApiError::NotFound })
         .layer(middleware::from_fn_with_state(shared.clone(), gate))
@@ -102,7 +103,7 @@ async fn gate(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -
         && let Admission::Throttled { remaining } = throttle.admit(&key)
     {
         counters.throttled.fetch_add(1, Ordering::Relaxed);
-        let mut response = ApiError::Throttled.into_response();
+        let mut response = ApiError::Throttled(shared.throttle_status).into_response();
         set_header(&mut response, "x-rate-limit-remaining", remaining);
         return response;
     }
@@ -319,6 +320,25 @@ async fn user_generated_tokens(
     Ok(paginated(items, link))
 }
 
+/// The simulator has one root account, id 1 (`self` also names it).
+fn check_account(account: &str) -> Result<(), ApiError> {
+    if account == "1" || account == "self" {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
+/// `GET /api/v1/accounts/:id`: the root account, for admins.
+async fn show_account(
+    State(s): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    Path(account): Path<String>,
+) -> ApiResult {
+    check_account(&account)?;
+    Ok(Json(s.db().account_json(caller, s.unauthorized_status)?).into_response())
+}
+
 async fn account_users(
     State(s): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
@@ -327,9 +347,7 @@ async fn account_users(
     headers: HeaderMap,
     OriginalUri(req_uri): OriginalUri,
 ) -> ApiResult {
-    if account != "1" && account != "self" {
-        return Err(ApiError::NotFound);
-    }
+    check_account(&account)?;
     let params = Params::parse(query.as_deref(), &headers, &Bytes::new())?;
     let users = s
         .db()

@@ -23,8 +23,9 @@ pub enum ApiError {
     },
     /// A body of Canvas's own making, sent as is with 400.
     BadRequestBody(serde_json::Value),
-    /// The leaky bucket is full.
-    Throttled,
+    /// The leaky bucket is full: 403 as canvas-api.md documents (or 429, which newer
+    /// instances are reported to send).
+    Throttled(StatusCode),
     /// An injected failure (`--fail-rate`).
     Injected(StatusCode),
 }
@@ -79,10 +80,14 @@ impl IntoResponse for ApiError {
             ApiError::BadRequestBody(body) => {
                 (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
             }
-            ApiError::Throttled => (
-                StatusCode::FORBIDDEN,
+            ApiError::Throttled(status) => (
+                status,
                 [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                "403 Forbidden (Rate Limit Exceeded)\n",
+                if status == StatusCode::FORBIDDEN {
+                    "403 Forbidden (Rate Limit Exceeded)\n"
+                } else {
+                    "429 Too Many Requests (Rate Limit Exceeded)\n"
+                },
             )
                 .into_response(),
             ApiError::Injected(status) => (

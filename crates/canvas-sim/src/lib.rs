@@ -45,6 +45,9 @@ pub struct SimConfig {
     pub throttle: Option<ThrottleSettings>,
     /// Status of "authenticated, not allowed": 401 (Canvas's classic answer) or 403 (newer).
     pub unauthorized_status: StatusCode,
+    /// Status of a throttled request: 403 (`canvas-api.md` §3, the default) or 429 (reported for
+    /// instances since the 2025-10 API change log).
+    pub throttle_status: StatusCode,
     /// Keeps the state in this JSON file (loaded at start if present, written on every change).
     pub state_file: Option<PathBuf>,
 }
@@ -57,6 +60,7 @@ impl Default for SimConfig {
             fail_rate: 0.0,
             throttle: Some(ThrottleSettings::default()),
             unauthorized_status: StatusCode::UNAUTHORIZED,
+            throttle_status: StatusCode::FORBIDDEN,
             state_file: None,
         }
     }
@@ -78,6 +82,11 @@ impl SimConfig {
             && self.unauthorized_status != StatusCode::FORBIDDEN
         {
             return Err("--unauthorized-status must be 401 or 403".into());
+        }
+        if self.throttle_status != StatusCode::FORBIDDEN
+            && self.throttle_status != StatusCode::TOO_MANY_REQUESTS
+        {
+            return Err("--throttle-status must be 403 or 429".into());
         }
         match &self.throttle {
             Some(t) => t.validate(),
@@ -112,6 +121,7 @@ pub(crate) struct Shared {
     latency: Duration,
     fail_rate: f64,
     unauthorized_status: StatusCode,
+    throttle_status: StatusCode,
     state_file: Option<PathBuf>,
     clock_offset_secs: AtomicI64,
     counters: Counters,
@@ -270,6 +280,7 @@ pub async fn serve(config: SimConfig, listener: TcpListener) -> anyhow::Result<R
         latency: config.latency,
         fail_rate: config.fail_rate,
         unauthorized_status: config.unauthorized_status,
+        throttle_status: config.throttle_status,
         state_file: config.state_file.clone(),
         clock_offset_secs: AtomicI64::new(0),
         counters: Counters::default(),

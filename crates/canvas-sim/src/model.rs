@@ -321,6 +321,22 @@ impl Db {
         self.user(user_id).map(User::json).ok_or(ApiError::NotFound)
     }
 
+    /// `GET /api/v1/accounts/1`: the root account, for admins.
+    pub fn account_json(&self, caller: Caller, deny: StatusCode) -> Result<Value, ApiError> {
+        if !self.is_admin(caller) {
+            return Err(ApiError::Unauthorized(deny));
+        }
+        Ok(json!({
+            "id": 1,
+            "name": "Simulated University",
+            "uuid": "canvas-sim-root-account",
+            "parent_account_id": null,
+            "root_account_id": null,
+            "workflow_state": "active",
+            "default_time_zone": "Etc/UTC",
+        }))
+    }
+
     /// `GET /api/v1/accounts/:id/users?search_term=`: admins only, sorted by sortable name.
     pub fn search_users(
         &self,

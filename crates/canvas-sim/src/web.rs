@@ -191,7 +191,7 @@ async fn activate(
         (Err(e), true) => {
             let message = match e {
                 ApiError::NotFound => "There is no such token.".to_owned(),
-                _ => "This token is not pending: it is already active.".to_owned(),
+                _ => "This token is not pending, so there is nothing to activate.".to_owned(),
             };
             match settings_page(&s, user_id, Some(message)) {
                 Some(page) => {

@@ -52,6 +52,9 @@ pub(super) struct Args {
     /// Status for "authenticated but not allowed": 401 (classic Canvas) or 403 (newer instances).
     #[arg(long, value_name = "CODE", default_value_t = 401)]
     unauthorized_status: u16,
+    /// Status of a throttled request: 403 (Canvas as documented) or 429.
+    #[arg(long, value_name = "CODE", default_value_t = 403)]
+    throttle_status: u16,
 }
 
 impl Args {
@@ -79,12 +82,15 @@ impl Args {
         };
         let unauthorized_status = StatusCode::from_u16(self.unauthorized_status)
             .map_err(|_| CliError::Usage("--unauthorized-status must be 401 or 403".into()))?;
+        let throttle_status = StatusCode::from_u16(self.throttle_status)
+            .map_err(|_| CliError::Usage("--throttle-status must be 403 or 429".into()))?;
         let config = SimConfig {
             seed,
             latency: Duration::from_millis(self.latency_ms),
             fail_rate: self.fail_rate,
             throttle,
             unauthorized_status,
+            throttle_status,
             state_file: self.state.clone(),
         };
         config.validate().map_err(CliError::Usage)?;

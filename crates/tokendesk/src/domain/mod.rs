@@ -1,0 +1,56 @@
+//! The rules of tokendesk, free of I/O: requests and their lifecycle, envelopes, roles and
+//! policy. Every transition takes the current state and the clock's reading and returns the new
+//! state with the audit event and follow-up work it causes, or a typed error.
+
+pub mod envelope;
+pub mod error;
+pub mod ids;
+pub mod policy;
+pub mod request;
+pub mod roles;
+
+pub use error::{DomainError, FieldError};
+pub use ids::{Login, RequestId, TokenId};
+pub use policy::Policy;
+pub use roles::{Actor, Roles};
+
+use serde_json::Value;
+
+/// What a transition records in the audit trail (time and client address are added by the
+/// caller, who knows them). Never holds a secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRecord {
+    /// Who did it: a login, or `system` for the workers.
+    pub actor: String,
+    /// What was done, e.g. `request.approve`.
+    pub action: &'static str,
+    /// What it was done to, e.g. `request:12`.
+    pub target: String,
+    /// `ok`, or why it did not go through.
+    pub outcome: &'static str,
+    pub details: Value,
+}
+
+/// Work a transition asks for, queued in the same transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Create the token in Canvas, seal it and send the delivery email.
+    IssueToken(RequestId),
+    /// Tell the approvers a request arrived.
+    NotifyApprovers(RequestId),
+    /// Tell the requester their request was denied.
+    NotifyDenied(RequestId),
+    /// Tell the owner their token was revoked.
+    NotifyRevoked(RequestId),
+}
+
+/// The result of a transition: the new state, its audit event, and what must follow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change<T> {
+    pub state: T,
+    pub audit: AuditRecord,
+    pub effects: Vec<Effect>,
+}
+
+/// The actor name of the background workers.
+pub const SYSTEM: &str = "system";

@@ -1,0 +1,564 @@
+//! Database access: one `Store` over SQLite (the embedded default) or PostgreSQL, with portable
+//! SQL and small query functions that take the transaction they run in. Every state change is
+//! written together with its audit event and its follow-up work, in one transaction.
+
+mod audit;
+mod migrate;
+mod queue;
+mod rows;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyConnection, AnyPool, ConnectOptions, Executor, Row};
+use time::OffsetDateTime;
+
+pub use audit::{AuditEvent, AuditFilter, ChainBreak, verify_chain};
+pub use queue::MailboxMessage;
+pub use queue::{ClaimedEmail, ClaimedJob, JobKind, QueuedEmail};
+pub use rows::{StoredEnvelope, StoredToken, TokenState};
+
+use crate::domain::envelope::Envelope;
+use crate::domain::request::{Holdings, NewRequest, Request, RequestState};
+use crate::domain::{Login, RequestId, TokenId};
+
+/// The database kinds tokendesk runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Result<Backend, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(StoreError::Config(
+                "database_url must start with sqlite: or postgres://".into(),
+            ))
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database configuration: {0}")]
+    Config(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The row changed under us (another approver, another instance): the caller reports 409.
+    #[error("the record was changed by someone else at the same time; reload and try again")]
+    Conflict,
+    #[error("not found")]
+    NotFound,
+    /// A stored value that cannot be read back (a bug or a hand-edited database).
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Pool settings.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// A write transaction.
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+impl Store {
+    /// Connects (creating an SQLite file if needed) without migrating.
+    pub async fn connect(url: &str, options: &StoreOptions) -> StoreResult<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let mut connect = AnyConnectOptions::from_str(url)?;
+        connect = connect.log_statements(tracing::log::LevelFilter::Trace);
+        let mut pool = AnyPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout);
+        if backend == Backend::Sqlite {
+            // WAL for readers beside the writer, durable commits, foreign keys, and waiting
+            // (not failing) when another connection holds the write lock.
+            pool = pool.after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute(sqlx::raw_sql(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                    ))
+                    .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool.connect_with(connect).await?;
+        Ok(Store { pool, backend })
+    }
+
+    /// Connects and brings the schema up to date.
+    pub async fn open(url: &str, options: &StoreOptions) -> StoreResult<Store> {
+        let store = Store::connect(url, options).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Applies the embedded migrations that have not run yet; returns how many ran.
+    pub async fn migrate(&self) -> StoreResult<usize> {
+        migrate::run(self).await
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Starts a write transaction. On SQLite it takes the write lock at once, so that a
+    /// read-then-write transaction never fails half-way on lock upgrade.
+    pub async fn write(&self) -> StoreResult<Tx> {
+        let mut tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        // Keep the transaction from waiting forever on a row another instance locked.
+        if self.backend == Backend::Postgres {
+            sqlx::query("SET LOCAL lock_timeout = '10s'")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+pub(crate) fn ts(t: OffsetDateTime) -> i64 {
+    t.unix_timestamp()
+}
+
+pub(crate) fn from_ts(secs: i64) -> StoreResult<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp(secs)
+        .map_err(|_| StoreError::Corrupt(format!("time {secs} out of range")))
+}
+
+// ---- people ------------------------------------------------------------------------------
+
+/// A person as tokendesk knows them (from sign-in and from Canvas).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Person {
+    pub login: Login,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub canvas_user_id: Option<i64>,
+}
+
+/// Makes sure the person exists; fills in what is known (never erases known details).
+pub async fn upsert_person(
+    conn: &mut AnyConnection,
+    person: &Person,
+    now: OffsetDateTime,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO people (login, name, email, canvas_user_id, first_seen_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $5) \
+         ON CONFLICT (login) DO UPDATE SET \
+           name = COALESCE(excluded.name, people.name), \
+           email = COALESCE(excluded.email, people.email), \
+           canvas_user_id = COALESCE(excluded.canvas_user_id, people.canvas_user_id), \
+           updated_at = excluded.updated_at",
+    )
+    .bind(person.login.as_str())
+    .bind(person.name.as_deref())
+    .bind(person.email.as_deref())
+    .bind(person.canvas_user_id)
+    .bind(ts(now))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn person(conn: &mut AnyConnection, login: &Login) -> StoreResult<Option<Person>> {
+    let row = sqlx::query("SELECT login, name, email, canvas_user_id FROM people WHERE login = $1")
+        .bind(login.as_str())
+        .fetch_optional(conn)
+        .await?;
+    row.map(|r| rows::person(&r)).transpose()
+}
+
+/// People whose login or name contains `term` (case-insensitive), for the help desk.
+pub async fn search_people(
+    conn: &mut AnyConnection,
+    term: &str,
+    limit: i64,
+) -> StoreResult<Vec<Person>> {
+    let pattern = format!("%{}%", term.to_lowercase().replace(['%', '_'], ""));
+    let rows = sqlx::query(
+        "SELECT login, name, email, canvas_user_id FROM people \
+         WHERE login LIKE $1 OR LOWER(COALESCE(name, '')) LIKE $1 ORDER BY login LIMIT $2",
+    )
+    .bind(pattern)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(rows::person).collect()
+}
+
+// ---- requests ----------------------------------------------------------------------------
+
+const REQUEST_COLUMNS: &str = "id, requester, purpose, application, requested_expires_on, \
+     expires_on, state, decided_by, reason, created_at, updated_at";
+
+pub async fn insert_request(
+    conn: &mut AnyConnection,
+    requester: &Login,
+    new: &NewRequest,
+    now: OffsetDateTime,
+) -> StoreResult<Request> {
+    let row = sqlx::query(
+        "INSERT INTO requests (requester, purpose, application, requested_expires_on, expires_on, \
+         state, created_at, updated_at) VALUES ($1, $2, $3, $4, $4, 'submitted', $5, $5) RETURNING id",
+    )
+    .bind(requester.as_str())
+    .bind(new.purpose.as_str())
+    .bind(new.application.as_deref())
+    .bind(new.expires_on.to_string())
+    .bind(ts(now))
+    .fetch_one(&mut *conn)
+    .await?;
+    let id = RequestId(row.try_get::<i64, _>(0)?);
+    get_request(conn, id).await?.ok_or(StoreError::NotFound)
+}
+
+pub async fn get_request(conn: &mut AnyConnection, id: RequestId) -> StoreResult<Option<Request>> {
+    let sql = format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.0)
+        .fetch_optional(conn)
+        .await?;
+    row.map(|r| rows::request(&r)).transpose()
+}
+
+/// Writes a transition's new state if the request is still in the state it was read in;
+/// otherwise someone else moved it first and this is a `Conflict`.
+pub async fn update_request(
+    conn: &mut AnyConnection,
+    from: RequestState,
+    next: &Request,
+) -> StoreResult<()> {
+    let done = sqlx::query(
+        "UPDATE requests SET state = $1, expires_on = $2, decided_by = $3, reason = $4, \
+         updated_at = $5 WHERE id = $6 AND state = $7",
+    )
+    .bind(next.state.as_str())
+    .bind(next.expires_on.to_string())
+    .bind(next.decided_by.as_ref().map(Login::as_str))
+    .bind(next.reason.as_deref())
+    .bind(ts(next.updated_at))
+    .bind(next.id.0)
+    .bind(from.as_str())
+    .execute(conn)
+    .await?;
+    if done.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict)
+    }
+}
+
+/// What a person holds now, for the per-person limits.
+pub async fn holdings(conn: &mut AnyConnection, login: &Login) -> StoreResult<Holdings> {
+    let row = sqlx::query(
+        "SELECT \
+           COALESCE(SUM(CASE WHEN state IN ('submitted','approved','failed') THEN 1 ELSE 0 END), 0), \
+           COALESCE(SUM(CASE WHEN state IN ('issued','activated') THEN 1 ELSE 0 END), 0) \
+         FROM requests WHERE requester = $1",
+    )
+    .bind(login.as_str())
+    .fetch_one(conn)
+    .await?;
+    let count = |i: usize| -> StoreResult<u32> {
+        let n: i64 = row.try_get(i)?;
+        u32::try_from(n).map_err(|_| StoreError::Corrupt(format!("count {n}")))
+    };
+    Ok(Holdings {
+        open_requests: count(0)?,
+        live_tokens: count(1)?,
+    })
+}
+
+/// Filters for request lists.
+#[derive(Debug, Clone, Default)]
+pub struct RequestFilter {
+    pub requester: Option<Login>,
+    pub state: Option<RequestState>,
+    /// Oldest first (the approvers' queue) instead of newest first.
+    pub oldest_first: bool,
+    pub limit: i64,
+}
+
+pub async fn list_requests(
+    conn: &mut AnyConnection,
+    filter: &RequestFilter,
+) -> StoreResult<Vec<Request>> {
+    let order = if filter.oldest_first { "ASC" } else { "DESC" };
+    let sql = format!(
+        "SELECT {REQUEST_COLUMNS} FROM requests \
+         WHERE ($1 IS NULL OR requester = $1) AND ($2 IS NULL OR state = $2) \
+         ORDER BY created_at {order}, id {order} LIMIT $3"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(filter.requester.as_ref().map(Login::as_str))
+        .bind(filter.state.map(RequestState::as_str))
+        .bind(if filter.limit > 0 { filter.limit } else { 100 })
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(rows::request).collect()
+}
+
+// ---- tokens ------------------------------------------------------------------------------
+
+const TOKEN_COLUMNS: &str = "id, request_id, owner, canvas_user_id, canvas_token_id, hint, state, \
+     expires_at, created_at, updated_at";
+
+/// Records a token created in Canvas.
+#[allow(clippy::too_many_arguments)]
+pub async fn insert_token(
+    conn: &mut AnyConnection,
+    request_id: RequestId,
+    owner: &Login,
+    canvas_user_id: i64,
+    canvas_token_id: i64,
+    hint: &str,
+    state: TokenState,
+    expires_at: OffsetDateTime,
+    now: OffsetDateTime,
+) -> StoreResult<TokenId> {
+    let row = sqlx::query(
+        "INSERT INTO tokens (request_id, owner, canvas_user_id, canvas_token_id, hint, state, \
+         expires_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING id",
+    )
+    .bind(request_id.0)
+    .bind(owner.as_str())
+    .bind(canvas_user_id)
+    .bind(canvas_token_id)
+    .bind(hint)
+    .bind(state.as_str())
+    .bind(ts(expires_at))
+    .bind(ts(now))
+    .fetch_one(conn)
+    .await?;
+    Ok(TokenId(row.try_get::<i64, _>(0)?))
+}
+
+pub async fn get_token(conn: &mut AnyConnection, id: TokenId) -> StoreResult<Option<StoredToken>> {
+    let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.0)
+        .fetch_optional(conn)
+        .await?;
+    row.map(|r| rows::token(&r)).transpose()
+}
+
+pub async fn token_for_request(
+    conn: &mut AnyConnection,
+    id: RequestId,
+) -> StoreResult<Option<StoredToken>> {
+    let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE request_id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.0)
+        .fetch_optional(conn)
+        .await?;
+    row.map(|r| rows::token(&r)).transpose()
+}
+
+pub async fn list_tokens(
+    conn: &mut AnyConnection,
+    owner: Option<&Login>,
+    limit: i64,
+) -> StoreResult<Vec<StoredToken>> {
+    let sql = format!(
+        "SELECT {TOKEN_COLUMNS} FROM tokens WHERE ($1 IS NULL OR owner = $1) ORDER BY id DESC LIMIT $2"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(owner.map(Login::as_str))
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(rows::token).collect()
+}
+
+pub async fn set_token_state(
+    conn: &mut AnyConnection,
+    id: TokenId,
+    state: TokenState,
+    now: OffsetDateTime,
+) -> StoreResult<()> {
+    sqlx::query("UPDATE tokens SET state = $1, updated_at = $2 WHERE id = $3")
+        .bind(state.as_str())
+        .bind(ts(now))
+        .bind(id.0)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+// ---- envelopes ---------------------------------------------------------------------------
+
+pub async fn insert_envelope(
+    conn: &mut AnyConnection,
+    envelope: &Envelope,
+    nonce: &[u8],
+    ciphertext: &[u8],
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO envelopes (id, request_id, owner, state, reveals, nonce, ciphertext, \
+         created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(envelope.id.as_str())
+    .bind(envelope.request_id.0)
+    .bind(envelope.owner.as_str())
+    .bind(envelope.state.as_str())
+    .bind(i64::from(envelope.reveals))
+    .bind(nonce)
+    .bind(ciphertext)
+    .bind(ts(envelope.created_at))
+    .bind(ts(envelope.expires_at))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn get_envelope(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> StoreResult<Option<StoredEnvelope>> {
+    let row = sqlx::query(
+        "SELECT id, request_id, owner, state, reveals, nonce, ciphertext, created_at, expires_at \
+         FROM envelopes WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|r| rows::envelope(&r)).transpose()
+}
+
+pub async fn envelope_for_request(
+    conn: &mut AnyConnection,
+    id: RequestId,
+) -> StoreResult<Option<StoredEnvelope>> {
+    let row = sqlx::query(
+        "SELECT id, request_id, owner, state, reveals, nonce, ciphertext, created_at, expires_at \
+         FROM envelopes WHERE request_id = $1 ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(id.0)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|r| rows::envelope(&r)).transpose()
+}
+
+/// Writes an envelope's new state if it is unchanged since it was read (same reveal count);
+/// closed envelopes lose their ciphertext in the same statement.
+pub async fn update_envelope(
+    conn: &mut AnyConnection,
+    before: &Envelope,
+    next: &Envelope,
+) -> StoreResult<()> {
+    let erase = !next.state.is_open();
+    let done = sqlx::query(
+        "UPDATE envelopes SET state = $1, reveals = $2, \
+           nonce = CASE WHEN $3 THEN NULL ELSE nonce END, \
+           ciphertext = CASE WHEN $3 THEN NULL ELSE ciphertext END \
+         WHERE id = $4 AND reveals = $5 AND state = $6",
+    )
+    .bind(next.state.as_str())
+    .bind(i64::from(next.reveals))
+    .bind(erase)
+    .bind(next.id.as_str())
+    .bind(i64::from(before.reveals))
+    .bind(before.state.as_str())
+    .execute(conn)
+    .await?;
+    if done.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict)
+    }
+}
+
+/// Erases the ciphertext of every open envelope of a request (token activated or revoked).
+pub async fn close_envelopes_of(
+    conn: &mut AnyConnection,
+    id: RequestId,
+    state: &str,
+) -> StoreResult<u64> {
+    let done = sqlx::query(
+        "UPDATE envelopes SET state = $1, nonce = NULL, ciphertext = NULL \
+         WHERE request_id = $2 AND state IN ('sealed','revealed')",
+    )
+    .bind(state)
+    .bind(id.0)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Expires open envelopes whose time has passed and erases their ciphertext.
+pub async fn expire_envelopes(
+    conn: &mut AnyConnection,
+    now: OffsetDateTime,
+) -> StoreResult<Vec<String>> {
+    let rows = sqlx::query(
+        "UPDATE envelopes SET state = 'expired', nonce = NULL, ciphertext = NULL \
+         WHERE state IN ('sealed','revealed') AND expires_at <= $1 RETURNING id",
+    )
+    .bind(ts(now))
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| r.try_get::<String, _>(0).map_err(StoreError::from))
+        .collect()
+}
+
+pub use audit::{append_audit, list_audit};
+pub use queue::{
+    claim_email, claim_job, email_done, email_retry, enqueue_email, enqueue_job, job_done,
+    job_retry, mailbox,
+};

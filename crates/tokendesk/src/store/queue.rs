@@ -1,0 +1,358 @@
+//! Work queued in the same transaction as the change that causes it: jobs (talk to Canvas) and
+//! outgoing email. Workers claim a row with a lease; a worker that dies loses its lease and the
+//! row is claimed again once the lease runs out. On PostgreSQL claiming uses
+//! `FOR UPDATE SKIP LOCKED`; on SQLite the write lock already serialises claimers.
+
+use sqlx::{AnyConnection, Row};
+use time::{Duration, OffsetDateTime};
+
+use super::{Backend, Store, StoreError, StoreResult, from_ts, ts};
+use crate::delivery::email::OutgoingEmail;
+use crate::domain::{Login, RequestId};
+
+/// Kinds of background job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    /// Create the token in Canvas, seal it, send the link.
+    IssueToken,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::IssueToken => "issue_token",
+        }
+    }
+
+    fn parse(s: &str) -> StoreResult<Self> {
+        match s {
+            "issue_token" => Ok(JobKind::IssueToken),
+            other => Err(StoreError::Corrupt(format!("job kind {other:?}"))),
+        }
+    }
+}
+
+pub async fn enqueue_job(
+    conn: &mut AnyConnection,
+    kind: JobKind,
+    request_id: Option<RequestId>,
+    now: OffsetDateTime,
+) -> StoreResult<i64> {
+    let row = sqlx::query(
+        "INSERT INTO jobs (kind, request_id, state, attempts, run_after, created_at, updated_at) \
+         VALUES ($1, $2, 'queued', 0, $3, $3, $3) RETURNING id",
+    )
+    .bind(kind.as_str())
+    .bind(request_id.map(|r| r.0))
+    .bind(ts(now))
+    .fetch_one(conn)
+    .await?;
+    Ok(row.try_get::<i64, _>(0)?)
+}
+
+/// A job a worker holds until `locked_until`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedJob {
+    pub id: i64,
+    pub kind: JobKind,
+    pub request_id: Option<RequestId>,
+    /// Including this one.
+    pub attempts: u32,
+    pub locked_until: OffsetDateTime,
+}
+
+fn claim_sql(table: &str, columns: &str, backend: Backend) -> String {
+    let lock = match backend {
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    let running = if table == "jobs" {
+        "running"
+    } else {
+        "sending"
+    };
+    format!(
+        "UPDATE {table} SET state = '{running}', attempts = attempts + 1, locked_until = $1 \
+         WHERE id = (SELECT id FROM {table} \
+             WHERE (state = 'queued' AND run_after <= $2) OR (state = '{running}' AND locked_until <= $2) \
+             ORDER BY run_after, id LIMIT 1{lock}) \
+         RETURNING {columns}"
+    )
+}
+
+/// Claims the next job that is due (or whose holder's lease ran out).
+pub async fn claim_job(
+    store: &Store,
+    now: OffsetDateTime,
+    lease: Duration,
+) -> StoreResult<Option<ClaimedJob>> {
+    let sql = claim_sql(
+        "jobs",
+        "id, kind, request_id, attempts, locked_until",
+        store.backend(),
+    );
+    let mut tx = store.write().await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(ts(now + lease))
+        .bind(ts(now))
+        .fetch_optional(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let Some(r) = row else { return Ok(None) };
+    let attempts: i64 = r.try_get("attempts")?;
+    Ok(Some(ClaimedJob {
+        id: r.try_get("id")?,
+        kind: JobKind::parse(&r.try_get::<String, _>("kind")?)?,
+        request_id: r.try_get::<Option<i64>, _>("request_id")?.map(RequestId),
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        locked_until: from_ts(r.try_get("locked_until")?)?,
+    }))
+}
+
+pub async fn job_done(conn: &mut AnyConnection, id: i64, now: OffsetDateTime) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE jobs SET state = 'done', locked_until = NULL, updated_at = $1 WHERE id = $2",
+    )
+    .bind(ts(now))
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Puts the job back for another attempt at `run_after`, or buries it (`dead`) when `None`.
+pub async fn job_retry(
+    conn: &mut AnyConnection,
+    id: i64,
+    error: &str,
+    run_after: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE jobs SET state = $1, run_after = COALESCE($2, run_after), locked_until = NULL, \
+         last_error = $3, updated_at = $4 WHERE id = $5",
+    )
+    .bind(if run_after.is_some() {
+        "queued"
+    } else {
+        "dead"
+    })
+    .bind(run_after.map(ts))
+    .bind(error)
+    .bind(ts(now))
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// An email waiting to be sent: in the clear (no secret in it), or sealed under the outbox key
+/// (a delivery email, whose link holds the envelope key).
+#[derive(Debug, Clone)]
+pub enum QueuedEmail {
+    Clear(OutgoingEmail),
+    /// `to_addr`, `subject` and the sealed serialized `OutgoingEmail`.
+    Sealed {
+        to_addr: String,
+        subject: String,
+        sealed: Vec<u8>,
+    },
+}
+
+pub async fn enqueue_email(
+    conn: &mut AnyConnection,
+    kind: &str,
+    request_id: Option<RequestId>,
+    to_login: Option<&Login>,
+    email: &QueuedEmail,
+    now: OffsetDateTime,
+) -> StoreResult<i64> {
+    let (to_addr, subject, text, html, sealed) = match email {
+        QueuedEmail::Clear(e) => (
+            e.to.as_str(),
+            e.subject.as_str(),
+            Some(e.text.as_str()),
+            Some(e.html.as_str()),
+            None,
+        ),
+        QueuedEmail::Sealed {
+            to_addr,
+            subject,
+            sealed,
+        } => (
+            to_addr.as_str(),
+            subject.as_str(),
+            None,
+            None,
+            Some(sealed.as_slice()),
+        ),
+    };
+    let row = sqlx::query(
+        "INSERT INTO emails (kind, request_id, to_login, to_addr, subject, body_text, body_html, \
+         sealed_body, state, attempts, run_after, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', 0, $9, $9) RETURNING id",
+    )
+    .bind(kind)
+    .bind(request_id.map(|r| r.0))
+    .bind(to_login.map(Login::as_str))
+    .bind(to_addr)
+    .bind(subject)
+    .bind(text)
+    .bind(html)
+    .bind(sealed)
+    .bind(ts(now))
+    .fetch_one(conn)
+    .await?;
+    Ok(row.try_get::<i64, _>(0)?)
+}
+
+/// An email a worker holds until its lease runs out.
+#[derive(Debug, Clone)]
+pub struct ClaimedEmail {
+    pub id: i64,
+    pub kind: String,
+    pub to_login: Option<String>,
+    pub attempts: u32,
+    pub email: QueuedEmail,
+}
+
+pub async fn claim_email(
+    store: &Store,
+    now: OffsetDateTime,
+    lease: Duration,
+) -> StoreResult<Option<ClaimedEmail>> {
+    let sql = claim_sql(
+        "emails",
+        "id, kind, to_login, to_addr, subject, body_text, body_html, sealed_body, attempts",
+        store.backend(),
+    );
+    let mut tx = store.write().await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(ts(now + lease))
+        .bind(ts(now))
+        .fetch_optional(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let Some(r) = row else { return Ok(None) };
+    let to_addr: String = r.try_get("to_addr")?;
+    let subject: String = r.try_get("subject")?;
+    let sealed: Option<Vec<u8>> = r.try_get("sealed_body")?;
+    let email = match sealed {
+        Some(sealed) => QueuedEmail::Sealed {
+            to_addr,
+            subject,
+            sealed,
+        },
+        None => QueuedEmail::Clear(OutgoingEmail {
+            to: to_addr,
+            to_name: None,
+            subject,
+            text: r
+                .try_get::<Option<String>, _>("body_text")?
+                .unwrap_or_default(),
+            html: r
+                .try_get::<Option<String>, _>("body_html")?
+                .unwrap_or_default(),
+        }),
+    };
+    let attempts: i64 = r.try_get("attempts")?;
+    Ok(Some(ClaimedEmail {
+        id: r.try_get("id")?,
+        kind: r.try_get("kind")?,
+        to_login: r.try_get("to_login")?,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        email,
+    }))
+}
+
+/// Marks an email sent. `keep` is the message as delivered, kept only by the mailbox
+/// transport (the demo's inbox); otherwise any sealed body is dropped.
+pub async fn email_done(
+    conn: &mut AnyConnection,
+    id: i64,
+    keep: Option<&OutgoingEmail>,
+    now: OffsetDateTime,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE emails SET state = 'sent', sent_at = $1, locked_until = NULL, sealed_body = NULL, \
+         body_text = COALESCE($2, body_text), body_html = COALESCE($3, body_html) WHERE id = $4",
+    )
+    .bind(ts(now))
+    .bind(keep.map(|e| e.text.as_str()))
+    .bind(keep.map(|e| e.html.as_str()))
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Puts an email back for another attempt, or gives up (`dead`, sealed body dropped).
+pub async fn email_retry(
+    conn: &mut AnyConnection,
+    id: i64,
+    error: &str,
+    run_after: Option<OffsetDateTime>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE emails SET state = $1, run_after = COALESCE($2, run_after), locked_until = NULL, \
+         last_error = $3, sealed_body = CASE WHEN $2 IS NULL THEN NULL ELSE sealed_body END \
+         WHERE id = $4",
+    )
+    .bind(if run_after.is_some() {
+        "queued"
+    } else {
+        "dead"
+    })
+    .bind(run_after.map(ts))
+    .bind(error)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A delivered message in the mailbox transport's inbox.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MailboxMessage {
+    pub id: i64,
+    pub to: String,
+    pub to_login: Option<String>,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub sent_at: OffsetDateTime,
+}
+
+/// Sent messages, newest first, optionally for one login.
+pub async fn mailbox(
+    conn: &mut AnyConnection,
+    to_login: Option<&Login>,
+    limit: i64,
+) -> StoreResult<Vec<MailboxMessage>> {
+    let rows = sqlx::query(
+        "SELECT id, to_addr, to_login, subject, body_text, body_html, sent_at FROM emails \
+         WHERE state = 'sent' AND ($1 IS NULL OR to_login = $1) ORDER BY sent_at DESC, id DESC LIMIT $2",
+    )
+    .bind(to_login.map(Login::as_str))
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(MailboxMessage {
+                id: r.try_get("id")?,
+                to: r.try_get("to_addr")?,
+                to_login: r.try_get("to_login")?,
+                subject: r.try_get("subject")?,
+                text: r
+                    .try_get::<Option<String>, _>("body_text")?
+                    .unwrap_or_default(),
+                html: r
+                    .try_get::<Option<String>, _>("body_html")?
+                    .unwrap_or_default(),
+                sent_at: from_ts(r.try_get("sent_at")?)?,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,507 @@
+//! The store on every backend: migrations, requests with compare-and-set transitions, limits,
+//! tokens, envelopes, the audit chain, and the job and email queues with leases.
+
+use serde_json::json;
+use time::macros::{date, datetime};
+use time::{Duration, OffsetDateTime};
+use tokendesk::delivery::email::OutgoingEmail;
+use tokendesk::domain::envelope::{Envelope, EnvelopeState};
+use tokendesk::domain::request::{NewRequest, RequestState};
+use tokendesk::domain::{AuditRecord, Login};
+use tokendesk::store::{
+    self, AuditFilter, JobKind, Person, QueuedEmail, RequestFilter, TokenState,
+};
+
+use crate::support::db::TestDb;
+
+const NOW: OffsetDateTime = datetime!(2026-11-28 12:00 UTC);
+
+fn login(s: &str) -> Login {
+    Login::parse(s).unwrap()
+}
+
+fn new_request(purpose: &str) -> NewRequest {
+    NewRequest {
+        purpose: purpose.into(),
+        application: Some("grader".into()),
+        expires_on: date!(2027 - 01 - 31),
+    }
+}
+
+async fn person(db: &TestDb, l: &str) {
+    let mut tx = db.store.write().await.unwrap();
+    store::upsert_person(
+        &mut tx,
+        &Person {
+            login: login(l),
+            name: None,
+            email: None,
+            canvas_user_id: None,
+        },
+        NOW,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn migrations_are_recorded_and_idempotent() {
+    for db in TestDb::all().await {
+        assert_eq!(db.store.migrate().await.unwrap(), 0, "{:?}", db.backend());
+        db.store.ping().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn people_keep_what_is_known() {
+    for db in TestDb::all().await {
+        let mut tx = db.store.write().await.unwrap();
+        let ann = Person {
+            login: login("ann"),
+            name: Some("Ann A".into()),
+            email: Some("ann@example.edu".into()),
+            canvas_user_id: Some(7),
+        };
+        store::upsert_person(&mut tx, &ann, NOW).await.unwrap();
+        let bare = Person {
+            login: login("ann"),
+            name: None,
+            email: None,
+            canvas_user_id: None,
+        };
+        store::upsert_person(&mut tx, &bare, NOW).await.unwrap();
+        assert_eq!(
+            store::person(&mut tx, &login("ann")).await.unwrap(),
+            Some(ann.clone())
+        );
+        assert_eq!(
+            store::search_people(&mut tx, "ANN a", 10).await.unwrap(),
+            vec![ann]
+        );
+        assert!(
+            store::search_people(&mut tx, "zzz", 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        tx.commit().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn requests_move_by_compare_and_set() {
+    for db in TestDb::all().await {
+        person(&db, "sam").await;
+        let mut tx = db.store.write().await.unwrap();
+        let r = store::insert_request(
+            &mut tx,
+            &login("sam"),
+            &new_request("grading scripts for the course"),
+            NOW,
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.state, RequestState::Submitted);
+        assert_eq!(r.application.as_deref(), Some("grader"));
+        assert_eq!(r.expires_on, date!(2027 - 01 - 31));
+        let mut approved = r.clone();
+        approved.state = RequestState::Approved;
+        approved.expires_on = date!(2027 - 01 - 15);
+        approved.decided_by = Some(login("ada"));
+        store::update_request(&mut tx, RequestState::Submitted, &approved)
+            .await
+            .unwrap();
+        // A second transition from the old state loses: that is the 409 of two approvers.
+        assert!(matches!(
+            store::update_request(&mut tx, RequestState::Submitted, &approved).await,
+            Err(store::StoreError::Conflict)
+        ));
+        let back = store::get_request(&mut tx, r.id).await.unwrap().unwrap();
+        assert_eq!(back, approved);
+        let h = store::holdings(&mut tx, &login("sam")).await.unwrap();
+        assert_eq!((h.open_requests, h.live_tokens), (1, 0));
+        let r2 = store::insert_request(
+            &mut tx,
+            &login("sam"),
+            &new_request("second one for research"),
+            NOW + Duration::minutes(1),
+        )
+        .await
+        .unwrap();
+        let queue = store::list_requests(
+            &mut tx,
+            &RequestFilter {
+                state: Some(RequestState::Submitted),
+                oldest_first: true,
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(queue.iter().map(|r| r.id).collect::<Vec<_>>(), vec![r2.id]);
+        let mine = store::list_requests(
+            &mut tx,
+            &RequestFilter {
+                requester: Some(login("sam")),
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            mine.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![r2.id, r.id]
+        );
+        tx.commit().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_request_needs_a_known_person() {
+    for db in TestDb::all().await {
+        let mut tx = db.store.write().await.unwrap();
+        let e = store::insert_request(
+            &mut tx,
+            &login("ghost"),
+            &new_request("nobody is behind this one"),
+            NOW,
+        )
+        .await;
+        assert!(
+            matches!(e, Err(store::StoreError::Database(_))),
+            "foreign keys are enforced on {:?}",
+            db.backend()
+        );
+    }
+}
+
+#[tokio::test]
+async fn tokens_and_envelopes() {
+    for db in TestDb::all().await {
+        person(&db, "sam").await;
+        let mut tx = db.store.write().await.unwrap();
+        let r = store::insert_request(
+            &mut tx,
+            &login("sam"),
+            &new_request("grading scripts for the course"),
+            NOW,
+        )
+        .await
+        .unwrap();
+        let id = store::insert_token(
+            &mut tx,
+            r.id,
+            &login("sam"),
+            2,
+            41,
+            "abcde",
+            TokenState::Pending,
+            NOW + Duration::days(30),
+            NOW,
+        )
+        .await
+        .unwrap();
+        store::set_token_state(&mut tx, id, TokenState::Active, NOW)
+            .await
+            .unwrap();
+        let t = store::token_for_request(&mut tx, r.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (t.id, t.canvas_token_id, t.hint.as_str(), t.state),
+            (id, 41, "abcde", TokenState::Active)
+        );
+        assert_eq!(
+            store::list_tokens(&mut tx, Some(&login("sam")), 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            store::list_tokens(&mut tx, Some(&login("ann")), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        let env = Envelope {
+            id: "AAAAAAAAAAAAAAAAAAAAAA".into(),
+            request_id: r.id,
+            owner: login("sam"),
+            state: EnvelopeState::Sealed,
+            reveals: 0,
+            created_at: NOW,
+            expires_at: NOW + Duration::days(7),
+        };
+        store::insert_envelope(&mut tx, &env, &[1; 12], &[2; 40])
+            .await
+            .unwrap();
+        let stored = store::get_envelope(&mut tx, &env.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.envelope, env);
+        assert_eq!(stored.sealed, Some((vec![1; 12], vec![2; 40])));
+        let revealed = Envelope {
+            state: EnvelopeState::Revealed,
+            reveals: 1,
+            ..env.clone()
+        };
+        store::update_envelope(&mut tx, &env, &revealed)
+            .await
+            .unwrap();
+        // The same reveal counted twice (a race) is a conflict.
+        assert!(matches!(
+            store::update_envelope(&mut tx, &env, &revealed).await,
+            Err(store::StoreError::Conflict)
+        ));
+        // Expiry erases the ciphertext.
+        assert!(
+            store::expire_envelopes(&mut tx, NOW + Duration::days(1))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store::expire_envelopes(&mut tx, NOW + Duration::days(7))
+                .await
+                .unwrap(),
+            vec![env.id.clone()]
+        );
+        let gone = store::get_envelope(&mut tx, &env.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(gone.envelope.state, EnvelopeState::Expired);
+        assert_eq!(gone.sealed, None);
+        tx.commit().await.unwrap();
+    }
+}
+
+fn record(action: &'static str, n: i64) -> AuditRecord {
+    AuditRecord {
+        actor: "ada".into(),
+        action,
+        target: format!("request:{n}"),
+        outcome: "ok",
+        details: json!({"n": n, "b": [1, 2], "a": "x"}),
+    }
+}
+
+#[tokio::test]
+async fn the_audit_chain_detects_edits_and_removals() {
+    for db in TestDb::all().await {
+        let backend = db.backend();
+        let mut tx = db.store.write().await.unwrap();
+        for n in 1..=5 {
+            store::append_audit(
+                &mut tx,
+                backend,
+                &record("request.approve", n),
+                NOW + Duration::seconds(n),
+                Some("127.0.0.1"),
+            )
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+        let mut conn = db.store.pool().acquire().await.unwrap();
+        assert_eq!(store::verify_chain(&mut conn).await.unwrap(), Ok(5));
+        let events = store::list_audit(
+            &mut conn,
+            &AuditFilter {
+                target: Some("request:3".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].details, json!({"a": "x", "b": [1, 2], "n": 3}));
+        let third = events[0].seq;
+
+        sqlx::query("UPDATE audit_events SET outcome = 'denied' WHERE seq = $1")
+            .bind(third)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let broken = store::verify_chain(&mut conn).await.unwrap().unwrap_err();
+        assert_eq!(broken.seq, third);
+        assert!(broken.reason.contains("edited"));
+        sqlx::query("UPDATE audit_events SET outcome = 'ok' WHERE seq = $1")
+            .bind(third)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(store::verify_chain(&mut conn).await.unwrap(), Ok(5));
+
+        sqlx::query("DELETE FROM audit_events WHERE seq = $1")
+            .bind(third)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let broken = store::verify_chain(&mut conn).await.unwrap().unwrap_err();
+        assert!(
+            broken.seq > third && broken.reason.contains("prev_hash"),
+            "{broken}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn jobs_are_claimed_once_and_leases_expire() {
+    for db in TestDb::all().await {
+        let mut tx = db.store.write().await.unwrap();
+        let id = store::enqueue_job(&mut tx, JobKind::IssueToken, None, NOW)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let lease = Duration::seconds(60);
+        assert!(
+            store::claim_job(&db.store, NOW - Duration::seconds(1), lease)
+                .await
+                .unwrap()
+                .is_none(),
+            "not due yet"
+        );
+        let job = store::claim_job(&db.store, NOW, lease)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (job.id, job.kind, job.attempts),
+            (id, JobKind::IssueToken, 1)
+        );
+        assert!(
+            store::claim_job(&db.store, NOW, lease)
+                .await
+                .unwrap()
+                .is_none(),
+            "held by the first worker"
+        );
+        // The worker died: after the lease another one takes it over.
+        let again = store::claim_job(&db.store, NOW + Duration::seconds(61), lease)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((again.id, again.attempts), (id, 2));
+        let mut tx = db.store.write().await.unwrap();
+        store::job_retry(
+            &mut tx,
+            id,
+            "Canvas unavailable",
+            Some(NOW + Duration::seconds(120)),
+            NOW,
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        assert!(
+            store::claim_job(&db.store, NOW + Duration::seconds(100), lease)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let third = store::claim_job(&db.store, NOW + Duration::seconds(120), lease)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(third.attempts, 3);
+        let mut tx = db.store.write().await.unwrap();
+        store::job_done(&mut tx, id, NOW).await.unwrap();
+        tx.commit().await.unwrap();
+        assert!(
+            store::claim_job(&db.store, NOW + Duration::days(1), lease)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}
+
+#[tokio::test]
+async fn emails_queue_and_land_in_the_mailbox() {
+    for db in TestDb::all().await {
+        let mail = OutgoingEmail {
+            to: "sam@example.edu".into(),
+            to_name: None,
+            subject: "Denied".into(),
+            text: "because".into(),
+            html: "<p>because</p>".into(),
+        };
+        let mut tx = db.store.write().await.unwrap();
+        store::enqueue_email(
+            &mut tx,
+            "denied",
+            None,
+            Some(&login("sam")),
+            &QueuedEmail::Clear(mail.clone()),
+            NOW,
+        )
+        .await
+        .unwrap();
+        store::enqueue_email(
+            &mut tx,
+            "delivery",
+            None,
+            Some(&login("sam")),
+            &QueuedEmail::Sealed {
+                to_addr: "sam@example.edu".into(),
+                subject: "Your token".into(),
+                sealed: vec![9; 50],
+            },
+            NOW,
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        let lease = Duration::seconds(60);
+        let first = store::claim_email(&db.store, NOW, lease)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(&first.email, QueuedEmail::Clear(m) if m.text == "because"));
+        let second = store::claim_email(&db.store, NOW, lease)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(&second.email, QueuedEmail::Sealed { sealed, .. } if sealed.len() == 50));
+        assert!(
+            store::claim_email(&db.store, NOW, lease)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let mut tx = db.store.write().await.unwrap();
+        store::email_done(&mut tx, first.id, None, NOW)
+            .await
+            .unwrap();
+        store::email_retry(&mut tx, second.id, "connection refused", None)
+            .await
+            .unwrap();
+        let inbox = store::mailbox(&mut tx, Some(&login("sam")), 10)
+            .await
+            .unwrap();
+        assert_eq!(inbox.len(), 1);
+        assert_eq!(
+            (inbox[0].subject.as_str(), inbox[0].text.as_str()),
+            ("Denied", "because")
+        );
+        let sealed_left: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT sealed_body FROM emails WHERE id = $1")
+                .bind(second.id)
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+        assert_eq!(
+            sealed_left, None,
+            "a dead delivery email keeps nothing sealed"
+        );
+        tx.commit().await.unwrap();
+    }
+}
