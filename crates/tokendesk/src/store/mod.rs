@@ -559,6 +559,6 @@ pub async fn expire_envelopes(
 
 pub use audit::{append_audit, list_audit};
 pub use queue::{
-    claim_email, claim_job, email_done, email_retry, enqueue_email, enqueue_job, job_done,
-    job_retry, mailbox,
+    claim_email, claim_job, email_done, email_retry, email_seal, enqueue_email, enqueue_job,
+    job_done, job_retry, mailbox,
 };

@@ -146,11 +146,15 @@ pub async fn job_retry(
     Ok(())
 }
 
-/// An email waiting to be sent: in the clear (no secret in it), or sealed under the outbox key
-/// (a delivery email, whose link holds the envelope key).
+/// An email waiting to be sent.
 #[derive(Debug, Clone)]
 pub enum QueuedEmail {
+    /// Composed when it is sent, from its kind, request and recipient (notifications), or, for
+    /// a delivery email whose link was lost (its key lives only in memory), re-issued then.
+    Notice,
+    /// Ready to send; holds no secret.
     Clear(OutgoingEmail),
+    /// A delivery email sealed under the outbox key until it is sent.
     /// `to_addr`, `subject` and the sealed serialized `OutgoingEmail`.
     Sealed {
         to_addr: String,
@@ -165,12 +169,14 @@ pub async fn enqueue_email(
     request_id: Option<RequestId>,
     to_login: Option<&Login>,
     email: &QueuedEmail,
+    held_until: Option<OffsetDateTime>,
     now: OffsetDateTime,
 ) -> StoreResult<i64> {
     let (to_addr, subject, text, html, sealed) = match email {
+        QueuedEmail::Notice => (None, None, None, None, None),
         QueuedEmail::Clear(e) => (
-            e.to.as_str(),
-            e.subject.as_str(),
+            Some(e.to.as_str()),
+            Some(e.subject.as_str()),
             Some(e.text.as_str()),
             Some(e.html.as_str()),
             None,
@@ -180,17 +186,22 @@ pub async fn enqueue_email(
             subject,
             sealed,
         } => (
-            to_addr.as_str(),
-            subject.as_str(),
+            Some(to_addr.as_str()),
+            Some(subject.as_str()),
             None,
             None,
             Some(sealed.as_slice()),
         ),
     };
+    // A held email is claimed by the caller at once (it will send it from memory).
+    let (state, locked_until) = match held_until {
+        Some(until) => ("sending", Some(ts(until))),
+        None => ("queued", None),
+    };
     let row = sqlx::query(
         "INSERT INTO emails (kind, request_id, to_login, to_addr, subject, body_text, body_html, \
-         sealed_body, state, attempts, run_after, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', 0, $9, $9) RETURNING id",
+         sealed_body, state, attempts, run_after, locked_until, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11, $10) RETURNING id",
     )
     .bind(kind)
     .bind(request_id.map(|r| r.0))
@@ -200,7 +211,9 @@ pub async fn enqueue_email(
     .bind(text)
     .bind(html)
     .bind(sealed)
+    .bind(state)
     .bind(ts(now))
+    .bind(locked_until)
     .fetch_one(conn)
     .await?;
     Ok(row.try_get::<i64, _>(0)?)
@@ -211,6 +224,7 @@ pub async fn enqueue_email(
 pub struct ClaimedEmail {
     pub id: i64,
     pub kind: String,
+    pub request_id: Option<RequestId>,
     pub to_login: Option<String>,
     pub attempts: u32,
     pub email: QueuedEmail,
@@ -223,7 +237,7 @@ pub async fn claim_email(
 ) -> StoreResult<Option<ClaimedEmail>> {
     let sql = claim_sql(
         "emails",
-        "id, kind, to_login, to_addr, subject, body_text, body_html, sealed_body, attempts",
+        "id, kind, request_id, to_login, to_addr, subject, body_text, body_html, sealed_body, attempts",
         store.backend(),
     );
     let mut tx = store.write().await?;
@@ -234,52 +248,57 @@ pub async fn claim_email(
         .await?;
     tx.commit().await?;
     let Some(r) = row else { return Ok(None) };
-    let to_addr: String = r.try_get("to_addr")?;
-    let subject: String = r.try_get("subject")?;
+    let to_addr: Option<String> = r.try_get("to_addr")?;
+    let subject: Option<String> = r.try_get("subject")?;
     let sealed: Option<Vec<u8>> = r.try_get("sealed_body")?;
-    let email = match sealed {
-        Some(sealed) => QueuedEmail::Sealed {
+    let text: Option<String> = r.try_get("body_text")?;
+    let email = match (to_addr, subject, sealed, text) {
+        (Some(to_addr), Some(subject), Some(sealed), _) => QueuedEmail::Sealed {
             to_addr,
             subject,
             sealed,
         },
-        None => QueuedEmail::Clear(OutgoingEmail {
-            to: to_addr,
+        (Some(to), Some(subject), None, Some(text)) => QueuedEmail::Clear(OutgoingEmail {
+            to,
             to_name: None,
             subject,
-            text: r
-                .try_get::<Option<String>, _>("body_text")?
-                .unwrap_or_default(),
+            text,
             html: r
                 .try_get::<Option<String>, _>("body_html")?
                 .unwrap_or_default(),
         }),
+        _ => QueuedEmail::Notice,
     };
     let attempts: i64 = r.try_get("attempts")?;
     Ok(Some(ClaimedEmail {
         id: r.try_get("id")?,
         kind: r.try_get("kind")?,
+        request_id: r.try_get::<Option<i64>, _>("request_id")?.map(RequestId),
         to_login: r.try_get("to_login")?,
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
         email,
     }))
 }
 
-/// Marks an email sent. `keep` is the message as delivered, kept only by the mailbox
-/// transport (the demo's inbox); otherwise any sealed body is dropped.
+/// Marks an email sent, recording to whom and what about. `keep` is the message as delivered,
+/// whose body only the mailbox transport keeps (it is the demo's inbox); any sealed body is
+/// dropped.
 pub async fn email_done(
     conn: &mut AnyConnection,
     id: i64,
-    keep: Option<&OutgoingEmail>,
+    sent: &OutgoingEmail,
+    keep_body: bool,
     now: OffsetDateTime,
 ) -> StoreResult<()> {
     sqlx::query(
         "UPDATE emails SET state = 'sent', sent_at = $1, locked_until = NULL, sealed_body = NULL, \
-         body_text = COALESCE($2, body_text), body_html = COALESCE($3, body_html) WHERE id = $4",
+         to_addr = $2, subject = $3, body_text = $4, body_html = $5 WHERE id = $6",
     )
     .bind(ts(now))
-    .bind(keep.map(|e| e.text.as_str()))
-    .bind(keep.map(|e| e.html.as_str()))
+    .bind(sent.to.as_str())
+    .bind(sent.subject.as_str())
+    .bind(keep_body.then_some(sent.text.as_str()))
+    .bind(keep_body.then_some(sent.html.as_str()))
     .bind(id)
     .execute(conn)
     .await?;
@@ -305,6 +324,31 @@ pub async fn email_retry(
     })
     .bind(run_after.map(ts))
     .bind(error)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Keeps an unsent delivery email sealed under the outbox key for another attempt.
+pub async fn email_seal(
+    conn: &mut AnyConnection,
+    id: i64,
+    to_addr: &str,
+    subject: &str,
+    sealed: &[u8],
+    error: &str,
+    run_after: OffsetDateTime,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE emails SET state = 'queued', to_addr = $1, subject = $2, sealed_body = $3, \
+         last_error = $4, run_after = $5, locked_until = NULL WHERE id = $6",
+    )
+    .bind(to_addr)
+    .bind(subject)
+    .bind(sealed)
+    .bind(error)
+    .bind(ts(run_after))
     .bind(id)
     .execute(conn)
     .await?;
@@ -342,9 +386,13 @@ pub async fn mailbox(
         .map(|r| {
             Ok(MailboxMessage {
                 id: r.try_get("id")?,
-                to: r.try_get("to_addr")?,
+                to: r
+                    .try_get::<Option<String>, _>("to_addr")?
+                    .unwrap_or_default(),
                 to_login: r.try_get("to_login")?,
-                subject: r.try_get("subject")?,
+                subject: r
+                    .try_get::<Option<String>, _>("subject")?
+                    .unwrap_or_default(),
                 text: r
                     .try_get::<Option<String>, _>("body_text")?
                     .unwrap_or_default(),

@@ -441,6 +441,7 @@ async fn emails_queue_and_land_in_the_mailbox() {
             None,
             Some(&login("sam")),
             &QueuedEmail::Clear(mail.clone()),
+            None,
             NOW,
         )
         .await
@@ -455,6 +456,7 @@ async fn emails_queue_and_land_in_the_mailbox() {
                 subject: "Your token".into(),
                 sealed: vec![9; 50],
             },
+            None,
             NOW,
         )
         .await
@@ -478,7 +480,7 @@ async fn emails_queue_and_land_in_the_mailbox() {
                 .is_none()
         );
         let mut tx = db.store.write().await.unwrap();
-        store::email_done(&mut tx, first.id, None, NOW)
+        store::email_done(&mut tx, first.id, &mail, true, NOW)
             .await
             .unwrap();
         store::email_retry(&mut tx, second.id, "connection refused", None)
@@ -503,5 +505,52 @@ async fn emails_queue_and_land_in_the_mailbox() {
             "a dead delivery email keeps nothing sealed"
         );
         tx.commit().await.unwrap();
+        // A notice is composed at send time; one held by its sender is not claimable until
+        // the sender's lease runs out (it died before sending).
+        let mut tx = db.store.write().await.unwrap();
+        store::enqueue_email(
+            &mut tx,
+            "new_request",
+            None,
+            Some(&login("ada")),
+            &QueuedEmail::Notice,
+            None,
+            NOW,
+        )
+        .await
+        .unwrap();
+        store::enqueue_email(
+            &mut tx,
+            "delivery",
+            None,
+            Some(&login("sam")),
+            &QueuedEmail::Notice,
+            Some(NOW + lease),
+            NOW,
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        let notice = store::claim_email(&db.store, NOW, lease)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(notice.email, QueuedEmail::Notice) && notice.kind == "new_request");
+        assert!(
+            store::claim_email(&db.store, NOW, lease)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let mut tx = db.store.write().await.unwrap();
+        store::email_done(&mut tx, notice.id, &mail, false, NOW)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let orphan = store::claim_email(&db.store, NOW + lease, lease)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((orphan.kind.as_str(), orphan.attempts), ("delivery", 1));
     }
 }

@@ -1,0 +1,324 @@
+//! One error type, by what the caller should do about it.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Everything that can go wrong talking to Canvas. Messages never contain the admin token or any
+/// token value: Canvas's own error messages are included, response bodies of successful calls
+/// never are.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CanvasError {
+    /// 401 with `WWW-Authenticate`: the access token is wrong, pending, expired or deleted.
+    #[error(
+        "Canvas rejected the access token ({message}): check that it is correct, activated by its \
+         owner (not pending), not expired and not deleted, then configure a working one"
+    )]
+    InvalidCredentials { message: String },
+
+    /// 401 without `WWW-Authenticate`, or a 403 that is not throttling: authenticated, not allowed.
+    #[error(
+        "the Canvas user behind the access token may not do this ({message}): use a token of a \
+         user holding the needed permissions (e.g. an admin with create/delete/view access tokens)"
+    )]
+    NotPermitted { message: String },
+
+    /// 404: the user or token does not exist (or the token is not that user's).
+    #[error("Canvas has no such resource ({message}): check the user and token ids")]
+    NotFound { message: String },
+
+    /// 400 (or 422): Canvas refused the input. Do not retry unchanged.
+    #[error("Canvas refused the request as invalid: {message}; fix the input before retrying")]
+    BadRequest { message: String },
+
+    /// 403 `Rate Limit Exceeded` (still, after the retries configured).
+    #[error(
+        "Canvas is throttling this access token (403 Rate Limit Exceeded): wait a few seconds and \
+         retry with fewer concurrent requests"
+    )]
+    Throttled,
+
+    /// 5xx or no connection: Canvas is down or unreachable.
+    #[error("Canvas is unavailable ({detail}): retry later")]
+    Unavailable { status: Option<u16>, detail: String },
+
+    /// No answer within the configured timeout.
+    #[error(
+        "Canvas did not answer within {after:?}: retry later (if this was a token creation, list \
+         the user's tokens first: it may have been created)"
+    )]
+    Timeout { after: Duration },
+
+    /// Canvas answered something this client cannot interpret.
+    #[error(
+        "Canvas sent an unexpected response ({detail}): check the Canvas base URL; if it is right, \
+         this Canvas version is not supported — report it"
+    )]
+    UnexpectedResponse { status: Option<u16>, detail: String },
+
+    /// Rejected by the client before sending anything.
+    #[error("invalid request: {message}")]
+    InvalidInput { message: String },
+}
+
+impl CanvasError {
+    /// Whether a later retry of the same request may succeed (throttling, outages, timeouts).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            CanvasError::Throttled | CanvasError::Unavailable { .. } | CanvasError::Timeout { .. }
+        )
+    }
+
+    /// The HTTP status Canvas answered with, when there was one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            CanvasError::InvalidCredentials { .. } => Some(401),
+            CanvasError::NotFound { .. } => Some(404),
+            CanvasError::BadRequest { .. } => Some(400),
+            CanvasError::Throttled => Some(403),
+            CanvasError::Unavailable { status, .. }
+            | CanvasError::UnexpectedResponse { status, .. } => *status,
+            CanvasError::NotPermitted { .. }
+            | CanvasError::Timeout { .. }
+            | CanvasError::InvalidInput { .. } => None,
+        }
+    }
+}
+
+/// Maps a non-success Canvas response to an error (canvas-api.md §3).
+pub(crate) fn classify(status: u16, www_authenticate: bool, body: &[u8]) -> CanvasError {
+    let text = String::from_utf8_lossy(body);
+    let message = || error_message(body).unwrap_or_else(|| format!("HTTP {status}"));
+    match status {
+        // The throttling 403 is text/plain; check the body before anything else.
+        403 | 429 if text.contains("Rate Limit Exceeded") || status == 429 => {
+            CanvasError::Throttled
+        }
+        401 if www_authenticate => CanvasError::InvalidCredentials { message: message() },
+        401 | 403 => CanvasError::NotPermitted { message: message() },
+        404 => CanvasError::NotFound { message: message() },
+        400 | 422 => CanvasError::BadRequest { message: message() },
+        500..=599 => CanvasError::Unavailable {
+            status: Some(status),
+            detail: format!("HTTP {status}"),
+        },
+        _ => CanvasError::UnexpectedResponse {
+            status: Some(status),
+            detail: format!("HTTP {status}: {}", message()),
+        },
+    }
+}
+
+const MAX_MESSAGE: usize = 300;
+
+/// Extracts a human message from any of the error bodies Canvas produces:
+/// `[{"message":..}]`, `{"errors":[{"message":..}]}`, `{"errors":{"message":".."}}`,
+/// `{"errors":{"purpose":[{"attribute","type","message"}]}}`, `{"errors":{"token":["is ..."]}}`,
+/// `{"message":".."}`, or a short plain-text body.
+pub(crate) fn error_message(body: &[u8]) -> Option<String> {
+    let message = match serde_json::from_slice::<Value>(body) {
+        Ok(value) => json_message(&value),
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            let first_line = text.lines().map(str::trim).find(|l| !l.is_empty())?;
+            // HTML error pages say nothing useful.
+            (!first_line.starts_with('<')).then(|| first_line.to_owned())
+        }
+    }?;
+    let message = message.trim().to_owned();
+    if message.is_empty() {
+        return None;
+    }
+    Some(truncate(message))
+}
+
+fn truncate(mut s: String) -> String {
+    if s.len() > MAX_MESSAGE {
+        let mut cut = MAX_MESSAGE;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+fn json_message(value: &Value) -> Option<String> {
+    match value {
+        Value::Array(items) => join(items.iter().filter_map(item_message)),
+        Value::Object(map) => {
+            if let Some(errors) = map.get("errors") {
+                match errors {
+                    Value::Array(items) => join(items.iter().filter_map(item_message)),
+                    Value::String(s) => Some(s.clone()),
+                    Value::Object(fields) => {
+                        if let Some(Value::String(s)) = fields.get("message") {
+                            return Some(s.clone());
+                        }
+                        join(
+                            fields
+                                .iter()
+                                .flat_map(|(field, v)| field_messages(field, v)),
+                        )
+                    }
+                    _ => None,
+                }
+            } else {
+                match map.get("message") {
+                    Some(Value::String(s)) => Some(s.clone()),
+                    _ => None,
+                }
+            }
+        }
+        Value::String(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn item_message(item: &Value) -> Option<String> {
+    match item {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(map) => match map.get("message") {
+            Some(Value::String(s)) => Some(s.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `"purpose": [{"attribute":"purpose","type":"too_short","message":"is too short"}]` →
+/// `"purpose is too short"`; `"token": ["is already active"]` → `"token is already active"`.
+fn field_messages(field: &str, value: &Value) -> Vec<String> {
+    let describe = |item: &Value| -> Option<String> {
+        match item {
+            Value::String(s) => Some(s.clone()),
+            Value::Object(map) => map
+                .get("message")
+                .or_else(|| map.get("type"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            _ => None,
+        }
+    };
+    let items: Vec<String> = match value {
+        Value::Array(items) => items.iter().filter_map(describe).collect(),
+        other => describe(other).into_iter().collect(),
+    };
+    items
+        .into_iter()
+        .map(|m| {
+            if m.starts_with(field) {
+                m
+            } else {
+                format!("{field} {m}")
+            }
+        })
+        .collect()
+}
+
+fn join(parts: impl IntoIterator<Item = String>) -> Option<String> {
+    let parts: Vec<String> = parts.into_iter().filter(|p| !p.is_empty()).collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn msg(body: &str) -> Option<String> {
+        error_message(body.as_bytes())
+    }
+
+    #[test]
+    fn every_400_shape() {
+        assert_eq!(
+            msg(r#"[{"message":"token[purpose] is missing"}]"#).as_deref(),
+            Some("token[purpose] is missing")
+        );
+        assert_eq!(
+            msg(r#"{"errors":[{"message":"a"},{"message":"b"}]}"#).as_deref(),
+            Some("a; b")
+        );
+        assert_eq!(
+            msg(r#"{"errors":{"purpose":[{"attribute":"purpose","type":"too_short","message":"is too short"}]}}"#)
+                .as_deref(),
+            Some("purpose is too short")
+        );
+        assert_eq!(
+            msg(r#"{"errors":{"purpose":[{"attribute":"purpose","type":"blank"}]}}"#).as_deref(),
+            Some("purpose blank")
+        );
+        assert_eq!(
+            msg(r#"{"errors":{"message":"Invalid expiration date format"}}"#).as_deref(),
+            Some("Invalid expiration date format")
+        );
+        assert_eq!(
+            msg(r#"{"errors":{"token":["is already active"]}}"#).as_deref(),
+            Some("token is already active")
+        );
+        assert_eq!(msg(r#"{"message":"nope"}"#).as_deref(), Some("nope"));
+        assert_eq!(msg("<html><body>502</body></html>"), None);
+        assert_eq!(msg(""), None);
+        assert_eq!(msg("[]"), None);
+    }
+
+    #[test]
+    fn statuses_map_to_variants() {
+        let invalid = br#"{"errors":[{"message":"Invalid access token."}]}"#;
+        assert_eq!(
+            classify(401, true, invalid),
+            CanvasError::InvalidCredentials {
+                message: "Invalid access token.".into()
+            }
+        );
+        let unauthorized = br#"{"status":"unauthorized","errors":[{"message":"user not authorized to perform that action"}]}"#;
+        assert!(matches!(
+            classify(401, false, unauthorized),
+            CanvasError::NotPermitted { .. }
+        ));
+        assert!(matches!(
+            classify(403, false, unauthorized),
+            CanvasError::NotPermitted { .. }
+        ));
+        assert_eq!(
+            classify(403, false, b"403 Forbidden (Rate Limit Exceeded)\n"),
+            CanvasError::Throttled
+        );
+        assert!(matches!(
+            classify(404, false, b"{}"),
+            CanvasError::NotFound { .. }
+        ));
+        assert!(matches!(
+            classify(400, false, br#"[{"message":"x"}]"#),
+            CanvasError::BadRequest { .. }
+        ));
+        assert!(matches!(
+            classify(503, false, b"down"),
+            CanvasError::Unavailable {
+                status: Some(503),
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(302, false, b""),
+            CanvasError::UnexpectedResponse { .. }
+        ));
+    }
+
+    #[test]
+    fn display_says_what_to_do() {
+        let e = CanvasError::Throttled.to_string();
+        assert!(e.contains("retry"), "{e}");
+        let e = CanvasError::InvalidCredentials {
+            message: "Invalid access token.".into(),
+        }
+        .to_string();
+        assert!(
+            e.contains("Invalid access token.") && e.contains("check"),
+            "{e}"
+        );
+    }
+}
