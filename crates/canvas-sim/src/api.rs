@@ -115,7 +115,8 @@ async fn gate(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -
     if !shared.latency.is_zero() {
         tokio::time::sleep(shared.latency).await;
     }
-    let mut response = if shared.fail_rate > 0.0 && rand::rng().random::<f64>() < shared.fail_rate {
+    let fail_rate = shared.fail_rate();
+    let mut response = if fail_rate > 0.0 && rand::rng().random::<f64>() < fail_rate {
         counters.injected_failures.fetch_add(1, Ordering::Relaxed);
         let status = if rand::rng().random::<bool>() {
             StatusCode::INTERNAL_SERVER_ERROR

@@ -119,7 +119,8 @@ pub(crate) struct Shared {
     sessions: Mutex<std::collections::HashMap<String, u64>>,
     throttle: Option<throttle::Throttle>,
     latency: Duration,
-    fail_rate: f64,
+    /// `f64` bits, so that tests can change it while serving.
+    fail_rate: AtomicU64,
     unauthorized_status: StatusCode,
     throttle_status: StatusCode,
     state_file: Option<PathBuf>,
@@ -128,6 +129,10 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    pub(crate) fn fail_rate(&self) -> f64 {
+        f64::from_bits(self.fail_rate.load(Ordering::Relaxed))
+    }
+
     /// The simulator's clock: real time, moved forward by `advance_clock`.
     pub(crate) fn now(&self) -> OffsetDateTime {
         let now = OffsetDateTime::now_utc();
@@ -226,6 +231,13 @@ impl RunningSim {
         }
     }
 
+    /// Changes the share of API requests that fail on purpose (0.0–1.0, clamped), e.g. to take
+    /// "Canvas" down and bring it back in a test.
+    pub fn set_fail_rate(&self, rate: f64) {
+        let rate = if rate.is_nan() { 0.0 } else { rate.clamp(0.0, 1.0) };
+        self.shared.fail_rate.store(rate.to_bits(), Ordering::Relaxed);
+    }
+
     /// Moves the simulator's clock forward, so that expiry can be tested without waiting.
     pub fn advance_clock(&self, by: Duration) {
         let secs = i64::try_from(by.as_secs()).unwrap_or(i64::MAX);
@@ -278,7 +290,7 @@ pub async fn serve(config: SimConfig, listener: TcpListener) -> anyhow::Result<R
         sessions: Mutex::new(Default::default()),
         throttle: config.throttle.map(throttle::Throttle::new),
         latency: config.latency,
-        fail_rate: config.fail_rate,
+        fail_rate: AtomicU64::new(config.fail_rate.to_bits()),
         unauthorized_status: config.unauthorized_status,
         throttle_status: config.throttle_status,
         state_file: config.state_file.clone(),

@@ -69,6 +69,22 @@ pub enum UserRef {
 }
 
 impl UserRef {
+    /// Reads the forms Canvas accepts in a path (`self`, a number, `sis_login_id:X`,
+    /// `sis_user_id:X`); anything else is taken as a SIS login.
+    pub fn parse(reference: &str) -> UserRef {
+        if reference == "self" {
+            UserRef::Self_
+        } else if let Some(login) = reference.strip_prefix("sis_login_id:") {
+            UserRef::SisLoginId(login.to_owned())
+        } else if let Some(sis) = reference.strip_prefix("sis_user_id:") {
+            UserRef::SisUserId(sis.to_owned())
+        } else if let Ok(id) = reference.parse::<u64>() {
+            UserRef::Id(CanvasUserId(id))
+        } else {
+            UserRef::SisLoginId(reference.to_owned())
+        }
+    }
+
     /// The path segment Canvas expects, percent-encoded.
     pub fn path_segment(&self) -> String {
         match self {

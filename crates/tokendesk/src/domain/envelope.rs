@@ -181,7 +181,7 @@ pub fn burn(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use time::macros::datetime;
 

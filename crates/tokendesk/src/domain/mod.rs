@@ -31,17 +31,17 @@ pub struct AuditRecord {
     pub details: Value,
 }
 
-/// Work a transition asks for, queued in the same transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Work a transition asks for about its request, queued in the same transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Effect {
     /// Create the token in Canvas, seal it and send the delivery email.
-    IssueToken(RequestId),
+    IssueToken,
     /// Tell the approvers a request arrived.
-    NotifyApprovers(RequestId),
+    NotifyApprovers,
     /// Tell the requester their request was denied.
-    NotifyDenied(RequestId),
+    NotifyDenied,
     /// Tell the owner their token was revoked.
-    NotifyRevoked(RequestId),
+    NotifyRevoked,
 }
 
 /// The result of a transition: the new state, its audit event, and what must follow.

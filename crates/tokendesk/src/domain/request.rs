@@ -312,7 +312,7 @@ pub fn submit(
     Ok(Change {
         state: new,
         audit,
-        effects: vec![],
+        effects: vec![Effect::NotifyApprovers],
     })
 }
 
@@ -437,7 +437,7 @@ pub fn approve(
     Ok(Change {
         state: next,
         audit,
-        effects: vec![Effect::IssueToken(request.id)],
+        effects: vec![Effect::IssueToken],
     })
 }
 
@@ -467,7 +467,7 @@ pub fn deny(
     Ok(Change {
         state: next,
         audit,
-        effects: vec![Effect::NotifyDenied(request.id)],
+        effects: vec![Effect::NotifyDenied],
     })
 }
 
@@ -530,7 +530,7 @@ pub fn retry(
     Ok(Change {
         state: next,
         audit,
-        effects: vec![Effect::IssueToken(request.id)],
+        effects: vec![Effect::IssueToken],
     })
 }
 
@@ -612,8 +612,20 @@ pub fn revoke(
         effects: if owner {
             vec![]
         } else {
-            vec![Effect::NotifyRevoked(request.id)]
+            vec![Effect::NotifyRevoked]
         },
+    })
+}
+
+/// Canvas no longer has the token (deleted there, e.g. by a Canvas admin).
+pub fn gone_from_canvas(request: &Request, now: OffsetDateTime) -> Result<Change<Request>, DomainError> {
+    require_state(request, "revoke", &[RequestState::Issued, RequestState::Activated])?;
+    let mut next = moved(request, RequestState::Revoked, now);
+    next.reason = Some("the token was deleted in Canvas".into());
+    Ok(Change {
+        state: next,
+        audit: audit(SYSTEM, "token.gone_from_canvas", request, json!({})),
+        effects: vec![],
     })
 }
 
@@ -651,7 +663,7 @@ pub fn canvas_expiry(expires_on: Date) -> OffsetDateTime {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use time::macros::{date, datetime};
 
@@ -825,7 +837,7 @@ mod tests {
         let c = approve(&r, &ada(), None, &p, NOW).unwrap();
         assert_eq!(c.state.state, RequestState::Approved);
         assert_eq!(c.state.expires_on, r.requested_expires_on);
-        assert_eq!(c.effects, vec![Effect::IssueToken(r.id)]);
+        assert_eq!(c.effects, vec![Effect::IssueToken]);
         assert_eq!(c.audit.action, "request.approve");
         let c = approve(&r, &ada(), Some(date!(2026 - 12 - 15)), &p, NOW).unwrap();
         assert_eq!(c.state.expires_on, date!(2026 - 12 - 15));
@@ -865,7 +877,7 @@ mod tests {
         ));
         let d = deny(&r, &ada(), Some("use the course API key instead"), NOW).unwrap();
         assert_eq!(d.state.state, RequestState::Denied);
-        assert_eq!(d.effects, vec![Effect::NotifyDenied(r.id)]);
+        assert_eq!(d.effects, vec![Effect::NotifyDenied]);
         // Deciding twice is a wrong-state conflict.
         assert_eq!(
             approve(&d.state, &ada(), None, &p, NOW),
@@ -908,7 +920,7 @@ mod tests {
             Err(DomainError::Forbidden(_))
         ));
         let retried = retry(&failed.state, &ada(), &p, NOW).unwrap();
-        assert_eq!(retried.effects, vec![Effect::IssueToken(r.id)]);
+        assert_eq!(retried.effects, vec![Effect::IssueToken]);
         let issued = issued(&retried.state, json!({}), NOW).unwrap().state;
         assert_eq!(issued.state, RequestState::Issued);
         assert_eq!(
@@ -933,7 +945,7 @@ mod tests {
             Err(DomainError::Invalid(_))
         ));
         let by_desk = revoke(&issued, &helpdesk(), Some("leaked in a public repo"), NOW).unwrap();
-        assert_eq!(by_desk.effects, vec![Effect::NotifyRevoked(issued.id)]);
+        assert_eq!(by_desk.effects, vec![Effect::NotifyRevoked]);
         let by_owner = revoke(&issued, &sam(), Some("no longer needed"), NOW).unwrap();
         assert!(by_owner.effects.is_empty());
         assert!(matches!(

@@ -440,6 +440,44 @@ pub async fn set_token_state(
     Ok(())
 }
 
+/// A regenerated token has a new hint.
+pub async fn set_token_hint(conn: &mut AnyConnection, id: TokenId, hint: &str, now: OffsetDateTime) -> StoreResult<()> {
+    sqlx::query("UPDATE tokens SET hint = $1, updated_at = $2 WHERE id = $3")
+        .bind(hint)
+        .bind(ts(now))
+        .bind(id.0)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Tokens tokendesk believes are pending in Canvas for a request that is still issued.
+pub async fn pending_tokens(conn: &mut AnyConnection, limit: i64) -> StoreResult<Vec<StoredToken>> {
+    let sql = format!(
+        "SELECT {TOKEN_COLUMNS} FROM tokens WHERE state IN ('pending','active') AND request_id IN \
+         (SELECT id FROM requests WHERE state = 'issued') ORDER BY id LIMIT $1"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(rows::token).collect()
+}
+
+/// Requests holding a token whose expiry date is before `today`.
+pub async fn expiring_requests(conn: &mut AnyConnection, today: time::Date, limit: i64) -> StoreResult<Vec<Request>> {
+    let sql = format!(
+        "SELECT {REQUEST_COLUMNS} FROM requests WHERE state IN ('issued','activated') \
+         AND expires_on < $1 ORDER BY id LIMIT $2"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(today.to_string())
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(rows::request).collect()
+}
+
 // ---- envelopes ---------------------------------------------------------------------------
 
 pub async fn insert_envelope(

@@ -12,6 +12,8 @@ use tokendesk::store::{Backend, Store, StoreOptions};
 
 pub struct TestDb {
     pub store: Store,
+    /// The database's URL, for processes started by a test.
+    #[allow(dead_code)]
     pub url: String,
     cleanup: Cleanup,
 }

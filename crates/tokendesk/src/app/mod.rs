@@ -1,0 +1,242 @@
+//! The service's operations: each reads what it needs, asks the domain whether and how the state
+//! changes, and writes the new state, its audit event and its follow-up work in one transaction.
+//! The web layer (JSON API and pages) and the CLI call these; none of them re-implements a rule.
+
+mod clock;
+mod envelopes;
+mod reads;
+mod requests;
+mod setup;
+mod tokens;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tokendesk_canvas::{CanvasClient, CanvasError};
+use url::Url;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use envelopes::EnvelopeView;
+pub use reads::AuditQuery;
+pub use requests::{RequestQuery, RequestView};
+pub use setup::{database_url, open_store};
+
+use crate::delivery::email::SmtpSender;
+use crate::delivery::envelope::AtRestKey;
+use crate::domain::{Actor, AuditRecord, DomainError, Effect, Login, Policy, RequestId, Roles};
+use crate::store::{self, QueuedEmail, Store, StoreError, Tx};
+
+/// Where email goes.
+#[derive(Clone)]
+pub enum Mailer {
+    /// Kept in the database and shown at the mailbox page (the demo's inbox).
+    Mailbox,
+    Smtp(SmtpSender),
+}
+
+/// The configured role lists.
+#[derive(Debug, Clone, Default)]
+pub struct RoleBook {
+    pub approvers: HashSet<Login>,
+    pub helpdesk: HashSet<Login>,
+    pub auditors: HashSet<Login>,
+    pub admins: HashSet<Login>,
+}
+
+impl RoleBook {
+    pub fn roles_of(&self, login: &Login) -> Roles {
+        Roles {
+            approver: self.approvers.contains(login),
+            helpdesk: self.helpdesk.contains(login),
+            auditor: self.auditors.contains(login),
+            admin: self.admins.contains(login),
+        }
+    }
+
+    /// Who hears about new requests: the approvers, or the admins when there are none.
+    pub fn reviewers(&self) -> Vec<Login> {
+        let mut list: Vec<Login> = if self.approvers.is_empty() {
+            self.admins.iter().cloned().collect()
+        } else {
+            self.approvers.iter().cloned().collect()
+        };
+        list.sort();
+        list
+    }
+}
+
+/// Everything the service needs, built once at start.
+pub struct AppParts {
+    pub store: Store,
+    pub policy: Policy,
+    pub roles: RoleBook,
+    pub canvas: CanvasClient,
+    /// Canvas's base URL, for links in emails and pages.
+    pub canvas_url: Url,
+    /// How a login maps to a Canvas `:user_id`, with `{login}`.
+    pub canvas_user_pattern: String,
+    /// The base of delivery links and links in emails.
+    pub public_url: Url,
+    pub mailer: Mailer,
+    /// Keeps an unsent delivery email encrypted until it is sent (otherwise it is re-issued).
+    pub outbox_key: Option<AtRestKey>,
+    pub product_name: String,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The running service; cheap to clone.
+#[derive(Clone)]
+pub struct App(Arc<Inner>);
+
+pub struct Inner {
+    pub parts: AppParts,
+    /// Wakes the workers when work is queued.
+    pub wake: tokio::sync::Notify,
+}
+
+impl std::ops::Deref for App {
+    type Target = AppParts;
+    fn deref(&self) -> &AppParts {
+        &self.0.parts
+    }
+}
+
+/// Where a request came from, for the audit trail.
+#[derive(Debug, Clone, Default)]
+pub struct Ctx {
+    pub client_addr: Option<String>,
+}
+
+impl Ctx {
+    /// Work done by tokendesk itself.
+    pub fn system() -> Ctx {
+        Ctx::default()
+    }
+}
+
+/// Why an operation did not happen. Nothing was changed when one is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("Canvas did not do it, so nothing was changed: {0}")]
+    Canvas(#[from] CanvasError),
+    #[error(transparent)]
+    Store(StoreError),
+    /// Two people changed the same thing at once; this one lost.
+    #[error("someone else changed this at the same time; reload and try again")]
+    Conflict,
+    /// A feature that is off in this configuration.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict => AppError::Conflict,
+            StoreError::NotFound => AppError::Domain(DomainError::NotFound),
+            other => AppError::Store(other),
+        }
+    }
+}
+
+pub type AppResult<T> = Result<T, AppError>;
+
+impl App {
+    pub fn new(parts: AppParts) -> App {
+        App(Arc::new(Inner {
+            parts,
+            wake: tokio::sync::Notify::new(),
+        }))
+    }
+
+    pub fn now(&self) -> time::OffsetDateTime {
+        self.clock.now()
+    }
+
+    /// The actor for a signed-in login, with the roles configuration gives it.
+    pub fn actor(&self, login: Login) -> Actor {
+        let roles = self.roles.roles_of(&login);
+        Actor { login, roles }
+    }
+
+    /// Wakes the workers (work was queued).
+    pub fn wake(&self) {
+        self.0.wake.notify_waiters();
+    }
+
+    pub async fn wait_for_work(&self) {
+        self.0.wake.notified().await;
+    }
+
+    /// The Canvas `:user_id` of a login.
+    pub fn canvas_user_ref(&self, login: &Login) -> tokendesk_canvas::UserRef {
+        let reference = self.canvas_user_pattern.replace("{login}", login.as_str());
+        tokendesk_canvas::UserRef::parse(&reference)
+    }
+
+    /// Where a person activates tokens in Canvas.
+    pub fn canvas_settings_url(&self) -> String {
+        self.canvas_url
+            .join("profile/settings")
+            .map(String::from)
+            .unwrap_or_else(|_| self.canvas_url.to_string())
+    }
+
+    /// A page of tokendesk, absolute.
+    pub fn page_url(&self, path: &str) -> String {
+        self.public_url
+            .join(path.trim_start_matches('/'))
+            .map(String::from)
+            .unwrap_or_else(|_| format!("{}{}", self.public_url, path))
+    }
+
+    /// Writes an audit event in the transaction.
+    pub(crate) async fn audit(&self, tx: &mut Tx, record: &AuditRecord, ctx: &Ctx) -> AppResult<()> {
+        store::append_audit(tx, self.store.backend(), record, self.now(), ctx.client_addr.as_deref()).await?;
+        Ok(())
+    }
+
+    /// Queues what a transition asks for, in its transaction.
+    pub(crate) async fn apply_effects(&self, tx: &mut Tx, request: RequestId, requester: &Login, effects: &[Effect]) -> AppResult<()> {
+        let now = self.now();
+        for effect in effects {
+            match effect {
+                Effect::IssueToken => {
+                    store::enqueue_job(tx, store::JobKind::IssueToken, Some(request), now).await?;
+                }
+                Effect::NotifyApprovers => {
+                    for reviewer in self.roles.reviewers() {
+                        if &reviewer != requester {
+                            store::enqueue_email(tx, "new_request", Some(request), Some(&reviewer), &QueuedEmail::Notice, None, now).await?;
+                        }
+                    }
+                }
+                Effect::NotifyDenied => {
+                    store::enqueue_email(tx, "denied", Some(request), Some(requester), &QueuedEmail::Notice, None, now).await?;
+                }
+                Effect::NotifyRevoked => {
+                    store::enqueue_email(tx, "revoked", Some(request), Some(requester), &QueuedEmail::Notice, None, now).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes an audit event for something refused (a denied action is also worth recording
+    /// when it touches a secret, e.g. someone else's envelope).
+    pub(crate) async fn audit_refusal(&self, action: &'static str, target: String, actor: &Actor, why: &str, ctx: &Ctx) -> AppResult<()> {
+        let mut tx = self.store.write().await?;
+        let record = AuditRecord {
+            actor: actor.login.to_string(),
+            action,
+            target,
+            outcome: "refused",
+            details: serde_json::json!({ "reason": why }),
+        };
+        self.audit(&mut tx, &record, ctx).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+}

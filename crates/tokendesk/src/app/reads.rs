@@ -1,0 +1,110 @@
+//! Reading the mailbox (the demo's inbox) and the audit trail.
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::{App, AppError, AppResult, Mailer};
+use crate::domain::{Actor, DomainError, FieldError, Login};
+use crate::store::{self, AuditEvent, AuditFilter, ChainBreak, MailboxMessage, StoreError};
+
+/// Filters of the audit trail as given by a person (validated here).
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub target: Option<String>,
+    /// RFC 3339 or YYYY-MM-DD.
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub after_seq: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+fn time_field(field: &'static str, raw: Option<&str>) -> Result<Option<OffsetDateTime>, FieldError> {
+    let Some(raw) = raw.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    if let Ok(t) = OffsetDateTime::parse(raw, &Rfc3339) {
+        return Ok(Some(t));
+    }
+    crate::domain::request::parse_date(field, raw)
+        .map(|d| Some(d.midnight().assume_utc()))
+        .map_err(|_| {
+            FieldError::new(
+                field,
+                "invalid_time",
+                format!("{field} must be a date (2026-11-28) or an RFC 3339 time (2026-11-28T12:00:00Z)"),
+            )
+        })
+}
+
+fn text_filter(raw: Option<&str>) -> Option<String> {
+    raw.map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)
+}
+
+impl App {
+    /// Delivered messages (mailbox transport only), for admins; optionally for one login.
+    pub async fn mailbox(&self, actor: &Actor, to: Option<&str>) -> AppResult<Vec<MailboxMessage>> {
+        if !matches!(self.mailer, Mailer::Mailbox) {
+            return Err(AppError::Unavailable(
+                "there is no mailbox: email is sent by SMTP in this configuration".into(),
+            ));
+        }
+        let to = match to.map(str::trim).filter(|s| !s.is_empty()) {
+            Some(s) => Some(Login::parse(s).map_err(|mut e| {
+                e.field = "to";
+                DomainError::Invalid(vec![e])
+            })?),
+            None => None,
+        };
+        // Admins read every inbox; others only their own.
+        let to = if actor.roles.admin {
+            to
+        } else {
+            match to {
+                Some(other) if other != actor.login => {
+                    return Err(DomainError::Forbidden("only admins can read other people's mail".into()).into());
+                }
+                _ => Some(actor.login.clone()),
+            }
+        };
+        let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+        Ok(store::mailbox(&mut conn, to.as_ref(), 200).await?)
+    }
+
+    fn require_auditor(actor: &Actor) -> AppResult<()> {
+        if actor.roles.can_audit() {
+            Ok(())
+        } else {
+            Err(DomainError::Forbidden("only auditors and admins can read the audit trail".into()).into())
+        }
+    }
+
+    /// The audit trail, oldest first, for auditors and admins.
+    pub async fn audit_events(&self, actor: &Actor, query: &AuditQuery) -> AppResult<Vec<AuditEvent>> {
+        Self::require_auditor(actor)?;
+        let mut errors = Vec::new();
+        let since = time_field("since", query.since.as_deref()).map_err(|e| errors.push(e)).ok().flatten();
+        let until = time_field("until", query.until.as_deref()).map_err(|e| errors.push(e)).ok().flatten();
+        if !errors.is_empty() {
+            return Err(DomainError::Invalid(errors).into());
+        }
+        let filter = AuditFilter {
+            actor: text_filter(query.actor.as_deref()),
+            action: text_filter(query.action.as_deref()),
+            target: text_filter(query.target.as_deref()),
+            since,
+            until,
+            after_seq: query.after_seq.unwrap_or(0).max(0),
+            limit: query.limit.unwrap_or(500).clamp(1, 5000),
+        };
+        let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+        Ok(store::list_audit(&mut conn, &filter).await?)
+    }
+
+    /// Walks the audit chain: the number of events, or the first broken link.
+    pub async fn verify_audit(&self) -> AppResult<Result<u64, ChainBreak>> {
+        let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+        Ok(store::verify_chain(&mut conn).await?)
+    }
+}

@@ -1,0 +1,169 @@
+//! Requests: submit, read, list, and the decisions on them.
+
+use futures::future::BoxFuture;
+use time::Date;
+
+use super::{App, AppResult, Ctx};
+use crate::domain::envelope::Envelope;
+use crate::domain::request::{self, RawNewRequest, Request, RequestState, parse_date};
+use crate::domain::{Actor, Change, DomainError, Login, RequestId};
+use crate::store::{self, Person, RequestFilter, StoreError, StoredToken, Tx};
+
+/// A request with what was issued for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestView {
+    pub request: Request,
+    pub token: Option<StoredToken>,
+    pub envelope: Option<Envelope>,
+}
+
+/// What a list of requests may be narrowed to.
+#[derive(Debug, Clone, Default)]
+pub struct RequestQuery {
+    pub state: Option<String>,
+    pub requester: Option<String>,
+    /// The approvers' queue is oldest first.
+    pub oldest_first: bool,
+    pub limit: Option<i64>,
+}
+
+impl App {
+    /// A person asks for a token.
+    pub async fn submit(&self, actor: &Actor, raw: &RawNewRequest, ctx: &Ctx) -> AppResult<Request> {
+        let now = self.now();
+        let new = request::parse_new_request(raw, &self.policy, now.date())?;
+        let mut tx = self.store.write().await?;
+        let me = Person {
+            login: actor.login.clone(),
+            name: None,
+            email: None,
+            canvas_user_id: None,
+        };
+        store::upsert_person(&mut tx, &me, now).await?;
+        let holdings = store::holdings(&mut tx, &actor.login).await?;
+        let change = request::submit(actor, new, holdings, &self.policy, now)?;
+        let created = store::insert_request(&mut tx, &actor.login, &change.state, now).await?;
+        let mut audit = change.audit;
+        audit.target = format!("request:{}", created.id);
+        self.audit(&mut tx, &audit, ctx).await?;
+        self.apply_effects(&mut tx, created.id, &actor.login, &change.effects).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        self.wake();
+        Ok(created)
+    }
+
+    /// One request, if the actor may see it.
+    pub async fn request(&self, actor: &Actor, id: RequestId) -> AppResult<RequestView> {
+        let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+        let request = store::get_request(&mut conn, id)
+            .await?
+            .filter(|r| request::visible_to(r, actor))
+            .ok_or(DomainError::NotFound)?;
+        let token = store::token_for_request(&mut conn, id).await?;
+        let envelope = store::envelope_for_request(&mut conn, id)
+            .await?
+            .map(|e| e.envelope);
+        Ok(RequestView {
+            request,
+            token,
+            envelope,
+        })
+    }
+
+    /// Requests: one's own; approvers and the help desk may filter by state and requester.
+    pub async fn requests(&self, actor: &Actor, query: &RequestQuery) -> AppResult<Vec<Request>> {
+        let state = match query.state.as_deref().filter(|s| !s.is_empty()) {
+            Some(s) => Some(s.parse::<RequestState>().map_err(|e| DomainError::Invalid(vec![e]))?),
+            None => None,
+        };
+        let requester = match query.requester.as_deref().filter(|s| !s.is_empty()) {
+            Some(s) => Some(Login::parse(s).map_err(|mut e| {
+                e.field = "requester";
+                DomainError::Invalid(vec![e])
+            })?),
+            None => None,
+        };
+        let requester = if actor.roles.can_look_up_people() {
+            requester
+        } else {
+            match requester {
+                Some(other) if other != actor.login => {
+                    return Err(DomainError::Forbidden(
+                        "only approvers and the help desk can list other people's requests".into(),
+                    )
+                    .into());
+                }
+                _ => Some(actor.login.clone()),
+            }
+        };
+        let filter = RequestFilter {
+            requester,
+            state,
+            oldest_first: query.oldest_first,
+            limit: query.limit.unwrap_or(200).clamp(1, 1000),
+        };
+        let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+        Ok(store::list_requests(&mut conn, &filter).await?)
+    }
+
+    /// Reads a request, applies a transition and writes it with its audit event and effects.
+    pub(crate) async fn transition(
+        &self,
+        id: RequestId,
+        ctx: &Ctx,
+        decide: impl FnOnce(&Request) -> Result<Change<Request>, DomainError>,
+    ) -> AppResult<Request> {
+        self.transition_with(id, ctx, decide, |_| Box::pin(async { Ok(()) }))
+            .await
+    }
+
+    /// `transition`, with more writes that belong to the same change (same transaction).
+    pub(crate) async fn transition_with(
+        &self,
+        id: RequestId,
+        ctx: &Ctx,
+        decide: impl FnOnce(&Request) -> Result<Change<Request>, DomainError>,
+        also: impl for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, AppResult<()>> + Send,
+    ) -> AppResult<Request> {
+        let mut tx = self.store.write().await?;
+        let current = store::get_request(&mut tx, id)
+            .await?
+            .ok_or(DomainError::NotFound)?;
+        let change = decide(&current)?;
+        store::update_request(&mut tx, current.state, &change.state).await?;
+        self.audit(&mut tx, &change.audit, ctx).await?;
+        self.apply_effects(&mut tx, id, &current.requester, &change.effects)
+            .await?;
+        also(&mut tx).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        self.wake();
+        Ok(change.state)
+    }
+
+    /// An approver approves; `expires_on` (YYYY-MM-DD) may shorten the requested expiry.
+    pub async fn approve(&self, actor: &Actor, id: RequestId, expires_on: Option<&str>, ctx: &Ctx) -> AppResult<Request> {
+        let expires_on: Option<Date> = match expires_on.map(str::trim).filter(|s| !s.is_empty()) {
+            Some(s) => Some(parse_date("expires_on", s).map_err(|e| DomainError::Invalid(vec![e]))?),
+            None => None,
+        };
+        let now = self.now();
+        self.transition(id, ctx, |r| request::approve(r, actor, expires_on, &self.policy, now))
+            .await
+    }
+
+    pub async fn deny(&self, actor: &Actor, id: RequestId, reason: Option<&str>, ctx: &Ctx) -> AppResult<Request> {
+        let now = self.now();
+        self.transition(id, ctx, |r| request::deny(r, actor, reason, now)).await
+    }
+
+    pub async fn cancel(&self, actor: &Actor, id: RequestId, ctx: &Ctx) -> AppResult<Request> {
+        let now = self.now();
+        self.transition(id, ctx, |r| request::cancel(r, actor, now)).await
+    }
+
+    pub async fn retry(&self, actor: &Actor, id: RequestId, ctx: &Ctx) -> AppResult<Request> {
+        let now = self.now();
+        self.transition(id, ctx, |r| request::retry(r, actor, &self.policy, now))
+            .await
+    }
+}

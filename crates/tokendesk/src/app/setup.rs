@@ -1,0 +1,105 @@
+//! Building the service from its configuration.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokendesk_canvas::CanvasClient;
+
+use super::{App, AppParts, Clock, Mailer, RoleBook};
+use crate::config::{Config, DatabaseUrl, EmailTransport, SmtpTls};
+use crate::delivery::email::{self, SmtpSender, SmtpSettings};
+use crate::domain::Login;
+use crate::store::{Store, StoreOptions};
+
+/// The connection string and pool size for the configured database.
+pub fn database_url(config: &Config) -> (String, StoreOptions) {
+    match &config.database {
+        DatabaseUrl::Sqlite(path) => (
+            format!("sqlite://{}?mode=rwc", path.display()),
+            StoreOptions::default(),
+        ),
+        // Every connection to :memory: is a database of its own: keep to one.
+        DatabaseUrl::SqliteMemory => (
+            "sqlite::memory:".to_owned(),
+            StoreOptions {
+                max_connections: 1,
+                ..StoreOptions::default()
+            },
+        ),
+        DatabaseUrl::Postgres(url) => (url.expose_url().to_owned(), StoreOptions::default()),
+    }
+}
+
+/// Opens (and migrates) the configured database.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let (url, options) = database_url(config);
+    if let DatabaseUrl::Sqlite(path) = &config.database
+        && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the database folder {}", dir.display()))?;
+    }
+    Store::open(&url, &options)
+        .await
+        .with_context(|| format!("cannot open the {} database", config.database.kind()))
+}
+
+fn logins(list: &[String]) -> HashSet<Login> {
+    list.iter().filter_map(|l| Login::parse(l).ok()).collect()
+}
+
+impl App {
+    /// Builds the service from a checked configuration.
+    pub async fn from_config(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
+        let store = open_store(config).await?;
+        let canvas = CanvasClient::builder(config.canvas.url.as_str(), config.canvas.admin_token.clone())
+            .timeout(config.canvas.timeout())
+            .max_retries(config.canvas.max_retries)
+            .build()
+            .context("cannot set up the Canvas client")?;
+        let mailer = match config.email.transport {
+            EmailTransport::Mailbox => Mailer::Mailbox,
+            EmailTransport::Smtp => {
+                let smtp = config
+                    .email
+                    .smtp
+                    .as_ref()
+                    .context("email.transport is smtp but no smtp settings are given")?;
+                let settings = SmtpSettings {
+                    host: smtp.host.clone(),
+                    port: smtp.port,
+                    tls: match smtp.tls {
+                        SmtpTls::None => email::SmtpTls::None,
+                        SmtpTls::StartTls => email::SmtpTls::Starttls,
+                        SmtpTls::Tls => email::SmtpTls::Tls,
+                    },
+                    username: smtp.credentials.as_ref().map(|c| c.user.clone()),
+                    password: smtp.credentials.as_ref().map(|c| c.password.clone()),
+                    from: config.email.from.to_string(),
+                    timeout: std::time::Duration::from_secs(30),
+                };
+                Mailer::Smtp(SmtpSender::new(&settings).context("cannot set up SMTP")?)
+            }
+        };
+        let roles = RoleBook {
+            approvers: logins(&config.roles.approvers),
+            helpdesk: logins(&config.roles.helpdesk),
+            auditors: logins(&config.roles.auditors),
+            admins: logins(&config.roles.admins),
+        };
+        Ok(App::new(AppParts {
+            store,
+            policy: config.policy,
+            roles,
+            canvas,
+            canvas_url: config.canvas.url.clone(),
+            canvas_user_pattern: config.canvas.user_id_pattern.clone(),
+            public_url: config.public_url.clone(),
+            mailer,
+            outbox_key: config.email.outbox_key.as_ref().map(|k| k.key().clone()),
+            product_name: "tokendesk".to_owned(),
+            clock,
+        }))
+    }
+}

@@ -1,0 +1,77 @@
+//! Tokens: read them, and revoke one (deleted in Canvas first, then recorded).
+
+use tokendesk_canvas::{CanvasError, CanvasTokenId, CanvasUserId, TokenRef, UserRef};
+
+use super::{App, AppResult, Ctx};
+use crate::domain::request::{self, Request};
+use crate::domain::{Actor, DomainError, Login, TokenId};
+use crate::store::{self, StoreError, StoredToken, TokenState};
+
+impl App {
+    /// Tokens: one's own; the help desk and approvers may ask for anyone's (`owner`).
+    pub async fn tokens(&self, actor: &Actor, owner: Option<&str>) -> AppResult<Vec<StoredToken>> {
+        let owner = match owner.map(str::trim).filter(|s| !s.is_empty()) {
+            Some(s) => Login::parse(s).map_err(|mut e| {
+                e.field = "owner";
+                DomainError::Invalid(vec![e])
+            })?,
+            None => actor.login.clone(),
+        };
+        if owner != actor.login && !actor.roles.can_look_up_people() {
+            return Err(DomainError::Forbidden(
+                "only the help desk and approvers can list other people's tokens".into(),
+            )
+            .into());
+        }
+        let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+        Ok(store::list_tokens(&mut conn, Some(&owner), 500).await?)
+    }
+
+    /// One token with its request, if the actor may see it.
+    pub async fn token(&self, actor: &Actor, id: TokenId) -> AppResult<(StoredToken, Request)> {
+        let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+        let token = store::get_token(&mut conn, id)
+            .await?
+            .filter(|t| t.owner == actor.login || actor.roles.can_look_up_people())
+            .ok_or(DomainError::NotFound)?;
+        let request = store::get_request(&mut conn, token.request_id)
+            .await?
+            .ok_or(DomainError::NotFound)?;
+        Ok((token, request))
+    }
+
+    /// The owner or the help desk revokes a token: it is deleted in Canvas, then the request,
+    /// the token and its envelope are closed with the audit event and the owner's email in one
+    /// transaction. If Canvas refuses or is down, nothing changes.
+    pub async fn revoke(&self, actor: &Actor, id: TokenId, reason: Option<&str>, ctx: &Ctx) -> AppResult<Request> {
+        let (token, request) = self.token(actor, id).await?;
+        // Ask the rules first, so that Canvas is not touched for a refused revocation.
+        request::revoke(&request, actor, reason, self.now())?;
+        delete_in_canvas(self, &token).await?;
+        let now = self.now();
+        let (token_id, request_id) = (token.id, token.request_id);
+        self.transition_with(
+            token.request_id,
+            ctx,
+            |r| request::revoke(r, actor, reason, now),
+            |tx| {
+                Box::pin(async move {
+                    store::set_token_state(tx, token_id, TokenState::Deleted, now).await?;
+                    store::close_envelopes_of(tx, request_id, "burned").await?;
+                    Ok(())
+                })
+            },
+        )
+        .await
+    }
+}
+
+/// Deletes the token in Canvas; a token Canvas no longer has counts as deleted.
+pub(crate) async fn delete_in_canvas(app: &App, token: &StoredToken) -> Result<(), CanvasError> {
+    let user = UserRef::Id(CanvasUserId(token.canvas_user_id.unsigned_abs()));
+    let id = TokenRef::Id(CanvasTokenId(token.canvas_token_id.unsigned_abs()));
+    match app.canvas.delete_token(&user, &id).await {
+        Ok(_) | Err(CanvasError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}

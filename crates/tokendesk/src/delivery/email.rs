@@ -1,0 +1,1001 @@
+//! Email: composing the four notifications tokendesk sends, and sending them over SMTP.
+//!
+//! Composition is pure: each `*_email` function takes a typed description of the mail and returns
+//! an [`OutgoingEmail`] (plain-text and HTML bodies rendered from askama templates under
+//! `templates/email/`, HTML escaped by default). The token value is never an input, so it can
+//! never end up in an email; the approval email carries only the delivery link.
+//!
+//! An [`OutgoingEmail`] for an approval contains the link (and so the envelope key): queue it only
+//! encrypted (see [`crate::delivery::envelope::seal_at_rest`]). Its `Debug` shows no body.
+//!
+//! Sending: [`SmtpSender`] wraps lettre's pooled async SMTP transport. Failures come back as
+//! [`EmailError`], which tells the caller whether retrying may help ([`EmailError::is_transient`])
+//! and never contains a message body or link in its text.
+//!
+//! Dates are written in UTC as `2026-12-05 14:00 UTC` ([`format_datetime`]) and days as
+//! `2026-12-05` ([`format_date`]).
+
+use std::fmt;
+use std::time::Duration;
+
+use askama::Template;
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use time::{Date, OffsetDateTime, UtcOffset};
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+/// Errors from composing or sending email.
+///
+/// Display texts never contain a message body or a delivery link: they hold an address (for
+/// [`EmailError::InvalidAddress`]), a setting name, or the SMTP server's reply / the network
+/// error, shortened to [`MAX_DETAIL`] characters.
+#[derive(Debug, thiserror::Error)]
+pub enum EmailError {
+    /// An email address (recipient or From) could not be parsed.
+    #[error("invalid email address {address:?}: {reason}")]
+    InvalidAddress {
+        /// The address as given.
+        address: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// The SMTP settings are unusable (e.g. a user name without a password).
+    #[error("invalid SMTP settings: {0}")]
+    Config(String),
+    /// Rendering a template or building the MIME message failed.
+    #[error("could not compose the email: {0}")]
+    Compose(String),
+    /// A failure that may go away on retry: connection refused or reset, timeout, TLS handshake
+    /// failure, an unreadable reply, or an SMTP 4xx reply.
+    #[error("temporary email delivery failure{}: {detail}", code_suffix(*.code))]
+    Transient {
+        /// The SMTP reply code, when the server answered.
+        code: Option<u16>,
+        /// The server's reply or the network error.
+        detail: String,
+    },
+    /// A failure that retrying the same message will not fix: an SMTP 5xx reply (unknown
+    /// recipient, rejected content, failed authentication) or a client-side protocol problem
+    /// such as the server not offering STARTTLS or a needed authentication mechanism.
+    #[error("permanent email delivery failure{}: {detail}", code_suffix(*.code))]
+    Permanent {
+        /// The SMTP reply code, when the server answered.
+        code: Option<u16>,
+        /// The server's reply or the client error.
+        detail: String,
+    },
+}
+
+/// Longest server/network detail kept in an [`EmailError`].
+pub const MAX_DETAIL: usize = 300;
+
+fn code_suffix(code: Option<u16>) -> String {
+    code.map(|c| format!(" ({c})")).unwrap_or_default()
+}
+
+impl EmailError {
+    /// Whether retrying later may succeed (connection problems, timeouts, 4xx replies).
+    /// Address, configuration, composition and 5xx errors are not transient.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, EmailError::Transient { .. })
+    }
+
+    /// The SMTP reply code, if the server answered with an error.
+    pub fn smtp_code(&self) -> Option<u16> {
+        match self {
+            EmailError::Transient { code, .. } | EmailError::Permanent { code, .. } => *code,
+            _ => None,
+        }
+    }
+
+    fn from_smtp(err: &lettre::transport::smtp::Error) -> Self {
+        let code = err.status().map(u16::from);
+        let detail = sanitize_detail(&err.to_string());
+        if err.is_permanent() || err.is_client() {
+            EmailError::Permanent { code, detail }
+        } else {
+            // Transient replies, timeouts, connection/network/TLS errors, unparsable replies,
+            // transport shut down: all worth another try later.
+            EmailError::Transient { code, detail }
+        }
+    }
+}
+
+/// Keeps server replies and network errors to one short line of printable text.
+fn sanitize_detail(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_DETAIL)
+        .collect();
+    if s.chars().count() > MAX_DETAIL {
+        out.push('…');
+    }
+    out
+}
+
+/// Parses a bare email address (`jane@example.edu`, no display name).
+pub fn parse_address(s: &str) -> Result<Address, EmailError> {
+    let trimmed = s.trim();
+    if trimmed.is_empty() {
+        return Err(EmailError::InvalidAddress {
+            address: s.to_owned(),
+            reason: "the address is empty".to_owned(),
+        });
+    }
+    trimmed
+        .parse::<Address>()
+        .map_err(|e| EmailError::InvalidAddress {
+            address: s.to_owned(),
+            reason: format!("{e} (expected something like name@example.edu)"),
+        })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The composed email
+// ---------------------------------------------------------------------------------------------
+
+/// A composed email, ready to send or to queue (serde, so it can be stored — encrypted, since an
+/// approval email holds the delivery link). `Debug` omits the bodies.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutgoingEmail {
+    /// Recipient address (`jane@example.edu`).
+    pub to: String,
+    /// Recipient display name.
+    pub to_name: Option<String>,
+    /// Subject line.
+    pub subject: String,
+    /// Plain-text body.
+    pub text: String,
+    /// HTML body.
+    pub html: String,
+}
+
+impl fmt::Debug for OutgoingEmail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutgoingEmail")
+            .field("to", &self.to)
+            .field("to_name", &self.to_name)
+            .field("subject", &self.subject)
+            .field("text", &format_args!("<{} bytes>", self.text.len()))
+            .field("html", &format_args!("<{} bytes>", self.html.len()))
+            .finish()
+    }
+}
+
+/// `2026-12-05 14:00 UTC`: how emails (and anything else that wants to match them) show an
+/// instant. The value is converted to UTC first.
+pub fn format_datetime(at: OffsetDateTime) -> String {
+    let at = at.to_offset(UtcOffset::UTC);
+    format!(
+        "{} {:02}:{:02} UTC",
+        format_date(at.date()),
+        at.hour(),
+        at.minute()
+    )
+}
+
+/// `2026-12-05`.
+pub fn format_date(day: Date) -> String {
+    format!(
+        "{:04}-{:02}-{:02}",
+        day.year(),
+        u8::from(day.month()),
+        day.day()
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Composition
+// ---------------------------------------------------------------------------------------------
+
+/// Input for [`approval_email`]: the token was created in Canvas and its envelope sealed.
+#[derive(Debug, Clone, Copy)]
+pub struct ApprovalMail<'a> {
+    /// The requester's address.
+    pub to: &'a str,
+    /// The requester's display name.
+    pub to_name: Option<&'a str>,
+    /// The request the token was issued for.
+    pub request_id: i64,
+    /// The delivery link (`https://HOST/e/ID#KEY`), from [`crate::delivery::envelope::delivery_link`].
+    pub link: &'a SecretString,
+    /// When the link stops working.
+    pub link_expires_at: OffsetDateTime,
+    /// The day Canvas stops accepting the token.
+    pub token_expires_on: Date,
+    /// Where the person activates the token, e.g. `https://canvas.example.edu/profile/settings`.
+    pub canvas_settings_url: &'a str,
+    /// Name shown in subjects and signatures, e.g. `Example University Canvas tokens`.
+    pub product_name: &'a str,
+}
+
+/// Input for [`denial_email`].
+#[derive(Debug, Clone, Copy)]
+pub struct DenialMail<'a> {
+    /// The requester's address.
+    pub to: &'a str,
+    /// The requester's display name.
+    pub to_name: Option<&'a str>,
+    /// The denied request.
+    pub request_id: i64,
+    /// The approver's reason, shown verbatim (escaped in HTML).
+    pub reason: &'a str,
+    /// Where to submit a new request, if it should be linked.
+    pub portal_url: Option<&'a str>,
+    /// Name shown in subjects and signatures.
+    pub product_name: &'a str,
+}
+
+/// Input for [`revocation_email`]. At least one of `request_id` / `token_hint` should be given so
+/// the person can tell which token is meant.
+#[derive(Debug, Clone, Copy)]
+pub struct RevocationMail<'a> {
+    /// The token owner's address.
+    pub to: &'a str,
+    /// The owner's display name.
+    pub to_name: Option<&'a str>,
+    /// The request the token came from, if it was issued by tokendesk.
+    pub request_id: Option<i64>,
+    /// Canvas's `token_hint` (the first few characters), never the token value.
+    pub token_hint: Option<&'a str>,
+    /// Why it was revoked, shown verbatim (escaped in HTML).
+    pub reason: &'a str,
+    /// Where to request a new token, if it should be linked.
+    pub portal_url: Option<&'a str>,
+    /// Name shown in subjects and signatures.
+    pub product_name: &'a str,
+}
+
+/// Input for [`new_request_email`], sent to an approver.
+#[derive(Debug, Clone, Copy)]
+pub struct NewRequestMail<'a> {
+    /// The approver's address.
+    pub to: &'a str,
+    /// The approver's display name.
+    pub to_name: Option<&'a str>,
+    /// The requester's display name.
+    pub requester_name: &'a str,
+    /// The requester's sign-in name (or email).
+    pub requester_login: &'a str,
+    /// The new request.
+    pub request_id: i64,
+    /// The purpose the requester gave.
+    pub purpose: &'a str,
+    /// The expiry day the requester asked for (or the policy maximum).
+    pub expires_on: Date,
+    /// The page where the approver reviews it.
+    pub review_url: &'a str,
+    /// Name shown in subjects and signatures.
+    pub product_name: &'a str,
+}
+
+struct ApprovalView<'a> {
+    subject: String,
+    to_name: Option<&'a str>,
+    product_name: &'a str,
+    request_id: i64,
+    link: &'a str,
+    link_expires_at: String,
+    token_expires_on: String,
+    canvas_settings_url: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "email/approval.txt")]
+struct ApprovalText<'a> {
+    v: &'a ApprovalView<'a>,
+}
+
+#[derive(Template)]
+#[template(path = "email/approval.html")]
+struct ApprovalHtml<'a> {
+    v: &'a ApprovalView<'a>,
+}
+
+/// "Your token is ready": the delivery link, when it expires, how to activate the token in
+/// Canvas (Account → Settings → Approved Integrations), its expiry day, and "treat it like a
+/// password". Never the token value.
+pub fn approval_email(mail: &ApprovalMail<'_>) -> Result<OutgoingEmail, EmailError> {
+    let v = ApprovalView {
+        subject: format!(
+            "Your Canvas access token is ready (request #{})",
+            mail.request_id
+        ),
+        to_name: non_empty(mail.to_name),
+        product_name: mail.product_name,
+        request_id: mail.request_id,
+        link: mail.link.expose_secret(),
+        link_expires_at: format_datetime(mail.link_expires_at),
+        token_expires_on: format_date(mail.token_expires_on),
+        canvas_settings_url: mail.canvas_settings_url,
+    };
+    let text = render(&ApprovalText { v: &v })?;
+    let html = render(&ApprovalHtml { v: &v })?;
+    Ok(outgoing(mail.to, mail.to_name, v.subject, text, html))
+}
+
+struct DenialView<'a> {
+    subject: String,
+    to_name: Option<&'a str>,
+    product_name: &'a str,
+    request_id: i64,
+    reason: &'a str,
+    portal_url: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "email/denial.txt")]
+struct DenialText<'a> {
+    v: &'a DenialView<'a>,
+}
+
+#[derive(Template)]
+#[template(path = "email/denial.html")]
+struct DenialHtml<'a> {
+    v: &'a DenialView<'a>,
+}
+
+/// "Your request was not approved", with the approver's reason.
+pub fn denial_email(mail: &DenialMail<'_>) -> Result<OutgoingEmail, EmailError> {
+    let v = DenialView {
+        subject: format!(
+            "Your Canvas access token request #{} was not approved",
+            mail.request_id
+        ),
+        to_name: non_empty(mail.to_name),
+        product_name: mail.product_name,
+        request_id: mail.request_id,
+        reason: mail.reason.trim(),
+        portal_url: non_empty(mail.portal_url),
+    };
+    let text = render(&DenialText { v: &v })?;
+    let html = render(&DenialHtml { v: &v })?;
+    Ok(outgoing(mail.to, mail.to_name, v.subject, text, html))
+}
+
+struct RevocationView<'a> {
+    subject: String,
+    to_name: Option<&'a str>,
+    product_name: &'a str,
+    which: String,
+    reason: &'a str,
+    portal_url: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "email/revocation.txt")]
+struct RevocationText<'a> {
+    v: &'a RevocationView<'a>,
+}
+
+#[derive(Template)]
+#[template(path = "email/revocation.html")]
+struct RevocationHtml<'a> {
+    v: &'a RevocationView<'a>,
+}
+
+/// "Your token has been revoked", naming the token by request and/or Canvas token hint.
+pub fn revocation_email(mail: &RevocationMail<'_>) -> Result<OutgoingEmail, EmailError> {
+    let hint = non_empty(mail.token_hint);
+    let which = match (mail.request_id, hint) {
+        (Some(id), Some(h)) => format!(" from request #{id} (token hint {h})"),
+        (Some(id), None) => format!(" from request #{id}"),
+        (None, Some(h)) => format!(" with token hint {h}"),
+        (None, None) => String::new(),
+    };
+    let subject = match mail.request_id {
+        Some(id) => format!("Your Canvas access token has been revoked (request #{id})"),
+        None => "Your Canvas access token has been revoked".to_owned(),
+    };
+    let v = RevocationView {
+        subject,
+        to_name: non_empty(mail.to_name),
+        product_name: mail.product_name,
+        // Starts with a space when non-empty: "Your Canvas API access token{which} has been revoked".
+        which,
+        reason: mail.reason.trim(),
+        portal_url: non_empty(mail.portal_url),
+    };
+    let text = render(&RevocationText { v: &v })?;
+    let html = render(&RevocationHtml { v: &v })?;
+    Ok(outgoing(mail.to, mail.to_name, v.subject, text, html))
+}
+
+struct NewRequestView<'a> {
+    subject: String,
+    to_name: Option<&'a str>,
+    product_name: &'a str,
+    requester_name: &'a str,
+    requester_login: &'a str,
+    request_id: i64,
+    purpose: &'a str,
+    expires_on: String,
+    review_url: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "email/new_request.txt")]
+struct NewRequestText<'a> {
+    v: &'a NewRequestView<'a>,
+}
+
+#[derive(Template)]
+#[template(path = "email/new_request.html")]
+struct NewRequestHtml<'a> {
+    v: &'a NewRequestView<'a>,
+}
+
+/// "A new request is waiting for review", to an approver.
+pub fn new_request_email(mail: &NewRequestMail<'_>) -> Result<OutgoingEmail, EmailError> {
+    let v = NewRequestView {
+        subject: format!(
+            "New Canvas access token request #{} from {}",
+            mail.request_id,
+            one_line(mail.requester_name)
+        ),
+        to_name: non_empty(mail.to_name),
+        product_name: mail.product_name,
+        requester_name: mail.requester_name,
+        requester_login: mail.requester_login,
+        request_id: mail.request_id,
+        purpose: mail.purpose.trim(),
+        expires_on: format_date(mail.expires_on),
+        review_url: mail.review_url,
+    };
+    let text = render(&NewRequestText { v: &v })?;
+    let html = render(&NewRequestHtml { v: &v })?;
+    Ok(outgoing(mail.to, mail.to_name, v.subject, text, html))
+}
+
+fn render(t: &impl Template) -> Result<String, EmailError> {
+    t.render()
+        .map_err(|e| EmailError::Compose(format!("template error: {e}")))
+}
+
+fn non_empty(s: Option<&str>) -> Option<&str> {
+    s.map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// Subjects must be one line; user-supplied names could contain newlines.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn outgoing(
+    to: &str,
+    to_name: Option<&str>,
+    subject: String,
+    text: String,
+    html: String,
+) -> OutgoingEmail {
+    OutgoingEmail {
+        to: to.trim().to_owned(),
+        to_name: non_empty(to_name).map(one_line),
+        subject,
+        text,
+        html,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sending
+// ---------------------------------------------------------------------------------------------
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain text. Only for a relay on localhost or in tests.
+    None,
+    /// Connect in plain text, then require STARTTLS (usually port 587).
+    Starttls,
+    /// TLS from the first byte (SMTPS, usually port 465).
+    Tls,
+}
+
+/// SMTP settings. `from` may be a bare address or `Name <address>`.
+/// With `tls` other than [`SmtpTls::None`], `host` must be the name on the server's certificate.
+#[derive(Debug, Clone)]
+pub struct SmtpSettings {
+    /// Server host name.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// Transport security.
+    pub tls: SmtpTls,
+    /// User name for AUTH; requires `password`.
+    pub username: Option<String>,
+    /// Password for AUTH; requires `username`.
+    pub password: Option<SecretString>,
+    /// The From header and envelope sender.
+    pub from: String,
+    /// Limit for connecting, and for one whole send (connect, greeting, commands, data).
+    /// lettre's async transport only applies its own timeout to the TCP connect, so
+    /// [`SmtpSender`] enforces this around every send: a server that stalls mid-dialogue
+    /// yields a transient error instead of hanging a worker.
+    pub timeout: Duration,
+}
+
+/// Sends [`OutgoingEmail`]s through one SMTP server, reusing connections (lettre's pool).
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct SmtpSender {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+    timeout: Duration,
+}
+
+impl fmt::Debug for SmtpSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmtpSender")
+            .field("from", &self.from.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SmtpSender {
+    /// Validates the settings and builds the transport. Does not connect (see
+    /// [`SmtpSender::check_connection`]).
+    ///
+    /// Must be called inside a Tokio runtime: the connection pool spawns a background task.
+    /// Outside one this returns [`EmailError::Config`] instead of panicking.
+    pub fn new(settings: &SmtpSettings) -> Result<Self, EmailError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(EmailError::Config(
+                "the SMTP sender must be created inside a Tokio runtime".to_owned(),
+            ));
+        }
+        let host = settings.host.trim();
+        if host.is_empty() {
+            return Err(EmailError::Config("the SMTP host is empty".to_owned()));
+        }
+        if settings.timeout.is_zero() {
+            return Err(EmailError::Config(
+                "the SMTP timeout must be positive".to_owned(),
+            ));
+        }
+        if settings.port == 0 {
+            return Err(EmailError::Config("the SMTP port must not be 0".to_owned()));
+        }
+        let from: Mailbox =
+            settings
+                .from
+                .trim()
+                .parse()
+                .map_err(
+                    |e: lettre::address::AddressError| EmailError::InvalidAddress {
+                        address: settings.from.clone(),
+                        reason: format!(
+                            "{e} (the From setting must be an address or \"Name <address>\")"
+                        ),
+                    },
+                )?;
+        let builder = match settings.tls {
+            SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
+            SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)
+                .map_err(|e| EmailError::Config(format!("STARTTLS to {host}: {e}")))?,
+            SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host)
+                .map_err(|e| EmailError::Config(format!("TLS to {host}: {e}")))?,
+        };
+        let mut builder = builder.port(settings.port).timeout(Some(settings.timeout));
+        match (&settings.username, &settings.password) {
+            (Some(user), Some(password)) => {
+                builder = builder.credentials(Credentials::new(
+                    user.clone(),
+                    password.expose_secret().to_owned(),
+                ));
+            }
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(EmailError::Config(
+                    "an SMTP username is set but no password".to_owned(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(EmailError::Config(
+                    "an SMTP password is set but no username".to_owned(),
+                ));
+            }
+        }
+        Ok(Self {
+            transport: builder.build(),
+            from,
+            timeout: settings.timeout,
+        })
+    }
+
+    /// The From mailbox used for every message.
+    pub fn from_mailbox(&self) -> &Mailbox {
+        &self.from
+    }
+
+    /// Builds the MIME message: From (settings), To, Subject, Date, Message-ID, and a
+    /// multipart/alternative body with the text part first and the HTML part second.
+    pub fn build_message(&self, email: &OutgoingEmail) -> Result<Message, EmailError> {
+        let to = Mailbox::new(email.to_name.clone(), parse_address(&email.to)?);
+        Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(one_line(&email.subject))
+            .message_id(None)
+            .multipart(MultiPart::alternative_plain_html(
+                email.text.clone(),
+                email.html.clone(),
+            ))
+            // lettre's builder errors name headers/addresses, never the body.
+            .map_err(|e| EmailError::Compose(e.to_string()))
+    }
+
+    /// Sends one email. Transient failures (connection, timeout, 4xx) are worth retrying.
+    pub async fn send(&self, email: &OutgoingEmail) -> Result<(), EmailError> {
+        let message = self.build_message(email)?;
+        match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(EmailError::from_smtp(&e)),
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
+    fn timed_out(&self) -> EmailError {
+        EmailError::Transient {
+            code: None,
+            detail: format!(
+                "the SMTP server did not complete the exchange within {:?}",
+                self.timeout
+            ),
+        }
+    }
+
+    /// Connects and greets the server (for `check-config` and readiness), without sending.
+    pub async fn check_connection(&self) -> Result<(), EmailError> {
+        match tokio::time::timeout(self.timeout, self.transport.test_connection()).await {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) => Err(EmailError::Transient {
+                code: None,
+                detail: "the SMTP server did not accept the connection".to_owned(),
+            }),
+            Ok(Err(e)) => Err(EmailError::from_smtp(&e)),
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use time::macros::{date, datetime};
+
+    const LINK: &str = "https://tokens.example.edu/e/AAECAwQFBgcICQoLDA0ODw#AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+
+    fn approval() -> OutgoingEmail {
+        let link = SecretString::from(LINK.to_owned());
+        approval_email(&ApprovalMail {
+            to: "jane@example.edu",
+            to_name: Some("Jane <Doe> & Co"),
+            request_id: 42,
+            link: &link,
+            link_expires_at: datetime!(2026-12-05 15:00 +01:00),
+            token_expires_on: date!(2027 - 03 - 01),
+            canvas_settings_url: "https://canvas.example.edu/profile/settings",
+            product_name: "Example University Canvas tokens",
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn dates_are_readable_utc() {
+        assert_eq!(
+            format_datetime(datetime!(2026-12-05 15:00:59 +01:00)),
+            "2026-12-05 14:00 UTC"
+        );
+        assert_eq!(format_date(date!(2027 - 03 - 01)), "2027-03-01");
+    }
+
+    #[test]
+    fn approval_contains_link_expiry_activation_and_warning() {
+        let m = approval();
+        assert_eq!(m.to, "jane@example.edu");
+        assert_eq!(m.subject, "Your Canvas access token is ready (request #42)");
+        for body in [&m.text, &m.html] {
+            assert!(body.contains(LINK), "link missing");
+            assert!(body.contains("2026-12-05 14:00 UTC"));
+            assert!(body.contains("2027-03-01"));
+            assert!(body.contains("Approved Integrations"));
+            assert!(body.contains("Account → Settings"));
+            assert!(body.contains("like a password"));
+            assert!(body.contains("Example University Canvas tokens"));
+            assert!(body.contains("#42"));
+        }
+        assert!(m.text.starts_with("Hello Jane <Doe> & Co,"));
+        assert!(
+            m.html.contains("Hello Jane &#60;Doe&#62; &#38; Co,"),
+            "{}",
+            m.html
+        );
+        assert!(m.html.contains(&format!("href=\"{LINK}\"")));
+        assert!(
+            m.html
+                .contains("https://canvas.example.edu/profile/settings")
+        );
+    }
+
+    #[test]
+    fn debug_hides_bodies() {
+        let m = approval();
+        let dbg = format!("{m:?}");
+        assert!(!dbg.contains("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"));
+        assert!(dbg.contains("jane@example.edu"));
+    }
+
+    #[test]
+    fn serde_round_trip() {
+        let m = approval();
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(serde_json::from_str::<OutgoingEmail>(&json).unwrap(), m);
+    }
+
+    #[test]
+    fn html_escapes_user_text() {
+        let m = denial_email(&DenialMail {
+            to: "a@example.edu",
+            to_name: None,
+            request_id: 7,
+            reason: "<script>alert(1)</script> & \"quotes\"",
+            portal_url: Some("https://tokens.example.edu/"),
+            product_name: "tokendesk",
+        })
+        .unwrap();
+        assert!(!m.html.contains("<script>"));
+        assert!(m.html.contains("&#60;script&#62;"));
+        assert!(m.text.contains("<script>alert(1)</script> & \"quotes\""));
+        assert!(m.text.starts_with("Hello,\n"));
+        assert!(
+            m.text
+                .contains("submit a new request:\n  https://tokens.example.edu/\nIf you")
+        );
+        assert_eq!(
+            m.subject,
+            "Your Canvas access token request #7 was not approved"
+        );
+        let no_portal = denial_email(&DenialMail {
+            to: "a@example.edu",
+            to_name: Some("  "),
+            request_id: 7,
+            reason: "no",
+            portal_url: None,
+            product_name: "tokendesk",
+        })
+        .unwrap();
+        assert!(
+            no_portal.text.contains("submit a new request.\nIf you"),
+            "{}",
+            no_portal.text
+        );
+        assert!(no_portal.to_name.is_none());
+    }
+
+    #[test]
+    fn revocation_names_the_token() {
+        let base = RevocationMail {
+            to: "a@example.edu",
+            to_name: Some("Al"),
+            request_id: Some(9),
+            token_hint: Some("7~Ab"),
+            reason: "Security: the token was found in a public repository.",
+            portal_url: None,
+            product_name: "tokendesk",
+        };
+        let m = revocation_email(&base).unwrap();
+        assert!(
+            m.text
+                .contains("token from request #9 (token hint 7~Ab)\nhas been revoked"),
+            "{}",
+            m.text
+        );
+        assert!(m.html.contains("public repository"));
+        assert_eq!(
+            m.subject,
+            "Your Canvas access token has been revoked (request #9)"
+        );
+        let m = revocation_email(&RevocationMail {
+            request_id: None,
+            ..base
+        })
+        .unwrap();
+        assert!(
+            m.text
+                .contains("token with token hint 7~Ab\nhas been revoked")
+        );
+        let m = revocation_email(&RevocationMail {
+            request_id: None,
+            token_hint: None,
+            ..base
+        })
+        .unwrap();
+        assert!(
+            m.text
+                .contains("Your Canvas API access token\nhas been revoked"),
+            "{}",
+            m.text
+        );
+    }
+
+    #[test]
+    fn new_request_for_approver() {
+        let m = new_request_email(&NewRequestMail {
+            to: "admin@example.edu",
+            to_name: Some("Canvas Admin"),
+            requester_name: "Jane\nDoe",
+            requester_login: "jdoe",
+            request_id: 12,
+            purpose: "Grade sync script",
+            expires_on: date!(2026 - 12 - 05),
+            review_url: "https://tokens.example.edu/approvals/12",
+            product_name: "tokendesk",
+        })
+        .unwrap();
+        assert_eq!(
+            m.subject,
+            "New Canvas access token request #12 from Jane Doe"
+        );
+        for body in [&m.text, &m.html] {
+            assert!(body.contains("Grade sync script"));
+            assert!(body.contains("2026-12-05"));
+            assert!(body.contains("https://tokens.example.edu/approvals/12"));
+            assert!(body.contains("jdoe"));
+        }
+    }
+
+    #[test]
+    fn address_validation() {
+        assert_eq!(
+            parse_address(" jane@example.edu ").unwrap().to_string(),
+            "jane@example.edu"
+        );
+        for bad in [
+            "",
+            "  ",
+            "jane",
+            "jane@",
+            "@example.edu",
+            "a b@example.edu",
+            "Jane <jane@example.edu>",
+        ] {
+            let err = parse_address(bad).unwrap_err();
+            assert!(matches!(err, EmailError::InvalidAddress { .. }), "{bad}");
+            assert!(!err.is_transient());
+            assert!(
+                err.to_string().starts_with("invalid email address"),
+                "{err}"
+            );
+        }
+    }
+
+    fn settings() -> SmtpSettings {
+        SmtpSettings {
+            host: "127.0.0.1".into(),
+            port: 2525,
+            tls: SmtpTls::None,
+            username: None,
+            password: None,
+            from: "Canvas tokens <tokens@example.edu>".into(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn sender_outside_runtime_is_an_error_not_a_panic() {
+        let err = SmtpSender::new(&settings()).unwrap_err();
+        assert!(matches!(err, EmailError::Config(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn sender_settings_validation() {
+        let s = SmtpSender::new(&settings()).unwrap();
+        assert_eq!(s.from_mailbox().email.to_string(), "tokens@example.edu");
+        assert!(
+            SmtpSender::new(&SmtpSettings {
+                from: "nope".into(),
+                ..settings()
+            })
+            .is_err()
+        );
+        assert!(
+            SmtpSender::new(&SmtpSettings {
+                host: " ".into(),
+                ..settings()
+            })
+            .is_err()
+        );
+        let err = SmtpSender::new(&SmtpSettings {
+            username: Some("u".into()),
+            ..settings()
+        })
+        .unwrap_err();
+        assert!(matches!(err, EmailError::Config(_)));
+        let pw = SmtpSettings {
+            username: Some("u".into()),
+            password: Some(SecretString::from("hunter2".to_owned())),
+            ..settings()
+        };
+        assert!(SmtpSender::new(&pw).is_ok());
+        assert!(!format!("{pw:?}").contains("hunter2"));
+        assert!(
+            SmtpSender::new(&SmtpSettings {
+                tls: SmtpTls::Starttls,
+                host: "smtp.example.edu".into(),
+                ..settings()
+            })
+            .is_ok()
+        );
+        assert!(
+            SmtpSender::new(&SmtpSettings {
+                tls: SmtpTls::Tls,
+                host: "smtp.example.edu".into(),
+                ..settings()
+            })
+            .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn built_message_is_multipart_alternative() {
+        let s = SmtpSender::new(&settings()).unwrap();
+        let msg = s.build_message(&approval()).unwrap();
+        let raw = String::from_utf8(msg.formatted()).unwrap();
+        assert!(raw.contains("multipart/alternative"));
+        assert!(raw.contains("text/plain"));
+        assert!(raw.contains("text/html"));
+        assert!(raw.contains("Message-ID: <"));
+        assert!(
+            raw.contains("From: \"Canvas tokens\" <tokens@example.edu>")
+                || raw.contains("From: Canvas tokens <tokens@example.edu>"),
+            "{raw}"
+        );
+        let env = msg.envelope();
+        assert_eq!(env.to()[0].to_string(), "jane@example.edu");
+        assert_eq!(env.from().unwrap().to_string(), "tokens@example.edu");
+    }
+
+    #[test]
+    fn smtp_tls_serde_names() {
+        assert_eq!(
+            serde_json::from_str::<SmtpTls>("\"starttls\"").unwrap(),
+            SmtpTls::Starttls
+        );
+        assert_eq!(serde_json::to_string(&SmtpTls::None).unwrap(), "\"none\"");
+    }
+
+    #[test]
+    fn error_texts() {
+        let e = EmailError::Transient {
+            code: Some(451),
+            detail: "try later".into(),
+        };
+        assert!(e.is_transient());
+        assert_eq!(e.smtp_code(), Some(451));
+        assert_eq!(
+            e.to_string(),
+            "temporary email delivery failure (451): try later"
+        );
+        let e = EmailError::Permanent {
+            code: None,
+            detail: "x".into(),
+        };
+        assert_eq!(e.to_string(), "permanent email delivery failure: x");
+        assert!(!e.is_transient());
+        assert_eq!(sanitize_detail("a\r\nb"), "a  b");
+        assert_eq!(
+            sanitize_detail(&"x".repeat(400)).chars().count(),
+            MAX_DETAIL + 1
+        );
+    }
+}

@@ -1,0 +1,4 @@
+//! Shared test helpers.
+pub mod db;
+pub mod smtp;
+pub mod world;

@@ -1,0 +1,142 @@
+//! A whole tokendesk on one machine, without HTTP in front: the Canvas simulator on port 0, a
+//! fresh database, the service with a movable clock and the mailbox transport. Roles:
+//! `ada.admin` approves, audits and administers; `theo.teacher` is the help desk.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use tokendesk::app::{App, AppParts, Ctx, Mailer, ManualClock, RoleBook};
+use tokendesk::delivery::envelope::{self, EnvelopeId, EnvelopeKey, Sealed};
+use tokendesk::domain::request::RawNewRequest;
+use tokendesk::domain::{Actor, Login, Policy, RequestId};
+use tokendesk_canvas::CanvasClient;
+use tokendesk_canvas_sim::{DEFAULT_ADMIN_TOKEN, RunningSim, SimConfig};
+
+use super::db::TestDb;
+
+pub struct World {
+    pub sim: RunningSim,
+    pub db: TestDb,
+    pub app: App,
+    pub clock: Arc<ManualClock>,
+}
+
+pub fn login(s: &str) -> Login {
+    Login::parse(s).unwrap()
+}
+
+impl World {
+    pub async fn new(db: TestDb) -> World {
+        Self::with(db, SimConfig { throttle: None, ..Default::default() }, Mailer::Mailbox).await
+    }
+
+    pub async fn with(db: TestDb, sim: SimConfig, mailer: Mailer) -> World {
+        let sim = tokendesk_canvas_sim::start(sim, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let canvas = CanvasClient::builder(sim.base_url(), SecretString::from(DEFAULT_ADMIN_TOKEN))
+            .max_retries(1)
+            .backoff(Duration::from_millis(5), Duration::from_millis(20))
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let clock = Arc::new(ManualClock::default());
+        let set = |names: &[&str]| names.iter().map(|n| login(n)).collect();
+        let app = App::new(AppParts {
+            store: db.store.clone(),
+            policy: Policy::default(),
+            roles: RoleBook {
+                approvers: set(&["ada.admin"]),
+                helpdesk: set(&["theo.teacher"]),
+                auditors: set(&["ada.admin"]),
+                admins: set(&["ada.admin"]),
+            },
+            canvas,
+            canvas_url: sim.base_url().parse().unwrap(),
+            canvas_user_pattern: "sis_login_id:{login}".into(),
+            public_url: "http://tokendesk.test/".parse().unwrap(),
+            mailer,
+            outbox_key: None,
+            product_name: "tokendesk".into(),
+            clock: clock.clone(),
+        });
+        World { sim, db, app, clock }
+    }
+
+    pub fn actor(&self, name: &str) -> Actor {
+        self.app.actor(login(name))
+    }
+
+    pub fn today_plus(&self, days: i64) -> String {
+        (self.app.now().date() + time::Duration::days(days)).to_string()
+    }
+
+    /// `sam.student` asks for a token valid 30 days.
+    pub async fn submit(&self, who: &str) -> RequestId {
+        let raw = RawNewRequest {
+            purpose: Some("grading scripts for my course sections".into()),
+            expires_on: Some(self.today_plus(30)),
+            application: Some("grader.py".into()),
+        };
+        self.app.submit(&self.actor(who), &raw, &Ctx::default()).await.unwrap().id
+    }
+
+    /// Submit, approve and issue; returns the request id.
+    pub async fn issued(&self, who: &str) -> RequestId {
+        let id = self.submit(who).await;
+        self.app.approve(&self.actor("ada.admin"), id, None, &Ctx::default()).await.unwrap();
+        tokendesk::jobs::drain(&self.app).await.unwrap();
+        id
+    }
+
+    /// The delivery link in the newest mailbox message to `who`: (envelope id, key).
+    pub async fn link_for(&self, who: &str) -> (String, String) {
+        let mail = self.app.mailbox(&self.actor("ada.admin"), Some(who)).await.unwrap();
+        let message = mail.iter().find(|m| m.text.contains("/e/")).expect("a delivery email");
+        let start = message.text.find("http://tokendesk.test/e/").expect("the link");
+        let link: String = message.text[start..].chars().take_while(|c| !c.is_whitespace()).collect();
+        let (_, rest) = link.split_once("/e/").unwrap();
+        let (id, key) = rest.split_once('#').unwrap();
+        (id.to_owned(), key.trim_end_matches(['.', ',', ')', '>']).to_owned())
+    }
+
+    /// Reveals as `who` and decrypts with the key from the link, as the browser does.
+    pub async fn reveal_value(&self, who: &str) -> String {
+        let (id, key) = self.link_for(who).await;
+        let (sealed, _) = self.app.reveal(&self.actor(who), &id, &Ctx::default()).await.unwrap();
+        open(&id, &key, &sealed)
+    }
+
+    /// Calls `GET /api/v1/users/self` on the simulator with a token; returns the status.
+    pub async fn canvas_status(&self, token: &str) -> u16 {
+        reqwest::Client::new()
+            .get(format!("{}/api/v1/users/self", self.sim.base_url()))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// Activates a Canvas token the way its owner does, in the simulator's browser pages.
+    pub async fn activate_in_canvas(&self, who: &str, canvas_token_id: i64) {
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let r = client.get(format!("{}/login?as={who}", self.sim.base_url())).send().await.unwrap();
+        let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+        let r = client
+            .post(format!("{}/profile/tokens/{canvas_token_id}/activate", self.sim.base_url()))
+            .header("cookie", cookie)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "activation in Canvas");
+    }
+}
+
+pub fn open(id: &str, key: &str, sealed: &Sealed) -> String {
+    use secrecy::ExposeSecret;
+    let id = EnvelopeId::parse(id).unwrap();
+    let key = EnvelopeKey::from_fragment(key).unwrap();
+    envelope::open(&id, &key, sealed).unwrap().expose_secret().to_owned()
+}
