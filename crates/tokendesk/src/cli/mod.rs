@@ -1,6 +1,7 @@
 //! The command line: one binary, one subcommand per task.
 
 mod canvas_sim;
+mod service;
 
 use std::process::ExitCode;
 
@@ -22,6 +23,22 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run tokendesk (the web pages, the JSON API and the workers).
+    Serve(service::ConfigArg),
+    /// Try tokendesk on this machine: SQLite in a local folder, the Canvas simulator, demo
+    /// sign-in and a mailbox instead of email.
+    Demo(service::DemoArgs),
+    /// Create or update the database schema.
+    Migrate(service::ConfigArg),
+    /// Check a configuration file and name every problem in it.
+    CheckConfig {
+        /// The configuration file.
+        #[arg(value_name = "FILE")]
+        file: std::path::PathBuf,
+    },
+    /// Verify or export the audit trail.
+    #[command(subcommand)]
+    Audit(service::AuditCommand),
     /// Run the Canvas simulator (token API, users, throttling, activation) on loopback.
     CanvasSim(canvas_sim::Args),
 }
@@ -39,6 +56,11 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::CanvasSim(args) => canvas_sim::run(args).await,
+            Command::Serve(args) => service::serve(args).await,
+            Command::Demo(args) => service::demo(args).await,
+            Command::Migrate(args) => service::migrate(args).await,
+            Command::CheckConfig { file } => service::check_config(&file),
+            Command::Audit(command) => service::audit(command).await,
         }
     });
     match result {

@@ -61,35 +61,27 @@ pub struct ClaimedJob {
     pub locked_until: OffsetDateTime,
 }
 
-fn claim_sql(table: &str, columns: &str, backend: Backend) -> String {
-    let lock = match backend {
+/// Claims the next due row of a queue table (or one whose holder's lease ran out) and returns
+/// the asked-for columns. On PostgreSQL concurrent claimers skip each other's rows; on SQLite
+/// the write transaction serialises them.
+async fn claim_row(
+    store: &Store,
+    table: &str,
+    columns: &str,
+    now: OffsetDateTime,
+    lease: Duration,
+) -> StoreResult<Option<sqlx::any::AnyRow>> {
+    let lock = match store.backend() {
         Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         Backend::Sqlite => "",
     };
-    let running = if table == "jobs" {
-        "running"
-    } else {
-        "sending"
-    };
-    format!(
+    let running = if table == "jobs" { "running" } else { "sending" };
+    let sql = format!(
         "UPDATE {table} SET state = '{running}', attempts = attempts + 1, locked_until = $1 \
          WHERE id = (SELECT id FROM {table} \
              WHERE (state = 'queued' AND run_after <= $2) OR (state = '{running}' AND locked_until <= $2) \
              ORDER BY run_after, id LIMIT 1{lock}) \
          RETURNING {columns}"
-    )
-}
-
-/// Claims the next job that is due (or whose holder's lease ran out).
-pub async fn claim_job(
-    store: &Store,
-    now: OffsetDateTime,
-    lease: Duration,
-) -> StoreResult<Option<ClaimedJob>> {
-    let sql = claim_sql(
-        "jobs",
-        "id, kind, request_id, attempts, locked_until",
-        store.backend(),
     );
     let mut tx = store.write().await?;
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -98,7 +90,19 @@ pub async fn claim_job(
         .fetch_optional(&mut *tx)
         .await?;
     tx.commit().await?;
-    let Some(r) = row else { return Ok(None) };
+    Ok(row)
+}
+
+/// Claims the next job that is due (or whose holder's lease ran out).
+pub async fn claim_job(
+    store: &Store,
+    now: OffsetDateTime,
+    lease: Duration,
+) -> StoreResult<Option<ClaimedJob>> {
+    let columns = "id, kind, request_id, attempts, locked_until";
+    let Some(r) = claim_row(store, "jobs", columns, now, lease).await? else {
+        return Ok(None);
+    };
     let attempts: i64 = r.try_get("attempts")?;
     Ok(Some(ClaimedJob {
         id: r.try_get("id")?,
@@ -235,19 +239,11 @@ pub async fn claim_email(
     now: OffsetDateTime,
     lease: Duration,
 ) -> StoreResult<Option<ClaimedEmail>> {
-    let sql = claim_sql(
-        "emails",
-        "id, kind, request_id, to_login, to_addr, subject, body_text, body_html, sealed_body, attempts",
-        store.backend(),
-    );
-    let mut tx = store.write().await?;
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(ts(now + lease))
-        .bind(ts(now))
-        .fetch_optional(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    let Some(r) = row else { return Ok(None) };
+    let columns = "id, kind, request_id, to_login, to_addr, subject, body_text, body_html, \
+                   sealed_body, attempts";
+    let Some(r) = claim_row(store, "emails", columns, now, lease).await? else {
+        return Ok(None);
+    };
     let to_addr: Option<String> = r.try_get("to_addr")?;
     let subject: Option<String> = r.try_get("subject")?;
     let sealed: Option<Vec<u8>> = r.try_get("sealed_body")?;

@@ -1,0 +1,245 @@
+//! `serve`, `demo`, `migrate`, `check-config` and `audit`: the service's commands.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use secrecy::SecretString;
+use tokendesk_canvas_sim::{DEFAULT_ADMIN_TOKEN, Seed, SimConfig};
+
+use super::CliError;
+use crate::app::{App, AuditQuery, SystemClock};
+use crate::config::{Config, check_config_report};
+use crate::domain::Login;
+use crate::server;
+
+#[derive(Debug, clap::Args)]
+pub(super) struct ConfigArg {
+    /// The configuration file (TOML); see docs/configuration.md.
+    #[arg(long, value_name = "FILE", env = "TOKENDESK_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    fn load(&self) -> Result<Config, CliError> {
+        Config::load_from_process(self.config.as_deref()).map_err(|e| {
+            CliError::Usage(format!(
+                "the configuration has problems:\n{e}\n(check it with `tokendesk check-config FILE`)"
+            ))
+        })
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub(super) struct DemoArgs {
+    /// Folder for the demo's database and the simulator's state.
+    #[arg(long, value_name = "DIR", default_value = "demo-data")]
+    dir: PathBuf,
+    /// Where tokendesk listens (loopback only in the demo).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Where the built-in Canvas simulator listens (port 0 picks one).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
+    canvas_listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(super) enum ExportFormat {
+    Jsonl,
+    Csv,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(super) enum AuditCommand {
+    /// Walk the hash chain; exit 1 and name the first broken event if any.
+    Verify(ConfigArg),
+    /// Write the audit trail as JSON lines or CSV.
+    Export {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Write here instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+pub(super) async fn serve(args: ConfigArg) -> Result<(), CliError> {
+    let config = args.load()?;
+    let app = App::from_config(&config, Arc::new(SystemClock)).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let running = server::start(&config, app, Vec::new(), listener).await?;
+    println!("tokendesk listening on http://{} (public URL {})", running.addr, config.public_url);
+    server::stop_signal().await;
+    eprintln!("stopping…");
+    running.shutdown().await;
+    Ok(())
+}
+
+pub(super) async fn migrate(args: ConfigArg) -> Result<(), CliError> {
+    let config = args.load()?;
+    let store = crate::app::open_store(&config).await?;
+    println!("database ({}) is up to date", config.database.kind());
+    store.close().await;
+    Ok(())
+}
+
+pub(super) fn check_config(file: &Path) -> Result<(), CliError> {
+    match check_config_report(file) {
+        Ok(summary) => {
+            println!("{summary}");
+            println!("configuration OK");
+            Ok(())
+        }
+        Err(errors) => Err(CliError::Usage(format!("{} has problems:\n{errors}", file.display()))),
+    }
+}
+
+async fn app_for(args: &ConfigArg) -> Result<App, CliError> {
+    let config = args.load()?;
+    Ok(App::from_config(&config, Arc::new(SystemClock)).await?)
+}
+
+pub(super) async fn audit(command: AuditCommand) -> Result<(), CliError> {
+    match command {
+        AuditCommand::Verify(args) => {
+            let app = app_for(&args).await?;
+            match app.verify_audit().await.map_err(anyhow::Error::from)? {
+                Ok(count) => {
+                    println!("audit chain intact: {count} events");
+                    Ok(())
+                }
+                Err(broken) => Err(CliError::Failed(anyhow::anyhow!("{broken}"))),
+            }
+        }
+        AuditCommand::Export { config, format, output } => {
+            let app = app_for(&config).await?;
+            let mut out: Box<dyn std::io::Write> = match &output {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let system = app.actor(Login::parse("system").map_err(|e| anyhow::anyhow!(e.message))?);
+            let system = crate::domain::Actor {
+                roles: crate::domain::Roles { admin: true, ..system.roles },
+                ..system
+            };
+            if format == ExportFormat::Csv {
+                writeln!(out, "seq,at,actor,action,target,outcome,client_addr,details,prev_hash,hash").context("write")?;
+            }
+            let mut after = 0;
+            let mut count = 0u64;
+            loop {
+                let page = app
+                    .audit_events(&system, &AuditQuery { after_seq: Some(after), limit: Some(5000), ..Default::default() })
+                    .await
+                    .map_err(anyhow::Error::from)?;
+                let Some(last) = page.last() else { break };
+                after = last.seq;
+                for e in &page {
+                    match format {
+                        ExportFormat::Jsonl => {
+                            serde_json::to_writer(&mut out, e).context("write")?;
+                            writeln!(out).context("write")?;
+                        }
+                        ExportFormat::Csv => {
+                            let at = e.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+                            let fields = [
+                                e.seq.to_string(),
+                                at,
+                                e.actor.clone(),
+                                e.action.clone(),
+                                e.target.clone(),
+                                e.outcome.clone(),
+                                e.client_addr.clone().unwrap_or_default(),
+                                e.details.to_string(),
+                                e.prev_hash.clone(),
+                                e.hash.clone(),
+                            ];
+                            let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+                            writeln!(out, "{}", line.join(",")).context("write")?;
+                        }
+                    }
+                    count += 1;
+                }
+            }
+            out.flush().context("write")?;
+            if output.is_some() {
+                eprintln!("exported {count} events");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A CSV field, quoted when needed (RFC 4180); cells that a spreadsheet would run as a formula
+/// are prefixed with a quote.
+fn csv_field(value: &str) -> String {
+    let value = if value.starts_with(['=', '+', '-', '@']) {
+        format!("'{value}")
+    } else {
+        value.to_owned()
+    };
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value
+    }
+}
+
+pub(super) async fn demo(args: DemoArgs) -> Result<(), CliError> {
+    if !args.listen.ip().is_loopback() || !args.canvas_listen.ip().is_loopback() {
+        return Err(CliError::Usage(
+            "the demo signs anyone in without a password: --listen and --canvas-listen must be loopback addresses".into(),
+        ));
+    }
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create the demo folder {}", args.dir.display()))?;
+    let seed = Seed::default();
+    let sim = tokendesk_canvas_sim::start(
+        SimConfig {
+            seed: seed.clone(),
+            state_file: Some(args.dir.join("canvas-sim.json")),
+            ..SimConfig::default()
+        },
+        args.canvas_listen,
+    )
+    .await?;
+    let canvas_url = format!("{}/", sim.base_url()).parse().context("simulator URL")?;
+    let mut config = Config::demo(&args.dir, args.listen, canvas_url, SecretString::from(DEFAULT_ADMIN_TOKEN));
+    config.roles.approvers = vec!["ada.admin".into()];
+    config.roles.helpdesk = vec!["theo.teacher".into()];
+    config.roles.auditors = vec!["ada.admin".into()];
+    config.roles.admins = vec!["ada.admin".into()];
+    let people: Vec<(Login, String)> = seed
+        .users
+        .iter()
+        .filter_map(|u| Login::parse(&u.login_id).ok().map(|l| (l, u.name.clone())))
+        .collect();
+    let app = App::from_config(&config, Arc::new(SystemClock)).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (is another tokendesk running? try --listen 127.0.0.1:0)", args.listen))?;
+    let running = server::start(&config, app, people.clone(), listener).await?;
+    println!("tokendesk demo running at http://{}/", running.addr);
+    println!("  sign in:            http://{}/demo/login", running.addr);
+    println!("  Canvas simulator:   {}/login (activate tokens under /profile/settings)", sim.base_url());
+    println!("  data:               {} (SQLite; email goes to the mailbox at /mailbox)", args.dir.display());
+    println!("  people:");
+    for (login, name) in &people {
+        let roles = running.app.actor(login.clone()).roles.names().join(", ");
+        println!("    {login:<18} {name:<18} {roles}");
+    }
+    println!("Ctrl-C stops everything.");
+    server::stop_signal().await;
+    eprintln!("stopping…");
+    running.shutdown().await;
+    sim.shutdown().await;
+    Ok(())
+}
