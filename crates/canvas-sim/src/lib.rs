@@ -234,8 +234,14 @@ impl RunningSim {
     /// Changes the share of API requests that fail on purpose (0.0–1.0, clamped), e.g. to take
     /// "Canvas" down and bring it back in a test.
     pub fn set_fail_rate(&self, rate: f64) {
-        let rate = if rate.is_nan() { 0.0 } else { rate.clamp(0.0, 1.0) };
-        self.shared.fail_rate.store(rate.to_bits(), Ordering::Relaxed);
+        let rate = if rate.is_nan() {
+            0.0
+        } else {
+            rate.clamp(0.0, 1.0)
+        };
+        self.shared
+            .fail_rate
+            .store(rate.to_bits(), Ordering::Relaxed);
     }
 
     /// Moves the simulator's clock forward, so that expiry can be tested without waiting.

@@ -9,4 +9,6 @@ pub mod config;
 pub mod delivery;
 pub mod domain;
 pub mod jobs;
+pub mod server;
 pub mod store;
+pub mod web;

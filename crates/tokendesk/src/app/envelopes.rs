@@ -34,7 +34,12 @@ impl App {
 
     /// The envelope, for its owner only (anyone else: not found).
     pub async fn envelope(&self, actor: &Actor, id: &str) -> AppResult<EnvelopeView> {
-        let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(StoreError::from)?;
         let stored = store::get_envelope(&mut conn, id)
             .await?
             .filter(|e| e.envelope.owner == actor.login)
@@ -43,7 +48,12 @@ impl App {
     }
 
     /// Hands the owner the ciphertext (counted as a reveal); the key is in their link only.
-    pub async fn reveal(&self, actor: &Actor, id: &str, ctx: &Ctx) -> AppResult<(Sealed, EnvelopeView)> {
+    pub async fn reveal(
+        &self,
+        actor: &Actor,
+        id: &str,
+        ctx: &Ctx,
+    ) -> AppResult<(Sealed, EnvelopeView)> {
         let now = self.now();
         let mut tx = self.store.write().await?;
         let Some(stored) = store::get_envelope(&mut tx, id).await? else {
@@ -54,8 +64,14 @@ impl App {
             Err(DomainError::NotFound) => {
                 drop(tx);
                 // Someone tried to open another person's envelope: worth a line in the trail.
-                self.audit_refusal("envelope.reveal", format!("envelope:{id}"), actor, "not the owner", ctx)
-                    .await?;
+                self.audit_refusal(
+                    "envelope.reveal",
+                    format!("envelope:{id}"),
+                    actor,
+                    "not the owner",
+                    ctx,
+                )
+                .await?;
                 return Err(DomainError::NotFound.into());
             }
             Err(e) => return Err(e.into()),

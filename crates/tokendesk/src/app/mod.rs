@@ -4,6 +4,7 @@
 
 mod clock;
 mod envelopes;
+mod people;
 mod reads;
 mod requests;
 mod setup;
@@ -193,13 +194,31 @@ impl App {
     }
 
     /// Writes an audit event in the transaction.
-    pub(crate) async fn audit(&self, tx: &mut Tx, record: &AuditRecord, ctx: &Ctx) -> AppResult<()> {
-        store::append_audit(tx, self.store.backend(), record, self.now(), ctx.client_addr.as_deref()).await?;
+    pub(crate) async fn audit(
+        &self,
+        tx: &mut Tx,
+        record: &AuditRecord,
+        ctx: &Ctx,
+    ) -> AppResult<()> {
+        store::append_audit(
+            tx,
+            self.store.backend(),
+            record,
+            self.now(),
+            ctx.client_addr.as_deref(),
+        )
+        .await?;
         Ok(())
     }
 
     /// Queues what a transition asks for, in its transaction.
-    pub(crate) async fn apply_effects(&self, tx: &mut Tx, request: RequestId, requester: &Login, effects: &[Effect]) -> AppResult<()> {
+    pub(crate) async fn apply_effects(
+        &self,
+        tx: &mut Tx,
+        request: RequestId,
+        requester: &Login,
+        effects: &[Effect],
+    ) -> AppResult<()> {
         let now = self.now();
         for effect in effects {
             match effect {
@@ -209,15 +228,42 @@ impl App {
                 Effect::NotifyApprovers => {
                     for reviewer in self.roles.reviewers() {
                         if &reviewer != requester {
-                            store::enqueue_email(tx, "new_request", Some(request), Some(&reviewer), &QueuedEmail::Notice, None, now).await?;
+                            store::enqueue_email(
+                                tx,
+                                "new_request",
+                                Some(request),
+                                Some(&reviewer),
+                                &QueuedEmail::Notice,
+                                None,
+                                now,
+                            )
+                            .await?;
                         }
                     }
                 }
                 Effect::NotifyDenied => {
-                    store::enqueue_email(tx, "denied", Some(request), Some(requester), &QueuedEmail::Notice, None, now).await?;
+                    store::enqueue_email(
+                        tx,
+                        "denied",
+                        Some(request),
+                        Some(requester),
+                        &QueuedEmail::Notice,
+                        None,
+                        now,
+                    )
+                    .await?;
                 }
                 Effect::NotifyRevoked => {
-                    store::enqueue_email(tx, "revoked", Some(request), Some(requester), &QueuedEmail::Notice, None, now).await?;
+                    store::enqueue_email(
+                        tx,
+                        "revoked",
+                        Some(request),
+                        Some(requester),
+                        &QueuedEmail::Notice,
+                        None,
+                        now,
+                    )
+                    .await?;
                 }
             }
         }
@@ -226,7 +272,14 @@ impl App {
 
     /// Writes an audit event for something refused (a denied action is also worth recording
     /// when it touches a secret, e.g. someone else's envelope).
-    pub(crate) async fn audit_refusal(&self, action: &'static str, target: String, actor: &Actor, why: &str, ctx: &Ctx) -> AppResult<()> {
+    pub(crate) async fn audit_refusal(
+        &self,
+        action: &'static str,
+        target: String,
+        actor: &Actor,
+        why: &str,
+        ctx: &Ctx,
+    ) -> AppResult<()> {
         let mut tx = self.store.write().await?;
         let record = AuditRecord {
             actor: actor.login.to_string(),

@@ -20,7 +20,10 @@ pub struct AuditQuery {
     pub limit: Option<i64>,
 }
 
-fn time_field(field: &'static str, raw: Option<&str>) -> Result<Option<OffsetDateTime>, FieldError> {
+fn time_field(
+    field: &'static str,
+    raw: Option<&str>,
+) -> Result<Option<OffsetDateTime>, FieldError> {
     let Some(raw) = raw.map(str::trim).filter(|s| !s.is_empty()) else {
         return Ok(None);
     };
@@ -33,13 +36,17 @@ fn time_field(field: &'static str, raw: Option<&str>) -> Result<Option<OffsetDat
             FieldError::new(
                 field,
                 "invalid_time",
-                format!("{field} must be a date (2026-11-28) or an RFC 3339 time (2026-11-28T12:00:00Z)"),
+                format!(
+                    "{field} must be a date (2026-11-28) or an RFC 3339 time (2026-11-28T12:00:00Z)"
+                ),
             )
         })
 }
 
 fn text_filter(raw: Option<&str>) -> Option<String> {
-    raw.map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)
+    raw.map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
 }
 
 impl App {
@@ -63,12 +70,20 @@ impl App {
         } else {
             match to {
                 Some(other) if other != actor.login => {
-                    return Err(DomainError::Forbidden("only admins can read other people's mail".into()).into());
+                    return Err(DomainError::Forbidden(
+                        "only admins can read other people's mail".into(),
+                    )
+                    .into());
                 }
                 _ => Some(actor.login.clone()),
             }
         };
-        let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(StoreError::from)?;
         Ok(store::mailbox(&mut conn, to.as_ref(), 200).await?)
     }
 
@@ -76,16 +91,29 @@ impl App {
         if actor.roles.can_audit() {
             Ok(())
         } else {
-            Err(DomainError::Forbidden("only auditors and admins can read the audit trail".into()).into())
+            Err(
+                DomainError::Forbidden("only auditors and admins can read the audit trail".into())
+                    .into(),
+            )
         }
     }
 
     /// The audit trail, oldest first, for auditors and admins.
-    pub async fn audit_events(&self, actor: &Actor, query: &AuditQuery) -> AppResult<Vec<AuditEvent>> {
+    pub async fn audit_events(
+        &self,
+        actor: &Actor,
+        query: &AuditQuery,
+    ) -> AppResult<Vec<AuditEvent>> {
         Self::require_auditor(actor)?;
         let mut errors = Vec::new();
-        let since = time_field("since", query.since.as_deref()).map_err(|e| errors.push(e)).ok().flatten();
-        let until = time_field("until", query.until.as_deref()).map_err(|e| errors.push(e)).ok().flatten();
+        let since = time_field("since", query.since.as_deref())
+            .map_err(|e| errors.push(e))
+            .ok()
+            .flatten();
+        let until = time_field("until", query.until.as_deref())
+            .map_err(|e| errors.push(e))
+            .ok()
+            .flatten();
         if !errors.is_empty() {
             return Err(DomainError::Invalid(errors).into());
         }
@@ -98,13 +126,23 @@ impl App {
             after_seq: query.after_seq.unwrap_or(0).max(0),
             limit: query.limit.unwrap_or(500).clamp(1, 5000),
         };
-        let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(StoreError::from)?;
         Ok(store::list_audit(&mut conn, &filter).await?)
     }
 
     /// Walks the audit chain: the number of events, or the first broken link.
     pub async fn verify_audit(&self) -> AppResult<Result<u64, ChainBreak>> {
-        let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(StoreError::from)?;
         Ok(store::verify_chain(&mut conn).await?)
     }
 }

@@ -29,7 +29,12 @@ pub struct RequestQuery {
 
 impl App {
     /// A person asks for a token.
-    pub async fn submit(&self, actor: &Actor, raw: &RawNewRequest, ctx: &Ctx) -> AppResult<Request> {
+    pub async fn submit(
+        &self,
+        actor: &Actor,
+        raw: &RawNewRequest,
+        ctx: &Ctx,
+    ) -> AppResult<Request> {
         let now = self.now();
         let new = request::parse_new_request(raw, &self.policy, now.date())?;
         let mut tx = self.store.write().await?;
@@ -46,7 +51,8 @@ impl App {
         let mut audit = change.audit;
         audit.target = format!("request:{}", created.id);
         self.audit(&mut tx, &audit, ctx).await?;
-        self.apply_effects(&mut tx, created.id, &actor.login, &change.effects).await?;
+        self.apply_effects(&mut tx, created.id, &actor.login, &change.effects)
+            .await?;
         tx.commit().await.map_err(StoreError::from)?;
         self.wake();
         Ok(created)
@@ -54,7 +60,12 @@ impl App {
 
     /// One request, if the actor may see it.
     pub async fn request(&self, actor: &Actor, id: RequestId) -> AppResult<RequestView> {
-        let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(StoreError::from)?;
         let request = store::get_request(&mut conn, id)
             .await?
             .filter(|r| request::visible_to(r, actor))
@@ -73,7 +84,10 @@ impl App {
     /// Requests: one's own; approvers and the help desk may filter by state and requester.
     pub async fn requests(&self, actor: &Actor, query: &RequestQuery) -> AppResult<Vec<Request>> {
         let state = match query.state.as_deref().filter(|s| !s.is_empty()) {
-            Some(s) => Some(s.parse::<RequestState>().map_err(|e| DomainError::Invalid(vec![e]))?),
+            Some(s) => Some(
+                s.parse::<RequestState>()
+                    .map_err(|e| DomainError::Invalid(vec![e]))?,
+            ),
             None => None,
         };
         let requester = match query.requester.as_deref().filter(|s| !s.is_empty()) {
@@ -102,7 +116,12 @@ impl App {
             oldest_first: query.oldest_first,
             limit: query.limit.unwrap_or(200).clamp(1, 1000),
         };
-        let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(StoreError::from)?;
         Ok(store::list_requests(&mut conn, &filter).await?)
     }
 
@@ -141,24 +160,42 @@ impl App {
     }
 
     /// An approver approves; `expires_on` (YYYY-MM-DD) may shorten the requested expiry.
-    pub async fn approve(&self, actor: &Actor, id: RequestId, expires_on: Option<&str>, ctx: &Ctx) -> AppResult<Request> {
+    pub async fn approve(
+        &self,
+        actor: &Actor,
+        id: RequestId,
+        expires_on: Option<&str>,
+        ctx: &Ctx,
+    ) -> AppResult<Request> {
         let expires_on: Option<Date> = match expires_on.map(str::trim).filter(|s| !s.is_empty()) {
-            Some(s) => Some(parse_date("expires_on", s).map_err(|e| DomainError::Invalid(vec![e]))?),
+            Some(s) => {
+                Some(parse_date("expires_on", s).map_err(|e| DomainError::Invalid(vec![e]))?)
+            }
             None => None,
         };
         let now = self.now();
-        self.transition(id, ctx, |r| request::approve(r, actor, expires_on, &self.policy, now))
-            .await
+        self.transition(id, ctx, |r| {
+            request::approve(r, actor, expires_on, &self.policy, now)
+        })
+        .await
     }
 
-    pub async fn deny(&self, actor: &Actor, id: RequestId, reason: Option<&str>, ctx: &Ctx) -> AppResult<Request> {
+    pub async fn deny(
+        &self,
+        actor: &Actor,
+        id: RequestId,
+        reason: Option<&str>,
+        ctx: &Ctx,
+    ) -> AppResult<Request> {
         let now = self.now();
-        self.transition(id, ctx, |r| request::deny(r, actor, reason, now)).await
+        self.transition(id, ctx, |r| request::deny(r, actor, reason, now))
+            .await
     }
 
     pub async fn cancel(&self, actor: &Actor, id: RequestId, ctx: &Ctx) -> AppResult<Request> {
         let now = self.now();
-        self.transition(id, ctx, |r| request::cancel(r, actor, now)).await
+        self.transition(id, ctx, |r| request::cancel(r, actor, now))
+            .await
     }
 
     pub async fn retry(&self, actor: &Actor, id: RequestId, ctx: &Ctx) -> AppResult<Request> {

@@ -53,11 +53,14 @@ impl App {
     /// Builds the service from a checked configuration.
     pub async fn from_config(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
         let store = open_store(config).await?;
-        let canvas = CanvasClient::builder(config.canvas.url.as_str(), config.canvas.admin_token.clone())
-            .timeout(config.canvas.timeout())
-            .max_retries(config.canvas.max_retries)
-            .build()
-            .context("cannot set up the Canvas client")?;
+        let canvas = CanvasClient::builder(
+            config.canvas.url.as_str(),
+            config.canvas.admin_token.clone(),
+        )
+        .timeout(config.canvas.timeout())
+        .max_retries(config.canvas.max_retries)
+        .build()
+        .context("cannot set up the Canvas client")?;
         let mailer = match config.email.transport {
             EmailTransport::Mailbox => Mailer::Mailbox,
             EmailTransport::Smtp => {

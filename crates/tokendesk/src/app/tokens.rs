@@ -23,13 +23,23 @@ impl App {
             )
             .into());
         }
-        let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(StoreError::from)?;
         Ok(store::list_tokens(&mut conn, Some(&owner), 500).await?)
     }
 
     /// One token with its request, if the actor may see it.
     pub async fn token(&self, actor: &Actor, id: TokenId) -> AppResult<(StoredToken, Request)> {
-        let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(StoreError::from)?;
         let token = store::get_token(&mut conn, id)
             .await?
             .filter(|t| t.owner == actor.login || actor.roles.can_look_up_people())
@@ -43,7 +53,13 @@ impl App {
     /// The owner or the help desk revokes a token: it is deleted in Canvas, then the request,
     /// the token and its envelope are closed with the audit event and the owner's email in one
     /// transaction. If Canvas refuses or is down, nothing changes.
-    pub async fn revoke(&self, actor: &Actor, id: TokenId, reason: Option<&str>, ctx: &Ctx) -> AppResult<Request> {
+    pub async fn revoke(
+        &self,
+        actor: &Actor,
+        id: TokenId,
+        reason: Option<&str>,
+        ctx: &Ctx,
+    ) -> AppResult<Request> {
         let (token, request) = self.token(actor, id).await?;
         // Ask the rules first, so that Canvas is not touched for a refused revocation.
         request::revoke(&request, actor, reason, self.now())?;

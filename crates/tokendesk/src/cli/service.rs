@@ -74,7 +74,10 @@ pub(super) async fn serve(args: ConfigArg) -> Result<(), CliError> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let running = server::start(&config, app, Vec::new(), listener).await?;
-    println!("tokendesk listening on http://{} (public URL {})", running.addr, config.public_url);
+    println!(
+        "tokendesk listening on http://{} (public URL {})",
+        running.addr, config.public_url
+    );
     server::stop_signal().await;
     eprintln!("stopping…");
     running.shutdown().await;
@@ -96,7 +99,10 @@ pub(super) fn check_config(file: &Path) -> Result<(), CliError> {
             println!("configuration OK");
             Ok(())
         }
-        Err(errors) => Err(CliError::Usage(format!("{} has problems:\n{errors}", file.display()))),
+        Err(errors) => Err(CliError::Usage(format!(
+            "{} has problems:\n{errors}",
+            file.display()
+        ))),
     }
 }
 
@@ -117,27 +123,46 @@ pub(super) async fn audit(command: AuditCommand) -> Result<(), CliError> {
                 Err(broken) => Err(CliError::Failed(anyhow::anyhow!("{broken}"))),
             }
         }
-        AuditCommand::Export { config, format, output } => {
+        AuditCommand::Export {
+            config,
+            format,
+            output,
+        } => {
             let app = app_for(&config).await?;
             let mut out: Box<dyn std::io::Write> = match &output {
                 Some(path) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+                    std::fs::File::create(path)
+                        .with_context(|| format!("cannot create {}", path.display()))?,
                 )),
                 None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
             };
             let system = app.actor(Login::parse("system").map_err(|e| anyhow::anyhow!(e.message))?);
             let system = crate::domain::Actor {
-                roles: crate::domain::Roles { admin: true, ..system.roles },
+                roles: crate::domain::Roles {
+                    admin: true,
+                    ..system.roles
+                },
                 ..system
             };
             if format == ExportFormat::Csv {
-                writeln!(out, "seq,at,actor,action,target,outcome,client_addr,details,prev_hash,hash").context("write")?;
+                writeln!(
+                    out,
+                    "seq,at,actor,action,target,outcome,client_addr,details,prev_hash,hash"
+                )
+                .context("write")?;
             }
             let mut after = 0;
             let mut count = 0u64;
             loop {
                 let page = app
-                    .audit_events(&system, &AuditQuery { after_seq: Some(after), limit: Some(5000), ..Default::default() })
+                    .audit_events(
+                        &system,
+                        &AuditQuery {
+                            after_seq: Some(after),
+                            limit: Some(5000),
+                            ..Default::default()
+                        },
+                    )
                     .await
                     .map_err(anyhow::Error::from)?;
                 let Some(last) = page.last() else { break };
@@ -149,7 +174,9 @@ pub(super) async fn audit(command: AuditCommand) -> Result<(), CliError> {
                             writeln!(out).context("write")?;
                         }
                         ExportFormat::Csv => {
-                            let at = e.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+                            let at =
+                                e.at.format(&time::format_description::well_known::Rfc3339)
+                                    .unwrap_or_default();
                             let fields = [
                                 e.seq.to_string(),
                                 at,
@@ -211,8 +238,15 @@ pub(super) async fn demo(args: DemoArgs) -> Result<(), CliError> {
         args.canvas_listen,
     )
     .await?;
-    let canvas_url = format!("{}/", sim.base_url()).parse().context("simulator URL")?;
-    let mut config = Config::demo(&args.dir, args.listen, canvas_url, SecretString::from(DEFAULT_ADMIN_TOKEN));
+    let canvas_url = format!("{}/", sim.base_url())
+        .parse()
+        .context("simulator URL")?;
+    let mut config = Config::demo(
+        &args.dir,
+        args.listen,
+        canvas_url,
+        SecretString::from(DEFAULT_ADMIN_TOKEN),
+    );
     config.roles.approvers = vec!["ada.admin".into()];
     config.roles.helpdesk = vec!["theo.teacher".into()];
     config.roles.auditors = vec!["ada.admin".into()];
@@ -225,12 +259,23 @@ pub(super) async fn demo(args: DemoArgs) -> Result<(), CliError> {
     let app = App::from_config(&config, Arc::new(SystemClock)).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .with_context(|| format!("cannot listen on {} (is another tokendesk running? try --listen 127.0.0.1:0)", args.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is another tokendesk running? try --listen 127.0.0.1:0)",
+                args.listen
+            )
+        })?;
     let running = server::start(&config, app, people.clone(), listener).await?;
     println!("tokendesk demo running at http://{}/", running.addr);
     println!("  sign in:            http://{}/demo/login", running.addr);
-    println!("  Canvas simulator:   {}/login (activate tokens under /profile/settings)", sim.base_url());
-    println!("  data:               {} (SQLite; email goes to the mailbox at /mailbox)", args.dir.display());
+    println!(
+        "  Canvas simulator:   {}/login (activate tokens under /profile/settings)",
+        sim.base_url()
+    );
+    println!(
+        "  data:               {} (SQLite; email goes to the mailbox at /mailbox)",
+        args.dir.display()
+    );
     println!("  people:");
     for (login, name) in &people {
         let roles = running.app.actor(login.clone()).roles.names().join(", ");

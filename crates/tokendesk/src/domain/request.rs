@@ -618,8 +618,15 @@ pub fn revoke(
 }
 
 /// Canvas no longer has the token (deleted there, e.g. by a Canvas admin).
-pub fn gone_from_canvas(request: &Request, now: OffsetDateTime) -> Result<Change<Request>, DomainError> {
-    require_state(request, "revoke", &[RequestState::Issued, RequestState::Activated])?;
+pub fn gone_from_canvas(
+    request: &Request,
+    now: OffsetDateTime,
+) -> Result<Change<Request>, DomainError> {
+    require_state(
+        request,
+        "revoke",
+        &[RequestState::Issued, RequestState::Activated],
+    )?;
     let mut next = moved(request, RequestState::Revoked, now);
     next.reason = Some("the token was deleted in Canvas".into());
     Ok(Change {

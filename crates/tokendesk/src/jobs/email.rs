@@ -23,7 +23,12 @@ fn outbox_aad(id: i64) -> Vec<u8> {
 
 /// Sends a composed email and records the outcome. A delivery email that cannot be sent is kept
 /// sealed under the outbox key, or left to be re-issued.
-pub(crate) async fn deliver(app: &App, id: i64, email: &OutgoingEmail, attempts: u32) -> Result<(), StoreError> {
+pub(crate) async fn deliver(
+    app: &App,
+    id: i64,
+    email: &OutgoingEmail,
+    attempts: u32,
+) -> Result<(), StoreError> {
     let result = match &app.mailer {
         Mailer::Mailbox => Ok(()),
         Mailer::Smtp(sender) => sender.send(email).await,
@@ -32,11 +37,19 @@ pub(crate) async fn deliver(app: &App, id: i64, email: &OutgoingEmail, attempts:
     let mut tx = app.store.write().await?;
     match result {
         Ok(()) => {
-            store::email_done(&mut tx, id, email, matches!(app.mailer, Mailer::Mailbox), now).await?;
+            store::email_done(
+                &mut tx,
+                id,
+                email,
+                matches!(app.mailer, Mailer::Mailbox),
+                now,
+            )
+            .await?;
         }
         Err(e) => {
             let why = e.to_string();
-            let again = (e.is_transient() && attempts < MAX_ATTEMPTS).then(|| now + backoff(attempts));
+            let again =
+                (e.is_transient() && attempts < MAX_ATTEMPTS).then(|| now + backoff(attempts));
             tracing::warn!(email.id = id, attempts, error = %why, retry = again.is_some(), "email not sent");
             let sealed = match (&app.outbox_key, again, serde_json::to_vec(email)) {
                 (Some(key), Some(_), Ok(plain)) => seal_at_rest(key, &outbox_aad(id), &plain).ok(),
@@ -44,7 +57,8 @@ pub(crate) async fn deliver(app: &App, id: i64, email: &OutgoingEmail, attempts:
             };
             match (sealed, again) {
                 (Some(sealed), Some(at)) => {
-                    store::email_seal(&mut tx, id, &email.to, &email.subject, &sealed, &why, at).await?;
+                    store::email_seal(&mut tx, id, &email.to, &email.subject, &sealed, &why, at)
+                        .await?;
                 }
                 (_, again) => store::email_retry(&mut tx, id, &why, again).await?,
             }
@@ -82,7 +96,9 @@ pub(super) async fn run(app: &App, claimed: ClaimedEmail) -> Result<(), StoreErr
         Err(e) => {
             let now = app.now();
             let again = match &e {
-                WorkError::Transient(_) if claimed.attempts < MAX_ATTEMPTS => Some(now + backoff(claimed.attempts)),
+                WorkError::Transient(_) if claimed.attempts < MAX_ATTEMPTS => {
+                    Some(now + backoff(claimed.attempts))
+                }
                 _ => None,
             };
             tracing::warn!(email.id = claimed.id, kind = %claimed.kind, error = %e, "email not composed");
@@ -107,7 +123,10 @@ async fn recipient(app: &App, login: &str) -> Result<Person, WorkError> {
     Ok(resolve_person(app, &login).await?.1)
 }
 
-async fn request_of(app: &App, id: Option<RequestId>) -> Result<crate::domain::request::Request, WorkError> {
+async fn request_of(
+    app: &App,
+    id: Option<RequestId>,
+) -> Result<crate::domain::request::Request, WorkError> {
     let id = id.ok_or_else(|| WorkError::Permanent("the email names no request".into()))?;
     let mut conn = app.store.pool().acquire().await.map_err(StoreError::from)?;
     store::get_request(&mut conn, id)
@@ -169,7 +188,11 @@ async fn compose(app: &App, claimed: &ClaimedEmail) -> Result<Option<OutgoingEma
                 product_name: &app.product_name,
             })
         }
-        other => return Err(WorkError::Permanent(format!("unknown email kind {other:?}"))),
+        other => {
+            return Err(WorkError::Permanent(format!(
+                "unknown email kind {other:?}"
+            )));
+        }
     };
     composed
         .map(Some)
@@ -190,18 +213,34 @@ async fn reissue(app: &App, claimed: &ClaimedEmail) -> Result<Option<OutgoingEma
         _ => return Ok(None),
     };
     let (_, person) = resolve_person(app, &request.requester).await?;
-    let user = UserRef::Id(tokendesk_canvas::CanvasUserId(token.canvas_user_id.unsigned_abs()));
-    let canvas_id = TokenRef::Id(tokendesk_canvas::CanvasTokenId(token.canvas_token_id.unsigned_abs()));
-    let regenerated = app.canvas.regenerate_token(&user, &canvas_id, None).await.map_err(|e| match e {
-        CanvasError::NotFound { .. } => WorkError::Permanent("the token no longer exists in Canvas".into()),
-        e if e.is_transient() => WorkError::Transient(format!("regenerating the token: {e}")),
-        e => WorkError::Permanent(format!("regenerating the token: {e}")),
-    })?;
+    let user = UserRef::Id(tokendesk_canvas::CanvasUserId(
+        token.canvas_user_id.unsigned_abs(),
+    ));
+    let canvas_id = TokenRef::Id(tokendesk_canvas::CanvasTokenId(
+        token.canvas_token_id.unsigned_abs(),
+    ));
+    let regenerated = app
+        .canvas
+        .regenerate_token(&user, &canvas_id, None)
+        .await
+        .map_err(|e| match e {
+            CanvasError::NotFound { .. } => {
+                WorkError::Permanent("the token no longer exists in Canvas".into())
+            }
+            e if e.is_transient() => WorkError::Transient(format!("regenerating the token: {e}")),
+            e => WorkError::Permanent(format!("regenerating the token: {e}")),
+        })?;
     let delivery = seal_for(app, &request, &person, &regenerated.value)?;
     let now = app.now();
     let mut tx = app.store.write().await?;
     store::close_envelopes_of(&mut tx, request.id, "burned").await?;
-    store::insert_envelope(&mut tx, &delivery.envelope, &delivery.sealed.nonce, &delivery.sealed.ciphertext).await?;
+    store::insert_envelope(
+        &mut tx,
+        &delivery.envelope,
+        &delivery.sealed.nonce,
+        &delivery.sealed.ciphertext,
+    )
+    .await?;
     store::set_token_hint(&mut tx, token.id, regenerated.token.hint(), now).await?;
     let record = AuditRecord {
         actor: SYSTEM.to_owned(),

@@ -26,7 +26,10 @@ fn canvas_error(e: CanvasError, doing: &str) -> WorkError {
 }
 
 /// The person in Canvas, remembered with their name and address.
-pub(crate) async fn resolve_person(app: &App, login: &Login) -> Result<(UserRef, Person), WorkError> {
+pub(crate) async fn resolve_person(
+    app: &App,
+    login: &Login,
+) -> Result<(UserRef, Person), WorkError> {
     let reference = app.canvas_user_ref(login);
     let user = app.canvas.get_user(&reference).await.map_err(|e| match e {
         CanvasError::NotFound { .. } => WorkError::Permanent(format!(
@@ -62,7 +65,12 @@ async fn remove_orphans(app: &App, user: &UserRef, id: RequestId) -> Result<usiz
     }) {
         match app.canvas.delete_token(user, &TokenRef::Id(t.id)).await {
             Ok(_) | Err(CanvasError::NotFound { .. }) => removed += 1,
-            Err(e) => return Err(canvas_error(e, "deleting a token left by an earlier attempt")),
+            Err(e) => {
+                return Err(canvas_error(
+                    e,
+                    "deleting a token left by an earlier attempt",
+                ));
+            }
         }
     }
     if removed > 0 {
@@ -79,14 +87,23 @@ pub(crate) struct Delivery {
 }
 
 /// Seals a value for a request's owner and composes the delivery email (link in memory only).
-pub(crate) fn seal_for(app: &App, request: &Request, person: &Person, value: &SecretString) -> Result<Delivery, WorkError> {
+pub(crate) fn seal_for(
+    app: &App,
+    request: &Request,
+    person: &Person,
+    value: &SecretString,
+) -> Result<Delivery, WorkError> {
     let to = person.email.as_deref().ok_or_else(|| {
-        WorkError::Permanent(format!("Canvas has no email address for {}; the link cannot be sent", person.login))
+        WorkError::Permanent(format!(
+            "Canvas has no email address for {}; the link cannot be sent",
+            person.login
+        ))
     })?;
     let now = app.now();
     let id = EnvelopeId::generate();
     let key = EnvelopeKey::generate();
-    let sealed = envelope::seal(&id, &key, value).map_err(|e| WorkError::Permanent(format!("sealing: {e}")))?;
+    let sealed = envelope::seal(&id, &key, value)
+        .map_err(|e| WorkError::Permanent(format!("sealing: {e}")))?;
     let link = envelope::delivery_link(&app.public_url, &id, &key);
     let env = Envelope {
         id: id.as_str().to_owned(),
@@ -142,7 +159,10 @@ pub(super) async fn run(app: &App, job: &ClaimedJob) -> Result<(), WorkError> {
         Ok(d) => d,
         Err(e) => {
             // Never leave a usable token nobody can receive.
-            let _ = app.canvas.delete_token(&user, &TokenRef::Id(created.token.id)).await;
+            let _ = app
+                .canvas
+                .delete_token(&user, &TokenRef::Id(created.token.id))
+                .await;
             return Err(e);
         }
     };
@@ -177,9 +197,24 @@ pub(super) async fn run(app: &App, job: &ClaimedJob) -> Result<(), WorkError> {
             now,
         )
         .await?;
-        store::insert_envelope(&mut tx, &delivery.envelope, &delivery.sealed.nonce, &delivery.sealed.ciphertext).await?;
+        store::insert_envelope(
+            &mut tx,
+            &delivery.envelope,
+            &delivery.sealed.nonce,
+            &delivery.sealed.ciphertext,
+        )
+        .await?;
         app.audit(&mut tx, &change.audit, &Ctx::system()).await?;
-        let email_id = store::enqueue_email(&mut tx, "delivery", Some(id), Some(&request.requester), &QueuedEmail::Notice, Some(now + super::LEASE), now).await?;
+        let email_id = store::enqueue_email(
+            &mut tx,
+            "delivery",
+            Some(id),
+            Some(&request.requester),
+            &QueuedEmail::Notice,
+            Some(now + super::LEASE),
+            now,
+        )
+        .await?;
         store::job_done(&mut tx, job.id, now).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok::<i64, WorkError>(email_id)
@@ -189,7 +224,10 @@ pub(super) async fn run(app: &App, job: &ClaimedJob) -> Result<(), WorkError> {
         Ok(email_id) => email_id,
         Err(e) => {
             // The token exists in Canvas but not here: remove it now (a retry would too).
-            let _ = app.canvas.delete_token(&user, &TokenRef::Id(created.token.id)).await;
+            let _ = app
+                .canvas
+                .delete_token(&user, &TokenRef::Id(created.token.id))
+                .await;
             return Err(e);
         }
     };

@@ -65,7 +65,14 @@ pub async fn run_one_job(app: &App) -> Result<bool, StoreError> {
         Err(WorkError::Transient(why)) if job.attempts < MAX_ATTEMPTS => {
             tracing::warn!(job.id = job.id, attempts = job.attempts, error = %why, "job failed; will retry");
             let mut tx = app.store.write().await?;
-            store::job_retry(&mut tx, job.id, &why, Some(now + backoff(job.attempts)), now).await?;
+            store::job_retry(
+                &mut tx,
+                job.id,
+                &why,
+                Some(now + backoff(job.attempts)),
+                now,
+            )
+            .await?;
             tx.commit().await?;
         }
         Err(WorkError::Transient(why) | WorkError::Permanent(why)) => {

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use serde_json::json;
-use tokendesk_canvas::{CanvasError, CanvasTokenId, CanvasUserId, TokenRef, TokenState as CanvasState, UserRef};
+use tokendesk_canvas::{
+    CanvasError, CanvasTokenId, CanvasUserId, TokenRef, TokenState as CanvasState, UserRef,
+};
 
 use crate::app::{App, AppResult, Ctx};
 use crate::domain::request::{self, RequestState};
@@ -67,7 +69,10 @@ pub async fn sweep(app: &App) -> AppResult<SweepReport> {
 
     // Ask Canvas about every pending token, one person at a time, under the client's governor.
     let mut by_user: BTreeMap<i64, Vec<StoredToken>> = BTreeMap::new();
-    for t in pending.into_iter().filter(|t| t.state == TokenState::Pending) {
+    for t in pending
+        .into_iter()
+        .filter(|t| t.state == TokenState::Pending)
+    {
         by_user.entry(t.canvas_user_id).or_default().push(t);
     }
     for (user_id, tokens) in by_user {
@@ -118,7 +123,9 @@ pub async fn sweep(app: &App) -> AppResult<SweepReport> {
             match result {
                 Ok(r) if r.state == RequestState::Activated => report.activated += 1,
                 Ok(_) => report.gone_from_canvas += 1,
-                Err(e) => tracing::warn!(token.id = %token.id, error = %e, "activation not recorded"),
+                Err(e) => {
+                    tracing::warn!(token.id = %token.id, error = %e, "activation not recorded")
+                }
             }
         }
     }

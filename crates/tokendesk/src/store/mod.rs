@@ -441,7 +441,12 @@ pub async fn set_token_state(
 }
 
 /// A regenerated token has a new hint.
-pub async fn set_token_hint(conn: &mut AnyConnection, id: TokenId, hint: &str, now: OffsetDateTime) -> StoreResult<()> {
+pub async fn set_token_hint(
+    conn: &mut AnyConnection,
+    id: TokenId,
+    hint: &str,
+    now: OffsetDateTime,
+) -> StoreResult<()> {
     sqlx::query("UPDATE tokens SET hint = $1, updated_at = $2 WHERE id = $3")
         .bind(hint)
         .bind(ts(now))
@@ -465,7 +470,11 @@ pub async fn pending_tokens(conn: &mut AnyConnection, limit: i64) -> StoreResult
 }
 
 /// Requests holding a token whose expiry date is before `today`.
-pub async fn expiring_requests(conn: &mut AnyConnection, today: time::Date, limit: i64) -> StoreResult<Vec<Request>> {
+pub async fn expiring_requests(
+    conn: &mut AnyConnection,
+    today: time::Date,
+    limit: i64,
+) -> StoreResult<Vec<Request>> {
     let sql = format!(
         "SELECT {REQUEST_COLUMNS} FROM requests WHERE state IN ('issued','activated') \
          AND expires_on < $1 ORDER BY id LIMIT $2"

@@ -75,7 +75,11 @@ async fn claim_row(
         Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         Backend::Sqlite => "",
     };
-    let running = if table == "jobs" { "running" } else { "sending" };
+    let running = if table == "jobs" {
+        "running"
+    } else {
+        "sending"
+    };
     let sql = format!(
         "UPDATE {table} SET state = '{running}', attempts = attempts + 1, locked_until = $1 \
          WHERE id = (SELECT id FROM {table} \

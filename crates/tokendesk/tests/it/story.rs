@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use time::Duration;
 use tokendesk::app::{AppError, Ctx};
-use tokendesk::domain::request::{RawNewRequest, RequestState};
 use tokendesk::domain::DomainError;
 use tokendesk::domain::envelope::EnvelopeState;
+use tokendesk::domain::request::{RawNewRequest, RequestState};
 use tokendesk::store::{self, TokenState};
 use tokendesk_canvas::{CanvasUserId, NewToken, TokenState as CanvasState, UserRef};
 
@@ -45,7 +45,15 @@ async fn database_dump(world: &World) -> String {
         return String::from_utf8_lossy(&bytes).into_owned();
     }
     let mut text = String::new();
-    for table in ["people", "requests", "tokens", "envelopes", "audit_events", "jobs", "emails"] {
+    for table in [
+        "people",
+        "requests",
+        "tokens",
+        "envelopes",
+        "audit_events",
+        "jobs",
+        "emails",
+    ] {
         let rows: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT string_agg(t::text, '\n') FROM {table} t"
         )))
@@ -75,9 +83,18 @@ async fn the_story(db: TestDb) {
     // The approver hears about it.
     tokendesk::jobs::drain(&w.app).await.unwrap();
     let ada_mail = w.app.mailbox(&ada, Some("ada.admin")).await.unwrap();
-    assert!(ada_mail.iter().any(|m| m.text.contains(&format!("/requests/{id}"))), "approver notified");
+    assert!(
+        ada_mail
+            .iter()
+            .any(|m| m.text.contains(&format!("/requests/{id}"))),
+        "approver notified"
+    );
 
-    let approved = w.app.approve(&ada, id, Some(&w.today_plus(20)), &Ctx::default()).await.unwrap();
+    let approved = w
+        .app
+        .approve(&ada, id, Some(&w.today_plus(20)), &Ctx::default())
+        .await
+        .unwrap();
     assert_eq!(approved.state, RequestState::Approved);
     tokendesk::jobs::drain(&w.app).await.unwrap();
     let view = w.app.request(&sam, id).await.unwrap();
@@ -98,14 +115,26 @@ async fn the_story(db: TestDb) {
     let canvas_token = w
         .app
         .canvas
-        .show_token(&UserRef::Id(CanvasUserId(token.canvas_user_id as u64)), &tokendesk_canvas::TokenRef::Hint(token.hint.clone()))
+        .show_token(
+            &UserRef::Id(CanvasUserId(token.canvas_user_id as u64)),
+            &tokendesk_canvas::TokenRef::Hint(token.hint.clone()),
+        )
         .await
         .unwrap();
-    assert!(canvas_token.purpose.unwrap().starts_with(&format!("tokendesk #{id}: grading scripts")));
-    assert_eq!(canvas_token.expires_at.unwrap().date(), w.app.now().date() + Duration::days(21));
+    assert!(
+        canvas_token
+            .purpose
+            .unwrap()
+            .starts_with(&format!("tokendesk #{id}: grading scripts"))
+    );
+    assert_eq!(
+        canvas_token.expires_at.unwrap().date(),
+        w.app.now().date() + Duration::days(21)
+    );
 
     // The owner activates it in Canvas; now it works, and tokendesk notices.
-    w.activate_in_canvas("sam.student", token.canvas_token_id).await;
+    w.activate_in_canvas("sam.student", token.canvas_token_id)
+        .await;
     assert_eq!(w.canvas_status(&value).await, 200);
     let report = tokendesk::jobs::sweep(&w.app).await.unwrap();
     assert_eq!(report.activated, 1);
@@ -113,7 +142,10 @@ async fn the_story(db: TestDb) {
     assert_eq!(view.request.state, RequestState::Activated);
     assert_eq!(view.token.unwrap().state, TokenState::Active);
     let mut conn = w.db.store.pool().acquire().await.unwrap();
-    let stored = store::get_envelope(&mut conn, &env_id).await.unwrap().unwrap();
+    let stored = store::get_envelope(&mut conn, &env_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.sealed, None, "activation erases the ciphertext");
     drop(conn);
     assert!(matches!(
@@ -123,17 +155,37 @@ async fn the_story(db: TestDb) {
 
     // The help desk revokes it: Canvas refuses it at once; the owner is told why.
     let theo = w.actor("theo.teacher");
-    let revoked = w.app.revoke(&theo, token.id, Some("found in a public repository"), &Ctx::default()).await.unwrap();
+    let revoked = w
+        .app
+        .revoke(
+            &theo,
+            token.id,
+            Some("found in a public repository"),
+            &Ctx::default(),
+        )
+        .await
+        .unwrap();
     assert_eq!(revoked.state, RequestState::Revoked);
     assert_eq!(w.canvas_status(&value).await, 401);
     tokendesk::jobs::drain(&w.app).await.unwrap();
     let sam_mail = w.app.mailbox(&ada, Some("sam.student")).await.unwrap();
-    assert!(sam_mail.iter().any(|m| m.text.contains("found in a public repository")));
+    assert!(
+        sam_mail
+            .iter()
+            .any(|m| m.text.contains("found in a public repository"))
+    );
 
     // The audit trail tells the story and is intact.
     let events = w.app.audit_events(&ada, &Default::default()).await.unwrap();
     let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
-    for expected in ["request.submit", "request.approve", "request.issue", "envelope.reveal", "request.activate", "token.revoke"] {
+    for expected in [
+        "request.submit",
+        "request.approve",
+        "request.issue",
+        "envelope.reveal",
+        "request.activate",
+        "token.revoke",
+    ] {
         assert!(actions.contains(&expected), "{expected} in {actions:?}");
     }
     assert_eq!(w.app.verify_audit().await.unwrap(), Ok(events.len() as u64));
@@ -145,7 +197,10 @@ async fn the_story(db: TestDb) {
     let audit_text = serde_json::to_string(&events).unwrap();
     assert!(!audit_text.contains(&value) && !audit_text.contains(&key));
     for m in w.app.mailbox(&ada, None).await.unwrap() {
-        assert!(!m.text.contains(&value) && !m.html.contains(&value), "token value in an email");
+        assert!(
+            !m.text.contains(&value) && !m.html.contains(&value),
+            "token value in an email"
+        );
     }
     let log_text = logs.text();
     assert!(log_text.len() > 1000, "logs were captured");
@@ -166,25 +221,66 @@ async fn deny_cancel_and_wrong_states() {
     let (sam, ada) = (w.actor("sam.student"), w.actor("ada.admin"));
     let id = w.submit("sam.student").await;
     // One open request at a time.
-    let raw = RawNewRequest { purpose: Some("another script for the same course".into()), expires_on: Some(w.today_plus(10)), application: None };
-    assert!(matches!(w.app.submit(&sam, &raw, &Ctx::default()).await, Err(AppError::Domain(DomainError::Conflict { code: "too_many_open_requests", .. }))));
-    assert!(matches!(w.app.deny(&ada, id, None, &Ctx::default()).await, Err(AppError::Domain(DomainError::Invalid(_)))));
-    let denied = w.app.deny(&ada, id, Some("please use the course's shared key"), &Ctx::default()).await.unwrap();
+    let raw = RawNewRequest {
+        purpose: Some("another script for the same course".into()),
+        expires_on: Some(w.today_plus(10)),
+        application: None,
+    };
+    assert!(matches!(
+        w.app.submit(&sam, &raw, &Ctx::default()).await,
+        Err(AppError::Domain(DomainError::Conflict {
+            code: "too_many_open_requests",
+            ..
+        }))
+    ));
+    assert!(matches!(
+        w.app.deny(&ada, id, None, &Ctx::default()).await,
+        Err(AppError::Domain(DomainError::Invalid(_)))
+    ));
+    let denied = w
+        .app
+        .deny(
+            &ada,
+            id,
+            Some("please use the course's shared key"),
+            &Ctx::default(),
+        )
+        .await
+        .unwrap();
     assert_eq!(denied.state, RequestState::Denied);
     assert!(matches!(
         w.app.approve(&ada, id, None, &Ctx::default()).await,
-        Err(AppError::Domain(DomainError::WrongState { current: RequestState::Denied, .. }))
+        Err(AppError::Domain(DomainError::WrongState {
+            current: RequestState::Denied,
+            ..
+        }))
     ));
     tokendesk::jobs::drain(&w.app).await.unwrap();
     let mail = w.app.mailbox(&sam, None).await.unwrap();
-    assert!(mail.iter().any(|m| m.text.contains("please use the course's shared key")));
+    assert!(
+        mail.iter()
+            .any(|m| m.text.contains("please use the course's shared key"))
+    );
     // Now a new request is allowed, and its requester may cancel it.
     let second = w.app.submit(&sam, &raw, &Ctx::default()).await.unwrap();
-    assert_eq!(w.app.cancel(&sam, second.id, &Ctx::default()).await.unwrap().state, RequestState::Cancelled);
+    assert_eq!(
+        w.app
+            .cancel(&sam, second.id, &Ctx::default())
+            .await
+            .unwrap()
+            .state,
+        RequestState::Cancelled
+    );
     // Someone else's request does not exist for them.
     let stella = w.actor("stella.student");
-    assert!(matches!(w.app.request(&stella, id).await, Err(AppError::Domain(DomainError::NotFound))));
-    assert!(matches!(w.app.cancel(&stella, id, &Ctx::default()).await, Err(AppError::Domain(DomainError::NotFound))));
+    assert!(matches!(
+        w.app.request(&stella, id).await,
+        Err(AppError::Domain(DomainError::NotFound))
+    ));
+    assert!(matches!(
+        w.app.cancel(&stella, id, &Ctx::default()).await,
+        Err(AppError::Domain(DomainError::NotFound))
+    ));
 }
 
 #[tokio::test]
@@ -195,8 +291,14 @@ async fn envelopes_expire_count_reveals_burn_and_belong_to_their_owner() {
     let (env, _) = w.link_for("sam.student").await;
     // Someone else, even the help desk, finds nothing.
     for other in ["stella.student", "theo.teacher", "ada.admin"] {
-        assert!(matches!(w.app.envelope(&w.actor(other), &env).await, Err(AppError::Domain(DomainError::NotFound))));
-        assert!(matches!(w.app.reveal(&w.actor(other), &env, &Ctx::default()).await, Err(AppError::Domain(DomainError::NotFound))));
+        assert!(matches!(
+            w.app.envelope(&w.actor(other), &env).await,
+            Err(AppError::Domain(DomainError::NotFound))
+        ));
+        assert!(matches!(
+            w.app.reveal(&w.actor(other), &env, &Ctx::default()).await,
+            Err(AppError::Domain(DomainError::NotFound))
+        ));
     }
     for left in [2, 1, 0] {
         let (_, view) = w.app.reveal(&sam, &env, &Ctx::default()).await.unwrap();
@@ -204,7 +306,10 @@ async fn envelopes_expire_count_reveals_burn_and_belong_to_their_owner() {
     }
     assert!(matches!(
         w.app.reveal(&sam, &env, &Ctx::default()).await,
-        Err(AppError::Domain(DomainError::Conflict { code: "no_reveals_left", .. }))
+        Err(AppError::Domain(DomainError::Conflict {
+            code: "no_reveals_left",
+            ..
+        }))
     ));
 
     // A second token (the limit is two), left until its link expires.
@@ -213,14 +318,33 @@ async fn envelopes_expire_count_reveals_burn_and_belong_to_their_owner() {
     let (env2, _) = w2.link_for("stella.student").await;
     let stella = w2.actor("stella.student");
     w2.clock.advance(Duration::days(7));
-    assert_eq!(w2.app.envelope(&stella, &env2).await.unwrap().state, EnvelopeState::Expired);
+    assert_eq!(
+        w2.app.envelope(&stella, &env2).await.unwrap().state,
+        EnvelopeState::Expired
+    );
     assert!(matches!(
         w2.app.reveal(&stella, &env2, &Ctx::default()).await,
-        Err(AppError::Domain(DomainError::Conflict { code: "envelope_expired", .. }))
+        Err(AppError::Domain(DomainError::Conflict {
+            code: "envelope_expired",
+            ..
+        }))
     ));
-    assert_eq!(tokendesk::jobs::sweep(&w2.app).await.unwrap().envelopes_expired, 1);
+    assert_eq!(
+        tokendesk::jobs::sweep(&w2.app)
+            .await
+            .unwrap()
+            .envelopes_expired,
+        1
+    );
     let mut conn = w2.db.store.pool().acquire().await.unwrap();
-    assert_eq!(store::get_envelope(&mut conn, &env2).await.unwrap().unwrap().sealed, None);
+    assert_eq!(
+        store::get_envelope(&mut conn, &env2)
+            .await
+            .unwrap()
+            .unwrap()
+            .sealed,
+        None
+    );
     drop(conn);
 
     // Burn: "I have saved it".
@@ -228,15 +352,29 @@ async fn envelopes_expire_count_reveals_burn_and_belong_to_their_owner() {
     w3.issued("rita.researcher").await;
     let (env3, _) = w3.link_for("rita.researcher").await;
     let rita = w3.actor("rita.researcher");
-    assert_eq!(w3.app.burn(&rita, &env3, &Ctx::default()).await.unwrap().state, EnvelopeState::Burned);
+    assert_eq!(
+        w3.app
+            .burn(&rita, &env3, &Ctx::default())
+            .await
+            .unwrap()
+            .state,
+        EnvelopeState::Burned
+    );
     assert!(matches!(
         w3.app.reveal(&rita, &env3, &Ctx::default()).await,
-        Err(AppError::Domain(DomainError::Conflict { code: "envelope_burned", .. }))
+        Err(AppError::Domain(DomainError::Conflict {
+            code: "envelope_burned",
+            ..
+        }))
     ));
 }
 
 /// Live tokens in Canvas made for a request.
-async fn live_tokens(w: &World, who: &str, id: tokendesk::domain::RequestId) -> Vec<tokendesk_canvas::Token> {
+async fn live_tokens(
+    w: &World,
+    who: &str,
+    id: tokendesk::domain::RequestId,
+) -> Vec<tokendesk_canvas::Token> {
     let prefix = format!("tokendesk #{id}: ");
     w.app
         .canvas
@@ -244,7 +382,10 @@ async fn live_tokens(w: &World, who: &str, id: tokendesk::domain::RequestId) -> 
         .await
         .unwrap()
         .into_iter()
-        .filter(|t| t.workflow_state != CanvasState::Deleted && t.purpose.as_deref().is_some_and(|p| p.starts_with(&prefix)))
+        .filter(|t| {
+            t.workflow_state != CanvasState::Deleted
+                && t.purpose.as_deref().is_some_and(|p| p.starts_with(&prefix))
+        })
         .collect()
 }
 
@@ -255,15 +396,29 @@ async fn canvas_down_during_issuance_then_back_makes_one_token() {
         let ada = w.actor("ada.admin");
         let id = w.submit("sam.student").await;
         w.sim.set_fail_rate(1.0);
-        w.app.approve(&ada, id, None, &Ctx::default()).await.unwrap();
+        w.app
+            .approve(&ada, id, None, &Ctx::default())
+            .await
+            .unwrap();
         tokendesk::jobs::drain(&w.app).await.unwrap();
-        assert_eq!(w.app.request(&ada, id).await.unwrap().request.state, RequestState::Approved, "still waiting");
+        assert_eq!(
+            w.app.request(&ada, id).await.unwrap().request.state,
+            RequestState::Approved,
+            "still waiting"
+        );
         w.sim.set_fail_rate(0.0);
         tokendesk::jobs::drain(&w.app).await.unwrap();
-        assert_eq!(w.app.request(&ada, id).await.unwrap().request.state, RequestState::Approved, "not before its backoff");
+        assert_eq!(
+            w.app.request(&ada, id).await.unwrap().request.state,
+            RequestState::Approved,
+            "not before its backoff"
+        );
         w.clock.advance(Duration::minutes(1));
         tokendesk::jobs::drain(&w.app).await.unwrap();
-        assert_eq!(w.app.request(&ada, id).await.unwrap().request.state, RequestState::Issued);
+        assert_eq!(
+            w.app.request(&ada, id).await.unwrap().request.state,
+            RequestState::Issued
+        );
         assert_eq!(live_tokens(&w, "sam.student", id).await.len(), 1);
     }
 }
@@ -273,12 +428,18 @@ async fn a_crash_between_create_and_record_leaves_no_second_live_token() {
     let w = World::new(TestDb::sqlite().await).await;
     let ada = w.actor("ada.admin");
     let id = w.submit("sam.student").await;
-    w.app.approve(&ada, id, None, &Ctx::default()).await.unwrap();
+    w.app
+        .approve(&ada, id, None, &Ctx::default())
+        .await
+        .unwrap();
     // An earlier attempt created the token in Canvas and died before recording it.
     let orphan = w
         .app
         .canvas
-        .create_token(&UserRef::SisLoginId("sam.student".into()), &NewToken::new(format!("tokendesk #{id}: grading scripts")))
+        .create_token(
+            &UserRef::SisLoginId("sam.student".into()),
+            &NewToken::new(format!("tokendesk #{id}: grading scripts")),
+        )
         .await
         .unwrap();
     tokendesk::jobs::drain(&w.app).await.unwrap();
@@ -295,18 +456,30 @@ async fn issuance_that_keeps_failing_ends_failed_and_can_be_retried() {
     let ada = w.actor("ada.admin");
     let id = w.submit("sam.student").await;
     w.sim.set_fail_rate(1.0);
-    w.app.approve(&ada, id, None, &Ctx::default()).await.unwrap();
+    w.app
+        .approve(&ada, id, None, &Ctx::default())
+        .await
+        .unwrap();
     for _ in 0..10 {
         tokendesk::jobs::drain(&w.app).await.unwrap();
         w.clock.advance(Duration::minutes(15));
     }
     let failed = w.app.request(&ada, id).await.unwrap().request;
     assert_eq!(failed.state, RequestState::Failed);
-    assert!(failed.reason.unwrap().contains("Canvas"), "the reason is shown to the approver");
+    assert!(
+        failed.reason.unwrap().contains("Canvas"),
+        "the reason is shown to the approver"
+    );
     w.sim.set_fail_rate(0.0);
-    assert_eq!(w.app.retry(&ada, id, &Ctx::default()).await.unwrap().state, RequestState::Approved);
+    assert_eq!(
+        w.app.retry(&ada, id, &Ctx::default()).await.unwrap().state,
+        RequestState::Approved
+    );
     tokendesk::jobs::drain(&w.app).await.unwrap();
-    assert_eq!(w.app.request(&ada, id).await.unwrap().request.state, RequestState::Issued);
+    assert_eq!(
+        w.app.request(&ada, id).await.unwrap().request.state,
+        RequestState::Issued
+    );
     assert_eq!(live_tokens(&w, "sam.student", id).await.len(), 1);
 }
 
@@ -315,7 +488,10 @@ async fn an_unknown_canvas_person_fails_at_once() {
     let w = World::new(TestDb::sqlite().await).await;
     let ada = w.actor("ada.admin");
     let id = w.submit("nobody.here").await;
-    w.app.approve(&ada, id, None, &Ctx::default()).await.unwrap();
+    w.app
+        .approve(&ada, id, None, &Ctx::default())
+        .await
+        .unwrap();
     tokendesk::jobs::drain(&w.app).await.unwrap();
     let r = w.app.request(&ada, id).await.unwrap().request;
     assert_eq!(r.state, RequestState::Failed);

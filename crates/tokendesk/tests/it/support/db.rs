@@ -1,7 +1,7 @@
 //! Fresh databases for tests: an SQLite file in a temporary folder, and a PostgreSQL database
-//! created on the server at `TOKENDESK_TEST_POSTGRES` (default
+//! created on the server at `TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`) when it is reachable. Each is dropped when the
-//! test ends, also when it fails. With `TOKENDESK_TEST_REQUIRE_POSTGRES=1` an unreachable server
+//! test ends, also when it fails. With `TEST_REQUIRE_POSTGRES=1` an unreachable server
 //! fails the test instead of skipping that backend.
 
 use std::path::PathBuf;
@@ -24,7 +24,7 @@ enum Cleanup {
 }
 
 fn admin_url() -> String {
-    std::env::var("TOKENDESK_TEST_POSTGRES")
+    std::env::var("TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
@@ -45,9 +45,9 @@ async fn postgres_available() -> bool {
     }
     sqlx::any::install_default_drivers();
     let ok = sqlx::AnyConnection::connect(&admin_url()).await.is_ok();
-    if !ok && std::env::var("TOKENDESK_TEST_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+    if !ok && std::env::var("TEST_REQUIRE_POSTGRES").as_deref() == Ok("1") {
         panic!(
-            "PostgreSQL at {} is not reachable and TOKENDESK_TEST_REQUIRE_POSTGRES=1",
+            "PostgreSQL at {} is not reachable and TEST_REQUIRE_POSTGRES=1",
             admin_url()
         );
     }

@@ -1,4 +1,5 @@
 //! Shared test helpers.
+pub mod app;
 pub mod db;
 pub mod smtp;
 pub mod world;

@@ -28,11 +28,21 @@ pub fn login(s: &str) -> Login {
 
 impl World {
     pub async fn new(db: TestDb) -> World {
-        Self::with(db, SimConfig { throttle: None, ..Default::default() }, Mailer::Mailbox).await
+        Self::with(
+            db,
+            SimConfig {
+                throttle: None,
+                ..Default::default()
+            },
+            Mailer::Mailbox,
+        )
+        .await
     }
 
     pub async fn with(db: TestDb, sim: SimConfig, mailer: Mailer) -> World {
-        let sim = tokendesk_canvas_sim::start(sim, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let sim = tokendesk_canvas_sim::start(sim, "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
         let canvas = CanvasClient::builder(sim.base_url(), SecretString::from(DEFAULT_ADMIN_TOKEN))
             .max_retries(1)
             .backoff(Duration::from_millis(5), Duration::from_millis(20))
@@ -59,7 +69,12 @@ impl World {
             product_name: "tokendesk".into(),
             clock: clock.clone(),
         });
-        World { sim, db, app, clock }
+        World {
+            sim,
+            db,
+            app,
+            clock,
+        }
     }
 
     pub fn actor(&self, name: &str) -> Actor {
@@ -77,32 +92,59 @@ impl World {
             expires_on: Some(self.today_plus(30)),
             application: Some("grader.py".into()),
         };
-        self.app.submit(&self.actor(who), &raw, &Ctx::default()).await.unwrap().id
+        self.app
+            .submit(&self.actor(who), &raw, &Ctx::default())
+            .await
+            .unwrap()
+            .id
     }
 
     /// Submit, approve and issue; returns the request id.
     pub async fn issued(&self, who: &str) -> RequestId {
         let id = self.submit(who).await;
-        self.app.approve(&self.actor("ada.admin"), id, None, &Ctx::default()).await.unwrap();
+        self.app
+            .approve(&self.actor("ada.admin"), id, None, &Ctx::default())
+            .await
+            .unwrap();
         tokendesk::jobs::drain(&self.app).await.unwrap();
         id
     }
 
     /// The delivery link in the newest mailbox message to `who`: (envelope id, key).
     pub async fn link_for(&self, who: &str) -> (String, String) {
-        let mail = self.app.mailbox(&self.actor("ada.admin"), Some(who)).await.unwrap();
-        let message = mail.iter().find(|m| m.text.contains("/e/")).expect("a delivery email");
-        let start = message.text.find("http://tokendesk.test/e/").expect("the link");
-        let link: String = message.text[start..].chars().take_while(|c| !c.is_whitespace()).collect();
+        let mail = self
+            .app
+            .mailbox(&self.actor("ada.admin"), Some(who))
+            .await
+            .unwrap();
+        let message = mail
+            .iter()
+            .find(|m| m.text.contains("/e/"))
+            .expect("a delivery email");
+        let start = message
+            .text
+            .find("http://tokendesk.test/e/")
+            .expect("the link");
+        let link: String = message.text[start..]
+            .chars()
+            .take_while(|c| !c.is_whitespace())
+            .collect();
         let (_, rest) = link.split_once("/e/").unwrap();
         let (id, key) = rest.split_once('#').unwrap();
-        (id.to_owned(), key.trim_end_matches(['.', ',', ')', '>']).to_owned())
+        (
+            id.to_owned(),
+            key.trim_end_matches(['.', ',', ')', '>']).to_owned(),
+        )
     }
 
     /// Reveals as `who` and decrypts with the key from the link, as the browser does.
     pub async fn reveal_value(&self, who: &str) -> String {
         let (id, key) = self.link_for(who).await;
-        let (sealed, _) = self.app.reveal(&self.actor(who), &id, &Ctx::default()).await.unwrap();
+        let (sealed, _) = self
+            .app
+            .reveal(&self.actor(who), &id, &Ctx::default())
+            .await
+            .unwrap();
         open(&id, &key, &sealed)
     }
 
@@ -120,11 +162,27 @@ impl World {
 
     /// Activates a Canvas token the way its owner does, in the simulator's browser pages.
     pub async fn activate_in_canvas(&self, who: &str, canvas_token_id: i64) {
-        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        let r = client.get(format!("{}/login?as={who}", self.sim.base_url())).send().await.unwrap();
-        let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
         let r = client
-            .post(format!("{}/profile/tokens/{canvas_token_id}/activate", self.sim.base_url()))
+            .get(format!("{}/login?as={who}", self.sim.base_url()))
+            .send()
+            .await
+            .unwrap();
+        let cookie = r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let r = client
+            .post(format!(
+                "{}/profile/tokens/{canvas_token_id}/activate",
+                self.sim.base_url()
+            ))
             .header("cookie", cookie)
             .header("accept", "application/json")
             .send()
@@ -138,5 +196,8 @@ pub fn open(id: &str, key: &str, sealed: &Sealed) -> String {
     use secrecy::ExposeSecret;
     let id = EnvelopeId::parse(id).unwrap();
     let key = EnvelopeKey::from_fragment(key).unwrap();
-    envelope::open(&id, &key, sealed).unwrap().expose_secret().to_owned()
+    envelope::open(&id, &key, sealed)
+        .unwrap()
+        .expose_secret()
+        .to_owned()
 }

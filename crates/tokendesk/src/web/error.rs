@@ -1,0 +1,281 @@
+//! The API's errors: one type, one JSON shape `{"error":{"code","message","field"?,"fields"?}}`,
+//! one status per kind. 5xx are logged with their full cause; the person sees only a safe message.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tokendesk_canvas::CanvasError;
+
+use crate::app::AppError;
+use crate::domain::{DomainError, FieldError};
+
+use super::middleware::current_request_id;
+
+/// An error answer of the API.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+    /// Every wrong field (422).
+    pub fields: Vec<FieldError>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Inner<'a>,
+}
+
+#[derive(Serialize)]
+struct Inner<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
+    fields: &'a [FieldError],
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            fields: Vec::new(),
+        }
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> ApiError {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn unauthenticated() -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "sign in first: this needs a signed-in person",
+        )
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn not_found() -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "there is nothing here")
+    }
+
+    pub fn method_not_allowed() -> ApiError {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this address does not accept that method; see /api/openapi.json",
+        )
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn unsupported_media_type() -> ApiError {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with Content-Type: application/json (use {} when there is nothing to send)",
+        )
+    }
+
+    pub fn too_large(limit: usize) -> ApiError {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is larger than the {limit} bytes allowed"),
+        )
+    }
+
+    pub fn invalid(fields: Vec<FieldError>) -> ApiError {
+        let (code, message, field) = match fields.first() {
+            Some(first) => (
+                first.code,
+                first.message.clone(),
+                Some(first.field.to_owned()),
+            ),
+            None => ("invalid", "invalid input".to_owned(), None),
+        };
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code,
+            message,
+            field,
+            fields,
+        }
+    }
+
+    /// A failure that is ours: logged in full, shown as "internal error" with the request id.
+    pub fn internal(cause: &(dyn std::error::Error + 'static)) -> ApiError {
+        tracing::error!(error = %chain(cause), "internal error");
+        let message = match current_request_id() {
+            Some(id) => format!("internal error (request id {id})"),
+            None => "internal error".to_owned(),
+        };
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+}
+
+/// An error with its sources, `a: b: c`.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Body {
+            error: Inner {
+                code: self.code,
+                message: &self.message,
+                field: self.field.as_deref(),
+                fields: &self.fields,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> ApiError {
+        match e {
+            DomainError::Invalid(fields) => ApiError::invalid(fields),
+            DomainError::Forbidden(message) => ApiError::forbidden(message),
+            DomainError::NotFound => ApiError::not_found(),
+            e @ DomainError::WrongState { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "wrong_state", e.to_string())
+            }
+            DomainError::Conflict { code, message } => {
+                ApiError::new(StatusCode::CONFLICT, code, message)
+            }
+        }
+    }
+}
+
+impl From<CanvasError> for ApiError {
+    fn from(e: CanvasError) -> ApiError {
+        if e.is_transient() {
+            tracing::warn!(error = %e, "Canvas unavailable");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "canvas_unavailable",
+                "Canvas is not answering right now, so nothing was changed; try again in a few minutes",
+            )
+        } else {
+            tracing::error!(error = %e, "Canvas refused");
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "canvas_error",
+                format!("nothing was changed: {e}"),
+            )
+        }
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> ApiError {
+        match e {
+            AppError::Domain(e) => e.into(),
+            AppError::Canvas(e) => e.into(),
+            AppError::Store(e) => ApiError::internal(&e),
+            e @ AppError::Conflict => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            AppError::Unavailable(message) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+            }
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::domain::request::RequestState;
+    use crate::store::StoreError;
+
+    fn status(e: impl Into<ApiError>) -> (u16, &'static str) {
+        let e = e.into();
+        (e.status.as_u16(), e.code)
+    }
+
+    #[test]
+    fn every_error_has_its_status() {
+        let invalid = DomainError::Invalid(vec![
+            FieldError::new("purpose", "too_short", "purpose is too short"),
+            FieldError::new("expires_on", "required", "expires_on is required"),
+        ]);
+        let e = ApiError::from(invalid);
+        assert_eq!(
+            (e.status.as_u16(), e.code, e.field.as_deref()),
+            (422, "too_short", Some("purpose"))
+        );
+        assert_eq!(e.fields.len(), 2);
+        assert_eq!(
+            status(DomainError::Forbidden("no".into())),
+            (403, "forbidden")
+        );
+        assert_eq!(status(DomainError::NotFound), (404, "not_found"));
+        let wrong = DomainError::WrongState {
+            action: "approve",
+            current: RequestState::Denied,
+        };
+        assert_eq!(status(wrong), (409, "wrong_state"));
+        let limit = DomainError::Conflict {
+            code: "too_many_tokens",
+            message: "too many".into(),
+        };
+        assert_eq!(status(limit), (409, "too_many_tokens"));
+        assert_eq!(status(AppError::Conflict), (409, "conflict"));
+        assert_eq!(
+            status(AppError::Unavailable("no mailbox".into())),
+            (404, "not_found")
+        );
+        assert_eq!(
+            status(AppError::Canvas(CanvasError::Throttled)),
+            (503, "canvas_unavailable")
+        );
+        let timeout = CanvasError::Timeout {
+            after: Duration::from_secs(5),
+        };
+        assert_eq!(
+            status(AppError::Canvas(timeout)),
+            (503, "canvas_unavailable")
+        );
+        let down = CanvasError::Unavailable {
+            status: Some(502),
+            detail: "bad gateway".into(),
+        };
+        assert_eq!(status(AppError::Canvas(down)), (503, "canvas_unavailable"));
+        let refused = CanvasError::NotPermitted {
+            message: "user not authorized".into(),
+        };
+        assert_eq!(status(AppError::Canvas(refused)), (502, "canvas_error"));
+        let store = AppError::Store(StoreError::Corrupt("secret detail".into()));
+        let e = ApiError::from(store);
+        assert_eq!((e.status.as_u16(), e.code), (500, "internal"));
+        assert!(!e.message.contains("secret detail"), "{}", e.message);
+    }
+}

@@ -1,0 +1,183 @@
+//! Extractors whose refusals are API errors (axum's plain-text rejections never reach a client).
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::WebState;
+use super::error::ApiError;
+
+/// A JSON body of a state-changing call.
+///
+/// It must come with `Content-Type: application/json`: an HTML form of another site cannot send
+/// that without a CORS preflight, so this is the API's CSRF defence. An empty body counts as `{}`.
+/// Bodies use `deny_unknown_fields`, so a misspelt field is a 400 naming it.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+/// Whether the request says its body is JSON.
+pub fn is_json(parts_headers: &axum::http::HeaderMap) -> bool {
+    parts_headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+impl<T: DeserializeOwned> FromRequest<WebState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &WebState) -> Result<Self, ApiError> {
+        if !is_json(req.headers()) {
+            return Err(ApiError::unsupported_media_type());
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::too_large(state.max_body_bytes)
+            } else {
+                ApiError::bad_request("unreadable_body", "the request body could not be read")
+            }
+        })?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Parses a JSON body; the error names the field when there is one.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        bytes
+    };
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        json_error(&path, &inner)
+    })?;
+    de.end().map_err(|e| json_error(".", &e))?;
+    Ok(value)
+}
+
+fn json_error(path: &str, e: &serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    let text = e.to_string();
+    match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => ApiError::bad_request(
+            "malformed_json",
+            format!("the body is not valid JSON: {text}"),
+        ),
+        Category::Data => {
+            if let Some(name) = text
+                .strip_prefix("unknown field `")
+                .and_then(|rest| rest.split_once('`'))
+                .map(|(name, _)| name)
+            {
+                // The path already ends with the unknown field's name.
+                let field = if path == "." || !path.ends_with(name) {
+                    name.to_owned()
+                } else {
+                    path.to_owned()
+                };
+                return ApiError::bad_request(
+                    "unknown_field",
+                    format!("unknown field {field:?}: {text}"),
+                )
+                .with_field(field);
+            }
+            let error = ApiError::bad_request(
+                "invalid_json",
+                format!("the body has the wrong shape: {text}"),
+            );
+            if path == "." {
+                error
+            } else {
+                ApiError {
+                    message: format!("{path} has the wrong type: {text}"),
+                    ..error.with_field(path)
+                }
+            }
+        }
+    }
+}
+
+/// Query parameters; a malformed query string is a 400.
+#[derive(Debug)]
+pub struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| QueryParams(q))
+            .map_err(|e| ApiError::bad_request("bad_query", e.body_text()))
+    }
+}
+
+/// A numeric id in the path; anything else is simply not found.
+#[derive(Debug, Clone, Copy)]
+pub struct IdPath(pub i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<i64>::from_request_parts(parts, state)
+            .await
+            .map(|Path(id)| IdPath(id))
+            .map_err(|_| ApiError::not_found())
+    }
+}
+
+/// A textual id in the path (envelopes).
+#[derive(Debug, Clone)]
+pub struct StrPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for StrPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(id)| StrPath(id))
+            .map_err(|_| ApiError::not_found())
+    }
+}
+
+/// Parses an optional integer query parameter (422 naming it when it is not a number).
+pub fn int_param(field: &'static str, raw: Option<&str>) -> Result<Option<i64>, ApiError> {
+    match raw.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => s.parse::<i64>().map(Some).map_err(|_| {
+            ApiError::invalid(vec![crate::domain::FieldError::new(
+                field,
+                "invalid",
+                format!("{field} must be a whole number"),
+            )])
+        }),
+    }
+}
+
+/// Parses an optional boolean query parameter (`true`/`false`/`1`/`0`).
+pub fn bool_param(field: &'static str, raw: Option<&str>) -> Result<bool, ApiError> {
+    match raw.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(false),
+        Some("true" | "1" | "yes") => Ok(true),
+        Some("false" | "0" | "no") => Ok(false),
+        Some(_) => Err(ApiError::invalid(vec![crate::domain::FieldError::new(
+            field,
+            "invalid",
+            format!("{field} must be true or false"),
+        )])),
+    }
+}
+
+/// The body of a call that needs no input: `{}`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoFields {}

@@ -1,0 +1,1174 @@
+//! The JSON API over real HTTP: every endpoint's happy path, every error status, sign-in (trusted
+//! header and the demo cookie), the headers every answer carries, and the OpenAPI document.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+use tokendesk::config::{AuthConfig, AuthMode, DEFAULT_MAX_BODY_BYTES};
+use tokendesk::delivery::envelope::Sealed;
+use tokendesk::domain::Login;
+
+use crate::support::app::{Api, Resp, client, serve};
+use crate::support::db::TestDb;
+use crate::support::world::{self, World};
+
+const SAM: &str = "sam.student";
+const STELLA: &str = "stella.student";
+const ADA: &str = "ada.admin";
+const THEO: &str = "theo.teacher";
+
+fn action_names(events: &Value) -> Vec<String> {
+    events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Every endpoint's happy path, in the order of the process.
+async fn story_over_http(db: TestDb) {
+    let api = Api::start(db).await;
+
+    // Who am I.
+    let me = api.get(SAM, "/api/v1/me").await.expect(200).json();
+    assert_eq!(me, json!({"login": SAM, "roles": ["requester"]}));
+    let me = api.get("Ada.Admin", "/api/v1/me").await.expect(200).json();
+    assert_eq!(me["login"], ADA);
+    assert_eq!(
+        me["roles"],
+        json!(["requester", "approver", "auditor", "admin"])
+    );
+
+    // Ask.
+    let expires_on = api.world.today_plus(30);
+    let r = api
+        .post(
+            SAM,
+            "/api/v1/requests",
+            json!({"purpose": "grading scripts for my course sections", "expires_on": expires_on, "application": "grader.py"}),
+        )
+        .await
+        .expect(201);
+    let created = r.json();
+    let id = created["id"].as_i64().unwrap();
+    assert_eq!(
+        r.header("location").unwrap(),
+        format!("/api/v1/requests/{id}")
+    );
+    assert_eq!(created["state"], "submitted");
+    assert_eq!(created["requester"], SAM);
+    assert_eq!(created["purpose"], "grading scripts for my course sections");
+    assert_eq!(created["application"], "grader.py");
+    assert_eq!(created["expires_on"], expires_on.as_str());
+    assert_eq!(created["requested_expires_on"], expires_on.as_str());
+    assert_eq!(created["decided_by"], Value::Null);
+    assert_eq!(created["reason"], Value::Null);
+    let created_at = created["created_at"].as_str().unwrap();
+    assert!(created_at.ends_with('Z'), "{created_at}");
+    time::OffsetDateTime::parse(created_at, &time::format_description::well_known::Rfc3339)
+        .unwrap();
+    assert!(created.get("token_id").is_none());
+
+    // Read it and list it.
+    let got = api
+        .get(SAM, &format!("/api/v1/requests/{id}"))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(got["id"], id);
+    let mine = api.get(SAM, "/api/v1/requests").await.expect(200).json();
+    assert_eq!(mine.as_array().unwrap().len(), 1);
+    let stella_id = api.submit(STELLA).await;
+    let queue = api
+        .get(ADA, "/api/v1/requests?queue=true&state=submitted")
+        .await
+        .expect(200)
+        .json();
+    let ids: Vec<i64> = queue
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![id, stella_id], "the queue is oldest first");
+    let by_sam = api
+        .get(ADA, "/api/v1/requests?requester=sam.student")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(by_sam.as_array().unwrap().len(), 1);
+    let newest = api
+        .get(ADA, "/api/v1/requests?state=submitted")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(newest[0]["id"], stella_id, "otherwise newest first");
+
+    // Approve with an earlier expiry; the token is issued in the background.
+    let shorter = api.world.today_plus(20);
+    let approved = api
+        .post(
+            ADA,
+            &format!("/api/v1/requests/{id}/approve"),
+            json!({"expires_on": shorter}),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(approved["state"], "approved");
+    assert_eq!(approved["decided_by"], ADA);
+    assert_eq!(approved["expires_on"], shorter.as_str());
+    assert_eq!(approved["requested_expires_on"], expires_on.as_str());
+    tokendesk::jobs::drain(&api.world.app).await.unwrap();
+    let issued = api
+        .get(SAM, &format!("/api/v1/requests/{id}"))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(issued["state"], "issued", "{issued}");
+    let token_id = issued["token_id"].as_i64().unwrap();
+    let envelope_id = issued["envelope_id"].as_str().unwrap().to_owned();
+    assert!(
+        issued["envelope_expires_at"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
+
+    // Tokens.
+    let tokens = api.get(SAM, "/api/v1/tokens").await.expect(200).json();
+    assert_eq!(tokens.as_array().unwrap().len(), 1);
+    let token = api
+        .get(SAM, &format!("/api/v1/tokens/{token_id}"))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(token["id"], token_id);
+    assert_eq!(token["request_id"], id);
+    assert_eq!(token["owner"], SAM);
+    assert_eq!(token["state"], "pending");
+    assert!(token["canvas_token_id"].as_i64().unwrap() > 0);
+    assert!(token["canvas_user_id"].as_i64().unwrap() > 0);
+    assert!(!token["hint"].as_str().unwrap().is_empty());
+    assert!(token["expires_at"].as_str().unwrap().ends_with('Z'));
+    let by_desk = api
+        .get(THEO, "/api/v1/tokens?owner=sam.student")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(by_desk[0]["id"], token_id);
+
+    // The envelope: look, reveal, decrypt with the key from the emailed link.
+    let envelope = api
+        .get(SAM, &format!("/api/v1/envelopes/{envelope_id}"))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(envelope["id"], envelope_id.as_str());
+    assert_eq!(envelope["owner"], SAM);
+    assert_eq!(envelope["state"], "sealed");
+    assert_eq!(envelope["reveals_left"], 3);
+    let revealed = api
+        .post(
+            SAM,
+            &format!("/api/v1/envelopes/{envelope_id}/reveal"),
+            json!({}),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(revealed["reveals_left"], 2);
+    assert_eq!(revealed["state"], "revealed");
+    let nonce: [u8; 12] = URL_SAFE_NO_PAD
+        .decode(revealed["nonce"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let ciphertext = URL_SAFE_NO_PAD
+        .decode(revealed["ciphertext"].as_str().unwrap())
+        .unwrap();
+    let (link_id, key) = api.world.link_for(SAM).await;
+    assert_eq!(link_id, envelope_id);
+    let value = world::open(&envelope_id, &key, &Sealed { nonce, ciphertext });
+    assert!(value.len() > 20);
+
+    // The mailbox: admins read anyone's, people their own.
+    let mail = api
+        .get(ADA, "/api/v1/mailbox?to=sam.student")
+        .await
+        .expect(200)
+        .json();
+    let first = &mail.as_array().unwrap()[0];
+    for field in ["to", "subject", "text", "html", "sent_at"] {
+        assert!(first[field].is_string(), "{field} in {first}");
+    }
+    let own = api.get(SAM, "/api/v1/mailbox").await.expect(200).json();
+    assert!(!own.as_array().unwrap().is_empty());
+
+    // Burn, then the help desk revokes with a reason (deleted in Canvas).
+    let burned = api
+        .post(
+            SAM,
+            &format!("/api/v1/envelopes/{envelope_id}/burn"),
+            json!({}),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(burned["state"], "burned");
+    assert_eq!(burned["reveals_left"], 0);
+    let revoked = api
+        .post(
+            THEO,
+            &format!("/api/v1/tokens/{token_id}/revoke"),
+            json!({"reason": "leaked in a public repository"}),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(revoked["state"], "deleted");
+    let after = api
+        .get(SAM, &format!("/api/v1/requests/{id}"))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(after["state"], "revoked");
+    assert_eq!(after["reason"], "leaked in a public repository");
+
+    // The audit trail, with filters; client addresses come from the connection.
+    let events = api.get(ADA, "/api/v1/audit").await.expect(200).json();
+    let actions = action_names(&events);
+    for action in [
+        "request.submit",
+        "request.approve",
+        "envelope.reveal",
+        "token.revoke",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == action),
+            "{action} in {actions:?}"
+        );
+    }
+    let approvals = api
+        .get(ADA, "/api/v1/audit?action=request.approve")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(action_names(&approvals), vec!["request.approve"]);
+    assert_eq!(approvals[0]["actor"], ADA);
+    assert_eq!(approvals[0]["client_addr"], "127.0.0.1");
+    let seq = approvals[0]["seq"].as_i64().unwrap();
+    let later = api
+        .get(ADA, &format!("/api/v1/audit?after_seq={seq}&limit=2"))
+        .await
+        .expect(200)
+        .json();
+    assert!(later.as_array().unwrap().len() <= 2);
+    assert!(
+        later
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["seq"].as_i64().unwrap() > seq)
+    );
+    let by_theo = api
+        .get(
+            ADA,
+            &format!(
+                "/api/v1/audit?actor=theo.teacher&since={}&until=2999-01-01",
+                api.world.today_plus(-1)
+            ),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(action_names(&by_theo), vec!["token.revoke"]);
+    assert!(api.world.app.verify_audit().await.unwrap().is_ok());
+
+    // No answer ever held the token value; the key appeared only in the mailbox (the demo inbox).
+    for (label, body) in api.seen.lock().unwrap().iter() {
+        assert!(
+            !body.contains(&value),
+            "the token value in the answer to {label}"
+        );
+        if !label.contains("/mailbox") {
+            assert!(
+                !body.contains(&key),
+                "the envelope key in the answer to {label}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_endpoint_on_every_backend() {
+    for db in TestDb::all().await {
+        story_over_http(db).await;
+    }
+}
+
+#[tokio::test]
+async fn deny_cancel_and_retry() {
+    let api = Api::start(TestDb::sqlite().await).await;
+    let id = api.submit(SAM).await;
+    let denied = api
+        .post(
+            ADA,
+            &format!("/api/v1/requests/{id}/deny"),
+            json!({"reason": "use the shared course token"}),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(denied["state"], "denied");
+    assert_eq!(denied["reason"], "use the shared course token");
+
+    let id = api.submit(STELLA).await;
+    let cancelled = api
+        .post(STELLA, &format!("/api/v1/requests/{id}/cancel"), json!({}))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(cancelled["state"], "cancelled");
+    // An empty body counts as `{}` (with the JSON content type).
+    let id = api.submit(STELLA).await;
+    api.post_raw(
+        STELLA,
+        &format!("/api/v1/requests/{id}/cancel"),
+        Some("application/json; charset=utf-8"),
+        "",
+    )
+    .await
+    .expect(200);
+
+    // Someone Canvas does not know: issuance fails for good, then an approver may retry.
+    let id = api.submit("nobody.known").await;
+    api.post(ADA, &format!("/api/v1/requests/{id}/approve"), json!({}))
+        .await
+        .expect(200);
+    tokendesk::jobs::drain(&api.world.app).await.unwrap();
+    let failed = api
+        .get("nobody.known", &format!("/api/v1/requests/{id}"))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert!(failed["reason"].is_string());
+    let retried = api
+        .post(ADA, &format!("/api/v1/requests/{id}/retry"), json!({}))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(retried["state"], "approved");
+}
+
+#[tokio::test]
+async fn wrong_state_is_409() {
+    let api = Api::start(TestDb::sqlite().await).await;
+    let denied = api.submit(SAM).await;
+    api.post(
+        ADA,
+        &format!("/api/v1/requests/{denied}/deny"),
+        json!({"reason": "not now"}),
+    )
+    .await
+    .expect(200);
+    let r = api
+        .post(
+            ADA,
+            &format!("/api/v1/requests/{denied}/approve"),
+            json!({}),
+        )
+        .await
+        .expect_error(409, "wrong_state");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("denied"),
+        "{}",
+        r.text
+    );
+
+    let id = api.submit(STELLA).await;
+    api.post(ADA, &format!("/api/v1/requests/{id}/approve"), json!({}))
+        .await
+        .expect(200);
+    api.post(ADA, &format!("/api/v1/requests/{id}/approve"), json!({}))
+        .await
+        .expect_error(409, "wrong_state");
+    api.post(STELLA, &format!("/api/v1/requests/{id}/cancel"), json!({}))
+        .await
+        .expect_error(409, "wrong_state");
+    api.post(ADA, &format!("/api/v1/requests/{id}/retry"), json!({}))
+        .await
+        .expect_error(409, "wrong_state");
+
+    // A per-person limit is a 409 with its own code.
+    api.submit(THEO).await;
+    let r = api
+        .post(THEO, "/api/v1/requests", json!({"purpose": "a second request for another course", "expires_on": api.world.today_plus(10)}))
+        .await;
+    r.expect_error(409, "too_many_open_requests");
+}
+
+#[tokio::test]
+async fn signed_out_and_untrusted_peers_get_401() {
+    let api = Api::start(TestDb::sqlite().await).await;
+    for path in [
+        "/api/v1/me",
+        "/api/v1/requests",
+        "/api/v1/tokens",
+        "/api/v1/audit",
+        "/api/v1/mailbox",
+    ] {
+        api.get_anon(path)
+            .await
+            .expect_error(401, "unauthenticated");
+    }
+    let r = api
+        .send(
+            None,
+            api.client
+                .post(api.url("/api/v1/requests"))
+                .json(&json!({})),
+        )
+        .await;
+    r.expect_error(401, "unauthenticated");
+    // A header that is not a login.
+    api.get("", "/api/v1/me")
+        .await
+        .expect_error(401, "unauthenticated");
+    api.get("two words", "/api/v1/me")
+        .await
+        .expect_error(401, "unauthenticated");
+
+    // When loopback is not a trusted proxy, the header from it is ignored.
+    let auth = AuthConfig {
+        trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+        ..AuthConfig::default()
+    };
+    let api = Api::with(TestDb::sqlite().await, auth, DEFAULT_MAX_BODY_BYTES).await;
+    api.get(ADA, "/api/v1/me")
+        .await
+        .expect_error(401, "unauthenticated");
+    api.post(ADA, "/api/v1/requests", json!({}))
+        .await
+        .expect_error(401, "unauthenticated");
+}
+
+#[tokio::test]
+async fn forwarded_for_from_a_trusted_proxy_is_the_client_address() {
+    let api = Api::start(TestDb::sqlite().await).await;
+    let body = json!({"purpose": "grading scripts for my course sections", "expires_on": api.world.today_plus(30)});
+    let r = api
+        .send(
+            Some(SAM),
+            api.client
+                .post(api.url("/api/v1/requests"))
+                .header("x-forwarded-for", "203.0.113.9, 10.1.2.3")
+                .json(&body),
+        )
+        .await
+        .expect(201);
+    let id = r.json()["id"].as_i64().unwrap();
+    let events = api
+        .get(ADA, &format!("/api/v1/audit?target=request:{id}"))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(events[0]["client_addr"], "203.0.113.9", "{events}");
+}
+
+#[tokio::test]
+async fn not_allowed_is_403() {
+    let api = Api::start(TestDb::sqlite().await).await;
+    let id = api.submit(SAM).await;
+    api.post(SAM, &format!("/api/v1/requests/{id}/approve"), json!({}))
+        .await
+        .expect_error(403, "forbidden");
+    api.post(
+        SAM,
+        &format!("/api/v1/requests/{id}/deny"),
+        json!({"reason": "changed my mind"}),
+    )
+    .await
+    .expect_error(403, "forbidden");
+    api.post(ADA, &format!("/api/v1/requests/{id}/cancel"), json!({}))
+        .await
+        .expect_error(403, "forbidden");
+    api.get(SAM, "/api/v1/audit")
+        .await
+        .expect_error(403, "forbidden");
+    api.get(THEO, "/api/v1/audit")
+        .await
+        .expect_error(403, "forbidden");
+    api.get(SAM, "/api/v1/requests?requester=stella.student")
+        .await
+        .expect_error(403, "forbidden");
+    api.get(SAM, "/api/v1/tokens?owner=stella.student")
+        .await
+        .expect_error(403, "forbidden");
+    api.get(SAM, "/api/v1/mailbox?to=stella.student")
+        .await
+        .expect_error(403, "forbidden");
+}
+
+#[tokio::test]
+async fn unknown_and_other_peoples_things_are_404() {
+    let api = Api::start(TestDb::sqlite().await).await;
+    let issued = api.issued(SAM).await;
+    let (id, token_id, envelope_id) = (
+        issued["id"].as_i64().unwrap(),
+        issued["token_id"].as_i64().unwrap(),
+        issued["envelope_id"].as_str().unwrap().to_owned(),
+    );
+    // Someone else's request, token and envelope do not exist for stella.
+    api.get(STELLA, &format!("/api/v1/requests/{id}"))
+        .await
+        .expect_error(404, "not_found");
+    api.post(STELLA, &format!("/api/v1/requests/{id}/cancel"), json!({}))
+        .await
+        .expect_error(404, "not_found");
+    api.get(STELLA, &format!("/api/v1/tokens/{token_id}"))
+        .await
+        .expect_error(404, "not_found");
+    api.post(
+        STELLA,
+        &format!("/api/v1/tokens/{token_id}/revoke"),
+        json!({"reason": "not mine anyway"}),
+    )
+    .await
+    .expect_error(404, "not_found");
+    api.get(STELLA, &format!("/api/v1/envelopes/{envelope_id}"))
+        .await
+        .expect_error(404, "not_found");
+    api.post(
+        STELLA,
+        &format!("/api/v1/envelopes/{envelope_id}/reveal"),
+        json!({}),
+    )
+    .await
+    .expect_error(404, "not_found");
+    api.post(
+        STELLA,
+        &format!("/api/v1/envelopes/{envelope_id}/burn"),
+        json!({}),
+    )
+    .await
+    .expect_error(404, "not_found");
+    // Not even an admin opens someone's envelope.
+    api.get(ADA, &format!("/api/v1/envelopes/{envelope_id}"))
+        .await
+        .expect_error(404, "not_found");
+    // Unknown ids, malformed ids, unknown routes.
+    api.get(SAM, "/api/v1/requests/999999")
+        .await
+        .expect_error(404, "not_found");
+    api.get(SAM, "/api/v1/requests/abc")
+        .await
+        .expect_error(404, "not_found");
+    api.get(SAM, "/api/v1/tokens/999999")
+        .await
+        .expect_error(404, "not_found");
+    api.get(SAM, "/api/v1/envelopes/AAAAAAAAAAAAAAAAAAAAAA")
+        .await
+        .expect_error(404, "not_found");
+    api.get(SAM, "/api/v1/nothing-here")
+        .await
+        .expect_error(404, "not_found");
+    api.get_anon("/nothing-here")
+        .await
+        .expect_error(404, "not_found");
+    // A known route with the wrong method: JSON too.
+    let r = api
+        .send(Some(SAM), api.client.delete(api.url("/api/v1/requests")))
+        .await;
+    r.expect_error(405, "method_not_allowed");
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_400_naming_the_field() {
+    let api = Api::start(TestDb::sqlite().await).await;
+    let id = api.submit(SAM).await;
+    let json_ct = Some("application/json");
+    api.post_raw(STELLA, "/api/v1/requests", json_ct, "{\"purpose\": ")
+        .await
+        .expect_error(400, "malformed_json");
+    api.post_raw(STELLA, "/api/v1/requests", json_ct, "{} trailing")
+        .await
+        .expect_error(400, "malformed_json");
+    api.post_raw(STELLA, "/api/v1/requests", json_ct, "[]")
+        .await
+        .expect_error(400, "invalid_json");
+    let r = api
+        .post(
+            STELLA,
+            "/api/v1/requests",
+            json!({"purpose": 5, "expires_on": "2030-01-01"}),
+        )
+        .await
+        .expect_error(400, "invalid_json");
+    assert_eq!(r.field(), "purpose");
+    let r = api
+        .post(
+            STELLA,
+            "/api/v1/requests",
+            json!({"purpose": "x", "colour": "blue"}),
+        )
+        .await
+        .expect_error(400, "unknown_field");
+    assert_eq!(r.field(), "colour");
+    let r = api
+        .post(
+            ADA,
+            &format!("/api/v1/requests/{id}/approve"),
+            json!({"expires": "2030-01-01"}),
+        )
+        .await
+        .expect_error(400, "unknown_field");
+    assert_eq!(r.field(), "expires");
+    let r = api
+        .post(
+            ADA,
+            &format!("/api/v1/requests/{id}/deny"),
+            json!({"reason": ["a"]}),
+        )
+        .await
+        .expect_error(400, "invalid_json");
+    assert_eq!(r.field(), "reason");
+    let r = api
+        .post(
+            SAM,
+            &format!("/api/v1/requests/{id}/cancel"),
+            json!({"now": true}),
+        )
+        .await
+        .expect_error(400, "unknown_field");
+    assert_eq!(r.field(), "now");
+    // Nothing happened.
+    let still = api
+        .get(SAM, &format!("/api/v1/requests/{id}"))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(still["state"], "submitted");
+}
+
+#[tokio::test]
+async fn state_changes_need_the_json_content_type_415() {
+    let api = Api::start(TestDb::sqlite().await).await;
+    let id = api.submit(SAM).await;
+    let path = format!("/api/v1/requests/{id}/cancel");
+    api.post_raw(SAM, &path, None, "{}")
+        .await
+        .expect_error(415, "unsupported_media_type");
+    api.post_raw(SAM, &path, Some("text/plain"), "{}")
+        .await
+        .expect_error(415, "unsupported_media_type");
+    api.post_raw(SAM, &path, Some("application/x-www-form-urlencoded"), "a=b")
+        .await
+        .expect_error(415, "unsupported_media_type");
+    api.post_raw(SAM, &path, Some("multipart/form-data; boundary=x"), "--x--")
+        .await
+        .expect_error(415, "unsupported_media_type");
+    api.post_raw(SAM, "/api/v1/requests", Some("text/plain"), "{}")
+        .await
+        .expect_error(415, "unsupported_media_type");
+    let still = api
+        .get(SAM, &format!("/api/v1/requests/{id}"))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(still["state"], "submitted");
+    api.post_raw(SAM, &path, Some("Application/JSON; charset=utf-8"), "{}")
+        .await
+        .expect(200);
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_413() {
+    let api = Api::with(TestDb::sqlite().await, AuthConfig::default(), 1024).await;
+    let big = json!({"purpose": "x".repeat(2000), "expires_on": api.world.today_plus(30)});
+    let r = api
+        .post(SAM, "/api/v1/requests", big)
+        .await
+        .expect_error(413, "payload_too_large");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1024")
+    );
+    // Under the limit it works.
+    api.submit(SAM).await;
+}
+
+#[tokio::test]
+async fn invalid_fields_are_422_naming_them() {
+    let api = Api::start(TestDb::sqlite().await).await;
+    let post = |body: Value| {
+        let api = &api;
+        async move { api.post(SAM, "/api/v1/requests", body).await.expect(422) }
+    };
+    let r = post(json!({})).await;
+    assert_eq!(r.field(), "purpose");
+    let fields: Vec<String> = r.json()["error"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(fields, vec!["purpose", "expires_on"]);
+    assert_eq!(r.code(), "required");
+    let ok_date = api.world.today_plus(30);
+    let r = post(json!({"purpose": "too short", "expires_on": ok_date})).await;
+    assert_eq!(r.field(), "purpose");
+    let r = post(
+        json!({"purpose": "grading scripts for my course sections", "expires_on": "next tuesday"}),
+    )
+    .await;
+    assert_eq!(r.field(), "expires_on");
+    let r = post(json!({"purpose": "grading scripts for my course sections", "expires_on": api.world.today_plus(121)})).await;
+    assert_eq!(r.field(), "expires_on");
+    let r = post(json!({"purpose": "grading scripts for my course sections", "expires_on": api.world.today_plus(0)})).await;
+    assert_eq!(r.field(), "expires_on");
+    let r = post(json!({"purpose": "grading scripts for my course sections", "expires_on": ok_date, "application": "a".repeat(1000)})).await;
+    assert_eq!(r.field(), "application");
+    let r = post(json!({"purpose": "p".repeat(5000), "expires_on": ok_date})).await;
+    assert_eq!(r.field(), "purpose");
+    assert!(
+        api.get(SAM, "/api/v1/requests")
+            .await
+            .expect(200)
+            .json()
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    // Decisions.
+    let id = api.submit(SAM).await;
+    let r = api
+        .post(
+            ADA,
+            &format!("/api/v1/requests/{id}/approve"),
+            json!({"expires_on": "31/12/2030"}),
+        )
+        .await
+        .expect(422);
+    assert_eq!(r.field(), "expires_on");
+    let r = api
+        .post(
+            ADA,
+            &format!("/api/v1/requests/{id}/approve"),
+            json!({"expires_on": api.world.today_plus(31)}),
+        )
+        .await
+        .expect(422);
+    assert_eq!(r.field(), "expires_on");
+    assert_eq!(r.code(), "later_than_requested");
+    let r = api
+        .post(ADA, &format!("/api/v1/requests/{id}/deny"), json!({}))
+        .await
+        .expect(422);
+    assert_eq!(r.field(), "reason");
+    let r = api
+        .post(
+            ADA,
+            &format!("/api/v1/requests/{id}/deny"),
+            json!({"reason": "   "}),
+        )
+        .await
+        .expect(422);
+    assert_eq!(r.field(), "reason");
+    let issued = api.issued(STELLA).await;
+    let token_id = issued["token_id"].as_i64().unwrap();
+    let r = api
+        .post(
+            THEO,
+            &format!("/api/v1/tokens/{token_id}/revoke"),
+            json!({}),
+        )
+        .await
+        .expect(422);
+    assert_eq!(r.field(), "reason");
+    let r = api
+        .post(
+            STELLA,
+            &format!("/api/v1/tokens/{token_id}/revoke"),
+            json!({"reason": ""}),
+        )
+        .await
+        .expect(422);
+    assert_eq!(r.field(), "reason");
+
+    // Query parameters.
+    assert_eq!(
+        api.get(ADA, "/api/v1/requests?state=bogus")
+            .await
+            .expect(422)
+            .field(),
+        "state"
+    );
+    assert_eq!(
+        api.get(ADA, "/api/v1/requests?queue=maybe")
+            .await
+            .expect(422)
+            .field(),
+        "queue"
+    );
+    assert_eq!(
+        api.get(ADA, "/api/v1/requests?requester=a%20b")
+            .await
+            .expect(422)
+            .field(),
+        "requester"
+    );
+    assert_eq!(
+        api.get(ADA, "/api/v1/audit?since=yesterday")
+            .await
+            .expect(422)
+            .field(),
+        "since"
+    );
+    assert_eq!(
+        api.get(ADA, "/api/v1/audit?limit=ten")
+            .await
+            .expect(422)
+            .field(),
+        "limit"
+    );
+    assert_eq!(
+        api.get(ADA, "/api/v1/audit?after_seq=x")
+            .await
+            .expect(422)
+            .field(),
+        "after_seq"
+    );
+}
+
+#[tokio::test]
+async fn canvas_down_during_revoke_is_503_and_changes_nothing() {
+    let api = Api::start(TestDb::sqlite().await).await;
+    let issued = api.issued(SAM).await;
+    let token_id = issued["token_id"].as_i64().unwrap();
+    let Api { world, server, .. } = api;
+    drop(server);
+    let World { sim, db, app, .. } = world;
+    sim.shutdown().await;
+    let server = serve(
+        app.clone(),
+        AuthConfig::default(),
+        vec![],
+        None,
+        DEFAULT_MAX_BODY_BYTES,
+    )
+    .await;
+    let r = client()
+        .post(format!("{}/api/v1/tokens/{token_id}/revoke", server.base))
+        .header("X-Remote-User", THEO)
+        .json(&json!({"reason": "leaked in a public repository"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "canvas_unavailable");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was changed")
+    );
+    let r = client()
+        .get(format!("{}/api/v1/tokens/{token_id}", server.base))
+        .header("X-Remote-User", SAM)
+        .send()
+        .await
+        .unwrap();
+    let token: Value = r.json().await.unwrap();
+    assert_eq!(token["state"], "pending");
+    drop(db);
+}
+
+#[tokio::test]
+async fn store_failures_are_500_with_a_request_id_and_readyz_503() {
+    let api = Api::start(TestDb::sqlite().await).await;
+    let r = api.get_anon("/healthz").await.expect(200);
+    assert_eq!(r.json(), json!({"status": "ok"}));
+    let r = api.get_anon("/readyz").await.expect(200);
+    assert_eq!(r.json()["status"], "ok");
+
+    api.world.app.store.close().await;
+    let r = api
+        .get(SAM, "/api/v1/requests")
+        .await
+        .expect_error(500, "internal");
+    let id = r.header("x-request-id").unwrap();
+    assert_eq!(
+        r.json()["error"]["message"],
+        format!("internal error (request id {id})")
+    );
+    assert!(
+        !r.text.to_lowercase().contains("pool"),
+        "no internals leak: {}",
+        r.text
+    );
+    api.get_anon("/readyz").await.expect(503);
+    api.get_anon("/healthz").await.expect(200);
+}
+
+#[tokio::test]
+async fn every_answer_carries_the_security_headers() {
+    let api = Api::start(TestDb::sqlite().await).await;
+    let answers: Vec<Resp> = vec![
+        api.get_anon("/healthz").await,
+        api.get_anon("/api/openapi.json").await,
+        api.get(SAM, "/api/v1/me").await,
+        api.get_anon("/api/v1/me").await,
+        api.get(SAM, "/api/v1/nowhere").await,
+        api.post_raw(SAM, "/api/v1/requests", Some("text/plain"), "x")
+            .await,
+    ];
+    let mut ids = std::collections::HashSet::new();
+    for r in answers {
+        assert_eq!(
+            r.header("x-content-type-options").as_deref(),
+            Some("nosniff"),
+            "{r:?}"
+        );
+        assert_eq!(r.header("referrer-policy").as_deref(), Some("no-referrer"));
+        assert_eq!(
+            r.header("content-security-policy").as_deref(),
+            Some("default-src 'none'; frame-ancestors 'none'")
+        );
+        assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
+        let id = r.header("x-request-id").unwrap();
+        assert!(id.len() >= 16, "{id}");
+        assert!(ids.insert(id), "request ids differ");
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_covers_every_api_route() {
+    let api = Api::start(TestDb::sqlite().await).await;
+    let r = api.get_anon("/api/openapi.json").await.expect(200);
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let doc = r.json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(
+        doc["info"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("Content-Type: application/json"),
+        "CSRF rule documented"
+    );
+    let routes = tokendesk::web::api_routes();
+    assert!(routes.len() >= 16);
+    for (method, path) in &routes {
+        let key = path.strip_prefix("/api/v1").unwrap();
+        let operation = &doc["paths"][key][method.as_str().to_lowercase()];
+        assert!(operation.is_object(), "{method} {path} is not documented");
+        assert!(
+            operation["responses"]["200"].is_object() || operation["responses"]["201"].is_object(),
+            "{method} {path}"
+        );
+        if method.as_str() == "POST" {
+            assert!(
+                operation["requestBody"].is_object(),
+                "{method} {path} documents its body"
+            );
+            for status in ["400", "401", "413", "415"] {
+                assert!(
+                    operation["responses"][status].is_object(),
+                    "{method} {path} documents {status}"
+                );
+            }
+        }
+        // The listed route really is served (signed out: 401, not 404).
+        let url = api.url(&path.replace("{id}", "1"));
+        let builder = if method.as_str() == "POST" {
+            api.client.post(url).json(&json!({}))
+        } else {
+            api.client.get(url)
+        };
+        api.send(None, builder)
+            .await
+            .expect_error(401, "unauthenticated");
+    }
+    for path in ["/healthz", "/readyz", "/api/openapi.json"] {
+        assert!(doc["paths"][path]["get"].is_object(), "{path}");
+    }
+    // Every reference resolves.
+    let text = r.text;
+    for piece in text.split("\"$ref\": \"#/").skip(1) {
+        let pointer = piece.split('"').next().unwrap();
+        assert!(
+            doc.pointer(&format!("/{pointer}")).is_some(),
+            "dangling $ref {pointer}"
+        );
+    }
+}
+
+async fn demo_server(listen: Option<std::net::SocketAddr>) -> (World, crate::support::app::Server) {
+    let world = World::new(TestDb::sqlite().await).await;
+    let auth = AuthConfig {
+        mode: AuthMode::Demo,
+        ..AuthConfig::default()
+    };
+    let people = vec![
+        (Login::parse(SAM).unwrap(), "Sam Student".to_owned()),
+        (Login::parse(ADA).unwrap(), "Ada <Admin>".to_owned()),
+    ];
+    let server = serve(
+        world.app.clone(),
+        auth,
+        people,
+        listen,
+        DEFAULT_MAX_BODY_BYTES,
+    )
+    .await;
+    (world, server)
+}
+
+#[tokio::test]
+async fn demo_sign_in_sets_a_signed_cookie() {
+    let (_world, server) = demo_server(None).await;
+    let c = client();
+    let page = c
+        .get(format!("{}/demo/login", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("form-action 'self'")
+    );
+    let html = page.text().await.unwrap();
+    assert!(html.contains("sam.student") && html.contains("Sam Student"));
+    assert!(
+        html.contains("Ada &#60;Admin&#62;") || html.contains("Ada &lt;Admin&gt;"),
+        "escaped: {html}"
+    );
+
+    // The sign-in header means nothing in demo mode.
+    let r = c
+        .get(format!("{}/api/v1/me", server.base))
+        .header("X-Remote-User", ADA)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+
+    let r = c
+        .post(format!("{}/demo/login", server.base))
+        .form(&[("login", SAM)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(r.headers()["location"], "/");
+    let set_cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"),
+        "{set_cookie}"
+    );
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    let me: Value = c
+        .get(format!("{}/api/v1/me", server.base))
+        .header("cookie", &cookie)
+        .header("X-Remote-User", ADA)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["login"], SAM);
+
+    // A tampered cookie is nobody.
+    let (name, value) = cookie.split_once('=').unwrap();
+    let (_, rest) = value.split_once('.').unwrap();
+    let forged = format!("{name}={}.{rest}", URL_SAFE_NO_PAD.encode(ADA));
+    let r = c
+        .get(format!("{}/api/v1/me", server.base))
+        .header("cookie", forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+
+    // Only the demo's people.
+    let r = c
+        .post(format!("{}/demo/login", server.base))
+        .form(&[("login", "theo.teacher")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+
+    let r = c
+        .post(format!("{}/demo/logout", server.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert!(
+        r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+}
+
+#[tokio::test]
+async fn demo_sign_in_is_refused_unless_listening_on_loopback() {
+    let (_world, server) = demo_server(Some("0.0.0.0:8080".parse().unwrap())).await;
+    let c = client();
+    let r = c
+        .get(format!("{}/demo/login", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "forbidden");
+    let r = c
+        .post(format!("{}/demo/login", server.base))
+        .form(&[("login", SAM)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    assert!(r.headers().get("set-cookie").is_none());
+    assert!(!tokendesk::web::demo_allowed_on(
+        "0.0.0.0:8080".parse().unwrap()
+    ));
+    assert!(tokendesk::web::demo_allowed_on(
+        "127.0.0.1:8080".parse().unwrap()
+    ));
+}
+
+#[tokio::test]
+async fn trusted_header_mode_has_no_demo_pages() {
+    let api = Api::start(TestDb::sqlite().await).await;
+    api.get_anon("/demo/login")
+        .await
+        .expect_error(404, "not_found");
+}
