@@ -279,7 +279,7 @@ pub(super) async fn demo(args: DemoArgs) -> Result<(), CliError> {
     println!("  people:");
     for (login, name) in &people {
         let roles = running.app.actor(login.clone()).roles.names().join(", ");
-        println!("    {login:<18} {name:<18} {roles}");
+        println!("    {:<18} {name:<18} {roles}", login.as_str());
     }
     println!("Ctrl-C stops everything.");
     server::stop_signal().await;
