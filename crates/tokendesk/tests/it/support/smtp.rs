@@ -62,7 +62,7 @@ pub struct SmtpServer {
 }
 
 struct State {
-    behavior: Behavior,
+    behavior: Mutex<Behavior>,
     messages: Mutex<Vec<Received>>,
     count: watch::Sender<usize>,
 }
@@ -80,7 +80,7 @@ pub async fn start_with(behavior: Behavior) -> SmtpServer {
     let port = listener.local_addr().expect("local addr").port();
     let (count, _) = watch::channel(0);
     let state = Arc::new(State {
-        behavior,
+        behavior: Mutex::new(behavior),
         messages: Mutex::new(Vec::new()),
         count,
     });
@@ -104,7 +104,19 @@ pub async fn start_with(behavior: Behavior) -> SmtpServer {
     }
 }
 
+impl State {
+    fn behavior(&self) -> Behavior {
+        *self.behavior.lock().unwrap()
+    }
+}
+
 impl SmtpServer {
+    /// Changes what the server does with the next sessions (e.g. start refusing, then recover).
+    #[allow(dead_code)]
+    pub fn set_behavior(&self, behavior: Behavior) {
+        *self.state.behavior.lock().unwrap() = behavior;
+    }
+
     /// All messages accepted so far, in order of acceptance.
     pub fn messages(&self) -> Vec<Received> {
         self.state.messages.lock().unwrap().clone()
@@ -147,7 +159,7 @@ impl Drop for SmtpServer {
 async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
     let (reader, mut w) = stream.into_split();
     let mut r = BufReader::new(reader);
-    if state.behavior == Behavior::NoGreeting {
+    if state.behavior() == Behavior::NoGreeting {
         // Hold the connection open, say nothing, until the client gives up.
         let mut sink = Vec::new();
         let _ = r.read_to_end(&mut sink).await;
@@ -204,7 +216,7 @@ async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
                 if from.is_none() {
                     w.write_all(b"503 5.5.1 Need MAIL before RCPT\r\n").await?;
                 } else if let Some(path) = path_after(line, "RCPT TO:") {
-                    if let Behavior::RejectRcpt(code) = state.behavior {
+                    if let Behavior::RejectRcpt(code) = state.behavior() {
                         w.write_all(rejection(code).as_bytes()).await?;
                     } else {
                         rcpts.push(path);
@@ -228,7 +240,7 @@ async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
                 };
                 let envelope_from = from.take().unwrap_or_default();
                 let envelope_to = std::mem::take(&mut rcpts);
-                if let Behavior::RejectData(code) = state.behavior {
+                if let Behavior::RejectData(code) = state.behavior() {
                     w.write_all(rejection(code).as_bytes()).await?;
                     continue;
                 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use tokendesk::app::{App, AppParts, Ctx, Mailer, ManualClock, RoleBook};
-use tokendesk::delivery::envelope::{self, EnvelopeId, EnvelopeKey, Sealed};
+use tokendesk::delivery::envelope::{self, AtRestKey, EnvelopeId, EnvelopeKey, Sealed};
 use tokendesk::domain::request::RawNewRequest;
 use tokendesk::domain::{Actor, Login, Policy, RequestId};
 use tokendesk_canvas::CanvasClient;
@@ -35,11 +35,17 @@ impl World {
                 ..Default::default()
             },
             Mailer::Mailbox,
+            None,
         )
         .await
     }
 
-    pub async fn with(db: TestDb, sim: SimConfig, mailer: Mailer) -> World {
+    pub async fn with(
+        db: TestDb,
+        sim: SimConfig,
+        mailer: Mailer,
+        outbox_key: Option<AtRestKey>,
+    ) -> World {
         let sim = tokendesk_canvas_sim::start(sim, "127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
@@ -65,7 +71,7 @@ impl World {
             canvas_user_pattern: "sis_login_id:{login}".into(),
             public_url: "http://tokendesk.test/".parse().unwrap(),
             mailer,
-            outbox_key: None,
+            outbox_key,
             product_name: "tokendesk".into(),
             clock: clock.clone(),
         });

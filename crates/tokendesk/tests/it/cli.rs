@@ -1,0 +1,272 @@
+//! The `tokendesk` binary: exit codes and messages of check-config, migrate, audit verify and
+//! export, serve's start and clean stop, and the simulator's input errors.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+use time::OffsetDateTime;
+use tokendesk::domain::AuditRecord;
+use tokendesk::store::{self, Store, StoreOptions};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tokendesk");
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        use rand::RngExt;
+        let dir = std::env::temp_dir().join(format!(
+            "tokendesk-cli-{name}-{:08x}",
+            rand::rng().random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Dir(dir)
+    }
+    fn file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("TOKENDESK_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+const SECRET: &str = "admin-token-that-must-never-be-printed";
+
+fn good_config(dir: &Dir, listen: &str) -> PathBuf {
+    dir.file(
+        "tokendesk.toml",
+        &format!(
+            "listen = \"{listen}\"\npublic_url = \"http://127.0.0.1:8080\"\ndatabase_url = \"sqlite://td.db\"\n\
+             [canvas]\nurl = \"https://canvas.example.edu\"\nadmin_token = \"{SECRET}\"\n\
+             [roles]\nauditors = [\"ada\"]\n"
+        ),
+    )
+}
+
+#[test]
+fn check_config_names_every_problem_and_never_prints_secrets() {
+    let dir = Dir::new("check");
+    let bad = dir.file(
+        "bad.toml",
+        "listen = \"nowhere\"\n[canvas]\nurl = \"https://canvas.example.edu\"\nadmin_token = \"x\"\ntokn = 1\n[policy]\nmax_reveals = 0\n[auth]\nmode = \"saml\"\n",
+    );
+    let out = run(&["check-config", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    for key in ["listen", "canvas.tokn", "policy.max_reveals", "auth.mode"] {
+        assert!(err.contains(key), "{key} named in:\n{err}");
+    }
+    let good = good_config(&dir, "127.0.0.1:8080");
+    let out = run(&["check-config", good.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let all = text(&out.stdout) + &text(&out.stderr);
+    assert!(all.contains("configuration OK"));
+    assert!(!all.contains(SECRET), "the admin token is never printed");
+    let out = run(&["check-config", dir.0.join("missing.toml").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+async fn store_at(dir: &Dir) -> Store {
+    let url = format!("sqlite://{}?mode=rwc", dir.0.join("td.db").display());
+    Store::connect(&url, &StoreOptions::default())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn migrate_then_audit_verify_and_export() {
+    let dir = Dir::new("audit");
+    let config = good_config(&dir, "127.0.0.1:8080");
+    let cfg = config.to_str().unwrap();
+    let out = run(&["migrate", "--config", cfg]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let store = store_at(&dir).await;
+    let mut tx = store.write().await.unwrap();
+    for n in 0..3 {
+        let record = AuditRecord {
+            actor: "ada".into(),
+            action: "request.approve",
+            target: format!("request:{n}"),
+            outcome: "ok",
+            details: json!({"note": "commas, \"quotes\"\nand lines"}),
+        };
+        store::append_audit(
+            &mut tx,
+            store.backend(),
+            &record,
+            OffsetDateTime::now_utc(),
+            Some("127.0.0.1"),
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let out = run(&["audit", "verify", "--config", cfg]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("3 events"));
+
+    let out = run(&["audit", "export", "--config", cfg, "--format", "jsonl"]);
+    assert_eq!(out.status.code(), Some(0));
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[1]["target"], "request:1");
+    let csv_path = dir.0.join("audit.csv");
+    let out = run(&[
+        "audit",
+        "export",
+        "--config",
+        cfg,
+        "--format",
+        "csv",
+        "--output",
+        csv_path.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let csv = std::fs::read_to_string(&csv_path).unwrap();
+    assert!(
+        csv.starts_with("seq,at,actor,action,target,outcome,client_addr,details,prev_hash,hash\n")
+    );
+    assert!(
+        csv.contains("\"{\"\"note\"\":"),
+        "quoted per RFC 4180: {csv}"
+    );
+
+    sqlx::query("UPDATE audit_events SET actor = 'mallory' WHERE seq = 2")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let out = run(&["audit", "verify", "--config", cfg]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("event 2"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        run(&["audit", "export", "--config", cfg, "--format", "xml"])
+            .status
+            .code()
+            == Some(2)
+    );
+}
+
+fn wait_line(reader: &mut impl BufRead, prefix: &str) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "no line starting with {prefix:?}"
+        );
+        if line.starts_with(prefix) {
+            return line.trim().to_owned();
+        }
+    }
+}
+
+#[tokio::test]
+async fn serve_starts_answers_and_stops_on_sigterm() {
+    let dir = Dir::new("serve");
+    let config = good_config(&dir, "127.0.0.1:0");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let line = wait_line(&mut stdout, "tokendesk listening on ");
+    let addr = line
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_owned();
+    let ready = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    let me = reqwest::get(format!("http://{addr}/api/v1/me"))
+        .await
+        .unwrap();
+    assert_eq!(me.status().as_u16(), 401);
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "serve did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn bad_input_to_the_simulator_exits_2() {
+    let dir = Dir::new("sim");
+    let seed = dir.file("seed.toml", "[[users]]\nid = 1\nname = \"A\"\nlogin_id = \"a\"\nemail = \"a@x\"\nroles = [\"wizard\"]\n");
+    let out = run(&[
+        "canvas-sim",
+        "--listen",
+        "127.0.0.1:0",
+        "--seed",
+        seed.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("line 6: unknown role \"wizard\""),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        run(&["canvas-sim", "--listen", "nowhere"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        run(&["canvas-sim", "--listen", "10.1.2.3:9090"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        run(&["canvas-sim", "--fail-rate", "1.5"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(run(&["canvas-sim", "--bogus"]).status.code(), Some(2));
+    assert_eq!(
+        run(&["demo", "--listen", "0.0.0.0:8080"]).status.code(),
+        Some(2)
+    );
+}
