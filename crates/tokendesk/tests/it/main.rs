@@ -2,7 +2,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod api;
+mod cli;
 mod email;
+mod smtp_delivery;
 mod store;
 mod story;
 mod support;
