@@ -806,3 +806,28 @@ async fn the_settings_page_lists_tokens_with_an_activate_button() {
         .unwrap();
     assert!(!page.contains(">Activate</button>"));
 }
+
+#[tokio::test]
+async fn throttling_can_answer_429_like_newer_instances() {
+    let s = sim(SimConfig {
+        latency: Duration::from_millis(200),
+        throttle_status: StatusCode::TOO_MANY_REQUESTS,
+        ..Default::default()
+    })
+    .await;
+    let replies = futures::future::join_all(
+        (0..20).map(|_| get(&s, "/api/v1/users/self", DEFAULT_ADMIN_TOKEN)),
+    )
+    .await;
+    let throttled: Vec<&Reply> = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert!(!throttled.is_empty());
+    assert!(throttled[0].body.contains("Rate Limit Exceeded"));
+    assert!(
+        replies
+            .iter()
+            .all(|r| r.status == StatusCode::OK || r.status == StatusCode::TOO_MANY_REQUESTS)
+    );
+}

@@ -164,7 +164,7 @@ impl App {
 
     /// Wakes the workers (work was queued).
     pub fn wake(&self) {
-        self.0.wake.notify_waiters();
+        self.0.wake.notify_one();
     }
 
     pub async fn wait_for_work(&self) {
