@@ -20,7 +20,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use envelopes::EnvelopeView;
 pub use reads::AuditQuery;
 pub use requests::{RequestQuery, RequestView};
-pub use setup::{database_url, open_store};
+pub use setup::{connection_string, database_url, open_store, store_options};
 
 use crate::delivery::email::SmtpSender;
 use crate::delivery::envelope::AtRestKey;
@@ -91,6 +91,10 @@ pub struct App(Arc<Inner>);
 
 pub struct Inner {
     pub parts: AppParts,
+    /// How this instance shares background work with the others.
+    pub workers: WorkerSettings,
+    /// This instance's name in `periodic_runs.owner` and the logs: `pid-RANDOM`.
+    pub instance: String,
     /// Wakes the workers when work is queued.
     pub wake: tokio::sync::Notify,
 }
@@ -144,12 +148,49 @@ impl From<StoreError> for AppError {
 
 pub type AppResult<T> = Result<T, AppError>;
 
+/// Background work settings (`[workers]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerSettings {
+    /// How long a claimed job or email is held before another instance may take it over.
+    pub lease: time::Duration,
+    /// The sweep runs once per this period across all instances.
+    pub sweep_every: std::time::Duration,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            lease: time::Duration::minutes(5),
+            sweep_every: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
 impl App {
     pub fn new(parts: AppParts) -> App {
+        App::with_workers(parts, WorkerSettings::default())
+    }
+
+    /// An app whose workers use `workers` instead of the defaults.
+    pub fn with_workers(parts: AppParts, workers: WorkerSettings) -> App {
+        use rand::RngExt as _;
+        let instance = format!("{}-{:08x}", std::process::id(), rand::rng().random::<u32>());
         App(Arc::new(Inner {
             parts,
+            workers,
+            instance,
             wake: tokio::sync::Notify::new(),
         }))
+    }
+
+    /// Background work settings.
+    pub fn workers(&self) -> WorkerSettings {
+        self.0.workers
+    }
+
+    /// This instance's name (process id and a random part), unique across instances.
+    pub fn instance(&self) -> &str {
+        &self.0.instance
     }
 
     pub fn now(&self) -> time::OffsetDateTime {

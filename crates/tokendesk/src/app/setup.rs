@@ -2,33 +2,44 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokendesk_canvas::CanvasClient;
 
-use super::{App, AppParts, Clock, Mailer, RoleBook};
-use crate::config::{Config, DatabaseUrl, EmailTransport, SmtpTls};
+use super::{App, AppParts, Clock, Mailer, RoleBook, WorkerSettings};
+use crate::config::{Config, DatabaseUrl, EmailTransport, PoolConfig, SmtpTls};
 use crate::delivery::email::{self, SmtpSender, SmtpSettings};
 use crate::domain::Login;
 use crate::store::{Store, StoreOptions};
 
-/// The connection string and pool size for the configured database.
-pub fn database_url(config: &Config) -> (String, StoreOptions) {
-    match &config.database {
-        DatabaseUrl::Sqlite(path) => (
-            format!("sqlite://{}?mode=rwc", path.display()),
-            StoreOptions::default(),
-        ),
-        // Every connection to :memory: is a database of its own: keep to one.
-        DatabaseUrl::SqliteMemory => (
-            "sqlite::memory:".to_owned(),
-            StoreOptions {
-                max_connections: 1,
-                ..StoreOptions::default()
-            },
-        ),
-        DatabaseUrl::Postgres(url) => (url.expose_url().to_owned(), StoreOptions::default()),
+/// The connection string for a database URL (SQLite files are created when missing).
+pub fn connection_string(database: &DatabaseUrl) -> String {
+    match database {
+        DatabaseUrl::Sqlite(path) => format!("sqlite://{}?mode=rwc", path.display()),
+        DatabaseUrl::SqliteMemory => "sqlite::memory:".to_owned(),
+        DatabaseUrl::Postgres(url) => url.expose_url().to_owned(),
     }
+}
+
+/// The pool settings of `[database]`.
+pub fn store_options(pool: &PoolConfig) -> StoreOptions {
+    StoreOptions {
+        max_connections: pool.max_connections,
+        acquire_timeout: Duration::from_secs(pool.acquire_timeout_secs),
+        idle_timeout: (pool.idle_timeout_secs > 0)
+            .then(|| Duration::from_secs(pool.idle_timeout_secs)),
+    }
+}
+
+/// The connection string and pool settings for the configured database.
+pub fn database_url(config: &Config) -> (String, StoreOptions) {
+    let mut options = store_options(&config.pool);
+    if config.database == DatabaseUrl::SqliteMemory {
+        // Every connection to :memory: is a database of its own: keep to one.
+        options.max_connections = 1;
+    }
+    (connection_string(&config.database), options)
 }
 
 /// Opens (and migrates) the configured database.
@@ -91,18 +102,27 @@ impl App {
             auditors: logins(&config.roles.auditors),
             admins: logins(&config.roles.admins),
         };
-        Ok(App::new(AppParts {
-            store,
-            policy: config.policy,
-            roles,
-            canvas,
-            canvas_url: config.canvas.url.clone(),
-            canvas_user_pattern: config.canvas.user_id_pattern.clone(),
-            public_url: config.public_url.clone(),
-            mailer,
-            outbox_key: config.email.outbox_key.as_ref().map(|k| k.key().clone()),
-            product_name: "tokendesk".to_owned(),
-            clock,
-        }))
+        let workers = WorkerSettings {
+            lease: time::Duration::seconds(
+                i64::try_from(config.workers.lease_secs).unwrap_or(i64::MAX),
+            ),
+            sweep_every: Duration::from_secs(config.workers.sweep_every_secs),
+        };
+        Ok(App::with_workers(
+            AppParts {
+                store,
+                policy: config.policy,
+                roles,
+                canvas,
+                canvas_url: config.canvas.url.clone(),
+                canvas_user_pattern: config.canvas.user_id_pattern.clone(),
+                public_url: config.public_url.clone(),
+                mailer,
+                outbox_key: config.email.outbox_key.as_ref().map(|k| k.key().clone()),
+                product_name: "tokendesk".to_owned(),
+                clock,
+            },
+            workers,
+        ))
     }
 }

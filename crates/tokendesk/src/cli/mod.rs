@@ -1,6 +1,7 @@
 //! The command line: one binary, one subcommand per task.
 
 mod canvas_sim;
+mod db;
 mod service;
 
 use std::process::ExitCode;
@@ -36,6 +37,9 @@ enum Command {
         #[arg(value_name = "FILE")]
         file: std::path::PathBuf,
     },
+    /// Database maintenance: copy a database to another (SQLite to PostgreSQL).
+    #[command(subcommand)]
+    Db(db::DbCommand),
     /// Verify or export the audit trail.
     #[command(subcommand)]
     Audit(service::AuditCommand),
@@ -61,6 +65,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Migrate(args) => service::migrate(args).await,
             Command::CheckConfig { file } => service::check_config(&file),
             Command::Audit(command) => service::audit(command).await,
+            Command::Db(command) => db::run(command).await,
         }
     });
     match result {

@@ -17,7 +17,8 @@ use super::schema::{self, Kind};
 use super::{
     AuthConfig, AuthMode, CanvasConfig, Config, DEFAULT_FROM, DEFAULT_LISTEN,
     DEFAULT_MAX_BODY_BYTES, DEFAULT_USER_ID_PATTERN, DatabaseUrl, EmailConfig, EmailTransport,
-    OutboxKey, Policy, RolesConfig, SecretSource, SmtpConfig, SmtpCredentials, SmtpTls,
+    OutboxKey, Policy, PoolConfig, RolesConfig, SecretSource, SmtpConfig, SmtpCredentials, SmtpTls,
+    WorkersConfig,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -31,6 +32,10 @@ pub(super) struct RawConfig {
     database_url: Option<SecretString>,
     max_body_bytes: Option<u64>,
     #[serde(default)]
+    database: RawDatabase,
+    #[serde(default)]
+    workers: RawWorkers,
+    #[serde(default)]
     canvas: RawCanvas,
     #[serde(default)]
     auth: RawAuth,
@@ -40,6 +45,21 @@ pub(super) struct RawConfig {
     email: RawEmail,
     #[serde(default)]
     policy: RawPolicy,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    max_connections: Option<u32>,
+    acquire_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWorkers {
+    lease_secs: Option<u64>,
+    sweep_every_secs: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -832,6 +852,8 @@ fn build(raw: RawConfig, ctx: &mut Ctx) -> Option<Config> {
         }
     };
 
+    let pool = build_pool(raw.database, ctx);
+    let workers = build_workers(raw.workers, ctx);
     let canvas = build_canvas(raw.canvas, ctx);
     let auth = build_auth(raw.auth, listen, ctx);
     let roles = RolesConfig {
@@ -868,6 +890,8 @@ fn build(raw: RawConfig, ctx: &mut Ctx) -> Option<Config> {
         listen: listen?,
         public_url: public_url?,
         database: database?,
+        pool: pool?,
+        workers: workers?,
         max_body_bytes: max_body_bytes?,
         canvas: canvas?,
         auth: auth?,
@@ -875,6 +899,82 @@ fn build(raw: RawConfig, ctx: &mut Ctx) -> Option<Config> {
         email: email?,
         policy,
         file: ctx.file.clone(),
+    })
+}
+
+/// A whole number of seconds (or a count) within `range`, or its default.
+fn in_range(
+    ctx: &mut Ctx,
+    key: &str,
+    value: Option<u64>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Option<u64> {
+    let value = value.unwrap_or(default);
+    if range.contains(&value) {
+        Some(value)
+    } else {
+        ctx.invalid(
+            key,
+            format!(
+                "must be between {} and {} (got {value})",
+                range.start(),
+                range.end()
+            ),
+        );
+        None
+    }
+}
+
+fn build_pool(raw: RawDatabase, ctx: &mut Ctx) -> Option<PoolConfig> {
+    let d = PoolConfig::default();
+    let max_connections = in_range(
+        ctx,
+        "database.max_connections",
+        raw.max_connections.map(u64::from),
+        u64::from(d.max_connections),
+        1..=1000,
+    );
+    let acquire = in_range(
+        ctx,
+        "database.acquire_timeout_secs",
+        raw.acquire_timeout_secs,
+        d.acquire_timeout_secs,
+        1..=600,
+    );
+    let idle = in_range(
+        ctx,
+        "database.idle_timeout_secs",
+        raw.idle_timeout_secs,
+        d.idle_timeout_secs,
+        0..=86_400,
+    );
+    Some(PoolConfig {
+        max_connections: u32::try_from(max_connections?).ok()?,
+        acquire_timeout_secs: acquire?,
+        idle_timeout_secs: idle?,
+    })
+}
+
+fn build_workers(raw: RawWorkers, ctx: &mut Ctx) -> Option<WorkersConfig> {
+    let d = WorkersConfig::default();
+    let lease = in_range(
+        ctx,
+        "workers.lease_secs",
+        raw.lease_secs,
+        d.lease_secs,
+        1..=86_400,
+    );
+    let sweep = in_range(
+        ctx,
+        "workers.sweep_every_secs",
+        raw.sweep_every_secs,
+        d.sweep_every_secs,
+        1..=86_400,
+    );
+    Some(WorkersConfig {
+        lease_secs: lease?,
+        sweep_every_secs: sweep?,
     })
 }
 

@@ -42,6 +42,10 @@ pub struct Config {
     pub public_url: Url,
     /// The database (`database_url`).
     pub database: DatabaseUrl,
+    /// `[database]`: the connection pool.
+    pub pool: PoolConfig,
+    /// `[workers]`: background work.
+    pub workers: WorkersConfig,
     /// Largest accepted request body, in bytes (`max_body_bytes`).
     pub max_body_bytes: usize,
     /// `[canvas]`.
@@ -95,6 +99,8 @@ impl Config {
             listen: DEFAULT_LISTEN,
             public_url,
             database: DatabaseUrl::SqliteMemory,
+            pool: PoolConfig::default(),
+            workers: WorkersConfig::default(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             canvas: CanvasConfig::new(canvas_url, admin_token),
             auth: AuthConfig::default(),
@@ -148,6 +154,76 @@ impl fmt::Display for SecretSource {
     }
 }
 
+/// `[database]`: the connection pool (PostgreSQL and SQLite files; an in-memory SQLite database
+/// always has one connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Most connections this instance opens (`max_connections`).
+    pub max_connections: u32,
+    /// How long a query waits for a connection, including opening a new one
+    /// (`acquire_timeout_secs`).
+    pub acquire_timeout_secs: u64,
+    /// An idle connection is closed after this long; 0 keeps them (`idle_timeout_secs`).
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            max_connections: 10,
+            acquire_timeout_secs: 10,
+            idle_timeout_secs: 600,
+        }
+    }
+}
+
+/// `[workers]`: how background work is shared between instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkersConfig {
+    /// How long a worker holds a claimed job or email before another instance may take it over
+    /// (`lease_secs`).
+    pub lease_secs: u64,
+    /// How often the sweep runs, once per period across all instances (`sweep_every_secs`).
+    pub sweep_every_secs: u64,
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        WorkersConfig {
+            lease_secs: 300,
+            sweep_every_secs: 30,
+        }
+    }
+}
+
+/// Query parameters accepted in a PostgreSQL URL (what the driver understands; anything else
+/// is a typo that would otherwise be ignored, e.g. a misspelt `sslmode`).
+pub const POSTGRES_URL_PARAMS: &[&str] = &[
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "application_name",
+    "options",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "statement-cache-capacity",
+];
+
+/// Values of `sslmode`, as libpq spells them.
+pub const SSL_MODES: &[&str] = &[
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
+
 /// The database to use (`database_url`).
 #[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
@@ -193,6 +269,20 @@ impl DatabaseUrl {
             if url.host_str().is_none_or(str::is_empty) {
                 return Err(format!("the PostgreSQL URL has no host; {HINT}"));
             }
+            for (key, value) in url.query_pairs() {
+                if !POSTGRES_URL_PARAMS.contains(&key.as_ref()) {
+                    return Err(format!(
+                        "unknown PostgreSQL URL parameter `{key}`; known: {}",
+                        POSTGRES_URL_PARAMS.join(", ")
+                    ));
+                }
+                if key == "sslmode" && !SSL_MODES.contains(&value.as_ref()) {
+                    return Err(format!(
+                        "sslmode `{value}` is not one of {}",
+                        SSL_MODES.join(", ")
+                    ));
+                }
+            }
             return Ok(DatabaseUrl::Postgres(PostgresUrl(SecretString::from(
                 value.to_owned(),
             ))));
@@ -226,6 +316,18 @@ impl PostgresUrl {
     /// The full URL, password included, for the database driver only.
     pub fn expose_url(&self) -> &str {
         self.0.expose_secret()
+    }
+
+    /// The TLS mode asked for in the URL (`sslmode`), or `prefer`, the driver's default.
+    pub fn sslmode(&self) -> String {
+        Url::parse(self.0.expose_secret())
+            .ok()
+            .and_then(|u| {
+                u.query_pairs()
+                    .find(|(k, _)| k == "sslmode")
+                    .map(|(_, v)| v.into_owned())
+            })
+            .unwrap_or_else(|| "prefer".to_owned())
     }
 
     /// The URL with any password replaced by `***`.

@@ -38,6 +38,19 @@ pub fn summary(config: &Config) -> String {
         c.database.kind(),
         c.database
     );
+    if let super::DatabaseUrl::Postgres(url) = &c.database {
+        let _ = writeln!(out, "database.tls:    sslmode={}", url.sslmode());
+    }
+    let _ = writeln!(
+        out,
+        "database.pool:   max_connections {}, acquire_timeout_secs {}, idle_timeout_secs {}",
+        c.pool.max_connections, c.pool.acquire_timeout_secs, c.pool.idle_timeout_secs
+    );
+    let _ = writeln!(
+        out,
+        "workers:         lease_secs {}, sweep_every_secs {}",
+        c.workers.lease_secs, c.workers.sweep_every_secs
+    );
     let _ = writeln!(out, "max_body_bytes:  {}", c.max_body_bytes);
     let _ = writeln!(out, "canvas.url:      {}", c.canvas.url);
     let _ = writeln!(out, "canvas.admin_token: {}", c.canvas.admin_token_source);

@@ -46,6 +46,15 @@ pub(crate) const TOP_LEVEL: &[(&str, Kind)] = &[
 /// Tables and their keys, in the order they are documented.
 pub(crate) const TABLES: &[(&str, &[(&str, Kind)])] = &[
     (
+        "database",
+        &[
+            ("max_connections", U32),
+            ("acquire_timeout_secs", U64),
+            ("idle_timeout_secs", U64),
+        ],
+    ),
+    ("workers", &[("lease_secs", U64), ("sweep_every_secs", U64)]),
+    (
         "canvas",
         &[
             ("url", Kind::Str),

@@ -711,3 +711,74 @@ fn example_file_is_valid_apart_from_secret_files() {
         "{errs}"
     );
 }
+
+/// `[database]` and `[workers]`: defaults, values, ranges; `sslmode` in a PostgreSQL URL.
+#[test]
+fn pool_workers_and_sslmode() {
+    let c = load_text("pool-defaults", &minimal()).unwrap();
+    assert_eq!(c.pool, PoolConfig::default());
+    assert_eq!(c.workers, WorkersConfig::default());
+    assert_eq!(c.workers.lease_secs, 300);
+
+    let text = format!(
+        "database_url = \"postgres://u:pw@db.example.edu/td?sslmode=verify-full&sslrootcert=/etc/ca.pem\"\n\
+         [database]\nmax_connections = 40\nacquire_timeout_secs = 5\nidle_timeout_secs = 0\n\
+         [workers]\nlease_secs = 60\nsweep_every_secs = 10\n{}",
+        minimal()
+    );
+    let c = load_text("pool-set", &text).unwrap();
+    assert_eq!(
+        c.pool,
+        PoolConfig {
+            max_connections: 40,
+            acquire_timeout_secs: 5,
+            idle_timeout_secs: 0
+        }
+    );
+    assert_eq!((c.workers.lease_secs, c.workers.sweep_every_secs), (60, 10));
+    let DatabaseUrl::Postgres(url) = &c.database else {
+        panic!("postgres")
+    };
+    assert_eq!(url.sslmode(), "verify-full");
+    let summary = summary(&c);
+    assert!(summary.contains("sslmode=verify-full"), "{summary}");
+    assert!(summary.contains("max_connections 40"), "{summary}");
+    assert!(!summary.contains("pw@"), "{summary}");
+
+    let bad = format!(
+        "[database]\nmax_connections = 0\nacquire_timeout_secs = 601\n[workers]\nlease_secs = 0\n{}",
+        minimal()
+    );
+    let errs = errors_of("pool-bad", &bad);
+    for key in [
+        "database.max_connections",
+        "database.acquire_timeout_secs",
+        "workers.lease_secs",
+    ] {
+        assert!(errs.iter().any(|e| e.key == key), "{key} in {errs}");
+    }
+
+    let base = Path::new("/srv");
+    for mode in SSL_MODES {
+        let url = format!("postgres://u@h/db?sslmode={mode}");
+        assert!(DatabaseUrl::parse(&url, base).is_ok(), "{mode}");
+    }
+    let err = DatabaseUrl::parse("postgres://u@h/db?sslmode=required", base).unwrap_err();
+    assert!(err.contains("verify-full"), "{err}");
+    let err = DatabaseUrl::parse("postgres://u@h/db?ssl_mode_typo=require", base).unwrap_err();
+    assert!(err.contains("ssl_mode_typo"), "{err}");
+    assert!(!err.contains("u@h"), "{err}");
+
+    // From the environment too.
+    let dir = TempDir::new("pool-env");
+    let path = dir.write("tokendesk.toml", &minimal());
+    let c = Config::load(
+        Some(&path),
+        [
+            ("TOKENDESK_DATABASE__MAX_CONNECTIONS", "3"),
+            ("TOKENDESK_WORKERS__LEASE_SECS", "5"),
+        ],
+    )
+    .unwrap();
+    assert_eq!((c.pool.max_connections, c.workers.lease_secs), (3, 5));
+}

@@ -211,7 +211,7 @@ pub(super) async fn run(app: &App, job: &ClaimedJob) -> Result<(), WorkError> {
             Some(id),
             Some(&request.requester),
             &QueuedEmail::Notice,
-            Some(now + super::LEASE),
+            Some(now + app.workers().lease),
             now,
         )
         .await?;

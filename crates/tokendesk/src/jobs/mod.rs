@@ -16,8 +16,6 @@ use crate::store::{self, JobKind, StoreError};
 
 pub use sweep::{SweepReport, sweep};
 
-/// How long a worker holds a claimed row before another may take it over.
-pub(crate) const LEASE: Duration = Duration::minutes(5);
 /// Attempts before a job or an email is given up.
 pub(crate) const MAX_ATTEMPTS: u32 = 8;
 
@@ -53,7 +51,9 @@ impl From<crate::app::AppError> for WorkError {
 /// Runs one due job, if any. Returns whether there was one.
 pub async fn run_one_job(app: &App) -> Result<bool, StoreError> {
     let now = app.now();
-    let Some(job) = store::claim_job(&app.store, now, LEASE).await? else {
+    let Some(job) =
+        store::claim_job_by(&app.store, now, app.workers().lease, Some(app.instance())).await?
+    else {
         return Ok(false);
     };
     let outcome = match job.kind {
@@ -86,7 +86,7 @@ pub async fn run_one_job(app: &App) -> Result<bool, StoreError> {
 /// Sends one due email, if any. Returns whether there was one.
 pub async fn run_one_email(app: &App) -> Result<bool, StoreError> {
     let now = app.now();
-    let Some(claimed) = store::claim_email(&app.store, now, LEASE).await? else {
+    let Some(claimed) = store::claim_email(&app.store, now, app.workers().lease).await? else {
         return Ok(false);
     };
     email::run(app, claimed).await?;
@@ -106,31 +106,73 @@ pub async fn drain(app: &App) -> Result<usize, StoreError> {
     }
 }
 
-/// How often the sweep runs.
-pub const SWEEP_EVERY: StdDuration = StdDuration::from_secs(30);
+/// The name of the sweep in `periodic_runs`.
+pub const SWEEP: &str = "sweep";
 
-/// Starts the workers; they stop when `shutdown` turns true, after the work in hand.
-pub fn spawn_workers(app: App, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+/// Runs the sweep if no instance has run it in the current period (`[workers]
+/// sweep_every_secs`). Returns the report when this instance ran it.
+pub async fn sweep_if_due(app: &App) -> crate::app::AppResult<Option<SweepReport>> {
+    let period = app.workers().sweep_every;
+    // Claims an instant apart must not lose a period to the time between a tick and its
+    // claim: allow a twentieth of the period (at most a second) of slack.
+    let period = Duration::try_from(period).unwrap_or(Duration::MAX);
+    let claim = period - (period / 20_i32).min(Duration::SECOND);
+    let claimed = store::claim_period(&app.store, SWEEP, app.instance(), app.now(), claim).await?;
+    if !claimed {
+        tracing::debug!(
+            instance = app.instance(),
+            "sweep: another instance ran it this period"
+        );
+        return Ok(None);
+    }
+    tracing::info!(
+        instance = app.instance(),
+        "sweep: this instance claimed the period"
+    );
+    sweep(app).await.map(Some)
+}
+
+/// Starts the workers; they stop when `shutdown` turns true, after the work in hand. Jobs and
+/// emails are drained in one loop; the sweep runs in a loop of its own, so that a long sweep
+/// never holds up issuance.
+pub fn spawn_workers(app: App, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut sweep_tick = tokio::time::interval(SWEEP_EVERY);
-        loop {
-            match drain(&app).await {
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "worker: database unavailable"),
-            }
-            tokio::select! {
-                _ = app.wait_for_work() => {}
-                _ = tokio::time::sleep(StdDuration::from_secs(2)) => {}
-                _ = sweep_tick.tick() => {
-                    if let Err(e) = sweep(&app).await {
-                        tracing::error!(error = %e, "sweep failed");
-                    }
-                }
-                _ = shutdown.changed() => {}
-            }
-            if *shutdown.borrow() {
-                return;
-            }
-        }
+        let sweeper = tokio::spawn(sweep_loop(app.clone(), shutdown.clone()));
+        work_loop(app, shutdown).await;
+        let _ = sweeper.await;
     })
+}
+
+async fn work_loop(app: App, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if let Err(e) = drain(&app).await {
+            tracing::error!(error = %e, "worker: database unavailable");
+        }
+        tokio::select! {
+            _ = app.wait_for_work() => {}
+            _ = tokio::time::sleep(StdDuration::from_secs(2)) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}
+
+async fn sweep_loop(app: App, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(app.workers().sweep_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = sweep_if_due(&app).await {
+                    tracing::error!(error = %e, "sweep failed");
+                }
+            }
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+    }
 }

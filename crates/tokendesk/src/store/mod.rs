@@ -3,7 +3,9 @@
 //! written together with its audit event and its follow-up work, in one transaction.
 
 mod audit;
+mod copy;
 mod migrate;
+mod periodic;
 mod queue;
 mod rows;
 
@@ -15,6 +17,8 @@ use sqlx::{AnyConnection, AnyPool, ConnectOptions, Executor, Row};
 use time::OffsetDateTime;
 
 pub use audit::{AuditEvent, AuditFilter, ChainBreak, verify_chain};
+pub use copy::{CopyError, CopyProgress, CopyReport, TableCopy, copied_tables, copy_database};
+pub use periodic::{PeriodicRun, claim_period, periodic_run};
 pub use queue::MailboxMessage;
 pub use queue::{ClaimedEmail, ClaimedJob, JobKind, QueuedEmail};
 pub use rows::{StoredEnvelope, StoredToken, TokenState};
@@ -73,7 +77,10 @@ pub type StoreResult<T> = Result<T, StoreError>;
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     pub max_connections: u32,
+    /// How long to wait for a connection, including opening a new one (the connect timeout).
     pub acquire_timeout: Duration,
+    /// Close connections idle this long; `None` keeps them.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for StoreOptions {
@@ -81,6 +88,7 @@ impl Default for StoreOptions {
         Self {
             max_connections: 8,
             acquire_timeout: Duration::from_secs(10),
+            idle_timeout: Some(Duration::from_secs(600)),
         }
     }
 }
@@ -104,7 +112,8 @@ impl Store {
         connect = connect.log_statements(tracing::log::LevelFilter::Trace);
         let mut pool = AnyPoolOptions::new()
             .max_connections(options.max_connections)
-            .acquire_timeout(options.acquire_timeout);
+            .acquire_timeout(options.acquire_timeout)
+            .idle_timeout(options.idle_timeout);
         if backend == Backend::Sqlite {
             // WAL for readers beside the writer, durable commits, foreign keys, and waiting
             // (not failing) when another connection holds the write lock.
@@ -606,6 +615,6 @@ pub async fn expire_envelopes(
 
 pub use audit::{append_audit, list_audit};
 pub use queue::{
-    claim_email, claim_job, email_done, email_retry, email_seal, enqueue_email, enqueue_job,
-    job_done, job_retry, mailbox,
+    claim_email, claim_job, claim_job_by, email_done, email_retry, email_seal, enqueue_email,
+    enqueue_job, job_done, job_retry, mailbox,
 };

@@ -70,6 +70,7 @@ async fn claim_row(
     columns: &str,
     now: OffsetDateTime,
     lease: Duration,
+    holder: Option<&str>,
 ) -> StoreResult<Option<sqlx::any::AnyRow>> {
     let lock = match store.backend() {
         Backend::Postgres => " FOR UPDATE SKIP LOCKED",
@@ -80,19 +81,31 @@ async fn claim_row(
     } else {
         "sending"
     };
+    // Jobs remember which instance last claimed them (for operators and tests).
+    let holder_column = if table == "jobs" {
+        ", locked_by = $3"
+    } else {
+        ""
+    };
     let sql = format!(
-        "UPDATE {table} SET state = '{running}', attempts = attempts + 1, locked_until = $1 \
+        "UPDATE {table} SET state = '{running}', attempts = attempts + 1, locked_until = $1{holder_column} \
          WHERE id = (SELECT id FROM {table} \
              WHERE (state = 'queued' AND run_after <= $2) OR (state = '{running}' AND locked_until <= $2) \
              ORDER BY run_after, id LIMIT 1{lock}) \
          RETURNING {columns}"
     );
     let mut tx = store.write().await?;
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(ts(now + lease))
-        .bind(ts(now))
-        .fetch_optional(&mut *tx)
-        .await?;
+    // Round the lease's end up to the next whole second (times are stored in seconds), so that
+    // a lease is never shorter than asked for.
+    let until = now + lease;
+    let until = ts(until) + i64::from(until.nanosecond() > 0);
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(until)
+        .bind(ts(now));
+    if table == "jobs" {
+        query = query.bind(holder);
+    }
+    let row = query.fetch_optional(&mut *tx).await?;
     tx.commit().await?;
     Ok(row)
 }
@@ -103,8 +116,18 @@ pub async fn claim_job(
     now: OffsetDateTime,
     lease: Duration,
 ) -> StoreResult<Option<ClaimedJob>> {
+    claim_job_by(store, now, lease, None).await
+}
+
+/// [`claim_job`], recording the claiming instance in `jobs.locked_by`.
+pub async fn claim_job_by(
+    store: &Store,
+    now: OffsetDateTime,
+    lease: Duration,
+    holder: Option<&str>,
+) -> StoreResult<Option<ClaimedJob>> {
     let columns = "id, kind, request_id, attempts, locked_until";
-    let Some(r) = claim_row(store, "jobs", columns, now, lease).await? else {
+    let Some(r) = claim_row(store, "jobs", columns, now, lease, holder).await? else {
         return Ok(None);
     };
     let attempts: i64 = r.try_get("attempts")?;
@@ -245,7 +268,7 @@ pub async fn claim_email(
 ) -> StoreResult<Option<ClaimedEmail>> {
     let columns = "id, kind, request_id, to_login, to_addr, subject, body_text, body_html, \
                    sealed_body, attempts";
-    let Some(r) = claim_row(store, "emails", columns, now, lease).await? else {
+    let Some(r) = claim_row(store, "emails", columns, now, lease, None).await? else {
         return Ok(None);
     };
     let to_addr: Option<String> = r.try_get("to_addr")?;

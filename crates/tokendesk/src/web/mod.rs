@@ -14,6 +14,7 @@ mod health;
 mod mailbox;
 pub mod middleware;
 mod openapi;
+pub mod pages;
 mod requests;
 mod tokens;
 
@@ -58,7 +59,8 @@ pub fn router_with_limit(app: App, auth: WebAuth, max_body_bytes: usize) -> Rout
         .router
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/api/openapi.json", get(openapi::document));
+        .route("/api/openapi.json", get(openapi::document))
+        .merge(pages::routes());
     if demo {
         router = router
             .route("/demo/login", get(auth::demo_page).post(auth::demo_login))

@@ -3,7 +3,10 @@
 
 mod api;
 mod cli;
+mod db_copy;
 mod email;
+mod instances;
+mod pages;
 mod smtp_delivery;
 mod store;
 mod story;

@@ -554,3 +554,67 @@ async fn emails_queue_and_land_in_the_mailbox() {
         assert_eq!((orphan.kind.as_str(), orphan.attempts), ("delivery", 1));
     }
 }
+
+#[tokio::test]
+async fn periodic_work_is_claimed_once_per_period() {
+    for db in TestDb::all().await {
+        let s = &db.store;
+        let period = Duration::seconds(30);
+        // The first claim wins; the other instance in the same period loses.
+        assert!(
+            store::claim_period(s, "sweep", "a", NOW, period)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store::claim_period(s, "sweep", "b", NOW, period)
+                .await
+                .unwrap()
+        );
+        let later = NOW + Duration::seconds(29);
+        assert!(
+            !store::claim_period(s, "sweep", "b", later, period)
+                .await
+                .unwrap()
+        );
+        // Another name is another schedule.
+        assert!(
+            store::claim_period(s, "purge", "b", NOW, period)
+                .await
+                .unwrap()
+        );
+        // Next period: whoever comes first.
+        let next = NOW + Duration::seconds(30);
+        assert!(
+            store::claim_period(s, "sweep", "b", next, period)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store::claim_period(s, "sweep", "a", next, period)
+                .await
+                .unwrap()
+        );
+        let mut conn = s.pool().acquire().await.unwrap();
+        let run = store::periodic_run(&mut conn, "sweep")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((run.owner.as_str(), run.runs), ("b", 2));
+        assert_eq!(run.last_run_at, next);
+        drop(conn);
+
+        // Many claimers at the same instant: exactly one wins.
+        let at = NOW + Duration::seconds(300);
+        let claims = (0..8).map(|i| {
+            let s = s.clone();
+            async move {
+                store::claim_period(&s, "race", &format!("i{i}"), at, period)
+                    .await
+                    .unwrap()
+            }
+        });
+        let won = futures::future::join_all(claims).await;
+        assert_eq!(won.iter().filter(|w| **w).count(), 1, "{:?}", db.backend());
+    }
+}

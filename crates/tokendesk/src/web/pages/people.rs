@@ -1,0 +1,116 @@
+//! `/people` and `/people/{login}`: the help desk looks a person up, sees their requests and
+//! tokens, and revokes a token.
+
+use std::collections::HashMap;
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+
+use super::error::PageError;
+use super::session::{Chrome, Viewer};
+use super::view::{RequestRow, TokenRow};
+use crate::app::RequestQuery;
+use crate::domain::request::RequestState;
+use crate::web::WebState;
+
+pub struct PersonRow {
+    pub login: String,
+    pub name: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "pages/people.html")]
+pub struct PeoplePage {
+    pub c: Chrome,
+    pub q: String,
+    pub searched: bool,
+    pub people: Vec<PersonRow>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SearchQuery {
+    q: Option<String>,
+}
+
+/// `GET /people?q=…`.
+pub async fn search(
+    State(state): State<WebState>,
+    viewer: Viewer,
+    Query(query): Query<SearchQuery>,
+) -> Result<Response, PageError> {
+    let term = query.q.unwrap_or_default();
+    let found = state
+        .app
+        .people(&viewer.actor, &term)
+        .await
+        .map_err(|e| viewer.fail(e))?;
+    let page = PeoplePage {
+        c: viewer.chrome("People"),
+        searched: !term.trim().is_empty(),
+        q: term,
+        people: found
+            .into_iter()
+            .map(|p| PersonRow {
+                login: p.login.to_string(),
+                name: p.name.unwrap_or_default(),
+            })
+            .collect(),
+    };
+    Ok(viewer.page(StatusCode::OK, &page))
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "pages/person.html")]
+pub struct PersonPage {
+    pub c: Chrome,
+    pub login: String,
+    pub requests: Vec<RequestRow>,
+    pub tokens: Vec<TokenRow>,
+    pub can_revoke: bool,
+    pub back: String,
+}
+
+/// `GET /people/{login}`.
+pub async fn show(
+    State(state): State<WebState>,
+    viewer: Viewer,
+    Path(login): Path<String>,
+) -> Result<Response, PageError> {
+    let app = &state.app;
+    let query = RequestQuery {
+        requester: Some(login.clone()),
+        limit: Some(200),
+        ..RequestQuery::default()
+    };
+    let list = app
+        .requests(&viewer.actor, &query)
+        .await
+        .map_err(|e| viewer.fail(e))?;
+    let tokens = app
+        .tokens(&viewer.actor, Some(&login))
+        .await
+        .map_err(|e| viewer.fail(e))?;
+    let states: HashMap<i64, RequestState> = list.iter().map(|r| (r.id.0, r.state)).collect();
+    let login = crate::domain::Login::parse(&login)
+        .map(|l| l.to_string())
+        .unwrap_or(login);
+    let page = PersonPage {
+        c: viewer.chrome(&login),
+        back: format!(
+            "/people/{}",
+            url::form_urlencoded::byte_serialize(login.as_bytes()).collect::<String>()
+        ),
+        login,
+        requests: list.iter().map(RequestRow::new).collect(),
+        tokens: tokens
+            .iter()
+            .map(|t| TokenRow::new(t, states.get(&t.request_id.0).copied()))
+            .collect(),
+        can_revoke: viewer.actor.roles.can_support(),
+    };
+    Ok(viewer.page(StatusCode::OK, &page))
+}

@@ -1,0 +1,436 @@
+//! The person looking at a page: the signed-in actor (through the API's sign-in extractor),
+//! the CSRF token of their browser, the flash message left by the last form, and what the
+//! shared layout shows. Also the form extractor that checks the CSRF token and the origin.
+
+use std::collections::HashMap;
+
+use askama::Template;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::{CONTENT_TYPE, COOKIE, HOST, LOCATION, ORIGIN, SET_COOKIE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngExt as _;
+use serde::de::DeserializeOwned;
+
+use super::assets;
+use super::error::PageError;
+use crate::app::{Ctx, Mailer};
+use crate::config::AuthMode;
+use crate::domain::Actor;
+use crate::web::WebState;
+use crate::web::auth::SignedIn;
+
+/// The double-submit CSRF cookie.
+pub const CSRF_COOKIE: &str = "tokendesk_csrf";
+/// The one-time message shown on the page after a form.
+pub const FLASH_COOKIE: &str = "tokendesk_flash";
+/// Where to go back to after signing in (the demo sign-in returns to `/`).
+pub const NEXT_COOKIE: &str = "tokendesk_next";
+
+/// The hidden field carrying the CSRF token.
+const CSRF_FIELD: &str = "csrf";
+
+/// A message left for the next page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flash {
+    pub ok: bool,
+    pub message: String,
+}
+
+/// One entry of the navigation.
+#[derive(Debug, Clone)]
+pub struct NavItem {
+    pub href: &'static str,
+    pub label: &'static str,
+    pub current: bool,
+}
+
+/// What the shared layout shows.
+#[derive(Debug, Clone)]
+pub struct Chrome {
+    pub title: String,
+    /// Empty when nobody is signed in.
+    pub login: String,
+    pub roles: String,
+    pub nav: Vec<NavItem>,
+    pub flash: Option<Flash>,
+    pub csrf: String,
+    pub css: &'static str,
+    /// The demo sign-out form is shown.
+    pub demo: bool,
+}
+
+impl Chrome {
+    /// The layout for someone not signed in.
+    pub fn anonymous(title: &str) -> Chrome {
+        Chrome {
+            title: title.to_owned(),
+            login: String::new(),
+            roles: String::new(),
+            nav: Vec::new(),
+            flash: None,
+            csrf: String::new(),
+            css: assets::css_url(),
+            demo: false,
+        }
+    }
+}
+
+/// A signed-in person looking at a page.
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    pub actor: Actor,
+    pub ctx: Ctx,
+    pub csrf: String,
+    new_csrf: bool,
+    flash: Option<Flash>,
+    path: String,
+    demo: bool,
+    mailbox: bool,
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
+}
+
+fn valid_csrf(value: &str) -> bool {
+    value.len() == 43
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn new_csrf() -> String {
+    let bytes: [u8; 32] = rand::rng().random();
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn read_flash(headers: &HeaderMap) -> Option<Flash> {
+    let raw = cookie(headers, FLASH_COOKIE)?;
+    let (kind, text) = raw.split_once('.')?;
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(text).ok()?).ok()?;
+    let message: String = text.chars().take(300).collect();
+    Some(Flash {
+        ok: kind != "e",
+        message,
+    })
+}
+
+/// A path of this site (`/…`, not `//…`), safe to redirect to.
+pub fn local_path(raw: &str) -> Option<&str> {
+    let ok = raw.starts_with('/')
+        && !raw.starts_with("//")
+        && !raw.contains(['\\', '\r', '\n', '#'])
+        && raw.len() <= 512;
+    ok.then_some(raw)
+}
+
+impl Viewer {
+    async fn from_parts(parts: &mut Parts, state: &WebState) -> Option<Viewer> {
+        let SignedIn { actor, ctx } = SignedIn::from_request_parts(parts, state).await.ok()?;
+        let (csrf, new_csrf) = match cookie(&parts.headers, CSRF_COOKIE).filter(|v| valid_csrf(v)) {
+            Some(value) => (value.to_owned(), false),
+            None => (new_csrf(), true),
+        };
+        Some(Viewer {
+            actor,
+            ctx,
+            csrf,
+            new_csrf,
+            flash: read_flash(&parts.headers),
+            path: parts.uri.path().to_owned(),
+            demo: state.auth.mode() == AuthMode::Demo,
+            mailbox: matches!(state.app.mailer, Mailer::Mailbox),
+        })
+    }
+
+    /// Whether email goes to the mailbox page.
+    pub fn mailbox(&self) -> bool {
+        self.mailbox
+    }
+
+    /// The layout of a page titled `title`.
+    pub fn chrome(&self, title: &str) -> Chrome {
+        let roles = self.actor.roles;
+        let mut nav = vec![
+            ("/", "Home"),
+            ("/requests/new", "Request a token"),
+            ("/me", "My requests and tokens"),
+        ];
+        if roles.can_review() {
+            nav.push(("/queue", "Queue"));
+        }
+        if roles.can_look_up_people() {
+            nav.push(("/people", "People"));
+        }
+        if roles.can_audit() {
+            nav.push(("/audit", "Audit"));
+        }
+        if self.mailbox {
+            nav.push(("/mailbox", "Mailbox"));
+        }
+        let nav = nav
+            .into_iter()
+            .map(|(href, label)| NavItem {
+                href,
+                label,
+                current: self.path == href,
+            })
+            .collect();
+        Chrome {
+            title: title.to_owned(),
+            login: self.actor.login.to_string(),
+            roles: roles.names().join(", "),
+            nav,
+            flash: self.flash.clone(),
+            csrf: self.csrf.clone(),
+            css: assets::css_url(),
+            demo: self.demo,
+        }
+    }
+
+    /// Renders a page with its status; sets the CSRF cookie when it is new and spends the flash.
+    pub fn page<T: Template>(&self, status: StatusCode, page: &T) -> Response {
+        let html = match page.render() {
+            Ok(html) => html,
+            Err(e) => {
+                return self
+                    .fail(crate::web::ApiError::internal(&e))
+                    .into_response();
+            }
+        };
+        let mut response = (
+            status,
+            [(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            )],
+            html,
+        )
+            .into_response();
+        self.finish(response.headers_mut());
+        response
+    }
+
+    /// The cookies every answer to this viewer carries.
+    pub fn finish(&self, headers: &mut HeaderMap) {
+        if self.new_csrf {
+            let value = format!(
+                "{CSRF_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
+                self.csrf
+            );
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.append(SET_COOKIE, v);
+            }
+        }
+        if self.flash.is_some() {
+            headers.append(
+                SET_COOKIE,
+                HeaderValue::from_static(
+                    "tokendesk_flash=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
+                ),
+            );
+        }
+    }
+
+    /// An error page for this viewer (with the layout).
+    pub fn fail(&self, e: impl Into<crate::web::ApiError>) -> PageError {
+        PageError::new(e.into(), Some(self.clone()))
+    }
+
+    /// 303 to `to` with a flash message.
+    pub fn redirect(&self, to: &str, ok: bool, message: &str) -> Response {
+        let mut response = see_other(to);
+        let value = format!(
+            "{FLASH_COOKIE}={}.{}; Path=/; HttpOnly; SameSite=Strict; Max-Age=120",
+            if ok { "o" } else { "e" },
+            URL_SAFE_NO_PAD.encode(message.as_bytes())
+        );
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            response.headers_mut().append(SET_COOKIE, v);
+        }
+        response
+    }
+}
+
+/// A plain 303.
+pub fn see_other(to: &str) -> Response {
+    let location = HeaderValue::from_str(to).unwrap_or_else(|_| HeaderValue::from_static("/"));
+    (StatusCode::SEE_OTHER, [(LOCATION, location)]).into_response()
+}
+
+/// The signed-in viewer, or (not signed in) the way to sign in.
+impl FromRequestParts<WebState> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &WebState) -> Result<Self, Response> {
+        match Viewer::from_parts(parts, state).await {
+            Some(viewer) => Ok(viewer),
+            None => Err(sign_in(
+                state,
+                parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+            )),
+        }
+    }
+}
+
+/// The viewer if someone is signed in.
+pub struct MaybeViewer(pub Option<Viewer>);
+
+impl FromRequestParts<WebState> for MaybeViewer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &WebState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(MaybeViewer(Viewer::from_parts(parts, state).await))
+    }
+}
+
+/// Where a signed-out visitor signs in (demo only; `None` behind a sign-in proxy).
+pub fn sign_in_url(state: &WebState, back_to: &str) -> Option<String> {
+    if !state.auth.demo_allowed() {
+        return None;
+    }
+    let next: String = url::form_urlencoded::byte_serialize(back_to.as_bytes()).collect();
+    Some(format!("/demo/login?next={next}"))
+}
+
+/// The cookie remembering where to come back to after signing in.
+pub fn next_cookie(back_to: &str) -> Option<HeaderValue> {
+    let path = local_path(back_to).filter(|p| *p != "/")?;
+    let encoded = URL_SAFE_NO_PAD.encode(path.as_bytes());
+    HeaderValue::from_str(&format!(
+        "{NEXT_COOKIE}={encoded}; Path=/; HttpOnly; SameSite=Lax; Max-Age=900"
+    ))
+    .ok()
+}
+
+/// The page to go back to after signing in, if one was remembered.
+pub fn take_next(headers: &HeaderMap) -> Option<String> {
+    let raw = cookie(headers, NEXT_COOKIE)?;
+    let path = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).ok()?).ok()?;
+    local_path(&path).filter(|p| *p != "/").map(str::to_owned)
+}
+
+/// Forgets the remembered page.
+pub fn clear_next() -> HeaderValue {
+    HeaderValue::from_static("tokendesk_next=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0")
+}
+
+/// Demo: off to the sign-in page (and back afterwards). Behind a proxy: a 401 page explaining
+/// that the proxy signs people in.
+pub fn sign_in(state: &WebState, back_to: &str) -> Response {
+    match sign_in_url(state, back_to) {
+        Some(url) => {
+            let mut response = see_other(&url);
+            if let Some(cookie) = next_cookie(back_to) {
+                response.headers_mut().append(SET_COOKIE, cookie);
+            }
+            response
+        }
+        None => super::error::sign_in_needed(None, None),
+    }
+}
+
+/// A form POST: the CSRF field must match the cookie, and a browser's `Origin`, when it names
+/// one, must be this site. The other fields become `T` (all text).
+pub struct PageForm<T>(pub T);
+
+fn own_origin(state: &WebState, headers: &HeaderMap, origin: &str) -> bool {
+    if origin == state.app.public_url.origin().ascii_serialization() {
+        return true;
+    }
+    let Some(host) = headers.get(HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    origin == format!("http://{host}") || origin == format!("https://{host}")
+}
+
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+impl<T: DeserializeOwned> FromRequest<WebState> for PageForm<T> {
+    type Rejection = PageError;
+
+    async fn from_request(req: Request, state: &WebState) -> Result<Self, PageError> {
+        let headers = req.headers().clone();
+        // With `Referrer-Policy: no-referrer` browsers send `Origin: null` on form posts: that
+        // says nothing, so the CSRF token decides; a real other origin is refused outright.
+        if let Some(origin) = headers.get(ORIGIN) {
+            let origin = origin.to_str().unwrap_or_default();
+            if origin != "null" && !own_origin(state, &headers, origin) {
+                return Err(PageError::plain(crate::web::ApiError::forbidden(
+                    "this form was sent from another site, so it was refused",
+                )));
+            }
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|_| PageError::plain(crate::web::ApiError::too_large(state.max_body_bytes)))?;
+        let mut fields: HashMap<String, String> = HashMap::new();
+        for (k, v) in url::form_urlencoded::parse(&bytes) {
+            fields.insert(k.into_owned(), v.into_owned());
+        }
+        let sent = fields.remove(CSRF_FIELD).unwrap_or_default();
+        let expected = cookie(&headers, CSRF_COOKIE).unwrap_or_default();
+        if expected.is_empty() || !same_secret(&sent, expected) {
+            return Err(PageError::plain(crate::web::ApiError::forbidden(
+                "this form has expired or did not come from this site: go back, reload the page and try again",
+            )));
+        }
+        let value = serde_json::Value::Object(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect(),
+        );
+        let form = serde_json::from_value(value).map_err(|e| {
+            PageError::plain(crate::web::ApiError::bad_request(
+                "bad_form",
+                format!("the form could not be read: {e}"),
+            ))
+        })?;
+        Ok(PageForm(form))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_local_paths_are_followed() {
+        assert_eq!(local_path("/e/abc"), Some("/e/abc"));
+        assert_eq!(local_path("//evil.example/"), None);
+        assert_eq!(local_path("https://evil.example/"), None);
+        assert_eq!(local_path("/\\evil"), None);
+        assert_eq!(local_path("/e/abc#key"), None);
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret("abc", "abc"));
+        assert!(!same_secret("abc", "abd"));
+        assert!(!same_secret("abc", "ab"));
+        assert!(valid_csrf(&new_csrf()));
+    }
+}
