@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use crate::app::App;
 use crate::config::Config;
 use crate::domain::Login;
-use crate::web::{WebAuth, router_with_limit};
+use crate::web::{WebAuth, WebOptions, router_with};
 
 /// A serving tokendesk.
 pub struct RunningServer {
@@ -30,7 +30,7 @@ pub async fn start(
 ) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
     let auth = WebAuth::new(&config.auth, addr, demo_people).context("cannot set up sign-in")?;
-    let routes = router_with_limit(app.clone(), auth, config.max_body_bytes);
+    let routes = router_with(app.clone(), auth, WebOptions::from_config(config));
     let (stop, stopped) = watch::channel(false);
     let workers = crate::jobs::spawn_workers(app.clone(), stopped.clone());
     let mut stopped_server = stopped;

@@ -241,9 +241,19 @@ pub(super) async fn demo(args: DemoArgs) -> Result<(), CliError> {
     let canvas_url = format!("{}/", sim.base_url())
         .parse()
         .context("simulator URL")?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is another tokendesk running? try --listen 127.0.0.1:0)",
+                args.listen
+            )
+        })?;
+    // Links in emails must name the port actually bound (e.g. with --listen 127.0.0.1:0).
+    let listen = listener.local_addr().context("bound address")?;
     let mut config = Config::demo(
         &args.dir,
-        args.listen,
+        listen,
         canvas_url,
         SecretString::from(DEFAULT_ADMIN_TOKEN),
     );
@@ -257,14 +267,6 @@ pub(super) async fn demo(args: DemoArgs) -> Result<(), CliError> {
         .filter_map(|u| Login::parse(&u.login_id).ok().map(|l| (l, u.name.clone())))
         .collect();
     let app = App::from_config(&config, Arc::new(SystemClock)).await?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (is another tokendesk running? try --listen 127.0.0.1:0)",
-                args.listen
-            )
-        })?;
     let running = server::start(&config, app, people.clone(), listener).await?;
     println!("tokendesk demo running at http://{}/", running.addr);
     println!("  sign in:            http://{}/demo/login", running.addr);

@@ -31,6 +31,7 @@ pub(super) struct RawConfig {
     public_url: Option<String>,
     database_url: Option<SecretString>,
     max_body_bytes: Option<u64>,
+    terms_text: Option<String>,
     #[serde(default)]
     database: RawDatabase,
     #[serde(default)]
@@ -852,6 +853,27 @@ fn build(raw: RawConfig, ctx: &mut Ctx) -> Option<Config> {
         }
     };
 
+    let terms_text = match raw.terms_text.map(|t| t.trim().to_owned()) {
+        None => Some(None),
+        Some(t) if t.is_empty() => {
+            ctx.invalid(
+                "terms_text",
+                "must not be empty; leave the key out for the default text".to_owned(),
+            );
+            None
+        }
+        Some(t) if t.chars().count() > 2000 => {
+            ctx.invalid(
+                "terms_text",
+                format!(
+                    "must be at most 2000 characters (got {})",
+                    t.chars().count()
+                ),
+            );
+            None
+        }
+        Some(t) => Some(Some(t)),
+    };
     let pool = build_pool(raw.database, ctx);
     let workers = build_workers(raw.workers, ctx);
     let canvas = build_canvas(raw.canvas, ctx);
@@ -893,6 +915,7 @@ fn build(raw: RawConfig, ctx: &mut Ctx) -> Option<Config> {
         pool: pool?,
         workers: workers?,
         max_body_bytes: max_body_bytes?,
+        terms_text: terms_text?,
         canvas: canvas?,
         auth: auth?,
         roles,

@@ -48,6 +48,8 @@ pub struct Config {
     pub workers: WorkersConfig,
     /// Largest accepted request body, in bytes (`max_body_bytes`).
     pub max_body_bytes: usize,
+    /// The acknowledgement on the request form (`terms_text`); `None` for the built-in text.
+    pub terms_text: Option<String>,
     /// `[canvas]`.
     pub canvas: CanvasConfig,
     /// `[auth]`.
@@ -102,6 +104,7 @@ impl Config {
             pool: PoolConfig::default(),
             workers: WorkersConfig::default(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            terms_text: None,
             canvas: CanvasConfig::new(canvas_url, admin_token),
             auth: AuthConfig::default(),
             roles: RolesConfig::default(),

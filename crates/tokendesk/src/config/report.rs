@@ -52,6 +52,15 @@ pub fn summary(config: &Config) -> String {
         c.workers.lease_secs, c.workers.sweep_every_secs
     );
     let _ = writeln!(out, "max_body_bytes:  {}", c.max_body_bytes);
+    let _ = writeln!(
+        out,
+        "terms_text:      {}",
+        if c.terms_text.is_some() {
+            "set"
+        } else {
+            "built-in text"
+        }
+    );
     let _ = writeln!(out, "canvas.url:      {}", c.canvas.url);
     let _ = writeln!(out, "canvas.admin_token: {}", c.canvas.admin_token_source);
     let _ = writeln!(

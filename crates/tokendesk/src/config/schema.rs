@@ -41,6 +41,7 @@ pub(crate) const TOP_LEVEL: &[(&str, Kind)] = &[
     ("public_url", Kind::Str),
     ("database_url", Kind::Secret),
     ("max_body_bytes", U64),
+    ("terms_text", Kind::Str),
 ];
 
 /// Tables and their keys, in the order they are documented.

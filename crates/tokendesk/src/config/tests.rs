@@ -782,3 +782,23 @@ fn pool_workers_and_sslmode() {
     .unwrap();
     assert_eq!((c.pool.max_connections, c.workers.lease_secs), (3, 5));
 }
+
+#[test]
+fn terms_text_is_checked() {
+    let dir = TempDir::new("terms");
+    let good = dir.write(
+        "good.toml",
+        &format!(
+            "terms_text = \"  I will keep my token secret.  \"\n{}",
+            minimal()
+        ),
+    );
+    let c = Config::load(Some(&good), NO_ENV).expect("valid");
+    assert_eq!(
+        c.terms_text.as_deref(),
+        Some("I will keep my token secret.")
+    );
+    let blank = dir.write("blank.toml", &format!("terms_text = \" \"\n{}", minimal()));
+    let errors = Config::load(Some(&blank), NO_ENV).expect_err("blank terms");
+    assert!(errors.has_key("terms_text"), "{errors}");
+}

@@ -49,6 +49,43 @@ pub fn router(app: App, auth: WebAuth) -> Router {
 
 /// The whole web service; request bodies over `max_body_bytes` are refused with 413.
 pub fn router_with_limit(app: App, auth: WebAuth, max_body_bytes: usize) -> Router {
+    router_with(
+        app,
+        auth,
+        WebOptions {
+            max_body_bytes,
+            pages: pages::PagesConfig::default(),
+        },
+    )
+}
+
+/// What the configuration decides about the web side.
+#[derive(Debug, Clone)]
+pub struct WebOptions {
+    /// Request bodies over this are refused with 413.
+    pub max_body_bytes: usize,
+    pub pages: pages::PagesConfig,
+}
+
+impl WebOptions {
+    pub fn from_config(config: &crate::config::Config) -> WebOptions {
+        let mut pages = pages::PagesConfig::default();
+        if let Some(terms) = &config.terms_text {
+            pages.terms = terms.clone();
+        }
+        WebOptions {
+            max_body_bytes: config.max_body_bytes,
+            pages,
+        }
+    }
+}
+
+/// The whole web service with the given options.
+pub fn router_with(app: App, auth: WebAuth, options: WebOptions) -> Router {
+    let WebOptions {
+        max_body_bytes,
+        pages: pages_config,
+    } = options;
     let demo = auth.mode() == AuthMode::Demo;
     let state = WebState {
         app,
@@ -60,7 +97,7 @@ pub fn router_with_limit(app: App, auth: WebAuth, max_body_bytes: usize) -> Rout
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/api/openapi.json", get(openapi::document))
-        .merge(pages::routes());
+        .merge(pages::routes_with(pages_config));
     if demo {
         router = router
             .route("/demo/login", get(auth::demo_page).post(auth::demo_login))
@@ -88,8 +125,21 @@ fn api(routes: Routes) -> Routes {
     audit::routes(routes)
 }
 
-async fn not_found() -> ApiError {
-    ApiError::not_found()
+/// An unknown address: a page for a browser, the JSON error for everyone else (and the API).
+async fn not_found(
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let wants_html = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if wants_html && !uri.path().starts_with("/api/") {
+        pages::error::PageError::plain(ApiError::not_found()).into_response()
+    } else {
+        ApiError::not_found().into_response()
+    }
 }
 
 async fn method_not_allowed() -> ApiError {

@@ -424,3 +424,39 @@ async fn page_render_times_with_a_thousand_requests() {
         "slowest median {worst:?}"
     );
 }
+
+#[tokio::test]
+async fn the_request_form_shows_the_configured_terms() {
+    use tokendesk::web::{WebAuth, WebOptions, router_with};
+    let world = World::new(TestDb::sqlite().await).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let auth = WebAuth::new(&AuthConfig::default(), addr, vec![]).unwrap();
+    let mut options = WebOptions {
+        max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        pages: Default::default(),
+    };
+    options.pages.terms = "I will use this token only for <teaching> at Example U.".into();
+    let routes = router_with(world.app.clone(), auth, options);
+    tokio::spawn(async move {
+        let _ = axum::serve(
+            listener,
+            routes.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await;
+    });
+    let page = reqwest::Client::new()
+        .get(format!("http://{addr}/requests/new"))
+        .header("X-Remote-User", "sam.student")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("I will use this token only for &#60;teaching&#62; at Example U.")
+            || page.contains("I will use this token only for &lt;teaching&gt; at Example U."),
+        "the configured terms, escaped"
+    );
+}

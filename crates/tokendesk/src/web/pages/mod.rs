@@ -11,7 +11,7 @@
 mod assets;
 mod audit;
 mod envelope;
-mod error;
+pub(crate) mod error;
 mod home;
 mod mailbox;
 mod me;
