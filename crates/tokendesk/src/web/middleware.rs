@@ -75,3 +75,37 @@ pub async fn request_context(request: Request, next: Next) -> Response {
     }
     response
 }
+
+/// Marks every cookie `Secure` when tokendesk is reached over HTTPS (its public URL says so):
+/// the session, CSRF and flash cookies are then never sent over plain HTTP.
+pub async fn secure_cookies(
+    axum::extract::State(state): axum::extract::State<super::WebState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    if state.app.public_url.scheme() == "https" {
+        let cookies: Vec<axum::http::HeaderValue> = response
+            .headers_mut()
+            .get_all(axum::http::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| {
+                let text = v.to_str().ok()?;
+                if text.to_ascii_lowercase().contains("; secure") {
+                    Some(v.clone())
+                } else {
+                    axum::http::HeaderValue::from_str(&format!("{text}; Secure")).ok()
+                }
+            })
+            .collect();
+        if !cookies.is_empty() {
+            response.headers_mut().remove(axum::http::header::SET_COOKIE);
+            for cookie in cookies {
+                response
+                    .headers_mut()
+                    .append(axum::http::header::SET_COOKIE, cookie);
+            }
+        }
+    }
+    response
+}
