@@ -66,14 +66,10 @@ impl App {
             .acquire()
             .await
             .map_err(StoreError::from)?;
-        let request = store::get_request(&mut conn, id)
+        let (request, token, envelope) = store::request_view(&mut conn, id)
             .await?
-            .filter(|r| request::visible_to(r, actor))
+            .filter(|(r, _, _)| request::visible_to(r, actor))
             .ok_or(DomainError::NotFound)?;
-        let token = store::token_for_request(&mut conn, id).await?;
-        let envelope = store::envelope_for_request(&mut conn, id)
-            .await?
-            .map(|e| e.envelope);
         Ok(RequestView {
             request,
             token,

@@ -10,11 +10,15 @@ mod queue;
 mod rows;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyConnection, AnyPool, ConnectOptions, Executor, Row};
+use sqlx::{
+    AnyConnection, AnyPool, ConnectOptions, Connection as _, Executor, Row, SqlSafeStr as _,
+};
 use time::OffsetDateTime;
+use tokio::sync::OwnedMutexGuard;
 
 pub use audit::{AuditEvent, AuditFilter, ChainBreak, verify_chain};
 pub use copy::{CopyError, CopyProgress, CopyReport, TableCopy, copied_tables, copy_database};
@@ -73,6 +77,9 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// A pooled connection idle this long is tested (pinged) before it is handed out.
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(30);
+
 /// Pool settings.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -97,11 +104,62 @@ impl Default for StoreOptions {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// SQLite: where writers take their turn. `None` on PostgreSQL.
+    writers: Option<SqliteWriters>,
     backend: Backend,
+    acquire_timeout: Duration,
 }
 
-/// A write transaction.
-pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+/// SQLite lets one transaction write at a time. Writers queue here, in-process and first come
+/// first served, instead of each sleeping in `busy_timeout` (1, 2, 5, 10 … ms) until the file
+/// lock happens to be free. They write on connections of their own, so that readers never wait
+/// behind queued writers; two of them, so that the next writer holds its connection, ready,
+/// when the turn passes (handing a connection back to the pool costs a round trip).
+#[derive(Debug, Clone)]
+struct SqliteWriters {
+    pool: AnyPool,
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A write transaction: derefs to the connection; `commit` or `rollback` it. Dropped, it rolls
+/// back (sqlx sends the rollback at once, before the turn passes on).
+#[derive(Debug)]
+pub struct Tx {
+    // Fields drop in order: the transaction (its rollback), then the turn.
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    /// SQLite: the writer's turn, held until the transaction has ended.
+    turn: Option<OwnedMutexGuard<()>>,
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        let Tx { tx, turn } = self;
+        let done = tx.commit().await;
+        drop(turn);
+        done
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        let Tx { tx, turn } = self;
+        let done = tx.rollback().await;
+        drop(turn);
+        done
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+}
 
 impl Store {
     /// Connects (creating an SQLite file if needed) without migrating.
@@ -110,26 +168,64 @@ impl Store {
         let backend = Backend::from_url(url)?;
         let mut connect = AnyConnectOptions::from_str(url)?;
         connect = connect.log_statements(tracing::log::LevelFilter::Trace);
-        let mut pool = AnyPoolOptions::new()
-            .max_connections(options.max_connections)
-            .acquire_timeout(options.acquire_timeout)
-            .idle_timeout(options.idle_timeout);
-        if backend == Backend::Sqlite {
-            // WAL for readers beside the writer, durable commits, foreign keys, and waiting
-            // (not failing) when another connection holds the write lock.
-            pool = pool.after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.execute(sqlx::raw_sql(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
-                    ))
-                    .await?;
-                    Ok(())
+        let pool_options = |max_connections: u32| {
+            let pool = AnyPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(options.acquire_timeout)
+                .idle_timeout(options.idle_timeout)
+                // Test a connection before use only after it sat idle (a server restart or a
+                // firewall may have dropped it): a ping is one more round trip per request.
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for >= PING_WHEN_IDLE_FOR {
+                            conn.ping().await?;
+                        }
+                        Ok(true)
+                    })
+                });
+            match backend {
+                Backend::Postgres => pool,
+                // WAL for readers beside the writer, durable commits, foreign keys, and waiting
+                // (not failing) while another process holds the write lock.
+                Backend::Sqlite => pool.after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute(sqlx::raw_sql(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                        ))
+                        .await?;
+                        Ok(())
+                    })
+                }),
+            }
+        };
+        let pool = pool_options(options.max_connections)
+            .connect_with(connect.clone())
+            .await?;
+        let writers = match backend {
+            Backend::Postgres => None,
+            Backend::Sqlite => {
+                // Each connection to an in-memory database is a database of its own: writers
+                // share the (one) pool connection there.
+                let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+                let pool = if in_memory {
+                    pool.clone()
+                } else {
+                    pool_options(2).connect_with(connect).await?
+                };
+                Some(SqliteWriters {
+                    pool,
+                    turn: Arc::new(tokio::sync::Mutex::new(())),
                 })
-            });
-        }
-        let pool = pool.connect_with(connect).await?;
-        Ok(Store { pool, backend })
+            }
+        };
+        Ok(Store {
+            pool,
+            writers,
+            backend,
+            acquire_timeout: options.acquire_timeout,
+        })
     }
 
     /// Connects and brings the schema up to date.
@@ -158,23 +254,33 @@ impl Store {
         Ok(())
     }
 
-    /// Starts a write transaction. On SQLite it takes the write lock at once, so that a
-    /// read-then-write transaction never fails half-way on lock upgrade.
+    /// Starts a write transaction. On SQLite it waits for its turn among this process's
+    /// writers, then takes the write lock at once, so that a read-then-write transaction never
+    /// fails half-way on lock upgrade.
     pub async fn write(&self) -> StoreResult<Tx> {
-        let mut tx = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
-        };
-        // Keep the transaction from waiting forever on a row another instance locked.
-        if self.backend == Backend::Postgres {
+        let Some(writers) = &self.writers else {
+            let mut tx = self.pool.begin().await?;
+            // Keep the transaction from waiting forever on a row another instance locked.
             sqlx::query("SET LOCAL lock_timeout = '10s'")
                 .execute(&mut *tx)
                 .await?;
-        }
-        Ok(tx)
+            return Ok(Tx { tx, turn: None });
+        };
+        let conn = writers.pool.acquire().await?;
+        let turn = tokio::time::timeout(self.acquire_timeout, writers.turn.clone().lock_owned())
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))?;
+        let tx = sqlx::Transaction::begin(conn, Some("BEGIN IMMEDIATE".into_sql_str())).await?;
+        Ok(Tx {
+            tx,
+            turn: Some(turn),
+        })
     }
 
     pub async fn close(&self) {
+        if let Some(writers) = &self.writers {
+            writers.pool.close().await;
+        }
         self.pool.close().await;
     }
 }
@@ -261,19 +367,20 @@ pub async fn insert_request(
     new: &NewRequest,
     now: OffsetDateTime,
 ) -> StoreResult<Request> {
-    let row = sqlx::query(
+    let sql = format!(
         "INSERT INTO requests (requester, purpose, application, requested_expires_on, expires_on, \
-         state, created_at, updated_at) VALUES ($1, $2, $3, $4, $4, 'submitted', $5, $5) RETURNING id",
-    )
-    .bind(requester.as_str())
-    .bind(new.purpose.as_str())
-    .bind(new.application.as_deref())
-    .bind(new.expires_on.to_string())
-    .bind(ts(now))
-    .fetch_one(&mut *conn)
-    .await?;
-    let id = RequestId(row.try_get::<i64, _>(0)?);
-    get_request(conn, id).await?.ok_or(StoreError::NotFound)
+         state, created_at, updated_at) VALUES ($1, $2, $3, $4, $4, 'submitted', $5, $5) \
+         RETURNING {REQUEST_COLUMNS}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(requester.as_str())
+        .bind(new.purpose.as_str())
+        .bind(new.application.as_deref())
+        .bind(new.expires_on.to_string())
+        .bind(ts(now))
+        .fetch_one(conn)
+        .await?;
+    rows::request(&row)
 }
 
 pub async fn get_request(conn: &mut AnyConnection, id: RequestId) -> StoreResult<Option<Request>> {
@@ -534,6 +641,42 @@ pub async fn get_envelope(
     .fetch_optional(conn)
     .await?;
     row.map(|r| rows::envelope(&r)).transpose()
+}
+
+/// A request with its token and its newest envelope (without the sealed content), in one
+/// query: the status look-up.
+pub async fn request_view(
+    conn: &mut AnyConnection,
+    id: RequestId,
+) -> StoreResult<Option<(Request, Option<StoredToken>, Option<Envelope>)>> {
+    let row = sqlx::query(
+        "SELECT r.id, r.requester, r.purpose, r.application, r.requested_expires_on, \
+           r.expires_on, r.state, r.decided_by, r.reason, r.created_at, r.updated_at, \
+           t.id AS t_id, t.request_id AS t_request_id, t.owner AS t_owner, \
+           t.canvas_user_id AS t_canvas_user_id, t.canvas_token_id AS t_canvas_token_id, \
+           t.hint AS t_hint, t.state AS t_state, t.expires_at AS t_expires_at, \
+           t.created_at AS t_created_at, t.updated_at AS t_updated_at, \
+           e.id AS e_id, e.request_id AS e_request_id, e.owner AS e_owner, e.state AS e_state, \
+           e.reveals AS e_reveals, e.created_at AS e_created_at, e.expires_at AS e_expires_at \
+         FROM requests r \
+         LEFT JOIN tokens t ON t.request_id = r.id \
+         LEFT JOIN envelopes e ON e.id = (SELECT id FROM envelopes WHERE request_id = r.id \
+           ORDER BY created_at DESC LIMIT 1) \
+         WHERE r.id = $1",
+    )
+    .bind(id.0)
+    .fetch_optional(conn)
+    .await?;
+    let Some(r) = row else { return Ok(None) };
+    let token = match r.try_get::<Option<i64>, _>("t_id")? {
+        Some(_) => Some(rows::token_in(&r, "t_")?),
+        None => None,
+    };
+    let envelope = match r.try_get::<Option<String>, _>("e_id")? {
+        Some(_) => Some(rows::envelope_in(&r, "e_")?),
+        None => None,
+    };
+    Ok(Some((rows::request(&r)?, token, envelope)))
 }
 
 pub async fn envelope_for_request(

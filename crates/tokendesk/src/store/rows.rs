@@ -91,17 +91,23 @@ pub struct StoredToken {
 }
 
 pub(super) fn token(r: &AnyRow) -> StoreResult<StoredToken> {
+    token_in(r, "")
+}
+
+/// The token whose columns are named `{prefix}id`, `{prefix}owner`, … (a joined row).
+pub(super) fn token_in(r: &AnyRow, prefix: &str) -> StoreResult<StoredToken> {
+    let col = |name: &str| format!("{prefix}{name}");
     Ok(StoredToken {
-        id: TokenId(r.try_get("id")?),
-        request_id: RequestId(r.try_get("request_id")?),
-        owner: login(r.try_get("owner")?)?,
-        canvas_user_id: r.try_get("canvas_user_id")?,
-        canvas_token_id: r.try_get("canvas_token_id")?,
-        hint: r.try_get("hint")?,
-        state: TokenState::parse(&r.try_get::<String, _>("state")?)?,
-        expires_at: from_ts(r.try_get("expires_at")?)?,
-        created_at: from_ts(r.try_get("created_at")?)?,
-        updated_at: from_ts(r.try_get("updated_at")?)?,
+        id: TokenId(r.try_get(col("id").as_str())?),
+        request_id: RequestId(r.try_get(col("request_id").as_str())?),
+        owner: login(r.try_get(col("owner").as_str())?)?,
+        canvas_user_id: r.try_get(col("canvas_user_id").as_str())?,
+        canvas_token_id: r.try_get(col("canvas_token_id").as_str())?,
+        hint: r.try_get(col("hint").as_str())?,
+        state: TokenState::parse(&r.try_get::<String, _>(col("state").as_str())?)?,
+        expires_at: from_ts(r.try_get(col("expires_at").as_str())?)?,
+        created_at: from_ts(r.try_get(col("created_at").as_str())?)?,
+        updated_at: from_ts(r.try_get(col("updated_at").as_str())?)?,
     })
 }
 
@@ -114,22 +120,28 @@ pub struct StoredEnvelope {
 }
 
 pub(super) fn envelope(r: &AnyRow) -> StoreResult<StoredEnvelope> {
-    let state: String = r.try_get("state")?;
-    let reveals: i64 = r.try_get("reveals")?;
     let nonce: Option<Vec<u8>> = r.try_get("nonce")?;
     let ciphertext: Option<Vec<u8>> = r.try_get("ciphertext")?;
     Ok(StoredEnvelope {
-        envelope: Envelope {
-            id: r.try_get("id")?,
-            request_id: RequestId(r.try_get("request_id")?),
-            owner: login(r.try_get("owner")?)?,
-            state: EnvelopeState::parse(&state)
-                .ok_or_else(|| StoreError::Corrupt(format!("envelope state {state:?}")))?,
-            reveals: u32::try_from(reveals)
-                .map_err(|_| StoreError::Corrupt(format!("reveals {reveals}")))?,
-            created_at: from_ts(r.try_get("created_at")?)?,
-            expires_at: from_ts(r.try_get("expires_at")?)?,
-        },
+        envelope: envelope_in(r, "")?,
         sealed: nonce.zip(ciphertext),
+    })
+}
+
+/// The envelope (without its sealed content) whose columns are named `{prefix}id`, … .
+pub(super) fn envelope_in(r: &AnyRow, prefix: &str) -> StoreResult<Envelope> {
+    let col = |name: &str| format!("{prefix}{name}");
+    let state: String = r.try_get(col("state").as_str())?;
+    let reveals: i64 = r.try_get(col("reveals").as_str())?;
+    Ok(Envelope {
+        id: r.try_get(col("id").as_str())?,
+        request_id: RequestId(r.try_get(col("request_id").as_str())?),
+        owner: login(r.try_get(col("owner").as_str())?)?,
+        state: EnvelopeState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("envelope state {state:?}")))?,
+        reveals: u32::try_from(reveals)
+            .map_err(|_| StoreError::Corrupt(format!("reveals {reveals}")))?,
+        created_at: from_ts(r.try_get(col("created_at").as_str())?)?,
+        expires_at: from_ts(r.try_get(col("expires_at").as_str())?)?,
     })
 }

@@ -99,7 +99,9 @@ pub async fn secure_cookies(
             })
             .collect();
         if !cookies.is_empty() {
-            response.headers_mut().remove(axum::http::header::SET_COOKIE);
+            response
+                .headers_mut()
+                .remove(axum::http::header::SET_COOKIE);
             for cookie in cookies {
                 response
                     .headers_mut()

@@ -279,7 +279,100 @@ async fn tokens_and_envelopes() {
             .unwrap();
         assert_eq!(gone.envelope.state, EnvelopeState::Expired);
         assert_eq!(gone.sealed, None);
+
+        // The status look-up reads the request, its token and its newest envelope at once.
+        let newer = Envelope {
+            id: "BBBBBBBBBBBBBBBBBBBBBB".into(),
+            created_at: NOW + Duration::days(1),
+            ..env.clone()
+        };
+        store::insert_envelope(&mut tx, &newer, &[1; 12], &[2; 40])
+            .await
+            .unwrap();
+        let (request, token, envelope) = store::request_view(&mut tx, r.id).await.unwrap().unwrap();
+        assert_eq!(request, r);
+        assert_eq!(token, Some(t.clone()));
+        assert_eq!(envelope, Some(newer));
+        let bare = store::insert_request(&mut tx, &login("sam"), &new_request("a second one"), NOW)
+            .await
+            .unwrap();
+        assert_eq!(
+            store::request_view(&mut tx, bare.id).await.unwrap(),
+            Some((bare.clone(), None, None))
+        );
+        assert_eq!(
+            store::request_view(&mut tx, tokendesk::domain::RequestId(bare.id.0 + 1000))
+                .await
+                .unwrap(),
+            None
+        );
         tx.commit().await.unwrap();
+    }
+}
+
+/// Many writers at once all commit, each exactly once; one that gives up (dropped without a
+/// commit) leaves nothing behind and does not hold up the next.
+#[tokio::test]
+async fn concurrent_writers_take_turns() {
+    for db in TestDb::all().await {
+        let writers = (0..24).map(|n| {
+            let store = db.store.clone();
+            async move {
+                let mut tx = store.write().await.unwrap();
+                let who = Person {
+                    login: login(&format!("writer{n}")),
+                    name: None,
+                    email: None,
+                    canvas_user_id: None,
+                };
+                store::upsert_person(&mut tx, &who, NOW).await.unwrap();
+                let r = store::insert_request(&mut tx, &who.login, &new_request("in turn"), NOW)
+                    .await
+                    .unwrap();
+                store::append_audit(
+                    &mut tx,
+                    store.backend(),
+                    &record("request.submit", n),
+                    NOW,
+                    None,
+                )
+                .await
+                .unwrap();
+                if n % 6 == 5 {
+                    drop(tx);
+                    None
+                } else {
+                    tx.commit().await.unwrap();
+                    Some(r.id)
+                }
+            }
+        });
+        let done: Vec<_> = futures::future::join_all(writers).await;
+        let committed: Vec<_> = done.into_iter().flatten().collect();
+        assert_eq!(committed.len(), 20, "{:?}", db.backend());
+        let mut conn = db.store.pool().acquire().await.unwrap();
+        let all = store::list_requests(
+            &mut conn,
+            &RequestFilter {
+                requester: None,
+                state: None,
+                oldest_first: true,
+                limit: 100,
+            },
+        )
+        .await
+        .unwrap();
+        let mut ids: Vec<_> = all.iter().map(|r| r.id).collect();
+        ids.sort();
+        let mut expected = committed.clone();
+        expected.sort();
+        assert_eq!(ids, expected, "{:?}", db.backend());
+        let verified = store::verify_chain(&mut conn).await.unwrap();
+        assert_eq!(verified, Ok(20), "{:?}", db.backend());
+        drop(conn);
+        // A writer after the abandoned ones gets its turn at once.
+        let tx = db.store.write().await.unwrap();
+        tx.rollback().await.unwrap();
     }
 }
 

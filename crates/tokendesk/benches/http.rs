@@ -1,0 +1,832 @@
+//! Throughput, latency and memory of tokendesk's JSON API, beside a baseline measured in the
+//! same run.
+//!
+//! `cargo bench -p tokendesk --bench http` (10 s per scenario after a 3 s warm-up), or
+//! `cargo bench -p tokendesk --bench http -- --quick` (or `TOKENDESK_BENCH_QUICK=1`: 1 s + 3 s).
+//!
+//! Every server runs in its own child process, so that its peak memory (`VmHWM` of
+//! `/proc/<pid>/status`) is its own; this process is only the load generator (and the Canvas
+//! simulator, which the measured requests never call):
+//!
+//! - **baseline**: this bench binary started again as a child (`TOKENDESK_BENCH_ROLE=baseline`):
+//!   axum on a multi-threaded tokio runtime, served with connect info, with tokendesk's own
+//!   middleware (`request_context`: request id, span, log line, security headers) and body limit,
+//!   answering `GET /api/v1/ping` with a fixed small JSON body.
+//! - **sqlite**: `tokendesk serve` on an SQLite file in a temporary folder, as configured for
+//!   production (WAL, `synchronous = FULL`: every commit is durable), workers running.
+//! - **postgres**: `tokendesk serve` on a fresh database on the server at
+//!   `TOKENDESK_BENCH_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`),
+//!   dropped afterwards; skipped, loudly, when the server does not answer.
+//!
+//! Each scenario drives 32 concurrent clients (one keep-alive connection each) over loopback:
+//! `submit` is `POST /api/v1/requests` (each by a new person, so that the per-person limits never
+//! refuse one; two approvers get a notice each), `look-up` is `GET /api/v1/requests/{id}` of a
+//! random request submitted before, by its owner. Signed in with `X-Remote-User` from loopback.
+//! Between the two the bench waits (at most 120 s; 60 s with `--quick`) until the workers have
+//! sent the notices the submissions queued, and prints how long that took, so that look-ups run
+//! on a quiet service.
+//!
+//! `TOKENDESK_BENCH_BIN=/path/to/tokendesk` measures another build of `tokendesk serve` (to
+//! compare before and after a change); `TOKENDESK_BENCH_MAX_CONNECTIONS=N` sets its
+//! `database.max_connections`; `TOKENDESK_LOG` is passed on to the servers.
+//!
+//! Exits non-zero when a server could not be started or a scenario saw errors; the targets
+//! (look-ups ≥ 40% of the baseline, ≥ 1,000 submissions/s on SQLite, peak memory < 100 MB) are
+//! reported, not enforced, since they depend on the machine.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use axum::Json;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use rand::RngExt as _;
+use sqlx::Connection as _;
+use tokendesk_canvas_sim::{DEFAULT_ADMIN_TOKEN, RunningSim, SimConfig};
+
+const CLIENTS: usize = 32;
+/// At most this many requests per client and phase, whatever the duration.
+const MAX_PER_CLIENT: usize = 500_000;
+const ROLE_VAR: &str = "TOKENDESK_BENCH_ROLE";
+
+fn main() -> ExitCode {
+    if std::env::var(ROLE_VAR).as_deref() == Ok("baseline") {
+        return match baseline_server() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("baseline server: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match runtime.block_on(run()) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("benchmark failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+// ---- the baseline server (child) -------------------------------------------------------------
+
+/// The same HTTP stack as tokendesk's: axum, tokio's default multi-threaded runtime, the
+/// `request_context` middleware and body limit, connect info, the same log filter.
+fn baseline_server() -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOKENDESK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .try_init();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let routes = Router::new()
+            .route(
+                "/api/v1/ping",
+                get(|| async {
+                    Json(serde_json::json!({"id": 1, "state": "submitted", "ok": true}))
+                }),
+            )
+            .layer(DefaultBodyLimit::max(
+                tokendesk::config::DEFAULT_MAX_BODY_BYTES,
+            ))
+            .layer(axum::middleware::from_fn(
+                tokendesk::web::middleware::request_context,
+            ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("baseline listening on http://{}", listener.local_addr()?);
+        axum::serve(
+            listener,
+            routes.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await?;
+        Ok(())
+    })
+}
+
+// ---- children ----------------------------------------------------------------------------------
+
+/// A server in a child process, killed when dropped.
+struct Server {
+    name: &'static str,
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    /// Starts `command` and waits for the line on its stdout that names its address.
+    fn start(name: &'static str, mut command: Command) -> anyhow::Result<Server> {
+        for (key, _) in std::env::vars() {
+            if key.starts_with("TOKENDESK_") && key != "TOKENDESK_LOG" {
+                command.env_remove(key);
+            }
+        }
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("cannot start the {name} server"))?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            let Some(line) = lines.next() else {
+                let status = child.wait()?;
+                bail!("the {name} server stopped before listening ({status})");
+            };
+            let line = line?;
+            if let Some(at) = line.find("http://") {
+                let url: String = line[at..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace())
+                    .collect();
+                break url.trim_end_matches('/').to_owned();
+            }
+        };
+        // Keep reading so that the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Server { name, child, base })
+    }
+
+    /// The child's peak resident memory (`VmHWM`), in bytes.
+    fn peak_memory(&self) -> anyhow::Result<u64> {
+        vm_hwm(&PathBuf::from(format!("/proc/{}/status", self.child.id())))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn vm_hwm(status: &Path) -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string(status)
+        .with_context(|| format!("cannot read {}", status.display()))?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .context("no VmHWM line")?;
+    let kib: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .context("VmHWM value")?;
+    Ok(kib * 1024)
+}
+
+/// `tokendesk serve`: the binary built with this bench, or `TOKENDESK_BENCH_BIN` (to compare
+/// two builds).
+/// `TOKENDESK_BENCH_MAX_CONNECTIONS`: the pool size given to tokendesk (default: its default).
+fn pool_size() -> Option<u32> {
+    std::env::var("TOKENDESK_BENCH_MAX_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+}
+
+fn tokendesk_serve(config: &Path) -> Command {
+    let binary = std::env::var_os("TOKENDESK_BENCH_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_tokendesk")),
+        PathBuf::from,
+    );
+    let mut command = Command::new(binary);
+    command.arg("serve").arg("--config").arg(config);
+    command
+}
+
+fn write_config(dir: &Path, database_url: &str, sim: &RunningSim) -> anyhow::Result<PathBuf> {
+    let path = dir.join("tokendesk.toml");
+    let mut text = format!(
+        "listen = \"127.0.0.1:0\"\n\
+         public_url = \"http://127.0.0.1:8080/\"\n\
+         database_url = \"{database_url}\"\n\
+         [canvas]\nurl = \"{}\"\nadmin_token = \"{DEFAULT_ADMIN_TOKEN}\"\n\
+         [roles]\napprovers = [\"ada.admin\", \"theo.teacher\"]\n\
+         [email]\ntransport = \"mailbox\"\n",
+        sim.base_url()
+    );
+    if let Some(n) = pool_size() {
+        text.push_str(&format!("[database]\nmax_connections = {n}\n"));
+    }
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+// ---- load ------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy)]
+struct Timing {
+    warm_up: Duration,
+    measure: Duration,
+    /// How long to wait for the notices of the submissions to be sent before the look-ups.
+    drain_limit: Duration,
+}
+
+/// What one scenario measured.
+struct Row {
+    scenario: &'static str,
+    backend: &'static str,
+    requests: usize,
+    errors: usize,
+    elapsed: Duration,
+    /// Latencies in microseconds, sorted.
+    latencies: Vec<u32>,
+}
+
+impl Row {
+    fn per_second(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile_ms(&self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
+        let index = rank.clamp(1, self.latencies.len()) - 1;
+        f64::from(self.latencies[index]) / 1000.0
+    }
+}
+
+/// One client's share of a phase.
+#[derive(Default)]
+struct Tally {
+    latencies: Vec<u32>,
+    errors: usize,
+    first_error: Option<String>,
+    /// Requests created: (id, owner).
+    created: Vec<(i64, String)>,
+}
+
+#[derive(Clone, Copy)]
+enum Load {
+    Baseline,
+    Submit,
+    LookUp,
+}
+
+struct Target {
+    client: reqwest::Client,
+    base: String,
+    expires_on: String,
+    /// Distinguishes this phase's logins from every other's.
+    tag: String,
+    existing: Arc<Vec<(i64, String)>>,
+}
+
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(CLIENTS * 2)
+        .timeout(Duration::from_secs(30))
+        .build()?)
+}
+
+/// One request; returns the created request when it was a submission.
+async fn one(
+    target: &Target,
+    load: Load,
+    client_no: usize,
+    n: usize,
+) -> Result<Option<(i64, String)>, String> {
+    let (builder, expected, owner) = match load {
+        Load::Baseline => (
+            target
+                .client
+                .get(format!("{}/api/v1/ping", target.base))
+                .header("x-remote-user", "sam.student"),
+            200,
+            None,
+        ),
+        Load::Submit => {
+            let login = format!("b{}c{client_no:02}n{n:06}", target.tag);
+            let body = serde_json::json!({
+                "purpose": "grading scripts for my course sections",
+                "expires_on": target.expires_on,
+                "application": "bench",
+            });
+            (
+                target
+                    .client
+                    .post(format!("{}/api/v1/requests", target.base))
+                    .header("x-remote-user", &login)
+                    .json(&body),
+                201,
+                Some(login),
+            )
+        }
+        Load::LookUp => {
+            let pick = rand::rng().random_range(0..target.existing.len());
+            let (id, login) = &target.existing[pick];
+            (
+                target
+                    .client
+                    .get(format!("{}/api/v1/requests/{id}", target.base))
+                    .header("x-remote-user", login),
+                200,
+                None,
+            )
+        }
+    };
+    let response = builder.send().await.map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = response.bytes().await.map_err(|e| e.to_string())?;
+    if status != expected {
+        return Err(format!(
+            "HTTP {status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(300)])
+        ));
+    }
+    match owner {
+        Some(login) => {
+            let json: serde_json::Value =
+                serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+            let id = json["id"].as_i64().ok_or("no id in the answer")?;
+            Ok(Some((id, login)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// `CLIENTS` clients sending requests back to back until `duration` has passed.
+async fn phase(target: Arc<Target>, load: Load, duration: Duration) -> (Vec<Tally>, Duration) {
+    let started = Instant::now();
+    let end = started + duration;
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|client_no| {
+            let target = target.clone();
+            tokio::spawn(async move {
+                let mut tally = Tally::default();
+                let mut n = 0;
+                while Instant::now() < end && n < MAX_PER_CLIENT {
+                    let sent = Instant::now();
+                    let outcome = one(&target, load, client_no, n).await;
+                    let micros = sent.elapsed().as_micros();
+                    tally
+                        .latencies
+                        .push(u32::try_from(micros).unwrap_or(u32::MAX));
+                    match outcome {
+                        Ok(Some(created)) => tally.created.push(created),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tally.errors += 1;
+                            tally.first_error.get_or_insert(e);
+                        }
+                    }
+                    n += 1;
+                }
+                tally
+            })
+        })
+        .collect();
+    let mut tallies = Vec::with_capacity(CLIENTS);
+    for task in tasks {
+        tallies.push(task.await.expect("client task"));
+    }
+    (tallies, started.elapsed())
+}
+
+/// A warm-up phase (not counted), then the measured phase. Returns the row and every request
+/// created in both phases.
+async fn scenario(
+    scenario: &'static str,
+    backend: &'static str,
+    base: &str,
+    load: Load,
+    existing: Arc<Vec<(i64, String)>>,
+    timing: Timing,
+) -> anyhow::Result<(Row, Vec<(i64, String)>)> {
+    let expires_on =
+        (time::OffsetDateTime::now_utc().date() + time::Duration::days(30)).to_string();
+    let client = http_client()?;
+    let mut created = Vec::new();
+    let mut row = None;
+    for (tag, duration) in [("w", timing.warm_up), ("m", timing.measure)] {
+        let target = Arc::new(Target {
+            client: client.clone(),
+            base: base.to_owned(),
+            expires_on: expires_on.clone(),
+            tag: format!("{}{tag}", &backend[..1]),
+            existing: existing.clone(),
+        });
+        let (tallies, elapsed) = phase(target, load, duration).await;
+        let errors: usize = tallies.iter().map(|t| t.errors).sum();
+        if let Some(e) = tallies.iter().find_map(|t| t.first_error.as_ref()) {
+            eprintln!("  {scenario}/{backend}: {errors} errors, the first: {e}");
+        }
+        let mut latencies: Vec<u32> = Vec::new();
+        for t in tallies {
+            latencies.extend(t.latencies);
+            created.extend(t.created);
+        }
+        latencies.sort_unstable();
+        row = Some(Row {
+            scenario,
+            backend,
+            requests: latencies.len(),
+            errors,
+            elapsed,
+            latencies,
+        });
+    }
+    Ok((row.context("no measured phase")?, created))
+}
+
+/// Waits until the server says it is ready.
+async fn wait_ready(base: &str) -> anyhow::Result<()> {
+    let client = http_client()?;
+    for _ in 0..100 {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("{base}/readyz never answered 200")
+}
+
+/// Waits until the workers have sent the notices queued by the submissions (so that look-ups
+/// are measured on a quiet service); says how long that took.
+async fn wait_for_emails(database_url: &str, backend: &str, limit: Duration) -> anyhow::Result<()> {
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(database_url).await?;
+    let started = Instant::now();
+    let mut first = None;
+    loop {
+        let pending: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM emails WHERE state IN ('queued', 'sending')")
+                .fetch_one(&mut conn)
+                .await?;
+        let first = *first.get_or_insert(pending);
+        if pending == 0 {
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "  {backend}: the {first} notices queued by the submissions were sent within {secs:.1} s \
+                 (≥ {:.0}/s while idle)",
+                first as f64 / secs.max(0.001)
+            );
+            return Ok(());
+        }
+        if started.elapsed() > limit {
+            println!(
+                "  {backend}: {pending} of {first} queued notices still unsent after {limit:?}; \
+                 look-ups run beside the email worker"
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Submissions then look-ups against one tokendesk; returns the rows and the child's peak memory.
+async fn tokendesk_scenarios(
+    server: &Server,
+    backend: &'static str,
+    database_url: &str,
+    timing: Timing,
+) -> anyhow::Result<(Vec<Row>, u64)> {
+    wait_ready(&server.base).await?;
+    let (submit, created) = scenario(
+        "submit",
+        backend,
+        &server.base,
+        Load::Submit,
+        Arc::new(Vec::new()),
+        timing,
+    )
+    .await?;
+    println!(
+        "  {backend}: submit done ({:.0}/s); {} requests exist",
+        submit.per_second(),
+        created.len()
+    );
+    if created.is_empty() {
+        bail!("no request was created on {backend}: look-ups impossible");
+    }
+    wait_for_emails(database_url, backend, timing.drain_limit).await?;
+    let (look_up, _) = scenario(
+        "look-up",
+        backend,
+        &server.base,
+        Load::LookUp,
+        Arc::new(created),
+        timing,
+    )
+    .await?;
+    println!("  {backend}: look-up done ({:.0}/s)", look_up.per_second());
+    Ok((vec![submit, look_up], server.peak_memory()?))
+}
+
+// ---- PostgreSQL ------------------------------------------------------------------------------
+
+fn postgres_admin_url() -> String {
+    std::env::var("TOKENDESK_BENCH_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A database created for this run and dropped at the end.
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl PgDatabase {
+    async fn create() -> anyhow::Result<Option<PgDatabase>> {
+        sqlx::any::install_default_drivers();
+        let admin_url = postgres_admin_url();
+        let connect = tokio::time::timeout(
+            Duration::from_secs(5),
+            sqlx::AnyConnection::connect(&admin_url),
+        )
+        .await;
+        let mut conn = match connect {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                eprintln!("{}", skip_banner(&admin_url, &e.to_string()));
+                return Ok(None);
+            }
+            Err(_) => {
+                eprintln!("{}", skip_banner(&admin_url, "no answer within 5 s"));
+                return Ok(None);
+            }
+        };
+        let name = format!("tokendesk_bench_{}", std::process::id());
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name}"
+        )))
+        .execute(&mut conn)
+        .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await?;
+        let (prefix, _) = admin_url
+            .rsplit_once('/')
+            .context("the PostgreSQL URL has no database name")?;
+        let url = format!("{prefix}/{name}");
+        Ok(Some(PgDatabase {
+            admin_url,
+            name,
+            url,
+        }))
+    }
+
+    async fn drop_database(&self) -> anyhow::Result<()> {
+        let mut conn = sqlx::AnyConnection::connect(&self.admin_url).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&mut conn)
+        .await?;
+        Ok(())
+    }
+}
+
+fn skip_banner(url: &str, why: &str) -> String {
+    let rule = "!".repeat(78);
+    format!(
+        "{rule}\n!! PostgreSQL at {url} is not reachable ({why}):\n!! the postgres rows are SKIPPED. \
+         Set TOKENDESK_BENCH_POSTGRES_URL or start the server.\n{rule}"
+    )
+}
+
+// ---- the run ---------------------------------------------------------------------------------
+
+fn timing() -> Timing {
+    let quick = std::env::args().any(|a| a == "--quick")
+        || std::env::var("TOKENDESK_BENCH_QUICK").is_ok_and(|v| v == "1");
+    if quick {
+        Timing {
+            warm_up: Duration::from_secs(1),
+            measure: Duration::from_secs(3),
+            drain_limit: Duration::from_secs(60),
+        }
+    } else {
+        Timing {
+            warm_up: Duration::from_secs(3),
+            measure: Duration::from_secs(10),
+            drain_limit: Duration::from_secs(120),
+        }
+    }
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+async fn run() -> anyhow::Result<bool> {
+    let timing = timing();
+    println!(
+        "tokendesk HTTP benchmark: {CLIENTS} concurrent clients, keep-alive, loopback; \
+         {:?} warm-up + {:?} measured per scenario; {} CPUs",
+        timing.warm_up,
+        timing.measure,
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
+    println!(
+        "servers run in child processes (peak memory is theirs); the load generator shares the CPUs"
+    );
+    if let Some(n) = pool_size() {
+        println!("tokendesk's database.max_connections = {n} (TOKENDESK_BENCH_MAX_CONNECTIONS)");
+    }
+    let sim = tokendesk_canvas_sim::start(
+        SimConfig {
+            throttle: None,
+            ..Default::default()
+        },
+        "127.0.0.1:0".parse()?,
+    )
+    .await?;
+    let mut rows: Vec<Row> = Vec::new();
+    let mut memory: Vec<(&'static str, u64)> = Vec::new();
+    let mut ok = true;
+
+    // Baseline.
+    let mut command = Command::new(std::env::current_exe()?);
+    command.env(ROLE_VAR, "baseline");
+    let baseline = Server::start("baseline", command)?;
+    wait_ready_baseline(&baseline.base).await?;
+    let (row, _) = scenario(
+        "fixed JSON",
+        "baseline",
+        &baseline.base,
+        Load::Baseline,
+        Arc::new(Vec::new()),
+        timing,
+    )
+    .await?;
+    println!("  baseline: done ({:.0}/s)", row.per_second());
+    rows.push(row);
+    memory.push((baseline.name, baseline.peak_memory()?));
+    drop(baseline);
+
+    // SQLite.
+    let dir = std::env::temp_dir().join(format!("tokendesk-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let sqlite_url = format!("sqlite://{}", dir.join("tokendesk.db").display());
+    let config = write_config(&dir, &sqlite_url, &sim)?;
+    let outcome = async {
+        let server = Server::start("sqlite", tokendesk_serve(&config))?;
+        let result = tokendesk_scenarios(&server, "sqlite", &sqlite_url, timing).await;
+        drop(server);
+        result
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    match outcome {
+        Ok((r, peak)) => {
+            rows.extend(r);
+            memory.push(("sqlite", peak));
+        }
+        Err(e) => {
+            eprintln!("sqlite: {e:#}");
+            ok = false;
+        }
+    }
+
+    // PostgreSQL.
+    let mut postgres_ran = false;
+    if let Some(db) = PgDatabase::create().await? {
+        let dir = std::env::temp_dir().join(format!("tokendesk-bench-pg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let config = write_config(&dir, &db.url, &sim)?;
+        let outcome = async {
+            let server = Server::start("postgres", tokendesk_serve(&config))?;
+            let result = tokendesk_scenarios(&server, "postgres", &db.url, timing).await;
+            drop(server);
+            result
+        }
+        .await;
+        let _ = std::fs::remove_dir_all(&dir);
+        if let Err(e) = db.drop_database().await {
+            eprintln!("could not drop the benchmark database {}: {e:#}", db.name);
+        }
+        match outcome {
+            Ok((r, peak)) => {
+                rows.extend(r);
+                memory.push(("postgres", peak));
+                postgres_ran = true;
+            }
+            Err(e) => {
+                eprintln!("postgres: {e:#}");
+                ok = false;
+            }
+        }
+    }
+    sim.shutdown().await;
+
+    print_table(&rows, &memory);
+    if !postgres_ran {
+        println!("!! PostgreSQL was NOT measured in this run");
+    }
+    print_targets(&rows, &memory);
+    if rows.iter().any(|r| r.errors > 0) {
+        ok = false;
+    }
+    Ok(ok)
+}
+
+async fn wait_ready_baseline(base: &str) -> anyhow::Result<()> {
+    let client = http_client()?;
+    for _ in 0..100 {
+        if let Ok(r) = client.get(format!("{base}/api/v1/ping")).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the baseline never answered")
+}
+
+fn baseline_rate(rows: &[Row]) -> Option<f64> {
+    rows.iter()
+        .find(|r| r.backend == "baseline")
+        .map(Row::per_second)
+}
+
+fn print_table(rows: &[Row], memory: &[(&'static str, u64)]) {
+    let baseline = baseline_rate(rows);
+    println!();
+    println!(
+        "{:<11} {:<9} {:>9} {:>10} {:>8} {:>8} {:>7} {:>12}",
+        "scenario", "backend", "requests", "req/s", "p50 ms", "p99 ms", "errors", "vs baseline"
+    );
+    for r in rows {
+        let ratio = match baseline {
+            Some(b) if r.backend != "baseline" => format!("{:.0}%", 100.0 * r.per_second() / b),
+            _ => "—".to_owned(),
+        };
+        println!(
+            "{:<11} {:<9} {:>9} {:>10.0} {:>8.2} {:>8.2} {:>7} {:>12}",
+            r.scenario,
+            r.backend,
+            r.requests,
+            r.per_second(),
+            r.percentile_ms(50.0),
+            r.percentile_ms(99.0),
+            r.errors,
+            ratio
+        );
+    }
+    println!();
+    let own = vm_hwm(Path::new("/proc/self/status")).unwrap_or(0);
+    let list: Vec<String> = memory
+        .iter()
+        .map(|(name, bytes)| format!("{name} {:.1} MB", mb(*bytes)))
+        .collect();
+    println!(
+        "peak memory (VmHWM of each server process): {}; load generator (this process): {:.1} MB",
+        list.join(", "),
+        mb(own)
+    );
+}
+
+fn print_targets(rows: &[Row], memory: &[(&'static str, u64)]) {
+    let verdict = |pass: bool| if pass { "met" } else { "MISSED" };
+    println!("targets:");
+    if let Some(b) = baseline_rate(rows) {
+        for r in rows.iter().filter(|r| r.scenario == "look-up") {
+            let share = r.per_second() / b;
+            println!(
+                "  look-ups on {} ≥ 40% of the baseline: {:.0}% — {}",
+                r.backend,
+                share * 100.0,
+                verdict(share >= 0.4)
+            );
+        }
+    }
+    if let Some(r) = rows
+        .iter()
+        .find(|r| r.scenario == "submit" && r.backend == "sqlite")
+    {
+        println!(
+            "  submissions on sqlite ≥ 1,000/s (synchronous = FULL): {:.0}/s — {}",
+            r.per_second(),
+            verdict(r.per_second() >= 1000.0)
+        );
+    }
+    for (name, bytes) in memory.iter().filter(|(n, _)| *n != "baseline") {
+        println!(
+            "  peak memory of tokendesk on {name} < 100 MB: {:.1} MB — {}",
+            mb(*bytes),
+            verdict(*bytes < 100 * 1024 * 1024)
+        );
+    }
+}
