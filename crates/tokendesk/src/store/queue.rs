@@ -87,11 +87,17 @@ async fn claim_row(
     } else {
         ""
     };
+    // Two index-ordered picks (due rows, and rows whose holder's lease lapsed) instead of one
+    // OR-ed condition, which would scan and sort the whole backlog.
     let sql = format!(
         "UPDATE {table} SET state = '{running}', attempts = attempts + 1, locked_until = $1{holder_column} \
-         WHERE id = (SELECT id FROM {table} \
-             WHERE (state = 'queued' AND run_after <= $2) OR (state = '{running}' AND locked_until <= $2) \
-             ORDER BY run_after, id LIMIT 1{lock}) \
+         WHERE id = (SELECT id FROM ( \
+             SELECT id, run_after FROM (SELECT id, run_after FROM {table} \
+                 WHERE state = 'queued' AND run_after <= $2 ORDER BY run_after, id LIMIT 1{lock}) AS due \
+             UNION ALL \
+             SELECT id, run_after FROM (SELECT id, run_after FROM {table} \
+                 WHERE state = '{running}' AND locked_until <= $2 ORDER BY run_after, id LIMIT 1{lock}) AS lapsed \
+             ) AS next ORDER BY run_after, id LIMIT 1) \
          RETURNING {columns}"
     );
     let mut tx = store.write().await?;
