@@ -145,11 +145,7 @@ pub(super) async fn audit(command: AuditCommand) -> Result<(), CliError> {
                 ..system
             };
             if format == ExportFormat::Csv {
-                writeln!(
-                    out,
-                    "seq,at,actor,action,target,outcome,client_addr,details,prev_hash,hash"
-                )
-                .context("write")?;
+                writeln!(out, "{}", crate::store::AuditEvent::CSV_HEADER).context("write")?;
             }
             let mut after = 0;
             let mut count = 0u64;
@@ -174,23 +170,7 @@ pub(super) async fn audit(command: AuditCommand) -> Result<(), CliError> {
                             writeln!(out).context("write")?;
                         }
                         ExportFormat::Csv => {
-                            let at =
-                                e.at.format(&time::format_description::well_known::Rfc3339)
-                                    .unwrap_or_default();
-                            let fields = [
-                                e.seq.to_string(),
-                                at,
-                                e.actor.clone(),
-                                e.action.clone(),
-                                e.target.clone(),
-                                e.outcome.clone(),
-                                e.client_addr.clone().unwrap_or_default(),
-                                e.details.to_string(),
-                                e.prev_hash.clone(),
-                                e.hash.clone(),
-                            ];
-                            let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-                            writeln!(out, "{}", line.join(",")).context("write")?;
+                            writeln!(out, "{}", e.csv_row()).context("write")?;
                         }
                     }
                     count += 1;
@@ -202,21 +182,6 @@ pub(super) async fn audit(command: AuditCommand) -> Result<(), CliError> {
             }
             Ok(())
         }
-    }
-}
-
-/// A CSV field, quoted when needed (RFC 4180); cells that a spreadsheet would run as a formula
-/// are prefixed with a quote.
-fn csv_field(value: &str) -> String {
-    let value = if value.starts_with(['=', '+', '-', '@']) {
-        format!("'{value}")
-    } else {
-        value.to_owned()
-    };
-    if value.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
-    } else {
-        value
     }
 }
 

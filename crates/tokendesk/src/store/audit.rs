@@ -31,6 +31,50 @@ pub struct AuditEvent {
     pub hash: String,
 }
 
+impl AuditEvent {
+    /// The CSV header of [`AuditEvent::csv_row`].
+    pub const CSV_HEADER: &'static str =
+        "seq,at,actor,action,target,outcome,client_addr,details,prev_hash,hash";
+
+    /// The event as one CSV row (RFC 4180, without the line ending). A cell that a spreadsheet
+    /// would run as a formula gets a leading quote.
+    pub fn csv_row(&self) -> String {
+        let at = self
+            .at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        [
+            self.seq.to_string(),
+            at,
+            self.actor.clone(),
+            self.action.clone(),
+            self.target.clone(),
+            self.outcome.clone(),
+            self.client_addr.clone().unwrap_or_default(),
+            self.details.to_string(),
+            self.prev_hash.clone(),
+            self.hash.clone(),
+        ]
+        .iter()
+        .map(|cell| csv_cell(cell))
+        .collect::<Vec<_>>()
+        .join(",")
+    }
+}
+
+fn csv_cell(value: &str) -> String {
+    let value = if value.starts_with(['=', '+', '-', '@']) {
+        format!("'{value}")
+    } else {
+        value.to_owned()
+    };
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value
+    }
+}
+
 /// The hashed part of an event, in a fixed order (serde_json sorts object keys in `details`).
 #[derive(Serialize)]
 struct Canonical<'a> {

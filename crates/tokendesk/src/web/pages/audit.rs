@@ -200,20 +200,6 @@ pub async fn export_jsonl(
     ))
 }
 
-/// A CSV cell (RFC 4180); a cell a spreadsheet would run as a formula gets a leading quote.
-fn csv_cell(value: &str) -> String {
-    let value = if value.starts_with(['=', '+', '-', '@']) {
-        format!("'{value}")
-    } else {
-        value.to_owned()
-    };
-    if value.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
-    } else {
-        value
-    }
-}
-
 /// `GET /audit/export.csv`.
 pub async fn export_csv(
     State(state): State<WebState>,
@@ -221,31 +207,9 @@ pub async fn export_csv(
     Query(f): Query<AuditForm>,
 ) -> Result<Response, PageError> {
     let events = all_events(&state, &viewer, &f).await?;
-    let mut body =
-        String::from("seq,at,actor,action,target,outcome,client_addr,details,prev_hash,hash\r\n");
+    let mut body = format!("{}\r\n", crate::store::AuditEvent::CSV_HEADER);
     for e in &events {
-        let at =
-            e.at.format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default();
-        let cells = [
-            e.seq.to_string(),
-            at,
-            e.actor.clone(),
-            e.action.clone(),
-            e.target.clone(),
-            e.outcome.clone(),
-            e.client_addr.clone().unwrap_or_default(),
-            e.details.to_string(),
-            e.prev_hash.clone(),
-            e.hash.clone(),
-        ];
-        body.push_str(
-            &cells
-                .iter()
-                .map(|c| csv_cell(c))
-                .collect::<Vec<_>>()
-                .join(","),
-        );
+        body.push_str(&e.csv_row());
         body.push_str("\r\n");
     }
     Ok(download(
