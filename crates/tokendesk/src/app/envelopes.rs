@@ -34,12 +34,7 @@ impl App {
 
     /// The envelope, for its owner only (anyone else: not found).
     pub async fn envelope(&self, actor: &Actor, id: &str) -> AppResult<EnvelopeView> {
-        let mut conn = self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(StoreError::from)?;
+        let mut conn = self.read().await?;
         let stored = store::get_envelope(&mut conn, id)
             .await?
             .filter(|e| e.envelope.owner == actor.login)

@@ -203,6 +203,16 @@ impl App {
         Actor { login, roles }
     }
 
+    /// A pooled connection for reads.
+    pub(crate) async fn read(&self) -> AppResult<sqlx::pool::PoolConnection<sqlx::Any>> {
+        Ok(self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(StoreError::from)?)
+    }
+
     /// Wakes the workers (work was queued).
     pub fn wake(&self) {
         self.0.wake.notify_one();
@@ -332,5 +342,31 @@ impl App {
         self.audit(&mut tx, &record, ctx).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(())
+    }
+}
+
+/// Whose things a list shows: the login given in `field` when the actor `may_see_others`
+/// (`None`: everyone's), otherwise only the actor's own; naming someone else without that right
+/// is refused with `refusal`.
+pub(crate) fn whose(
+    actor: &Actor,
+    field: &'static str,
+    raw: Option<&str>,
+    may_see_others: bool,
+    refusal: &str,
+) -> Result<Option<Login>, DomainError> {
+    let named = match raw.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(s) => Some(Login::parse(s).map_err(|mut e| {
+            e.field = field;
+            DomainError::Invalid(vec![e])
+        })?),
+        None => None,
+    };
+    if may_see_others {
+        return Ok(named);
+    }
+    match named {
+        Some(other) if other != actor.login => Err(DomainError::Forbidden(refusal.to_owned())),
+        _ => Ok(Some(actor.login.clone())),
     }
 }

@@ -2,7 +2,7 @@
 
 use super::{App, AppResult};
 use crate::domain::{Actor, DomainError};
-use crate::store::{self, Person, StoreError};
+use crate::store::{self, Person};
 
 /// The most people one search returns.
 const SEARCH_LIMIT: i64 = 50;
@@ -17,12 +17,7 @@ impl App {
             )
             .into());
         }
-        let mut conn = self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(StoreError::from)?;
+        let mut conn = self.read().await?;
         Ok(store::search_people(&mut conn, term.trim(), SEARCH_LIMIT).await?)
     }
 }

@@ -4,8 +4,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{App, AppError, AppResult, Mailer};
-use crate::domain::{Actor, DomainError, FieldError, Login};
-use crate::store::{self, AuditEvent, AuditFilter, ChainBreak, MailboxMessage, StoreError};
+use crate::domain::{Actor, DomainError, FieldError};
+use crate::store::{self, AuditEvent, AuditFilter, ChainBreak, MailboxMessage};
 
 /// Filters of the audit trail as given by a person (validated here).
 #[derive(Debug, Clone, Default)]
@@ -57,33 +57,15 @@ impl App {
                 "there is no mailbox: email is sent by SMTP in this configuration".into(),
             ));
         }
-        let to = match to.map(str::trim).filter(|s| !s.is_empty()) {
-            Some(s) => Some(Login::parse(s).map_err(|mut e| {
-                e.field = "to";
-                DomainError::Invalid(vec![e])
-            })?),
-            None => None,
-        };
         // Admins read every inbox; others only their own.
-        let to = if actor.roles.admin {
-            to
-        } else {
-            match to {
-                Some(other) if other != actor.login => {
-                    return Err(DomainError::Forbidden(
-                        "only admins can read other people's mail".into(),
-                    )
-                    .into());
-                }
-                _ => Some(actor.login.clone()),
-            }
-        };
-        let mut conn = self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(StoreError::from)?;
+        let to = super::whose(
+            actor,
+            "to",
+            to,
+            actor.roles.admin,
+            "only admins can read other people's mail",
+        )?;
+        let mut conn = self.read().await?;
         Ok(store::mailbox(&mut conn, to.as_ref(), 200).await?)
     }
 
@@ -126,23 +108,13 @@ impl App {
             after_seq: query.after_seq.unwrap_or(0).max(0),
             limit: query.limit.unwrap_or(500).clamp(1, 5000),
         };
-        let mut conn = self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(StoreError::from)?;
+        let mut conn = self.read().await?;
         Ok(store::list_audit(&mut conn, &filter).await?)
     }
 
     /// Walks the audit chain: the number of events, or the first broken link.
     pub async fn verify_audit(&self) -> AppResult<Result<u64, ChainBreak>> {
-        let mut conn = self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(StoreError::from)?;
+        let mut conn = self.read().await?;
         Ok(store::verify_chain(&mut conn).await?)
     }
 }

@@ -6,7 +6,7 @@ use time::Date;
 use super::{App, AppResult, Ctx};
 use crate::domain::envelope::Envelope;
 use crate::domain::request::{self, RawNewRequest, Request, RequestState, parse_date};
-use crate::domain::{Actor, Change, DomainError, Login, RequestId};
+use crate::domain::{Actor, Change, DomainError, RequestId};
 use crate::store::{self, Person, RequestFilter, StoreError, StoredToken, Tx};
 
 /// A request with what was issued for it.
@@ -60,12 +60,7 @@ impl App {
 
     /// One request, if the actor may see it.
     pub async fn request(&self, actor: &Actor, id: RequestId) -> AppResult<RequestView> {
-        let mut conn = self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(StoreError::from)?;
+        let mut conn = self.read().await?;
         let (request, token, envelope) = store::request_view(&mut conn, id)
             .await?
             .filter(|(r, _, _)| request::visible_to(r, actor))
@@ -86,38 +81,20 @@ impl App {
             ),
             None => None,
         };
-        let requester = match query.requester.as_deref().filter(|s| !s.is_empty()) {
-            Some(s) => Some(Login::parse(s).map_err(|mut e| {
-                e.field = "requester";
-                DomainError::Invalid(vec![e])
-            })?),
-            None => None,
-        };
-        let requester = if actor.roles.can_look_up_people() {
-            requester
-        } else {
-            match requester {
-                Some(other) if other != actor.login => {
-                    return Err(DomainError::Forbidden(
-                        "only approvers and the help desk can list other people's requests".into(),
-                    )
-                    .into());
-                }
-                _ => Some(actor.login.clone()),
-            }
-        };
+        let requester = super::whose(
+            actor,
+            "requester",
+            query.requester.as_deref(),
+            actor.roles.can_look_up_people(),
+            "only approvers and the help desk can list other people's requests",
+        )?;
         let filter = RequestFilter {
             requester,
             state,
             oldest_first: query.oldest_first,
             limit: query.limit.unwrap_or(200).clamp(1, 1000),
         };
-        let mut conn = self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(StoreError::from)?;
+        let mut conn = self.read().await?;
         Ok(store::list_requests(&mut conn, &filter).await?)
     }
 

@@ -4,42 +4,27 @@ use tokendesk_canvas::{CanvasError, CanvasTokenId, CanvasUserId, TokenRef, UserR
 
 use super::{App, AppResult, Ctx};
 use crate::domain::request::{self, Request};
-use crate::domain::{Actor, DomainError, Login, TokenId};
-use crate::store::{self, StoreError, StoredToken, TokenState};
+use crate::domain::{Actor, DomainError, TokenId};
+use crate::store::{self, StoredToken, TokenState};
 
 impl App {
     /// Tokens: one's own; the help desk and approvers may ask for anyone's (`owner`).
     pub async fn tokens(&self, actor: &Actor, owner: Option<&str>) -> AppResult<Vec<StoredToken>> {
-        let owner = match owner.map(str::trim).filter(|s| !s.is_empty()) {
-            Some(s) => Login::parse(s).map_err(|mut e| {
-                e.field = "owner";
-                DomainError::Invalid(vec![e])
-            })?,
-            None => actor.login.clone(),
-        };
-        if owner != actor.login && !actor.roles.can_look_up_people() {
-            return Err(DomainError::Forbidden(
-                "only the help desk and approvers can list other people's tokens".into(),
-            )
-            .into());
-        }
-        let mut conn = self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(StoreError::from)?;
+        let owner = super::whose(
+            actor,
+            "owner",
+            owner,
+            actor.roles.can_look_up_people(),
+            "only the help desk and approvers can list other people's tokens",
+        )?
+        .unwrap_or_else(|| actor.login.clone());
+        let mut conn = self.read().await?;
         Ok(store::list_tokens(&mut conn, Some(&owner), 500).await?)
     }
 
     /// One token with its request, if the actor may see it.
     pub async fn token(&self, actor: &Actor, id: TokenId) -> AppResult<(StoredToken, Request)> {
-        let mut conn = self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(StoreError::from)?;
+        let mut conn = self.read().await?;
         let token = store::get_token(&mut conn, id)
             .await?
             .filter(|t| t.owner == actor.login || actor.roles.can_look_up_people())

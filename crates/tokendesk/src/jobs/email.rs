@@ -113,7 +113,7 @@ pub(super) async fn run(app: &App, claimed: ClaimedEmail) -> Result<(), StoreErr
 /// The recipient's address and name: known to tokendesk, or looked up in Canvas.
 async fn recipient(app: &App, login: &str) -> Result<Person, WorkError> {
     let login = Login::parse(login).map_err(|e| WorkError::Permanent(e.message))?;
-    let mut conn = app.store.pool().acquire().await.map_err(StoreError::from)?;
+    let mut conn = app.read().await?;
     if let Some(p) = store::person(&mut conn, &login).await?
         && p.email.is_some()
     {
@@ -128,7 +128,7 @@ async fn request_of(
     id: Option<RequestId>,
 ) -> Result<crate::domain::request::Request, WorkError> {
     let id = id.ok_or_else(|| WorkError::Permanent("the email names no request".into()))?;
-    let mut conn = app.store.pool().acquire().await.map_err(StoreError::from)?;
+    let mut conn = app.read().await?;
     store::get_request(&mut conn, id)
         .await?
         .ok_or_else(|| WorkError::Permanent(format!("request {id} does not exist")))
@@ -176,7 +176,7 @@ async fn compose(app: &App, claimed: &ClaimedEmail) -> Result<Option<OutgoingEma
             product_name: &app.product_name,
         }),
         "revoked" => {
-            let mut conn = app.store.pool().acquire().await.map_err(StoreError::from)?;
+            let mut conn = app.read().await?;
             let token = store::token_for_request(&mut conn, request.id).await?;
             revocation_email(&RevocationMail {
                 to: &to,
@@ -204,7 +204,7 @@ async fn compose(app: &App, claimed: &ClaimedEmail) -> Result<Option<OutgoingEma
 /// envelope, close the old one, and send a new link.
 async fn reissue(app: &App, claimed: &ClaimedEmail) -> Result<Option<OutgoingEmail>, WorkError> {
     let request = request_of(app, claimed.request_id).await?;
-    let mut conn = app.store.pool().acquire().await.map_err(StoreError::from)?;
+    let mut conn = app.read().await?;
     let token = store::token_for_request(&mut conn, request.id).await?;
     drop(conn);
     let token = match token {

@@ -137,7 +137,7 @@ pub(super) async fn run(app: &App, job: &ClaimedJob) -> Result<(), WorkError> {
     let Some(id) = job.request_id else {
         return finish(app, job).await;
     };
-    let mut conn = app.store.pool().acquire().await.map_err(StoreError::from)?;
+    let mut conn = app.read().await?;
     let request = store::get_request(&mut conn, id)
         .await?
         .ok_or_else(|| WorkError::Permanent(format!("request {id} does not exist")))?;

@@ -43,7 +43,7 @@ pub async fn sweep(app: &App) -> AppResult<SweepReport> {
     tx.commit().await.map_err(StoreError::from)?;
     report.envelopes_expired = closed.len();
 
-    let mut conn = app.store.pool().acquire().await.map_err(StoreError::from)?;
+    let mut conn = app.read().await?;
     let due = store::expiring_requests(&mut conn, now.date(), 500).await?;
     let pending = store::pending_tokens(&mut conn, 1000).await?;
     drop(conn);

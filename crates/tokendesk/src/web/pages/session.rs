@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header::{CONTENT_TYPE, COOKIE, HOST, LOCATION, ORIGIN, SET_COOKIE};
+use axum::http::header::{CONTENT_TYPE, HOST, LOCATION, ORIGIN, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -22,7 +22,7 @@ use crate::app::{Ctx, Mailer};
 use crate::config::AuthMode;
 use crate::domain::Actor;
 use crate::web::WebState;
-use crate::web::auth::SignedIn;
+use crate::web::auth::{SignedIn, cookie};
 
 /// The double-submit CSRF cookie.
 pub const CSRF_COOKIE: &str = "tokendesk_csrf";
@@ -91,17 +91,6 @@ pub struct Viewer {
     path: String,
     demo: bool,
     mailbox: bool,
-}
-
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
 }
 
 fn valid_csrf(value: &str) -> bool {
