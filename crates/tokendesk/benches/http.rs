@@ -24,7 +24,11 @@
 //! random request submitted before, by its owner. Signed in with `X-Remote-User` from loopback.
 //! Between the two the bench waits (at most 120 s; 60 s with `--quick`) until the workers have
 //! sent the notices the submissions queued, and prints how long that took, so that look-ups run
-//! on a quiet service.
+//! on a quiet service. `look-up` runs tokendesk as configured by default, with its status look-up
+//! cache (every request looked up is one of the few thousand just submitted, so after the first
+//! look-up of each, most are answered from memory); `look-up, no cache` then runs the same
+//! look-ups against a second `tokendesk serve` on the same database with `view_cache_entries = 0`,
+//! so that every look-up is a database query. The peak memory is the first server's.
 //!
 //! `TOKENDESK_BENCH_BIN=/path/to/tokendesk` measures another build of `tokendesk serve` (to
 //! compare before and after a change); `TOKENDESK_BENCH_MAX_CONNECTIONS=N` sets its
@@ -207,8 +211,24 @@ fn tokendesk_serve(config: &Path) -> Command {
     command
 }
 
-fn write_config(dir: &Path, database_url: &str, sim: &RunningSim) -> anyhow::Result<PathBuf> {
-    let path = dir.join("tokendesk.toml");
+/// Whether the server keeps its status look-up cache (the default) or reads the database for
+/// every look-up (`view_cache_entries = 0`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cache {
+    On,
+    Off,
+}
+
+fn write_config(
+    dir: &Path,
+    database_url: &str,
+    sim: &RunningSim,
+    cache: Cache,
+) -> anyhow::Result<PathBuf> {
+    let path = dir.join(match cache {
+        Cache::On => "tokendesk.toml",
+        Cache::Off => "tokendesk-uncached.toml",
+    });
     let mut text = format!(
         "listen = \"127.0.0.1:0\"\n\
          public_url = \"http://127.0.0.1:8080/\"\n\
@@ -218,8 +238,12 @@ fn write_config(dir: &Path, database_url: &str, sim: &RunningSim) -> anyhow::Res
          [email]\ntransport = \"mailbox\"\n",
         sim.base_url()
     );
+    text.push_str("[database]\n");
     if let Some(n) = pool_size() {
-        text.push_str(&format!("[database]\nmax_connections = {n}\n"));
+        text.push_str(&format!("max_connections = {n}\n"));
+    }
+    if cache == Cache::Off {
+        text.push_str("view_cache_entries = 0\n");
     }
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
@@ -493,13 +517,18 @@ async fn wait_for_emails(database_url: &str, backend: &str, limit: Duration) -> 
     }
 }
 
-/// Submissions then look-ups against one tokendesk; returns the rows and the child's peak memory.
+/// Submissions then look-ups against tokendesk as configured by default; then look-ups again
+/// against a tokendesk on the same database with its status look-up cache off (every look-up a
+/// database query). Returns the rows and the first server's peak memory.
 async fn tokendesk_scenarios(
-    server: &Server,
+    dir: &Path,
     backend: &'static str,
     database_url: &str,
+    sim: &RunningSim,
     timing: Timing,
 ) -> anyhow::Result<(Vec<Row>, u64)> {
+    let config = write_config(dir, database_url, sim, Cache::On)?;
+    let server = Server::start(backend, tokendesk_serve(&config))?;
     wait_ready(&server.base).await?;
     let (submit, created) = scenario(
         "submit",
@@ -519,18 +548,41 @@ async fn tokendesk_scenarios(
         bail!("no request was created on {backend}: look-ups impossible");
     }
     wait_for_emails(database_url, backend, timing.drain_limit).await?;
+    let created = Arc::new(created);
     let (look_up, _) = scenario(
         "look-up",
         backend,
         &server.base,
         Load::LookUp,
-        Arc::new(created),
+        created.clone(),
         timing,
     )
     .await?;
     println!("  {backend}: look-up done ({:.0}/s)", look_up.per_second());
-    Ok((vec![submit, look_up], server.peak_memory()?))
+    let peak = server.peak_memory()?;
+    drop(server);
+
+    let config = write_config(dir, database_url, sim, Cache::Off)?;
+    let server = Server::start(backend, tokendesk_serve(&config))?;
+    wait_ready(&server.base).await?;
+    let (uncached, _) = scenario(
+        UNCACHED,
+        backend,
+        &server.base,
+        Load::LookUp,
+        created,
+        timing,
+    )
+    .await?;
+    println!(
+        "  {backend}: look-up with the cache off done ({:.0}/s)",
+        uncached.per_second()
+    );
+    Ok((vec![submit, look_up, uncached], peak))
 }
+
+/// The scenario name of look-ups with `view_cache_entries = 0`.
+const UNCACHED: &str = "look-up, no cache";
 
 // ---- PostgreSQL ------------------------------------------------------------------------------
 
@@ -680,14 +732,7 @@ async fn run() -> anyhow::Result<bool> {
     let dir = std::env::temp_dir().join(format!("tokendesk-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let sqlite_url = format!("sqlite://{}", dir.join("tokendesk.db").display());
-    let config = write_config(&dir, &sqlite_url, &sim)?;
-    let outcome = async {
-        let server = Server::start("sqlite", tokendesk_serve(&config))?;
-        let result = tokendesk_scenarios(&server, "sqlite", &sqlite_url, timing).await;
-        drop(server);
-        result
-    }
-    .await;
+    let outcome = tokendesk_scenarios(&dir, "sqlite", &sqlite_url, &sim, timing).await;
     let _ = std::fs::remove_dir_all(&dir);
     match outcome {
         Ok((r, peak)) => {
@@ -705,14 +750,7 @@ async fn run() -> anyhow::Result<bool> {
     if let Some(db) = PgDatabase::create().await? {
         let dir = std::env::temp_dir().join(format!("tokendesk-bench-pg-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let config = write_config(&dir, &db.url, &sim)?;
-        let outcome = async {
-            let server = Server::start("postgres", tokendesk_serve(&config))?;
-            let result = tokendesk_scenarios(&server, "postgres", &db.url, timing).await;
-            drop(server);
-            result
-        }
-        .await;
+        let outcome = tokendesk_scenarios(&dir, "postgres", &db.url, &sim, timing).await;
         let _ = std::fs::remove_dir_all(&dir);
         if let Err(e) = db.drop_database().await {
             eprintln!("could not drop the benchmark database {}: {e:#}", db.name);
@@ -765,7 +803,7 @@ fn print_table(rows: &[Row], memory: &[(&'static str, u64)]) {
     let baseline = baseline_rate(rows);
     println!();
     println!(
-        "{:<11} {:<9} {:>9} {:>10} {:>8} {:>8} {:>7} {:>12}",
+        "{:<18} {:<9} {:>9} {:>10} {:>8} {:>8} {:>7} {:>12}",
         "scenario", "backend", "requests", "req/s", "p50 ms", "p99 ms", "errors", "vs baseline"
     );
     for r in rows {
@@ -774,7 +812,7 @@ fn print_table(rows: &[Row], memory: &[(&'static str, u64)]) {
             _ => "—".to_owned(),
         };
         println!(
-            "{:<11} {:<9} {:>9} {:>10.0} {:>8.2} {:>8.2} {:>7} {:>12}",
+            "{:<18} {:<9} {:>9} {:>10.0} {:>8.2} {:>8.2} {:>7} {:>12}",
             r.scenario,
             r.backend,
             r.requests,
@@ -804,8 +842,14 @@ fn print_targets(rows: &[Row], memory: &[(&'static str, u64)]) {
     if let Some(b) = baseline_rate(rows) {
         for r in rows.iter().filter(|r| r.scenario == "look-up") {
             let share = r.per_second() / b;
+            let uncached = rows
+                .iter()
+                .find(|u| u.scenario == UNCACHED && u.backend == r.backend)
+                .map_or_else(String::new, |u| {
+                    format!(" (with the cache off: {:.0}%)", 100.0 * u.per_second() / b)
+                });
             println!(
-                "  look-ups on {} ≥ 40% of the baseline: {:.0}% — {}",
+                "  look-ups on {} ≥ 40% of the baseline: {:.0}% — {}{uncached}",
                 r.backend,
                 share * 100.0,
                 verdict(share >= 0.4)

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::app::App;
-use crate::config::Config;
+use crate::config::{Config, DatabaseUrl};
 use crate::domain::Login;
 use crate::web::{WebAuth, WebOptions, router_with};
 
@@ -19,6 +19,38 @@ pub struct RunningServer {
     stop: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     workers: JoinHandle<()>,
+    /// SQLite: held while serving, so that no second instance serves the same file.
+    _sqlite_lock: Option<std::fs::File>,
+}
+
+/// An SQLite database is served by one process: its status look-up cache (and its writers'
+/// queue) know of no other. The lock is `<database>.lock`, released when the process ends.
+fn lock_sqlite(database: &DatabaseUrl) -> anyhow::Result<Option<std::fs::File>> {
+    let DatabaseUrl::Sqlite(path) = database else {
+        return Ok(None);
+    };
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = std::path::PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open the lock file {}", lock_path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another tokendesk is already serving the SQLite database {} (it holds {}); \
+             SQLite serves one instance: stop the other one, or move to PostgreSQL \
+             (tokendesk db copy) to run several",
+            path.display(),
+            lock_path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", lock_path.display()))
+        }
+    }
 }
 
 /// Starts the server on `listener` and the workers beside it.
@@ -29,6 +61,7 @@ pub async fn start(
     listener: TcpListener,
 ) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
+    let sqlite_lock = lock_sqlite(&config.database)?;
     let auth = WebAuth::new(&config.auth, addr, demo_people).context("cannot set up sign-in")?;
     let routes = router_with(app.clone(), auth, WebOptions::from_config(config));
     let (stop, stopped) = watch::channel(false);
@@ -50,6 +83,7 @@ pub async fn start(
         stop,
         server,
         workers,
+        _sqlite_lock: sqlite_lock,
     })
 }
 

@@ -60,11 +60,13 @@ impl App {
 
     /// One request, if the actor may see it.
     pub async fn request(&self, actor: &Actor, id: RequestId) -> AppResult<RequestView> {
-        let mut conn = self.read().await?;
-        let (request, token, envelope) = store::request_view(&mut conn, id)
+        let view = self
+            .store
+            .request_view(id)
             .await?
-            .filter(|(r, _, _)| request::visible_to(r, actor))
+            .filter(|v| request::visible_to(&v.0, actor))
             .ok_or(DomainError::NotFound)?;
+        let (request, token, envelope) = view.as_ref().clone();
         Ok(RequestView {
             request,
             token,

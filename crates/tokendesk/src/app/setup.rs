@@ -11,7 +11,7 @@ use super::{App, AppParts, Clock, Mailer, RoleBook, WorkerSettings};
 use crate::config::{Config, DatabaseUrl, EmailTransport, PoolConfig, SmtpTls};
 use crate::delivery::email::{self, SmtpSender, SmtpSettings};
 use crate::domain::Login;
-use crate::store::{Store, StoreOptions};
+use crate::store::{Store, StoreOptions, ViewCacheOptions};
 
 /// The connection string for a database URL (SQLite files are created when missing).
 pub fn connection_string(database: &DatabaseUrl) -> String {
@@ -29,6 +29,10 @@ pub fn store_options(pool: &PoolConfig) -> StoreOptions {
         acquire_timeout: Duration::from_secs(pool.acquire_timeout_secs),
         idle_timeout: (pool.idle_timeout_secs > 0)
             .then(|| Duration::from_secs(pool.idle_timeout_secs)),
+        view_cache: ViewCacheOptions {
+            entries: usize::try_from(pool.view_cache_entries).unwrap_or(usize::MAX),
+            ttl: Duration::from_secs(pool.view_cache_secs),
+        },
     }
 }
 

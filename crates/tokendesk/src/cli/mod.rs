@@ -99,8 +99,10 @@ impl From<anyhow::Error> for CliError {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TOKENDESK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Colours only on a terminal: a log file or the journal gets plain text.
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(filter)
         .try_init();
 }

@@ -54,6 +54,8 @@ struct RawDatabase {
     max_connections: Option<u32>,
     acquire_timeout_secs: Option<u64>,
     idle_timeout_secs: Option<u64>,
+    view_cache_entries: Option<u64>,
+    view_cache_secs: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -972,10 +974,26 @@ fn build_pool(raw: RawDatabase, ctx: &mut Ctx) -> Option<PoolConfig> {
         d.idle_timeout_secs,
         0..=86_400,
     );
+    let cache_entries = in_range(
+        ctx,
+        "database.view_cache_entries",
+        raw.view_cache_entries,
+        d.view_cache_entries,
+        0..=1_000_000,
+    );
+    let cache_secs = in_range(
+        ctx,
+        "database.view_cache_secs",
+        raw.view_cache_secs,
+        d.view_cache_secs,
+        1..=3600,
+    );
     Some(PoolConfig {
         max_connections: u32::try_from(max_connections?).ok()?,
         acquire_timeout_secs: acquire?,
         idle_timeout_secs: idle?,
+        view_cache_entries: cache_entries?,
+        view_cache_secs: cache_secs?,
     })
 }
 

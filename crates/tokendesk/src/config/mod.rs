@@ -157,7 +157,7 @@ impl fmt::Display for SecretSource {
     }
 }
 
-/// `[database]`: the connection pool (PostgreSQL and SQLite files; an in-memory SQLite database
+/// `[database]`: the connection pool and the status look-up cache (PostgreSQL and SQLite files; an in-memory SQLite database
 /// always has one connection).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolConfig {
@@ -168,6 +168,11 @@ pub struct PoolConfig {
     pub acquire_timeout_secs: u64,
     /// An idle connection is closed after this long; 0 keeps them (`idle_timeout_secs`).
     pub idle_timeout_secs: u64,
+    /// Request views the status look-up cache keeps; 0 turns it off (`view_cache_entries`).
+    pub view_cache_entries: u64,
+    /// How long a cached view is served at most (`view_cache_secs`); changes made through any
+    /// instance drop it at once.
+    pub view_cache_secs: u64,
 }
 
 impl Default for PoolConfig {
@@ -176,6 +181,8 @@ impl Default for PoolConfig {
             max_connections: 10,
             acquire_timeout_secs: 10,
             idle_timeout_secs: 600,
+            view_cache_entries: 10_000,
+            view_cache_secs: 10,
         }
     }
 }

@@ -48,6 +48,18 @@ pub fn summary(config: &Config) -> String {
     );
     let _ = writeln!(
         out,
+        "database.cache:  {}",
+        if c.pool.view_cache_entries == 0 {
+            "status look-ups read the database every time (view_cache_entries 0)".to_owned()
+        } else {
+            format!(
+                "view_cache_entries {}, view_cache_secs {}",
+                c.pool.view_cache_entries, c.pool.view_cache_secs
+            )
+        }
+    );
+    let _ = writeln!(
+        out,
         "workers:         lease_secs {}, sweep_every_secs {}",
         c.workers.lease_secs, c.workers.sweep_every_secs
     );

@@ -52,6 +52,8 @@ pub(crate) const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("max_connections", U32),
             ("acquire_timeout_secs", U64),
             ("idle_timeout_secs", U64),
+            ("view_cache_entries", U64),
+            ("view_cache_secs", U64),
         ],
     ),
     ("workers", &[("lease_secs", U64), ("sweep_every_secs", U64)]),

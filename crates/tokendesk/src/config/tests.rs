@@ -723,6 +723,7 @@ fn pool_workers_and_sslmode() {
     let text = format!(
         "database_url = \"postgres://u:pw@db.example.edu/td?sslmode=verify-full&sslrootcert=/etc/ca.pem\"\n\
          [database]\nmax_connections = 40\nacquire_timeout_secs = 5\nidle_timeout_secs = 0\n\
+         view_cache_entries = 0\nview_cache_secs = 30\n\
          [workers]\nlease_secs = 60\nsweep_every_secs = 10\n{}",
         minimal()
     );
@@ -732,7 +733,9 @@ fn pool_workers_and_sslmode() {
         PoolConfig {
             max_connections: 40,
             acquire_timeout_secs: 5,
-            idle_timeout_secs: 0
+            idle_timeout_secs: 0,
+            view_cache_entries: 0,
+            view_cache_secs: 30,
         }
     );
     assert_eq!((c.workers.lease_secs, c.workers.sweep_every_secs), (60, 10));
@@ -743,16 +746,20 @@ fn pool_workers_and_sslmode() {
     let summary = summary(&c);
     assert!(summary.contains("sslmode=verify-full"), "{summary}");
     assert!(summary.contains("max_connections 40"), "{summary}");
+    assert!(summary.contains("view_cache_entries 0"), "{summary}");
     assert!(!summary.contains("pw@"), "{summary}");
 
     let bad = format!(
-        "[database]\nmax_connections = 0\nacquire_timeout_secs = 601\n[workers]\nlease_secs = 0\n{}",
+        "[database]\nmax_connections = 0\nacquire_timeout_secs = 601\nview_cache_entries = 1000001\n\
+         view_cache_secs = 0\n[workers]\nlease_secs = 0\n{}",
         minimal()
     );
     let errs = errors_of("pool-bad", &bad);
     for key in [
         "database.max_connections",
         "database.acquire_timeout_secs",
+        "database.view_cache_entries",
+        "database.view_cache_secs",
         "workers.lease_secs",
     ] {
         assert!(errs.iter().any(|e| e.key == key), "{key} in {errs}");
@@ -777,10 +784,12 @@ fn pool_workers_and_sslmode() {
         [
             ("TOKENDESK_DATABASE__MAX_CONNECTIONS", "3"),
             ("TOKENDESK_WORKERS__LEASE_SECS", "5"),
+            ("TOKENDESK_DATABASE__VIEW_CACHE_SECS", "60"),
         ],
     )
     .unwrap();
     assert_eq!((c.pool.max_connections, c.workers.lease_secs), (3, 5));
+    assert_eq!(c.pool.view_cache_secs, 60);
 }
 
 #[test]

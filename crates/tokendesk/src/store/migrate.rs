@@ -35,6 +35,11 @@ const POSTGRES: &[Migration] = &[
         name: "periodic_runs",
         sql: include_str!("../../migrations/postgres/0002_periodic_runs.sql"),
     },
+    Migration {
+        version: 3,
+        name: "request_change_notices",
+        sql: include_str!("../../migrations/postgres/0003_request_change_notices.sql"),
+    },
 ];
 
 pub(super) async fn run(store: &Store) -> StoreResult<usize> {

@@ -8,6 +8,7 @@ mod migrate;
 mod periodic;
 mod queue;
 mod rows;
+mod views;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub use periodic::{PeriodicRun, claim_period, periodic_run};
 pub use queue::MailboxMessage;
 pub use queue::{ClaimedEmail, ClaimedJob, JobKind, QueuedEmail};
 pub use rows::{StoredEnvelope, StoredToken, TokenState};
+pub use views::{CHANGE_CHANNEL, RequestViewRow, ViewCache, ViewCacheOptions, ViewCacheStats};
 
 use crate::domain::envelope::Envelope;
 use crate::domain::request::{Holdings, NewRequest, Request, RequestState};
@@ -88,6 +90,8 @@ pub struct StoreOptions {
     pub acquire_timeout: Duration,
     /// Close connections idle this long; `None` keeps them.
     pub idle_timeout: Option<Duration>,
+    /// The status look-up cache.
+    pub view_cache: ViewCacheOptions,
 }
 
 impl Default for StoreOptions {
@@ -96,6 +100,7 @@ impl Default for StoreOptions {
             max_connections: 8,
             acquire_timeout: Duration::from_secs(10),
             idle_timeout: Some(Duration::from_secs(600)),
+            view_cache: ViewCacheOptions::default(),
         }
     }
 }
@@ -108,6 +113,10 @@ pub struct Store {
     writers: Option<SqliteWriters>,
     backend: Backend,
     acquire_timeout: Duration,
+    /// Recently read request views ([`views`]).
+    views: Arc<ViewCache>,
+    /// PostgreSQL: hears other instances' changes for `views`; stops with the last clone.
+    listener: Option<Arc<views::ListenerGuard>>,
 }
 
 /// SQLite lets one transaction write at a time. Writers queue here, in-process and first come
@@ -129,18 +138,36 @@ pub struct Tx {
     tx: sqlx::Transaction<'static, sqlx::Any>,
     /// SQLite: the writer's turn, held until the transaction has ended.
     turn: Option<OwnedMutexGuard<()>>,
+    /// Requests whose view this transaction changes, and the cache to tell once it committed.
+    changed: Vec<i64>,
+    views: Arc<ViewCache>,
 }
 
 impl Tx {
+    /// Notes that this transaction changes what a status look-up of `id` shows.
+    fn changes(&mut self, id: RequestId) {
+        if !self.changed.contains(&id.0) {
+            self.changed.push(id.0);
+        }
+    }
+
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        let Tx { tx, turn } = self;
+        let Tx {
+            tx,
+            turn,
+            changed,
+            views,
+        } = self;
         let done = tx.commit().await;
+        // Even a failed commit may have committed: forget the views either way, and before
+        // the next writer's turn, so that no one reads a view older than a write they saw.
+        views.changed(&changed);
         drop(turn);
         done
     }
 
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        let Tx { tx, turn } = self;
+        let Tx { tx, turn, .. } = self;
         let done = tx.rollback().await;
         drop(turn);
         done
@@ -220,11 +247,35 @@ impl Store {
                 })
             }
         };
+        let cache = options.view_cache;
+        let (views, listener) = match backend {
+            // This process is the database's only writer (see `views`).
+            Backend::Sqlite => (Arc::new(ViewCache::new(cache, true)), None),
+            Backend::Postgres if cache.entries == 0 => {
+                (Arc::new(ViewCache::new(cache, false)), None)
+            }
+            // Serves once the listener hears changes.
+            Backend::Postgres => {
+                let views = Arc::new(ViewCache::new(cache, false));
+                let listen = sqlx::postgres::PgConnectOptions::from_str(url)?
+                    .application_name("tokendesk-listener");
+                let pool = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(options.acquire_timeout)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .connect_lazy_with(listen);
+                let guard = views::spawn_listener(pool, views.clone());
+                (views, Some(Arc::new(guard)))
+            }
+        };
         Ok(Store {
             pool,
             writers,
             backend,
             acquire_timeout: options.acquire_timeout,
+            views,
+            listener,
         })
     }
 
@@ -264,7 +315,12 @@ impl Store {
             sqlx::query("SET LOCAL lock_timeout = '10s'")
                 .execute(&mut *tx)
                 .await?;
-            return Ok(Tx { tx, turn: None });
+            return Ok(Tx {
+                tx,
+                turn: None,
+                changed: Vec::new(),
+                views: self.views.clone(),
+            });
         };
         let conn = writers.pool.acquire().await?;
         let turn = tokio::time::timeout(self.acquire_timeout, writers.turn.clone().lock_owned())
@@ -274,10 +330,44 @@ impl Store {
         Ok(Tx {
             tx,
             turn: Some(turn),
+            changed: Vec::new(),
+            views: self.views.clone(),
         })
     }
 
+    /// The status look-up: a request with its token and newest envelope, from the cache when
+    /// it holds a fresh view, else from the database (and then kept).
+    pub async fn request_view(&self, id: RequestId) -> StoreResult<Option<Arc<RequestViewRow>>> {
+        if let Some(view) = self.views.get(id.0) {
+            return Ok(Some(view));
+        }
+        let ticket = self.views.ticket();
+        let mut conn = self.pool.acquire().await?;
+        let Some(view) = request_view(&mut conn, id).await? else {
+            return Ok(None);
+        };
+        let view = Arc::new(view);
+        self.views.keep(ticket, id.0, view.clone());
+        Ok(Some(view))
+    }
+
+    /// How the status look-up cache has done.
+    pub fn view_cache_stats(&self) -> ViewCacheStats {
+        self.views.stats()
+    }
+
     pub async fn close(&self) {
+        let stats = self.views.stats();
+        if stats.hits + stats.misses > 0 {
+            tracing::info!(
+                hits = stats.hits,
+                misses = stats.misses,
+                "status look-up cache"
+            );
+        }
+        if let Some(listener) = &self.listener {
+            listener.stop();
+        }
         if let Some(writers) = &self.writers {
             writers.pool.close().await;
         }
@@ -362,7 +452,7 @@ const REQUEST_COLUMNS: &str = "id, requester, purpose, application, requested_ex
      expires_on, state, decided_by, reason, created_at, updated_at";
 
 pub async fn insert_request(
-    conn: &mut AnyConnection,
+    tx: &mut Tx,
     requester: &Login,
     new: &NewRequest,
     now: OffsetDateTime,
@@ -378,9 +468,11 @@ pub async fn insert_request(
         .bind(new.application.as_deref())
         .bind(new.expires_on.to_string())
         .bind(ts(now))
-        .fetch_one(conn)
+        .fetch_one(&mut **tx)
         .await?;
-    rows::request(&row)
+    let request = rows::request(&row)?;
+    tx.changes(request.id);
+    Ok(request)
 }
 
 pub async fn get_request(conn: &mut AnyConnection, id: RequestId) -> StoreResult<Option<Request>> {
@@ -394,11 +486,7 @@ pub async fn get_request(conn: &mut AnyConnection, id: RequestId) -> StoreResult
 
 /// Writes a transition's new state if the request is still in the state it was read in;
 /// otherwise someone else moved it first and this is a `Conflict`.
-pub async fn update_request(
-    conn: &mut AnyConnection,
-    from: RequestState,
-    next: &Request,
-) -> StoreResult<()> {
+pub async fn update_request(tx: &mut Tx, from: RequestState, next: &Request) -> StoreResult<()> {
     let done = sqlx::query(
         "UPDATE requests SET state = $1, expires_on = $2, decided_by = $3, reason = $4, \
          updated_at = $5 WHERE id = $6 AND state = $7",
@@ -410,8 +498,9 @@ pub async fn update_request(
     .bind(ts(next.updated_at))
     .bind(next.id.0)
     .bind(from.as_str())
-    .execute(conn)
+    .execute(&mut **tx)
     .await?;
+    tx.changes(next.id);
     if done.rows_affected() == 1 {
         Ok(())
     } else {
@@ -477,7 +566,7 @@ const TOKEN_COLUMNS: &str = "id, request_id, owner, canvas_user_id, canvas_token
 /// Records a token created in Canvas.
 #[allow(clippy::too_many_arguments)]
 pub async fn insert_token(
-    conn: &mut AnyConnection,
+    tx: &mut Tx,
     request_id: RequestId,
     owner: &Login,
     canvas_user_id: i64,
@@ -499,8 +588,9 @@ pub async fn insert_token(
     .bind(state.as_str())
     .bind(ts(expires_at))
     .bind(ts(now))
-    .fetch_one(conn)
+    .fetch_one(&mut **tx)
     .await?;
+    tx.changes(request_id);
     Ok(TokenId(row.try_get::<i64, _>(0)?))
 }
 
@@ -542,33 +632,45 @@ pub async fn list_tokens(
 }
 
 pub async fn set_token_state(
-    conn: &mut AnyConnection,
+    tx: &mut Tx,
     id: TokenId,
     state: TokenState,
     now: OffsetDateTime,
 ) -> StoreResult<()> {
-    sqlx::query("UPDATE tokens SET state = $1, updated_at = $2 WHERE id = $3")
-        .bind(state.as_str())
-        .bind(ts(now))
-        .bind(id.0)
-        .execute(conn)
-        .await?;
-    Ok(())
+    let changed = sqlx::query(
+        "UPDATE tokens SET state = $1, updated_at = $2 WHERE id = $3 RETURNING request_id",
+    )
+    .bind(state.as_str())
+    .bind(ts(now))
+    .bind(id.0)
+    .fetch_optional(&mut **tx)
+    .await?;
+    token_changed(tx, changed)
 }
 
 /// A regenerated token has a new hint.
 pub async fn set_token_hint(
-    conn: &mut AnyConnection,
+    tx: &mut Tx,
     id: TokenId,
     hint: &str,
     now: OffsetDateTime,
 ) -> StoreResult<()> {
-    sqlx::query("UPDATE tokens SET hint = $1, updated_at = $2 WHERE id = $3")
-        .bind(hint)
-        .bind(ts(now))
-        .bind(id.0)
-        .execute(conn)
-        .await?;
+    let changed = sqlx::query(
+        "UPDATE tokens SET hint = $1, updated_at = $2 WHERE id = $3 RETURNING request_id",
+    )
+    .bind(hint)
+    .bind(ts(now))
+    .bind(id.0)
+    .fetch_optional(&mut **tx)
+    .await?;
+    token_changed(tx, changed)
+}
+
+/// Notes the request of an updated token (the row `RETURNING request_id`, if there was one).
+fn token_changed(tx: &mut Tx, row: Option<sqlx::any::AnyRow>) -> StoreResult<()> {
+    if let Some(row) = row {
+        tx.changes(RequestId(row.try_get::<i64, _>(0)?));
+    }
     Ok(())
 }
 
@@ -606,7 +708,7 @@ pub async fn expiring_requests(
 // ---- envelopes ---------------------------------------------------------------------------
 
 pub async fn insert_envelope(
-    conn: &mut AnyConnection,
+    tx: &mut Tx,
     envelope: &Envelope,
     nonce: &[u8],
     ciphertext: &[u8],
@@ -624,8 +726,9 @@ pub async fn insert_envelope(
     .bind(ciphertext)
     .bind(ts(envelope.created_at))
     .bind(ts(envelope.expires_at))
-    .execute(conn)
+    .execute(&mut **tx)
     .await?;
+    tx.changes(envelope.request_id);
     Ok(())
 }
 
@@ -695,11 +798,7 @@ pub async fn envelope_for_request(
 
 /// Writes an envelope's new state if it is unchanged since it was read (same reveal count);
 /// closed envelopes lose their ciphertext in the same statement.
-pub async fn update_envelope(
-    conn: &mut AnyConnection,
-    before: &Envelope,
-    next: &Envelope,
-) -> StoreResult<()> {
+pub async fn update_envelope(tx: &mut Tx, before: &Envelope, next: &Envelope) -> StoreResult<()> {
     let erase = !next.state.is_open();
     let done = sqlx::query(
         "UPDATE envelopes SET state = $1, reveals = $2, \
@@ -713,8 +812,9 @@ pub async fn update_envelope(
     .bind(next.id.as_str())
     .bind(i64::from(before.reveals))
     .bind(before.state.as_str())
-    .execute(conn)
+    .execute(&mut **tx)
     .await?;
+    tx.changes(next.request_id);
     if done.rows_affected() == 1 {
         Ok(())
     } else {
@@ -723,37 +823,34 @@ pub async fn update_envelope(
 }
 
 /// Erases the ciphertext of every open envelope of a request (token activated or revoked).
-pub async fn close_envelopes_of(
-    conn: &mut AnyConnection,
-    id: RequestId,
-    state: &str,
-) -> StoreResult<u64> {
+pub async fn close_envelopes_of(tx: &mut Tx, id: RequestId, state: &str) -> StoreResult<u64> {
     let done = sqlx::query(
         "UPDATE envelopes SET state = $1, nonce = NULL, ciphertext = NULL \
          WHERE request_id = $2 AND state IN ('sealed','revealed')",
     )
     .bind(state)
     .bind(id.0)
-    .execute(conn)
+    .execute(&mut **tx)
     .await?;
+    tx.changes(id);
     Ok(done.rows_affected())
 }
 
 /// Expires open envelopes whose time has passed and erases their ciphertext.
-pub async fn expire_envelopes(
-    conn: &mut AnyConnection,
-    now: OffsetDateTime,
-) -> StoreResult<Vec<String>> {
+pub async fn expire_envelopes(tx: &mut Tx, now: OffsetDateTime) -> StoreResult<Vec<String>> {
     let rows = sqlx::query(
         "UPDATE envelopes SET state = 'expired', nonce = NULL, ciphertext = NULL \
-         WHERE state IN ('sealed','revealed') AND expires_at <= $1 RETURNING id",
+         WHERE state IN ('sealed','revealed') AND expires_at <= $1 RETURNING id, request_id",
     )
     .bind(ts(now))
-    .fetch_all(conn)
+    .fetch_all(&mut **tx)
     .await?;
-    rows.iter()
-        .map(|r| r.try_get::<String, _>(0).map_err(StoreError::from))
-        .collect()
+    let mut ids = Vec::with_capacity(rows.len());
+    for r in &rows {
+        ids.push(r.try_get::<String, _>(0)?);
+        tx.changes(RequestId(r.try_get::<i64, _>(1)?));
+    }
+    Ok(ids)
 }
 
 pub use audit::{append_audit, list_audit};

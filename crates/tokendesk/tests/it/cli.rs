@@ -190,7 +190,7 @@ fn wait_line(reader: &mut impl BufRead, prefix: &str) -> String {
 }
 
 #[tokio::test]
-async fn serve_starts_answers_and_stops_on_sigterm() {
+async fn serve_starts_answers_refuses_a_second_instance_and_stops_on_sigterm() {
     let dir = Dir::new("serve");
     let config = good_config(&dir, "127.0.0.1:0");
     let mut child = Command::new(BIN)
@@ -214,6 +214,29 @@ async fn serve_starts_answers_and_stops_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(me.status().as_u16(), 401);
+    // A second instance on the same SQLite database is refused, and says why.
+    let mut second = Command::new(BIN)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while second.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a second serve on the same SQLite database kept running");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = second.wait_with_output().unwrap();
+    assert_eq!(second.status.code(), Some(1), "{}", text(&second.stderr));
+    assert!(
+        text(&second.stderr).contains("another tokendesk is already serving the SQLite database"),
+        "{}",
+        text(&second.stderr)
+    );
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")

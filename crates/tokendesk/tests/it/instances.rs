@@ -3,7 +3,8 @@
 //! approvers approving the same request at the same moment on the two instances get one 200 and
 //! one 409 and one issuance; an instance killed (SIGKILL) while it holds a job loses it to the
 //! other once the lease runs out, and there is still exactly one live token; the sweep runs once
-//! per period across both. PostgreSQL only: skipped when it is not reachable, unless
+//! per period across both; a status look-up cached by one instance follows a change made through
+//! the other within moments (the cache's entries would otherwise live for minutes). PostgreSQL only: skipped when it is not reachable, unless
 //! `TEST_REQUIRE_POSTGRES=1`. Prints a summary of what it saw.
 
 use std::io::{BufRead, BufReader};
@@ -36,6 +37,11 @@ const LATENCY: Duration = Duration::from_millis(150);
 const MANY: usize = 12;
 /// Rounds of the simultaneous-approval race.
 const RACES: usize = 3;
+/// `[database] view_cache_secs` of both instances: long, so that only a change notice can make
+/// an instance drop a view it holds.
+const VIEW_CACHE_SECS: u64 = 600;
+/// Rounds of the look-up coherence check.
+const LOOKUPS: usize = 5;
 
 const ADMIN: &str = "ada.admin";
 
@@ -91,7 +97,10 @@ impl Instance {
             .args(["serve", "--config"])
             .arg(config)
             .env_remove("TOKENDESK_CONFIG")
-            .env("TOKENDESK_LOG", "warn,tokendesk::jobs=debug")
+            .env(
+                "TOKENDESK_LOG",
+                "warn,tokendesk::jobs=debug,tokendesk::store=info",
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -243,6 +252,19 @@ async fn approve(client: &reqwest::Client, base: &str, id: RequestId) -> (u16, V
     .await
 }
 
+/// `GET /api/v1/requests/{id}` as the admin: the request's state.
+async fn looked_up(client: &reqwest::Client, base: &str, id: RequestId) -> String {
+    let r = client
+        .get(format!("{base}/api/v1/requests/{}", id.0))
+        .header("X-Remote-User", ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let body: Value = r.json().await.unwrap();
+    body["state"].as_str().unwrap().to_owned()
+}
+
 async fn state_of(store: &Store, id: RequestId) -> RequestState {
     let mut conn = store.pool().acquire().await.unwrap();
     store::get_request(&mut conn, id)
@@ -336,7 +358,7 @@ async fn two_instances_share_one_postgres_database() {
         &config,
         format!(
             "listen = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1:8080/\"\ndatabase_url = \"{db}\"\n\
-             [database]\nmax_connections = 6\n\
+             [database]\nmax_connections = 6\nview_cache_secs = {VIEW_CACHE_SECS}\n\
              [workers]\nlease_secs = {LEASE_SECS}\nsweep_every_secs = {SWEEP_SECS}\n\
              [canvas]\nurl = \"{canvas}\"\nadmin_token = \"{DEFAULT_ADMIN_TOKEN}\"\nuser_id_pattern = \"sis_login_id:{{login}}\"\n\
              [auth]\nmode = \"trusted-header\"\n\
@@ -414,7 +436,49 @@ async fn two_instances_share_one_postgres_database() {
         ));
     }
 
-    // (c) Kill the instance holding a job; the other takes it over after the lease.
+    // (c) Look-ups cached by both instances; a change through one reaches the other's cache.
+    let mut seen_after = Vec::new();
+    for (round, login) in logins.iter().take(LOOKUPS).enumerate() {
+        let (writer, reader) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let id = submit(&client, &writer.base, login).await;
+        for instance in [&a, &b] {
+            // The second look-up is answered from the cache.
+            for _ in 0..2 {
+                assert_eq!(looked_up(&client, &instance.base, id).await, "submitted");
+            }
+        }
+        let (status, body) = call(
+            &client,
+            &writer.base,
+            ADMIN,
+            &format!("/api/v1/requests/{}/deny", id.0),
+            json!({"reason": "coherence check"}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let changed = Instant::now();
+        assert_eq!(
+            looked_up(&client, &writer.base, id).await,
+            "denied",
+            "the writing instance reads its own write"
+        );
+        loop {
+            if looked_up(&client, &reader.base, id).await == "denied" {
+                seen_after.push(changed.elapsed());
+                break;
+            }
+            assert!(
+                changed.elapsed() < Duration::from_secs(5),
+                "{} still shows request {id} as submitted 5 s after {} denied it",
+                reader.name,
+                writer.name
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let slowest_notice = seen_after.iter().max().copied().unwrap_or_default();
+
+    // (d) Kill the instance holding a job; the other takes it over after the lease.
     let victim = logins.last().unwrap();
     let id = submit(&client, &b.base, victim).await;
     let (status, body) = approve(&client, &a.base, id).await;
@@ -487,7 +551,7 @@ async fn two_instances_share_one_postgres_database() {
         "issued at {issued_at}, before the killed instance's lease ended at {first_lease_end}"
     );
 
-    // (d) The sweep ran once per period across both instances.
+    // (e) The sweep ran once per period across both instances.
     tokio::time::sleep(Duration::from_secs(SWEEP_SECS)).await;
     let overlap = killed_at - both_up;
     let total = both_up.elapsed();
@@ -507,6 +571,22 @@ async fn two_instances_share_one_postgres_database() {
     };
     a.stop();
     b.stop();
+    // The survivor stopped cleanly and said how its cache did: (c) was served from it.
+    let survivor = if killed_name == "A" { &b } else { &a };
+    let cache_hits = survivor
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.contains("status look-up cache"))
+        .and_then(|l| l.split("hits=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("{survivor_name} logged no cache summary"));
+    assert!(
+        cache_hits >= LOOKUPS as u64,
+        "{survivor_name} answered {cache_hits} look-ups from its cache"
+    );
     // The survivor's log may hold a claim made after we read the table: allow one.
     let logged = (a_claimed + b_claimed) as i64;
     assert!(
@@ -532,10 +612,13 @@ async fn two_instances_share_one_postgres_database() {
          within {:.1}s of approval ({:.1}s for the part), one live Canvas token each, each job \
          claimed once (A ran {}, B ran {})\n\
          (b) {RACES} simultaneous approvals on A and B: {}; one issuance each\n\
-         (c) killed {killed_name} (SIGKILL) {:.0}ms into its job ({} live token(s) left in Canvas \
+         (c) {LOOKUPS} requests looked up twice through each instance, then denied through one: \
+         the writer answered `denied` at once, the other within {:.1}ms at most (cached views \
+         live {VIEW_CACHE_SECS}s; {survivor_name} answered {cache_hits} look-ups from its cache)\n\
+         (d) killed {killed_name} (SIGKILL) {:.0}ms into its job ({} live token(s) left in Canvas \
          by it); {survivor_name} took it over and issued it {:.1}s after the kill (lease \
          {LEASE_SECS}s), job attempts 2, exactly one live token\n\
-         (d) sweep every {SWEEP_SECS}s: {} runs in {:.1}s (A claimed {a_claimed}, stood aside \
+         (e) sweep every {SWEEP_SECS}s: {} runs in {:.1}s (A claimed {a_claimed}, stood aside \
          {a_skipped}; B claimed {b_claimed}, stood aside {b_skipped}); both up together for \
          {:.1}s",
         started.elapsed().as_secs_f64(),
@@ -545,6 +628,7 @@ async fn two_instances_share_one_postgres_database() {
         by_instance[0],
         by_instance[1],
         race_outcomes.join(", "),
+        slowest_notice.as_secs_f64() * 1000.0,
         (LATENCY * 5 / 2).as_millis(),
         orphans_after_kill,
         since_kill.as_secs_f64(),

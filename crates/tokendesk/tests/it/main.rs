@@ -11,3 +11,4 @@ mod smtp_delivery;
 mod store;
 mod story;
 mod support;
+mod views;
