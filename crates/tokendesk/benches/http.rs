@@ -28,7 +28,7 @@
 //! cache (every request looked up is one of the few thousand just submitted, so after the first
 //! look-up of each, most are answered from memory); `look-up, no cache` then runs the same
 //! look-ups against a second `tokendesk serve` on the same database with `view_cache_entries = 0`,
-//! so that every look-up is a database query. The peak memory is the first server's.
+//! so that every look-up is a database query. Both servers' peak memory is reported.
 //!
 //! `TOKENDESK_BENCH_BIN=/path/to/tokendesk` measures another build of `tokendesk serve` (to
 //! compare before and after a change); `TOKENDESK_BENCH_MAX_CONNECTIONS=N` sets its
@@ -43,7 +43,7 @@ use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -125,6 +125,36 @@ struct Server {
     name: &'static str,
     child: Child,
     base: String,
+    /// The status look-up cache's summary line, logged when the server stops cleanly.
+    cache_summary: Arc<Mutex<Option<String>>>,
+}
+
+/// What a tokendesk's status look-up cache answered, from its summary log line.
+#[derive(Clone, Copy)]
+struct CacheUse {
+    hits: u64,
+    misses: u64,
+}
+
+impl CacheUse {
+    fn parse(line: &str) -> Option<CacheUse> {
+        let field = |name: &str| -> Option<u64> {
+            line.split(&format!("{name}="))
+                .nth(1)?
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        };
+        Some(CacheUse {
+            hits: field("hits")?,
+            misses: field("misses")?,
+        })
+    }
+
+    fn hit_rate(self) -> f64 {
+        self.hits as f64 / (self.hits + self.misses).max(1) as f64
+    }
 }
 
 impl Server {
@@ -135,12 +165,28 @@ impl Server {
                 command.env_remove(key);
             }
         }
+        // tokendesk says how its cache did when it stops (at info, from tokendesk::store).
+        let log = std::env::var("TOKENDESK_LOG").unwrap_or_else(|_| "warn".to_owned());
+        command.env("TOKENDESK_LOG", format!("{log},tokendesk::store=info"));
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("cannot start the {name} server"))?;
+        // Pass its log on, keeping the cache summary.
+        let stderr = child.stderr.take().context("child stderr")?;
+        let cache_summary = Arc::new(Mutex::new(None));
+        let summary = cache_summary.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("status look-up cache") {
+                    *summary.lock().unwrap() = Some(line);
+                } else if !line.contains("migration applied") && line != "stopping…" {
+                    eprintln!("{line}");
+                }
+            }
+        });
         let stdout = child.stdout.take().context("child stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let base = loop {
@@ -159,7 +205,33 @@ impl Server {
         };
         // Keep reading so that the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Ok(Server { name, child, base })
+        Ok(Server {
+            name,
+            child,
+            base,
+            cache_summary,
+        })
+    }
+
+    /// Stops the server cleanly (SIGTERM) and returns what its cache answered, if it said.
+    fn stop(mut self) -> anyhow::Result<Option<CacheUse>> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("could not signal the {} server", self.name);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                bail!("the {} server did not stop within 20 s", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The log thread may still be reading the last lines.
+        std::thread::sleep(Duration::from_millis(100));
+        let line = self.cache_summary.lock().unwrap().clone();
+        Ok(line.as_deref().and_then(CacheUse::parse))
     }
 
     /// The child's peak resident memory (`VmHWM`), in bytes.
@@ -268,6 +340,8 @@ struct Row {
     elapsed: Duration,
     /// Latencies in microseconds, sorted.
     latencies: Vec<u32>,
+    /// Look-ups answered by tokendesk's cache (warm-up included), when it said.
+    cache: Option<CacheUse>,
 }
 
 impl Row {
@@ -465,6 +539,7 @@ async fn scenario(
             errors,
             elapsed,
             latencies,
+            cache: None,
         });
     }
     Ok((row.context("no measured phase")?, created))
@@ -519,14 +594,14 @@ async fn wait_for_emails(database_url: &str, backend: &str, limit: Duration) -> 
 
 /// Submissions then look-ups against tokendesk as configured by default; then look-ups again
 /// against a tokendesk on the same database with its status look-up cache off (every look-up a
-/// database query). Returns the rows and the first server's peak memory.
+/// database query). Returns the rows and both servers' peak memory.
 async fn tokendesk_scenarios(
     dir: &Path,
     backend: &'static str,
     database_url: &str,
     sim: &RunningSim,
     timing: Timing,
-) -> anyhow::Result<(Vec<Row>, u64)> {
+) -> anyhow::Result<(Vec<Row>, [u64; 2])> {
     let config = write_config(dir, database_url, sim, Cache::On)?;
     let server = Server::start(backend, tokendesk_serve(&config))?;
     wait_ready(&server.base).await?;
@@ -549,7 +624,7 @@ async fn tokendesk_scenarios(
     }
     wait_for_emails(database_url, backend, timing.drain_limit).await?;
     let created = Arc::new(created);
-    let (look_up, _) = scenario(
+    let (mut look_up, _) = scenario(
         "look-up",
         backend,
         &server.base,
@@ -560,7 +635,15 @@ async fn tokendesk_scenarios(
     .await?;
     println!("  {backend}: look-up done ({:.0}/s)", look_up.per_second());
     let peak = server.peak_memory()?;
-    drop(server);
+    look_up.cache = server.stop()?;
+    if let Some(cache) = look_up.cache {
+        println!(
+            "  {backend}: the cache answered {} of {} look-ups ({:.0}%)",
+            cache.hits,
+            cache.hits + cache.misses,
+            100.0 * cache.hit_rate()
+        );
+    }
 
     let config = write_config(dir, database_url, sim, Cache::Off)?;
     let server = Server::start(backend, tokendesk_serve(&config))?;
@@ -578,7 +661,8 @@ async fn tokendesk_scenarios(
         "  {backend}: look-up with the cache off done ({:.0}/s)",
         uncached.per_second()
     );
-    Ok((vec![submit, look_up, uncached], peak))
+    let uncached_peak = server.peak_memory()?;
+    Ok((vec![submit, look_up, uncached], [peak, uncached_peak]))
 }
 
 /// The scenario name of look-ups with `view_cache_entries = 0`.
@@ -735,9 +819,10 @@ async fn run() -> anyhow::Result<bool> {
     let outcome = tokendesk_scenarios(&dir, "sqlite", &sqlite_url, &sim, timing).await;
     let _ = std::fs::remove_dir_all(&dir);
     match outcome {
-        Ok((r, peak)) => {
+        Ok((r, [peak, uncached_peak])) => {
             rows.extend(r);
             memory.push(("sqlite", peak));
+            memory.push(("sqlite, cache off", uncached_peak));
         }
         Err(e) => {
             eprintln!("sqlite: {e:#}");
@@ -756,9 +841,10 @@ async fn run() -> anyhow::Result<bool> {
             eprintln!("could not drop the benchmark database {}: {e:#}", db.name);
         }
         match outcome {
-            Ok((r, peak)) => {
+            Ok((r, [peak, uncached_peak])) => {
                 rows.extend(r);
                 memory.push(("postgres", peak));
+                memory.push(("postgres, cache off", uncached_peak));
                 postgres_ran = true;
             }
             Err(e) => {
@@ -803,16 +889,28 @@ fn print_table(rows: &[Row], memory: &[(&'static str, u64)]) {
     let baseline = baseline_rate(rows);
     println!();
     println!(
-        "{:<18} {:<9} {:>9} {:>10} {:>8} {:>8} {:>7} {:>12}",
-        "scenario", "backend", "requests", "req/s", "p50 ms", "p99 ms", "errors", "vs baseline"
+        "{:<18} {:<9} {:>9} {:>10} {:>8} {:>8} {:>7} {:>12} {:>11}",
+        "scenario",
+        "backend",
+        "requests",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "vs baseline",
+        "cache hits"
     );
     for r in rows {
         let ratio = match baseline {
             Some(b) if r.backend != "baseline" => format!("{:.0}%", 100.0 * r.per_second() / b),
             _ => "—".to_owned(),
         };
+        let hits = r.cache.map_or_else(
+            || "—".to_owned(),
+            |c| format!("{:.0}%", 100.0 * c.hit_rate()),
+        );
         println!(
-            "{:<18} {:<9} {:>9} {:>10.0} {:>8.2} {:>8.2} {:>7} {:>12}",
+            "{:<18} {:<9} {:>9} {:>10.0} {:>8.2} {:>8.2} {:>7} {:>12} {:>11}",
             r.scenario,
             r.backend,
             r.requests,
@@ -820,7 +918,8 @@ fn print_table(rows: &[Row], memory: &[(&'static str, u64)]) {
             r.percentile_ms(50.0),
             r.percentile_ms(99.0),
             r.errors,
-            ratio
+            ratio,
+            hits
         );
     }
     println!();

@@ -181,7 +181,7 @@ impl Default for PoolConfig {
             max_connections: 10,
             acquire_timeout_secs: 10,
             idle_timeout_secs: 600,
-            view_cache_entries: 10_000,
+            view_cache_entries: 50_000,
             view_cache_secs: 10,
         }
     }

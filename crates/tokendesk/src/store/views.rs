@@ -53,7 +53,7 @@ pub struct ViewCacheOptions {
 impl Default for ViewCacheOptions {
     fn default() -> Self {
         ViewCacheOptions {
-            entries: 10_000,
+            entries: 50_000,
             ttl: Duration::from_secs(10),
         }
     }
@@ -234,7 +234,8 @@ impl ViewCache {
 /// Makes room for one more entry: drops the expired ones, and if that is not enough, about a
 /// tenth of the rest (in the map's own, randomly seeded, order).
 fn make_room(entries: &mut HashMap<i64, Entry>, options: ViewCacheOptions) {
-    entries.retain(|_, e| e.read_at.elapsed() < options.ttl);
+    let now = Instant::now();
+    entries.retain(|_, e| now.duration_since(e.read_at) < options.ttl);
     if entries.len() < options.entries {
         return;
     }
