@@ -50,8 +50,14 @@ fn text_filter(raw: Option<&str>) -> Option<String> {
 }
 
 impl App {
-    /// Delivered messages (mailbox transport only), for admins; optionally for one login.
-    pub async fn mailbox(&self, actor: &Actor, to: Option<&str>) -> AppResult<Vec<MailboxMessage>> {
+    /// Delivered messages (mailbox transport only), newest first, at most `limit` (1–200,
+    /// default 200): everyone's for admins (optionally one login's), one's own for others.
+    pub async fn mailbox(
+        &self,
+        actor: &Actor,
+        to: Option<&str>,
+        limit: Option<i64>,
+    ) -> AppResult<Vec<MailboxMessage>> {
         if !matches!(self.mailer, Mailer::Mailbox) {
             return Err(AppError::Unavailable(
                 "there is no mailbox: email is sent by SMTP in this configuration".into(),
@@ -66,7 +72,8 @@ impl App {
             "only admins can read other people's mail",
         )?;
         let mut conn = self.read().await?;
-        Ok(store::mailbox(&mut conn, to.as_ref(), 200).await?)
+        let limit = limit.unwrap_or(200).clamp(1, 200);
+        Ok(store::mailbox(&mut conn, to.as_ref(), limit).await?)
     }
 
     fn require_auditor(actor: &Actor) -> AppResult<()> {

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::auth::SignedIn;
 use super::error::ApiResult;
-use super::extract::QueryParams;
+use super::extract::{QueryParams, int_param};
 use super::{Routes, WebState};
 use crate::store::MailboxMessage;
 
@@ -17,6 +17,7 @@ pub(super) fn routes(routes: Routes) -> Routes {
 #[derive(Debug, Deserialize)]
 pub struct MailboxQuery {
     to: Option<String>,
+    limit: Option<String>,
 }
 
 async fn list(
@@ -24,5 +25,8 @@ async fn list(
     SignedIn { actor, .. }: SignedIn,
     QueryParams(q): QueryParams<MailboxQuery>,
 ) -> ApiResult<Json<Vec<MailboxMessage>>> {
-    Ok(Json(state.app.mailbox(&actor, q.to.as_deref()).await?))
+    let limit = int_param("limit", q.limit.as_deref())?;
+    Ok(Json(
+        state.app.mailbox(&actor, q.to.as_deref(), limit).await?,
+    ))
 }

@@ -205,6 +205,18 @@ async fn story_over_http(db: TestDb) {
     }
     let own = api.get(SAM, "/api/v1/mailbox").await.expect(200).json();
     assert!(!own.as_array().unwrap().is_empty());
+    let all = api.get(ADA, "/api/v1/mailbox").await.expect(200).json();
+    let all = all.as_array().unwrap();
+    assert!(all.len() >= 2, "{all:?}");
+    let newest = api
+        .get(ADA, "/api/v1/mailbox?limit=1")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(newest.as_array().unwrap().as_slice(), &all[..1]);
+    api.get(SAM, "/api/v1/mailbox?limit=some")
+        .await
+        .expect_error(422, "invalid");
 
     // Burn, then the help desk revokes with a reason (deleted in Canvas).
     let burned = api

@@ -82,7 +82,7 @@ async fn the_story(db: TestDb) {
     let id = w.submit("sam.student").await;
     // The approver hears about it.
     tokendesk::jobs::drain(&w.app).await.unwrap();
-    let ada_mail = w.app.mailbox(&ada, Some("ada.admin")).await.unwrap();
+    let ada_mail = w.app.mailbox(&ada, Some("ada.admin"), None).await.unwrap();
     assert!(
         ada_mail
             .iter()
@@ -168,7 +168,11 @@ async fn the_story(db: TestDb) {
     assert_eq!(revoked.state, RequestState::Revoked);
     assert_eq!(w.canvas_status(&value).await, 401);
     tokendesk::jobs::drain(&w.app).await.unwrap();
-    let sam_mail = w.app.mailbox(&ada, Some("sam.student")).await.unwrap();
+    let sam_mail = w
+        .app
+        .mailbox(&ada, Some("sam.student"), None)
+        .await
+        .unwrap();
     assert!(
         sam_mail
             .iter()
@@ -196,7 +200,7 @@ async fn the_story(db: TestDb) {
     assert!(!dump.contains(&value), "token value in the database");
     let audit_text = serde_json::to_string(&events).unwrap();
     assert!(!audit_text.contains(&value) && !audit_text.contains(&key));
-    for m in w.app.mailbox(&ada, None).await.unwrap() {
+    for m in w.app.mailbox(&ada, None, None).await.unwrap() {
         assert!(
             !m.text.contains(&value) && !m.html.contains(&value),
             "token value in an email"
@@ -256,7 +260,7 @@ async fn deny_cancel_and_wrong_states() {
         }))
     ));
     tokendesk::jobs::drain(&w.app).await.unwrap();
-    let mail = w.app.mailbox(&sam, None).await.unwrap();
+    let mail = w.app.mailbox(&sam, None, None).await.unwrap();
     assert!(
         mail.iter()
             .any(|m| m.text.contains("please use the course's shared key"))

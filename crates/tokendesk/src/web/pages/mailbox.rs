@@ -73,7 +73,7 @@ pub fn pieces(line: &str, own_base: &str) -> Vec<Piece> {
 pub async fn show(State(state): State<WebState>, viewer: Viewer) -> Result<Response, PageError> {
     let messages = state
         .app
-        .mailbox(&viewer.actor, None)
+        .mailbox(&viewer.actor, None, Some(MESSAGES_SHOWN as i64))
         .await
         .map_err(|e| viewer.fail(e))?;
     let base = state.app.public_url.to_string();

@@ -120,7 +120,7 @@ impl World {
     pub async fn link_for(&self, who: &str) -> (String, String) {
         let mail = self
             .app
-            .mailbox(&self.actor("ada.admin"), Some(who))
+            .mailbox(&self.actor("ada.admin"), Some(who), None)
             .await
             .unwrap();
         let message = mail
