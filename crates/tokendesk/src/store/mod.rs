@@ -151,6 +151,9 @@ impl Tx {
         }
     }
 
+    /// Commits, then forgets the views of the requests it changed. It runs to the end even if
+    /// the caller stops waiting (a client hung up): the commit may reach the database anyway,
+    /// and the views must go after it, whatever happened.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         let Tx {
             tx,
@@ -158,12 +161,16 @@ impl Tx {
             changed,
             views,
         } = self;
-        let done = tx.commit().await;
-        // Even a failed commit may have committed: forget the views either way, and before
-        // the next writer's turn, so that no one reads a view older than a write they saw.
-        views.changed(&changed);
-        drop(turn);
-        done
+        tokio::spawn(async move {
+            let done = tx.commit().await;
+            // Even a failed commit may have committed: forget the views either way, and before
+            // the next writer's turn, so that no one reads a view older than a write they saw.
+            views.changed(&changed);
+            drop(turn);
+            done
+        })
+        .await
+        .unwrap_or(Err(sqlx::Error::WorkerCrashed))
     }
 
     pub async fn rollback(self) -> Result<(), sqlx::Error> {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use time::Duration as Days;
 use tokendesk::app::Ctx;
 use tokendesk::domain::RequestId;
-use tokendesk::domain::request::RequestState;
+use tokendesk::domain::request::{Request, RequestState};
 use tokendesk::store::{self, Store, StoreOptions, ViewCacheOptions};
 
 use crate::support::db::TestDb;
@@ -118,6 +118,52 @@ async fn every_change_reaches_the_cache(db: TestDb) {
 async fn every_change_reaches_the_cache_on_every_backend() {
     for db in TestDb::all().await {
         every_change_reaches_the_cache(db).await;
+    }
+}
+
+async fn a_commit_whose_caller_stops_waiting(db: TestDb) {
+    let w = World::new(db).await;
+    wait_live(&w.db.store).await;
+    let id = w.submit("sam.student").await;
+    warm(&w, id).await;
+    let mut tx = w.db.store.write().await.unwrap();
+    let before = store::get_request(&mut tx, id).await.unwrap().unwrap();
+    let denied = Request {
+        state: RequestState::Denied,
+        reason: Some("the caller hangs up".into()),
+        ..before.clone()
+    };
+    store::update_request(&mut tx, before.state, &denied)
+        .await
+        .unwrap();
+    // The caller (say, a handler whose client hung up) polls the commit once and is dropped.
+    let mut commit = Box::pin(tx.commit());
+    let _ = futures::poll!(&mut commit);
+    drop(commit);
+    // The commit still lands, and the cache forgets the view after it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut conn = w.db.store.pool().acquire().await.unwrap();
+        let stored = store::get_request(&mut conn, id).await.unwrap().unwrap();
+        if stored.state == RequestState::Denied {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned commit never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        agree(&w, id, "a commit whose caller stopped waiting").await,
+        RequestState::Denied
+    );
+}
+
+#[tokio::test]
+async fn a_commit_whose_caller_stops_waiting_still_empties_the_cache() {
+    for db in TestDb::all().await {
+        a_commit_whose_caller_stops_waiting(db).await;
     }
 }
 
