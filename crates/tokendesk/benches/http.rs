@@ -43,7 +43,7 @@ use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -125,8 +125,9 @@ struct Server {
     name: &'static str,
     child: Child,
     base: String,
-    /// The status look-up cache's summary line, logged when the server stops cleanly.
-    cache_summary: Arc<Mutex<Option<String>>>,
+    /// Passes the server's log on; returns the status look-up cache's summary line, which the
+    /// server logs when it stops cleanly.
+    log: Option<std::thread::JoinHandle<Option<String>>>,
 }
 
 /// What a tokendesk's status look-up cache answered, from its summary log line.
@@ -176,16 +177,16 @@ impl Server {
             .with_context(|| format!("cannot start the {name} server"))?;
         // Pass its log on, keeping the cache summary.
         let stderr = child.stderr.take().context("child stderr")?;
-        let cache_summary = Arc::new(Mutex::new(None));
-        let summary = cache_summary.clone();
-        std::thread::spawn(move || {
+        let log = std::thread::spawn(move || {
+            let mut summary = None;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains("status look-up cache") {
-                    *summary.lock().unwrap() = Some(line);
+                    summary = Some(line);
                 } else if !line.contains("migration applied") && line != "stopping…" {
                     eprintln!("{line}");
                 }
             }
+            summary
         });
         let stdout = child.stdout.take().context("child stdout")?;
         let mut lines = BufReader::new(stdout).lines();
@@ -209,7 +210,7 @@ impl Server {
             name,
             child,
             base,
-            cache_summary,
+            log: Some(log),
         })
     }
 
@@ -228,9 +229,8 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        // The log thread may still be reading the last lines.
-        std::thread::sleep(Duration::from_millis(100));
-        let line = self.cache_summary.lock().unwrap().clone();
+        // The log ends with the process: the thread returns once it has read the last line.
+        let line = self.log.take().and_then(|log| log.join().ok()).flatten();
         Ok(line.as_deref().and_then(CacheUse::parse))
     }
 

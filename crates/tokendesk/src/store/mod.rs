@@ -27,7 +27,8 @@ pub use periodic::{PeriodicRun, claim_period, periodic_run};
 pub use queue::MailboxMessage;
 pub use queue::{ClaimedEmail, ClaimedJob, JobKind, QueuedEmail};
 pub use rows::{StoredEnvelope, StoredToken, TokenState};
-pub use views::{CHANGE_CHANNEL, RequestViewRow, ViewCache, ViewCacheOptions, ViewCacheStats};
+use views::ViewCache;
+pub use views::{RequestViewRow, ViewCacheOptions, ViewCacheStats};
 
 use crate::domain::envelope::Envelope;
 use crate::domain::request::{Holdings, NewRequest, Request, RequestState};
@@ -254,27 +255,24 @@ impl Store {
                 })
             }
         };
-        let cache = options.view_cache;
-        let (views, listener) = match backend {
-            // This process is the database's only writer (see `views`).
-            Backend::Sqlite => (Arc::new(ViewCache::new(cache, true)), None),
-            Backend::Postgres if cache.entries == 0 => {
-                (Arc::new(ViewCache::new(cache, false)), None)
-            }
-            // Serves once the listener hears changes.
-            Backend::Postgres => {
-                let views = Arc::new(ViewCache::new(cache, false));
-                let listen = sqlx::postgres::PgConnectOptions::from_str(url)?
-                    .application_name("tokendesk-listener");
-                let pool = sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(1)
-                    .acquire_timeout(options.acquire_timeout)
-                    .idle_timeout(None)
-                    .max_lifetime(None)
-                    .connect_lazy_with(listen);
-                let guard = views::spawn_listener(pool, views.clone());
-                (views, Some(Arc::new(guard)))
-            }
+        // SQLite: this process is the database's only writer (see `views`), so the cache serves
+        // at once. PostgreSQL: it serves once the listener hears the other instances' changes.
+        let views = Arc::new(ViewCache::new(
+            options.view_cache,
+            backend == Backend::Sqlite,
+        ));
+        let listener = if backend == Backend::Postgres && options.view_cache.entries > 0 {
+            let listen = sqlx::postgres::PgConnectOptions::from_str(url)?
+                .application_name("tokendesk-listener");
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(options.acquire_timeout)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_lazy_with(listen);
+            Some(Arc::new(views::spawn_listener(pool, views.clone())))
+        } else {
+            None
         };
         Ok(Store {
             pool,

@@ -35,7 +35,7 @@ use crate::domain::request::Request;
 pub type RequestViewRow = (Request, Option<StoredToken>, Option<Envelope>);
 
 /// The PostgreSQL channel the change triggers notify (migration 0003).
-pub const CHANGE_CHANNEL: &str = "tokendesk_request_changed";
+const CHANGE_CHANNEL: &str = "tokendesk_request_changed";
 
 /// How many recent changes are remembered for tickets; a read that overlapped more changes
 /// than this is not kept.
@@ -122,10 +122,6 @@ impl ViewCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
-    }
-
-    pub fn options(&self) -> ViewCacheOptions {
-        self.options
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
