@@ -1,26 +1,54 @@
 //! The REST API under `/api/v1`: throttle, latency and failure injection in one gate in front of
 //! every endpoint, then the token and user endpoints.
 
+use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{OriginalUri, Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngExt;
 use serde_json::Value;
 
-use crate::Shared;
 use crate::errors::ApiError;
-use crate::model::Caller;
+use crate::model::{Caller, TokenRecord, iso};
 use crate::params::Params;
 use crate::throttle::Admission;
+use crate::{Session, Shared, web};
 
 type ApiResult = Result<Response, ApiError>;
+
+/// How `user_generated_tokens` pages (`canvas-api.md` §5).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Pagination {
+    /// `page=1`, `2`, … with a `last` link: what every single-shard install answers, because
+    /// `ShardedBookmarkedCollection.build` returns the plain relation there.
+    #[default]
+    Numbered,
+    /// `page=first`, `page=bookmark:…`, no `last`: a multi-shard instance's merged collection.
+    Bookmarks,
+}
+
+impl FromStr for Pagination {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "numbered" => Ok(Pagination::Numbered),
+            "bookmarks" => Ok(Pagination::Bookmarks),
+            other => Err(format!(
+                "--pagination must be numbered or bookmarks, not {other:?}"
+            )),
+        }
+    }
+}
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let api = Router::new()
@@ -59,6 +87,36 @@ fn bearer(req: &Request) -> Option<String> {
     })
 }
 
+/// What a request presents to prove who it is.
+enum Credential {
+    Token(String),
+    /// A browser session cookie that names a signed-in user.
+    Session(Session),
+    None,
+}
+
+impl Credential {
+    fn of(shared: &Shared, req: &Request) -> Credential {
+        if let Some(token) = bearer(req) {
+            return Credential::Token(token);
+        }
+        match web::session_of(shared, req.headers()) {
+            Some(session) => Credential::Session(session),
+            None => Credential::None,
+        }
+    }
+
+    /// The throttle's bucket (`request_throttle.rb`'s client identifier): the token, else the
+    /// signed-in user, else the client address (all simulated clients share loopback).
+    fn bucket(&self) -> String {
+        match self {
+            Credential::Token(t) => format!("token:{t}"),
+            Credential::Session(s) => format!("user:{}", s.user_id),
+            Credential::None => "ip:loopback".to_owned(),
+        }
+    }
+}
+
 /// Settles the request's up-front cost even if the client goes away mid-request.
 struct Hold<'a> {
     shared: &'a Shared,
@@ -83,22 +141,59 @@ impl Drop for Hold<'_> {
     }
 }
 
+/// A float as Ruby's `Float#to_s` prints it (`canvas-api.md` §4): the shortest form that reads
+/// back, always with a decimal point (`0.05`, `600.0`), in exponent form below 1e-4 and from
+/// 1e16 on (`1.0e-05`).
+pub(crate) fn ruby_float(value: f64) -> String {
+    if !value.is_finite() {
+        return if value.is_nan() {
+            "NaN".to_owned()
+        } else if value > 0.0 {
+            "Infinity".to_owned()
+        } else {
+            "-Infinity".to_owned()
+        };
+    }
+    let magnitude = value.abs();
+    if magnitude != 0.0 && !(1e-4..1e16).contains(&magnitude) {
+        let text = format!("{value:e}");
+        let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
+        let mantissa = if mantissa.contains('.') {
+            mantissa.to_owned()
+        } else {
+            format!("{mantissa}.0")
+        };
+        let (sign, digits) = match exponent.strip_prefix('-') {
+            Some(d) => ('-', d),
+            None => ('+', exponent),
+        };
+        return format!("{mantissa}e{sign}{digits:0>2}");
+    }
+    let text = format!("{value}");
+    if text.contains('.') {
+        text
+    } else {
+        format!("{text}.0")
+    }
+}
+
 fn set_header(response: &mut Response, name: &'static str, value: f64) {
-    if let Ok(v) = HeaderValue::from_str(&format!("{value:.4}")) {
+    if let Ok(v) = HeaderValue::from_str(&ruby_float(value)) {
         response.headers_mut().insert(name, v);
     }
 }
 
+/// Bodies are read whole to find `as_user_id` among the parameters; API bodies are small.
+const BODY_LIMIT: usize = 4 * 1024 * 1024;
+
 /// Every API request: take the up-front cost and check the bucket, wait out the latency while
-/// holding it, maybe fail on purpose, authenticate, run, settle to the real cost.
-async fn gate(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
+/// holding it, maybe fail on purpose, authenticate (token, else session), apply `as_user_id`,
+/// run, settle to the real cost.
+async fn gate(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     let counters = &shared.counters;
     counters.api_requests.fetch_add(1, Ordering::Relaxed);
-    let token = bearer(&req);
-    let key = match &token {
-        Some(t) => format!("token:{t}"),
-        None => "anonymous".to_owned(),
-    };
+    let credential = Credential::of(&shared, &req);
+    let key = credential.bucket();
     if let Some(throttle) = &shared.throttle
         && let Admission::Throttled { remaining } = throttle.admit(&key)
     {
@@ -125,18 +220,8 @@ async fn gate(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -
         };
         ApiError::Injected(status).into_response()
     } else {
-        let caller = match token {
-            None => Err(ApiError::Unauthenticated),
-            Some(t) => {
-                let now = shared.now();
-                shared.db().authenticate(&t, now)
-            }
-        };
-        match caller {
-            Ok(caller) => {
-                req.extensions_mut().insert(caller);
-                next.run(req).await
-            }
+        match admit(&shared, credential, req).await {
+            Ok(req) => next.run(req).await,
             Err(e) => e.into_response(),
         }
     };
@@ -147,14 +232,59 @@ async fn gate(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -
     response
 }
 
+/// Authenticates a request and decides who it acts as; the request comes back with its
+/// [`Caller`] (and its body, read once here).
+async fn admit(shared: &Shared, credential: Credential, req: Request) -> Result<Request, ApiError> {
+    let real_user_id = match credential {
+        Credential::None => return Err(ApiError::Unauthenticated),
+        Credential::Token(token) => {
+            let now = shared.now();
+            let mut db = shared.db();
+            let (user_id, changed) = db.authenticate(&token, now)?;
+            if changed {
+                shared.persist(&db);
+            }
+            user_id
+        }
+        Credential::Session(session) => {
+            // Rails' CSRF check applies to session requests that change something; a token
+            // request is exempt.
+            let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+            if !safe && !web::csrf_ok(&session, req.headers(), req.uri().query()) {
+                return Err(ApiError::InvalidAuthenticityToken);
+            }
+            session.user_id
+        }
+    };
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, BODY_LIMIT)
+        .await
+        .map_err(|_| ApiError::BadRequest("the request body is too large".into()))?;
+    let params = Params::parse(parts.uri.query(), &parts.headers, &body)?;
+    let mut caller = Caller::new(real_user_id);
+    // canvas-api.md §2: `as_user_id` acts as that user, if the caller may.
+    if let Some(as_user) = params.get("as_user_id").filter(|v| !v.trim().is_empty()) {
+        let db = shared.db();
+        let target = db
+            .resolve_user(real_user_id, as_user)
+            .ok()
+            .filter(|target| db.may_act_as(real_user_id, *target))
+            .ok_or(ApiError::InvalidAsUserId)?;
+        caller.user_id = target;
+    }
+    let mut req = Request::from_parts(parts, Body::from(body));
+    req.extensions_mut().insert(caller);
+    Ok(req)
+}
+
 async fn show_user(
     State(s): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     Path(user_ref): Path<String>,
 ) -> ApiResult {
     let db = s.db();
-    let user_id = db.resolve_user(caller, &user_ref)?;
-    Ok(Json(db.show_user(caller, user_id, s.unauthorized_status)?).into_response())
+    let user_id = db.resolve_user(caller.user_id, &user_ref)?;
+    Ok(Json(db.show_user(caller, user_id)?).into_response())
 }
 
 async fn create_token(
@@ -168,7 +298,7 @@ async fn create_token(
     let params = Params::parse(query.as_deref(), &headers, &body)?;
     let now = s.now();
     let mut db = s.db();
-    let owner = db.resolve_user(caller, &user_ref)?;
+    let owner = db.resolve_user(caller.user_id, &user_ref)?;
     let json = db.create_token(caller, owner, params.token(), now, s.unauthorized_status)?;
     s.persist(&db);
     Ok(Json(json).into_response())
@@ -180,7 +310,7 @@ async fn show_token(
     Path((user_ref, id)): Path<(String, String)>,
 ) -> ApiResult {
     let db = s.db();
-    let owner = db.resolve_user(caller, &user_ref)?;
+    let owner = db.resolve_user(caller.user_id, &user_ref)?;
     Ok(Json(db.show_token(caller, owner, &id, s.now(), s.unauthorized_status)?).into_response())
 }
 
@@ -195,7 +325,7 @@ async fn update_token(
     let params = Params::parse(query.as_deref(), &headers, &body)?;
     let now = s.now();
     let mut db = s.db();
-    let owner = db.resolve_user(caller, &user_ref)?;
+    let owner = db.resolve_user(caller.user_id, &user_ref)?;
     let json = db.update_token(
         caller,
         owner,
@@ -215,7 +345,7 @@ async fn delete_token(
 ) -> ApiResult {
     let now = s.now();
     let mut db = s.db();
-    let owner = db.resolve_user(caller, &user_ref)?;
+    let owner = db.resolve_user(caller.user_id, &user_ref)?;
     let json = db.delete_token(caller, owner, &id, now, s.unauthorized_status)?;
     s.persist(&db);
     Ok(Json(json).into_response())
@@ -229,29 +359,57 @@ fn per_page(params: &Params) -> usize {
         .map_or(10, |n| n.clamp(1, 100) as usize)
 }
 
-/// A `Link` header with absolute URLs carrying the original query plus `page` and `per_page`.
+/// `page` of a numbered collection: 1 when absent or unreadable.
+fn page_number(params: &Params) -> usize {
+    params
+        .get("page")
+        .and_then(|p| p.trim().parse::<usize>().ok())
+        .filter(|p| *p >= 1)
+        .unwrap_or(1)
+}
+
+/// Where `Link` URLs start (`canvas-api.md` §5): a bare path for endpoints Canvas builds with a
+/// `_path` helper, `http://HOST` for those built with `_url`.
+enum LinkBase {
+    Relative,
+    Absolute,
+}
+
+/// A `Link` header carrying the original query plus `page` and `per_page`, entries joined by a
+/// bare comma.
 fn link_header(
     headers: &HeaderMap,
+    base: LinkBase,
     path: &str,
     params: &Params,
     per_page: usize,
     entries: &[(&str, String)],
 ) -> Option<HeaderValue> {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
-    let base = params.without(&["page", "per_page", "access_token"]);
+    let origin = match base {
+        LinkBase::Relative => String::new(),
+        LinkBase::Absolute => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            format!("http://{host}")
+        }
+    };
+    let kept = params.without(&["page", "per_page", "access_token", "api_key"]);
     let links: Vec<String> = entries
         .iter()
         .map(|(rel, page)| {
             let mut query = url::form_urlencoded::Serializer::new(String::new());
-            for (k, v) in &base {
+            for (k, v) in &kept {
                 query.append_pair(k, v);
             }
-            query.append_pair("page", page);
-            query.append_pair("per_page", &per_page.to_string());
-            format!("<http://{host}{path}?{}>; rel=\"{rel}\"", query.finish())
+            let mut query = query.finish();
+            if !query.is_empty() {
+                query.push('&');
+            }
+            // `Api.build_links` writes the page as it is (`page=bookmark:…`); its characters
+            // (digits, `bookmark:`, URL-safe base64) need no escaping.
+            format!("<{origin}{path}?{query}page={page}&per_page={per_page}>; rel=\"{rel}\"")
         })
         .collect();
     HeaderValue::from_str(&links.join(",")).ok()
@@ -265,30 +423,38 @@ fn paginated(items: Vec<Value>, link: Option<HeaderValue>) -> Response {
     response
 }
 
-const BOOKMARK: &str = "bookmark:";
-
-fn bookmark_for(id: u64) -> String {
-    let json = format!("[{id}]");
-    let hex: String = json.bytes().map(|b| format!("{b:02x}")).collect();
-    format!("{BOOKMARK}{hex}")
+/// A numbered page: `current`, `next` (unless this is the last page), `prev` (unless this is
+/// the first), `first`, and `last` when the total is counted.
+fn numbered_links(page: usize, last: usize, with_last: bool) -> Vec<(&'static str, String)> {
+    let mut entries = vec![("current", page.to_string())];
+    if page < last {
+        entries.push(("next", (page + 1).to_string()));
+    }
+    if page > 1 {
+        entries.push(("prev", (page - 1).to_string()));
+    }
+    entries.push(("first", "1".to_owned()));
+    if with_last {
+        entries.push(("last", last.to_string()));
+    }
+    entries
 }
 
-/// The id a bookmark points after; an unknown bookmark starts from the beginning, as in Canvas.
-fn bookmark_after(page: Option<&str>) -> u64 {
-    let Some(hex) = page.and_then(|p| p.strip_prefix(BOOKMARK)) else {
-        return 0;
-    };
-    let bytes: Option<Vec<u8>> = (0..hex.len())
-        .step_by(2)
-        .map(|i| {
-            hex.get(i..i + 2)
-                .and_then(|b| u8::from_str_radix(b, 16).ok())
-        })
-        .collect();
-    bytes
-        .and_then(|b| serde_json::from_slice::<Vec<u64>>(&b).ok())
-        .and_then(|v| v.first().copied())
-        .unwrap_or(0)
+const BOOKMARK: &str = "bookmark:";
+
+/// `SimpleBookmarker(AccessToken, :created_at, :id)`: the JSON `[created_at, id]` of the last
+/// item, in `JSONToken`'s URL-safe base64 without padding.
+fn bookmark_for(token: &TokenRecord) -> String {
+    let json = serde_json::json!([iso(token.created_at), token.id]).to_string();
+    format!("{BOOKMARK}{}", URL_SAFE_NO_PAD.encode(json))
+}
+
+/// The `(created_at, id)` a bookmark points after; an unreadable bookmark (or `first`, or a
+/// page number) starts from the beginning.
+fn bookmark_after(page: Option<&str>) -> Option<(String, u64)> {
+    let encoded = page?.strip_prefix(BOOKMARK)?;
+    let json = URL_SAFE_NO_PAD.decode(encoded.trim_end_matches('=')).ok()?;
+    serde_json::from_slice::<(String, u64)>(&json).ok()
 }
 
 async fn user_generated_tokens(
@@ -302,22 +468,55 @@ async fn user_generated_tokens(
     let params = Params::parse(query.as_deref(), &headers, &Bytes::new())?;
     let now = s.now();
     let db = s.db();
-    let owner = db.resolve_user(caller, &user_ref)?;
+    let owner = db.resolve_user(caller.user_id, &user_ref)?;
     let tokens = db.user_generated_tokens(caller, owner, s.unauthorized_status)?;
     let per = per_page(&params);
-    let page = params.get("page");
-    let after = bookmark_after(page);
-    let rest: Vec<_> = tokens.into_iter().filter(|t| t.id > after).collect();
-    let items: Vec<Value> = rest.iter().take(per).map(|t| t.json(None, now)).collect();
-    let current = page.unwrap_or("first").to_owned();
-    let mut entries = vec![("current", current)];
-    if rest.len() > per
-        && let Some(last) = rest.get(per - 1)
-    {
-        entries.push(("next", bookmark_for(last.id)));
-    }
-    entries.push(("first", "first".to_owned()));
-    let link = link_header(&headers, req_uri.path(), &params, per, &entries);
+    let (items, entries): (Vec<&TokenRecord>, _) = match s.pagination {
+        Pagination::Numbered => {
+            let page = page_number(&params);
+            let last = tokens.len().div_ceil(per).max(1);
+            let items = tokens
+                .into_iter()
+                .skip((page - 1).saturating_mul(per))
+                .take(per)
+                .collect();
+            (items, numbered_links(page, last, true))
+        }
+        Pagination::Bookmarks => {
+            let raw_page = params.get("page");
+            let after = bookmark_after(raw_page);
+            let rest: Vec<&TokenRecord> = tokens
+                .into_iter()
+                .filter(|t| {
+                    after
+                        .as_ref()
+                        .is_none_or(|(at, id)| (iso(t.created_at), t.id) > (at.clone(), *id))
+                })
+                .collect();
+            let current = match (&after, raw_page) {
+                (Some(_), Some(p)) => p.to_owned(),
+                _ => "first".to_owned(),
+            };
+            let mut entries = vec![("current", current)];
+            if rest.len() > per
+                && let Some(last) = rest.get(per - 1)
+            {
+                entries.push(("next", bookmark_for(last)));
+            }
+            entries.push(("first", "first".to_owned()));
+            (rest.into_iter().take(per).collect(), entries)
+        }
+    };
+    let items: Vec<Value> = items.into_iter().map(|t| t.json(None, now)).collect();
+    // Built from `api_v1_user_generated_tokens_path`: relative URLs.
+    let link = link_header(
+        &headers,
+        LinkBase::Relative,
+        req_uri.path(),
+        &params,
+        per,
+        &entries,
+    );
     Ok(paginated(items, link))
 }
 
@@ -340,6 +539,8 @@ async fn show_account(
     Ok(Json(s.db().account_json(caller, s.unauthorized_status)?).into_response())
 }
 
+/// `GET /api/v1/accounts/:id/users`: numbered pages without a total (no `last`), absolute URLs
+/// (`api_v1_account_users_url`), `canvas-api.md` §2 and §5.
 async fn account_users(
     State(s): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
@@ -350,43 +551,74 @@ async fn account_users(
 ) -> ApiResult {
     check_account(&account)?;
     let params = Params::parse(query.as_deref(), &headers, &Bytes::new())?;
-    let users = s
-        .db()
-        .search_users(caller, params.get("search_term"), s.unauthorized_status)?;
+    let include_email = params.all("include[]").iter().any(|i| i == "email");
+    let users = s.db().search_users(
+        caller,
+        params.get("search_term"),
+        include_email,
+        s.unauthorized_status,
+    )?;
     let per = per_page(&params);
-    let page = params
-        .get("page")
-        .and_then(|p| p.parse::<usize>().ok())
-        .filter(|p| *p >= 1)
-        .unwrap_or(1);
+    let page = page_number(&params);
     let last = users.len().div_ceil(per).max(1);
     let items: Vec<Value> = users
         .into_iter()
         .skip((page - 1).saturating_mul(per))
         .take(per)
         .collect();
-    let mut entries = vec![("current", page.to_string())];
-    if page < last {
-        entries.push(("next", (page + 1).to_string()));
-    }
-    if page > 1 {
-        entries.push(("prev", (page - 1).to_string()));
-    }
-    entries.push(("first", "1".to_owned()));
-    entries.push(("last", last.to_string()));
-    let link = link_header(&headers, req_uri.path(), &params, per, &entries);
+    let entries = numbered_links(page, last, false);
+    let link = link_header(
+        &headers,
+        LinkBase::Absolute,
+        req_uri.path(),
+        &params,
+        per,
+        &entries,
+    );
     Ok(paginated(items, link))
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn bookmarks_round_trip() {
-        assert_eq!(bookmark_after(Some(&bookmark_for(42))), 42);
-        assert_eq!(bookmark_after(Some("first")), 0);
-        assert_eq!(bookmark_after(Some("bookmark:zz")), 0);
-        assert_eq!(bookmark_after(None), 0);
+        let t = TokenRecord {
+            id: 42,
+            user_id: 1,
+            real_user_id: None,
+            purpose: String::new(),
+            crypted: String::new(),
+            hint: String::new(),
+            state: crate::model::WorkflowState::Active,
+            scopes: Vec::new(),
+            created_at: time::macros::datetime!(2030-01-02 03:04:05 UTC),
+            updated_at: time::macros::datetime!(2030-01-02 03:04:05 UTC),
+            expires_at: None,
+            last_used_at: None,
+        };
+        let bookmark = bookmark_for(&t);
+        assert_eq!(
+            bookmark_after(Some(&bookmark)),
+            Some(("2030-01-02T03:04:05Z".to_owned(), 42))
+        );
+        assert_eq!(bookmark_after(Some("first")), None);
+        assert_eq!(bookmark_after(Some("bookmark:zz")), None);
+        assert_eq!(bookmark_after(Some("2")), None);
+        assert_eq!(bookmark_after(None), None);
+    }
+
+    // canvas-api.md §4: X-Request-Cost and X-Rate-Limit-Remaining print as Ruby floats.
+    #[test]
+    fn floats_print_as_ruby_prints_them() {
+        assert_eq!(ruby_float(0.05), "0.05");
+        assert_eq!(ruby_float(600.0), "600.0");
+        assert_eq!(ruby_float(599.95), "599.95");
+        assert_eq!(ruby_float(0.0), "0.0");
+        assert_eq!(ruby_float(-50.0), "-50.0");
+        assert_eq!(ruby_float(0.00001), "1.0e-05");
+        assert_eq!(ruby_float(1.5e20), "1.5e+20");
     }
 }

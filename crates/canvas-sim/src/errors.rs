@@ -9,8 +9,19 @@ use serde_json::json;
 pub enum ApiError {
     /// No credentials at all.
     Unauthenticated,
-    /// A token that is unknown, pending, expired or deleted.
+    /// A token that is unknown or pending.
     InvalidToken,
+    /// A token past its `expires_at` (given here in Canvas's ISO-8601 form).
+    ExpiredToken {
+        expired_at: String,
+    },
+    /// A deleted token.
+    RevokedToken,
+    /// `as_user_id` names nobody, or someone the caller may not act as.
+    InvalidAsUserId,
+    /// A session request that changes something without the session's CSRF token (Rails'
+    /// `protect_from_forgery`): 422.
+    InvalidAuthenticityToken,
     /// Authenticated but not allowed; the status is 401 (older) or 403 (newer instances).
     Unauthorized(StatusCode),
     NotFound,
@@ -23,8 +34,7 @@ pub enum ApiError {
     },
     /// A body of Canvas's own making, sent as is with 400.
     BadRequestBody(serde_json::Value),
-    /// The leaky bucket is full: 403 as canvas-api.md documents (or 429, which newer
-    /// instances are reported to send).
+    /// The leaky bucket is full: 429 (hosted Canvas since 2025-10-08) or 403 (older).
     Throttled(StatusCode),
     /// An injected failure (`--fail-rate`).
     Injected(StatusCode),
@@ -50,6 +60,23 @@ impl IntoResponse for ApiError {
             ApiError::InvalidToken => {
                 with_challenge(json!({"errors": [{"message": "Invalid access token."}]}))
             }
+            ApiError::ExpiredToken { expired_at } => with_challenge(json!({"errors": [{
+                "message": "Expired access token.",
+                "expired_at": expired_at
+            }]})),
+            ApiError::RevokedToken => {
+                with_challenge(json!({"errors": [{"message": "Revoked access token."}]}))
+            }
+            ApiError::InvalidAsUserId => (
+                StatusCode::UNAUTHORIZED,
+                axum::Json(json!({"errors": "Invalid as_user_id"})),
+            )
+                .into_response(),
+            ApiError::InvalidAuthenticityToken => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                axum::Json(json!({"errors": [{"message": "Invalid authenticity token"}]})),
+            )
+                .into_response(),
             ApiError::Unauthorized(status) => (
                 status,
                 axum::Json(json!({
@@ -83,10 +110,11 @@ impl IntoResponse for ApiError {
             ApiError::Throttled(status) => (
                 status,
                 [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                // canvas-api.md §3: both bodies say "Forbidden".
                 if status == StatusCode::FORBIDDEN {
                     "403 Forbidden (Rate Limit Exceeded)\n"
                 } else {
-                    "429 Too Many Requests (Rate Limit Exceeded)\n"
+                    "429 Forbidden (Rate Limit Exceeded)\n"
                 },
             )
                 .into_response(),

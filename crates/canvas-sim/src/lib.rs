@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use api::Pagination;
 pub use axum::http::StatusCode;
 pub use seed::{
     DEFAULT_ADMIN_TOKEN, DEFAULT_STUDENT_TOKEN, DEFAULT_TEACHER_TOKEN, ROLES, Seed, SeedError,
@@ -45,9 +46,12 @@ pub struct SimConfig {
     pub throttle: Option<ThrottleSettings>,
     /// Status of "authenticated, not allowed": 401 (Canvas's classic answer) or 403 (newer).
     pub unauthorized_status: StatusCode,
-    /// Status of a throttled request: 403 (`canvas-api.md` §3, the default) or 429 (reported for
-    /// instances since the 2025-10 API change log).
+    /// Status of a throttled request: 429 (Instructure-hosted Canvas since 2025-10-08, the
+    /// default) or 403 (the open-source code and older self-hosted instances), `canvas-api.md` §3.
     pub throttle_status: StatusCode,
+    /// How `user_generated_tokens` pages (`canvas-api.md` §5): numbered pages as on every
+    /// single-shard install (the default), or bookmarks as on multi-shard instances.
+    pub pagination: Pagination,
     /// Keeps the state in this JSON file (loaded at start if present, written on every change).
     pub state_file: Option<PathBuf>,
 }
@@ -60,7 +64,8 @@ impl Default for SimConfig {
             fail_rate: 0.0,
             throttle: Some(ThrottleSettings::default()),
             unauthorized_status: StatusCode::UNAUTHORIZED,
-            throttle_status: StatusCode::FORBIDDEN,
+            throttle_status: StatusCode::TOO_MANY_REQUESTS,
+            pagination: Pagination::default(),
             state_file: None,
         }
     }
@@ -86,7 +91,7 @@ impl SimConfig {
         if self.throttle_status != StatusCode::FORBIDDEN
             && self.throttle_status != StatusCode::TOO_MANY_REQUESTS
         {
-            return Err("--throttle-status must be 403 or 429".into());
+            return Err("--throttle-status must be 429 or 403".into());
         }
         match &self.throttle {
             Some(t) => t.validate(),
@@ -116,13 +121,14 @@ struct Counters {
 /// What every handler shares.
 pub(crate) struct Shared {
     db: Mutex<Db>,
-    sessions: Mutex<std::collections::HashMap<String, u64>>,
+    sessions: Mutex<std::collections::HashMap<String, Session>>,
     throttle: Option<throttle::Throttle>,
     latency: Duration,
     /// `f64` bits, so that tests can change it while serving.
     fail_rate: AtomicU64,
     unauthorized_status: StatusCode,
     throttle_status: StatusCode,
+    pagination: Pagination,
     state_file: Option<PathBuf>,
     clock_offset_secs: AtomicI64,
     counters: Counters,
@@ -153,22 +159,35 @@ impl Shared {
         }
     }
 
-    pub(crate) fn session_user(&self, session: &str) -> Option<u64> {
+    /// The browser session with this cookie value, if it exists.
+    pub(crate) fn session(&self, id: &str) -> Option<Session> {
         self.sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(session)
-            .copied()
+            .get(id)
+            .cloned()
     }
 
-    pub(crate) fn new_session(&self, user_id: u64) -> String {
+    /// Signs `user_id` in: a new session id (the cookie) with its own CSRF token.
+    pub(crate) fn new_session(&self, user_id: u64) -> (String, Session) {
         let id = token::random_hex(24);
+        let session = Session {
+            user_id,
+            csrf_token: token::random_hex(24),
+        };
         self.sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id.clone(), user_id);
-        id
+            .insert(id.clone(), session.clone());
+        (id, session)
     }
+}
+
+/// A signed-in browser: who it is and the token its forms must carry (Rails' CSRF check).
+#[derive(Debug, Clone)]
+pub(crate) struct Session {
+    pub user_id: u64,
+    pub csrf_token: String,
 }
 
 fn write_state(path: &Path, db: &Db) -> anyhow::Result<()> {
@@ -299,6 +318,7 @@ pub async fn serve(config: SimConfig, listener: TcpListener) -> anyhow::Result<R
         fail_rate: AtomicU64::new(config.fail_rate.to_bits()),
         unauthorized_status: config.unauthorized_status,
         throttle_status: config.throttle_status,
+        pagination: config.pagination,
         state_file: config.state_file.clone(),
         clock_offset_secs: AtomicI64::new(0),
         counters: Counters::default(),

@@ -18,6 +18,10 @@ use crate::token::{generate_token_value, hash_value, hint_of, random_hex};
 const STUDENT_MAX_LIFETIME: Duration = Duration::days(120);
 /// `maximum_string_length` for the purpose column.
 const PURPOSE_MAX: usize = 255;
+/// `AccessToken#used!` moves `last_used_at` (and `updated_at`) at most this often.
+const USED_THRESHOLD: Duration = Duration::minutes(10);
+/// `SearchTermHelper::MIN_SEARCH_TERM_LENGTH` in current Canvas.
+const MIN_SEARCH_TERM: usize = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct User {
@@ -56,25 +60,37 @@ impl User {
         !(settings.restrict_personal_access_tokens_from_students && student_like)
     }
 
-    pub fn json(&self) -> Value {
-        json!({
+    /// `user_json` (`lib/api/v1/user.rb`): the SIS ids and the login only for an admin (who
+    /// holds `read_sis` and `view_user_logins`), the email only when asked for and allowed
+    /// (`read_email_addresses`) — `canvas-api.md` §2.
+    pub fn json(&self, admin_view: bool, with_email: bool) -> Value {
+        let mut json = json!({
             "id": self.id,
             "name": self.name,
             "created_at": iso(self.created_at),
             "sortable_name": self.sortable_name(),
             "short_name": self.name,
-            "sis_user_id": self.sis_user_id,
-            "integration_id": null,
-            "sis_import_id": null,
-            "login_id": self.login_id,
-            "email": self.email,
-            "locale": null,
-            "permissions": {"can_update_name": true, "can_update_avatar": false},
-        })
+        });
+        if let Value::Object(map) = &mut json {
+            if admin_view {
+                map.insert("sis_user_id".into(), json!(self.sis_user_id));
+                map.insert("integration_id".into(), Value::Null);
+                map.insert("sis_import_id".into(), Value::Null);
+                map.insert("login_id".into(), json!(self.login_id));
+            }
+            if with_email {
+                map.insert("email".into(), json!(self.email));
+            }
+        }
+        json
     }
 
+    /// Account search: SIS id, login, name, email (as substrings, any case) and the numeric id.
     fn matches(&self, term: &str) -> bool {
-        let term = term.to_lowercase();
+        let term = term.trim().to_lowercase();
+        if term.parse::<u64>() == Ok(self.id) {
+            return true;
+        }
         [
             Some(&self.name),
             Some(&self.login_id),
@@ -109,6 +125,9 @@ impl WorkflowState {
 pub(crate) struct TokenRecord {
     pub id: u64,
     pub user_id: u64,
+    /// The real user when the token was made while masquerading (`as_user_id`).
+    #[serde(default)]
+    pub real_user_id: Option<u64>,
     pub purpose: String,
     /// Keyed hash of the value; the clear value is never stored.
     pub crypted: String,
@@ -131,7 +150,7 @@ impl TokenRecord {
         json!({
             "id": self.id,
             "user_id": self.user_id,
-            "real_user_id": null,
+            "real_user_id": self.real_user_id,
             "purpose": self.purpose,
             "created_at": iso(self.created_at),
             "updated_at": iso(self.updated_at),
@@ -150,10 +169,26 @@ impl TokenRecord {
     }
 }
 
-/// Who is calling, once their token has been accepted.
-#[derive(Debug, Clone, Copy)]
+/// Who is calling, once their token (or session) has been accepted: `user_id` is the user the
+/// request acts as (Canvas's `@current_user`), `real_user_id` the one who signed in
+/// (`logged_in_user`); they differ only while masquerading with `as_user_id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Caller {
     pub user_id: u64,
+    pub real_user_id: u64,
+}
+
+impl Caller {
+    pub fn new(user_id: u64) -> Caller {
+        Caller {
+            user_id,
+            real_user_id: user_id,
+        }
+    }
+
+    fn masquerading(self) -> bool {
+        self.user_id != self.real_user_id
+    }
 }
 
 /// The `token[...]` parameters of a create or update call.
@@ -239,6 +274,7 @@ impl Db {
         TokenRecord {
             id,
             user_id,
+            real_user_id: None,
             purpose,
             crypted: String::new(),
             hint: String::new(),
@@ -263,67 +299,106 @@ impl Db {
         record
     }
 
-    /// `AccessToken.authenticate` + `usable?`: pending, deleted and expired tokens are refused.
-    pub fn authenticate(&mut self, value: &str, now: OffsetDateTime) -> Result<Caller, ApiError> {
+    /// `AccessToken.authenticate` + `usable?` (`canvas-api.md` §3): a deleted token is
+    /// "Revoked", a pending or unknown one "Invalid", an expired one "Expired". Then `used!`
+    /// moves `last_used_at` and `updated_at`, at most once every 10 minutes (§2). Returns the
+    /// owner and whether the token record changed.
+    pub fn authenticate(
+        &mut self,
+        value: &str,
+        now: OffsetDateTime,
+    ) -> Result<(u64, bool), ApiError> {
         let hash = hash_value(&self.hash_key, value);
         let token = self
             .by_hash
             .get(&hash)
             .and_then(|id| self.tokens.get_mut(id))
             .ok_or(ApiError::InvalidToken)?;
-        if token.state != WorkflowState::Active || token.expired(now) {
-            return Err(ApiError::InvalidToken);
+        match token.state {
+            WorkflowState::Deleted => return Err(ApiError::RevokedToken),
+            WorkflowState::Pending => return Err(ApiError::InvalidToken),
+            WorkflowState::Active => {}
         }
-        token.last_used_at = Some(now);
-        Ok(Caller {
-            user_id: token.user_id,
-        })
+        if let Some(at) = token.expires_at.filter(|at| *at < now) {
+            return Err(ApiError::ExpiredToken {
+                expired_at: iso(at),
+            });
+        }
+        let used = token
+            .last_used_at
+            .is_none_or(|at| now - at >= USED_THRESHOLD);
+        if used {
+            token.last_used_at = Some(now);
+            token.updated_at = now;
+        }
+        Ok((token.user_id, used))
     }
 
     pub fn user(&self, id: u64) -> Option<&User> {
         self.users.get(&id)
     }
 
+    /// The person with this login, in any case (logins are unique without regard to case).
     pub fn user_by_login(&self, login: &str) -> Option<&User> {
-        self.users.values().find(|u| u.login_id == login)
+        let login = login.to_lowercase();
+        self.users
+            .values()
+            .find(|u| u.login_id.to_lowercase() == login)
     }
 
-    fn is_admin(&self, caller: Caller) -> bool {
-        self.user(caller.user_id).is_some_and(|u| u.admin)
+    fn is_admin(&self, user_id: u64) -> bool {
+        self.user(user_id).is_some_and(|u| u.admin)
     }
 
-    /// Resolves `:user_id`: `self`, a numeric id, `sis_user_id:X` or `sis_login_id:X`.
-    pub fn resolve_user(&self, caller: Caller, reference: &str) -> Result<u64, ApiError> {
+    /// `User#can_masquerade?`: oneself, or anyone for an admin (who holds `become_user`).
+    pub fn may_act_as(&self, real_user_id: u64, user_id: u64) -> bool {
+        real_user_id == user_id || self.is_admin(real_user_id)
+    }
+
+    /// Resolves `:user_id` the way `api_find` does (`canvas-api.md` §2): `self` (the user `me`),
+    /// a numeric id, `sis_user_id:X`, `sis_login_id:X` (any case), each also as
+    /// `hex:sis_…:<hex>`.
+    pub fn resolve_user(&self, me: u64, reference: &str) -> Result<u64, ApiError> {
+        let reference = reference.trim();
         let found = if reference == "self" {
-            self.user(caller.user_id)
-        } else if let Some(sis) = reference.strip_prefix("sis_user_id:") {
-            self.users
-                .values()
-                .find(|u| u.sis_user_id.as_deref() == Some(sis))
-        } else if let Some(login) = reference.strip_prefix("sis_login_id:") {
-            self.user_by_login(login)
-        } else {
+            self.user(me)
+        } else if !reference.is_empty() && reference.bytes().all(|b| b.is_ascii_digit()) {
             reference.parse::<u64>().ok().and_then(|id| self.user(id))
+        } else {
+            match sis_reference(reference) {
+                Some(("sis_user_id", sis)) => self
+                    .users
+                    .values()
+                    .find(|u| u.sis_user_id.as_deref() == Some(sis.as_str())),
+                Some(("sis_login_id", login)) => self.user_by_login(&login),
+                _ => None,
+            }
         };
         found.map(|u| u.id).ok_or(ApiError::NotFound)
     }
 
-    /// `GET /api/v1/users/:id`: one's own profile, or anyone's for an admin.
-    pub fn show_user(
-        &self,
-        caller: Caller,
-        user_id: u64,
-        deny: StatusCode,
-    ) -> Result<Value, ApiError> {
-        if caller.user_id != user_id && !self.is_admin(caller) {
-            return Err(ApiError::Unauthorized(deny));
+    /// `GET /api/v1/users/:id`: one's own profile, or anyone's for an admin. A person the caller
+    /// may not see is not found (`users_controller.rb#api_show` raises `RecordNotFound`).
+    pub fn show_user(&self, caller: Caller, user_id: u64) -> Result<Value, ApiError> {
+        let admin = self.is_admin(caller.user_id);
+        if caller.user_id != user_id && !admin {
+            return Err(ApiError::NotFound);
         }
-        self.user(user_id).map(User::json).ok_or(ApiError::NotFound)
+        let user = self.user(user_id).ok_or(ApiError::NotFound)?;
+        let mut json = user.json(admin, admin);
+        if let Value::Object(map) = &mut json {
+            map.insert("locale".into(), Value::Null);
+            map.insert(
+                "permissions".into(),
+                json!({"can_update_name": true, "can_update_avatar": false}),
+            );
+        }
+        Ok(json)
     }
 
     /// `GET /api/v1/accounts/1`: the root account, for admins.
     pub fn account_json(&self, caller: Caller, deny: StatusCode) -> Result<Value, ApiError> {
-        if !self.is_admin(caller) {
+        if !self.is_admin(caller.user_id) {
             return Err(ApiError::Unauthorized(deny));
         }
         Ok(json!({
@@ -337,36 +412,48 @@ impl Db {
         }))
     }
 
-    /// `GET /api/v1/accounts/:id/users?search_term=`: admins only, sorted by sortable name.
+    /// `GET /api/v1/accounts/:id/users?search_term=`: admins only, sorted by sortable name
+    /// (`canvas-api.md` §2). A blank term lists everyone; a shorter term than 2 characters is
+    /// Canvas's 400; `email` only with `include[]=email`.
     pub fn search_users(
         &self,
         caller: Caller,
         term: Option<&str>,
+        include_email: bool,
         deny: StatusCode,
     ) -> Result<Vec<Value>, ApiError> {
-        if !self.is_admin(caller) {
+        if !self.is_admin(caller.user_id) {
             return Err(ApiError::Unauthorized(deny));
         }
         let term = term.unwrap_or("");
-        if !term.is_empty() && term.chars().count() < 3 {
+        let everyone = term.trim().is_empty();
+        if !everyone && term.chars().count() < MIN_SEARCH_TERM {
             return Err(ApiError::BadRequestBody(json!({"errors": [{
                 "field": "search_term",
-                "message": "3 or more characters is required",
-                "error_code": "invalid"
+                "code": "invalid",
+                "message": format!("{MIN_SEARCH_TERM} or more characters is required"),
             }]})));
         }
         let mut users: Vec<&User> = self
             .users
             .values()
-            .filter(|u| term.is_empty() || u.matches(term))
+            .filter(|u| everyone || u.matches(term))
             .collect();
         users.sort_by_key(|u| (u.sortable_name().to_lowercase(), u.id));
-        Ok(users.into_iter().map(User::json).collect())
+        Ok(users
+            .into_iter()
+            .map(|u| u.json(true, include_email))
+            .collect())
     }
 
-    /// `find_token`: a 5-character hint first, then a numeric id, among `user_id`'s tokens.
+    /// `find_token`: a 5-character hint first, then a numeric id, among `user_id`'s
+    /// `access_tokens` — the active and pending ones only, so a deleted token is not found
+    /// (`canvas-api.md` §2).
     fn find_token(&self, user_id: u64, id: &str) -> Result<u64, ApiError> {
-        let mut mine = self.tokens.values().filter(|t| t.user_id == user_id);
+        let mut mine = self
+            .tokens
+            .values()
+            .filter(|t| t.user_id == user_id && t.state != WorkflowState::Deleted);
         let by_hint = if id.chars().count() == crate::token::HINT_LENGTH {
             mine.clone().find(|t| t.hint == id)
         } else {
@@ -382,19 +469,21 @@ impl Db {
             .ok_or(ApiError::NotFound)
     }
 
-    fn may_write(&self, caller: Caller, owner: u64) -> bool {
-        self.is_admin(caller)
-            || (caller.user_id == owner
+    fn may_write(&self, user_id: u64, owner: u64) -> bool {
+        self.is_admin(user_id)
+            || (user_id == owner
                 && self
                     .user(owner)
                     .is_some_and(|u| u.may_manage_own(&self.settings)))
     }
 
-    fn may_read(&self, caller: Caller, owner: u64) -> bool {
-        caller.user_id == owner || self.is_admin(caller)
+    fn may_read(&self, user_id: u64, owner: u64) -> bool {
+        user_id == owner || self.is_admin(user_id)
     }
 
-    /// `POST /api/v1/users/:user_id/tokens`.
+    /// `POST /api/v1/users/:user_id/tokens`. The student limit is checked against the user the
+    /// request acts as, the permission against the real user; the token is pending unless it is
+    /// the real user's own.
     pub fn create_token(
         &mut self,
         caller: Caller,
@@ -404,35 +493,38 @@ impl Db {
         deny: StatusCode,
     ) -> Result<Value, ApiError> {
         if !params.present {
-            return Err(param_missing());
+            return Err(token_missing());
         }
         let Some(purpose) = params.purpose else {
             return Err(ApiError::BadRequest("token[purpose] is missing".into()));
         };
-        let caller_user = self.user(caller.user_id).ok_or(ApiError::InvalidToken)?;
-        let expires_at = match params.expires_at.as_deref() {
-            None | Some("") => None,
-            Some(raw) => Some(parse_time(raw).ok_or_else(invalid_date)?),
-        };
-        // Canvas holds the *calling* user to the student limit.
-        if caller_user.only_student() {
-            let Some(at) = expires_at else {
+        let current = self.user(caller.user_id).ok_or(ApiError::InvalidToken)?;
+        // Canvas holds the *calling* user to the student limit, and only there refuses a date
+        // it cannot read (canvas-api.md §1, §2).
+        if current.only_student() {
+            let Some(raw) = params.expires_at.as_deref().filter(|r| !r.is_empty()) else {
                 return Err(ApiError::BadRequest("Expiration date is required".into()));
             };
+            let at = parse_time(raw).ok_or_else(invalid_date)?;
             if at > now + STUDENT_MAX_LIFETIME {
                 return Err(ApiError::BadRequest(
                     "Expiration date cannot be more than 120 days in the future".into(),
                 ));
             }
         }
-        if !self.may_write(caller, owner) {
+        // Elsewhere the model casts it: what it cannot read becomes "no expiry".
+        let expires_at = params.expires_at.as_deref().and_then(parse_time);
+        if !self.may_write(caller.real_user_id, owner) {
             return Err(ApiError::Unauthorized(deny));
         }
         validate_purpose(&purpose)?;
         let mut record = self.new_record(owner, purpose, expires_at, now);
         record.scopes = params.scopes.unwrap_or_default();
-        if caller.user_id != owner {
+        if caller.real_user_id != owner {
             record.state = WorkflowState::Pending;
+        }
+        if caller.masquerading() {
+            record.real_user_id = Some(caller.real_user_id);
         }
         let value = generate_token_value();
         let record = self.store(record, &value);
@@ -449,7 +541,7 @@ impl Db {
         deny: StatusCode,
     ) -> Result<Value, ApiError> {
         let id = self.find_token(owner, id)?;
-        if !self.may_read(caller, owner) {
+        if !self.may_read(caller.user_id, owner) {
             return Err(ApiError::Unauthorized(deny));
         }
         self.tokens
@@ -467,7 +559,8 @@ impl Db {
         }
     }
 
-    /// `PUT /api/v1/users/:user_id/tokens/:id`.
+    /// `PUT /api/v1/users/:user_id/tokens/:id`. An `expires_at` the model cannot read clears the
+    /// expiry (§2).
     pub fn update_token(
         &mut self,
         caller: Caller,
@@ -478,18 +571,14 @@ impl Db {
         deny: StatusCode,
     ) -> Result<Value, ApiError> {
         let id = self.find_token(owner, id)?;
-        if !self.may_write(caller, owner) {
+        if !self.may_write(caller.real_user_id, owner) {
             return Err(self.refuse(caller, owner, deny));
         }
         if !params.present {
-            return Err(param_missing());
+            return Err(token_missing());
         }
         let mut record = self.tokens.get(&id).cloned().ok_or(ApiError::NotFound)?;
-        let new_expiry = match params.expires_at.as_deref() {
-            None => None,
-            Some("") => Some(None),
-            Some(raw) => Some(Some(parse_time(raw).ok_or_else(invalid_date)?)),
-        };
+        let new_expiry = params.expires_at.as_deref().map(parse_time);
         let regenerate = params.regenerate.as_deref().is_some_and(truthy);
         if regenerate && record.expired(now) && new_expiry.is_none() {
             return Err(ApiError::BadRequestBody(json!({"errors": {
@@ -508,7 +597,7 @@ impl Db {
         }
         record.updated_at = now;
         if regenerate {
-            if caller.user_id != owner {
+            if caller.real_user_id != owner {
                 record.state = WorkflowState::Pending;
             }
             let value = generate_token_value();
@@ -520,6 +609,7 @@ impl Db {
     }
 
     /// `DELETE /api/v1/users/:user_id/tokens/:id`: a soft delete that stops the token at once.
+    /// A deleted token is no longer found, so deleting it again is a 404.
     pub fn delete_token(
         &mut self,
         caller: Caller,
@@ -529,32 +619,33 @@ impl Db {
         deny: StatusCode,
     ) -> Result<Value, ApiError> {
         let id = self.find_token(owner, id)?;
-        if !self.may_read(caller, owner) {
+        if !self.may_read(caller.real_user_id, owner) {
             return Err(self.refuse(caller, owner, deny));
         }
         let record = self.tokens.get_mut(&id).ok_or(ApiError::NotFound)?;
-        if record.state != WorkflowState::Deleted {
-            record.state = WorkflowState::Deleted;
-            record.updated_at = now;
-        }
+        record.state = WorkflowState::Deleted;
+        record.updated_at = now;
         Ok(record.json(None, now))
     }
 
-    /// `GET /api/v1/users/:user_id/user_generated_tokens`, oldest first (deleted ones included).
+    /// `GET /api/v1/users/:user_id/user_generated_tokens`: the active and pending tokens
+    /// (expired ones too, deleted ones never), oldest first (`created_at`, `id`).
     pub fn user_generated_tokens(
         &self,
         caller: Caller,
         owner: u64,
         deny: StatusCode,
     ) -> Result<Vec<&TokenRecord>, ApiError> {
-        if !self.may_read(caller, owner) {
+        if !self.may_read(caller.user_id, owner) {
             return Err(ApiError::Unauthorized(deny));
         }
-        Ok(self
+        let mut tokens: Vec<&TokenRecord> = self
             .tokens
             .values()
-            .filter(|t| t.user_id == owner)
-            .collect())
+            .filter(|t| t.user_id == owner && t.state != WorkflowState::Deleted)
+            .collect();
+        tokens.sort_by_key(|t| (t.created_at, t.id));
+        Ok(tokens)
     }
 
     /// `POST /profile/tokens/:id/activate`, for the signed-in owner only.
@@ -581,10 +672,29 @@ impl Db {
     }
 }
 
-fn param_missing() -> ApiError {
-    ApiError::BadRequestBody(
-        json!({"errors": [{"message": "param is missing or the value is empty: token"}]}),
-    )
+/// `params.require(:token)` failing, as Canvas renders it (`canvas-api.md` §2).
+fn token_missing() -> ApiError {
+    ApiError::BadRequestBody(json!({"errors": [{"message": "token is missing"}]}))
+}
+
+/// `sis_user_id:X` or `hex:sis_user_id:<hex>` → `("sis_user_id", "X")` (`Api.sis_parse_id`).
+fn sis_reference(reference: &str) -> Option<(&str, String)> {
+    if let Some(rest) = reference.strip_prefix("hex:") {
+        let (column, hex) = rest.split_once(':')?;
+        if !column.starts_with("sis_") || hex.is_empty() || hex.len() % 2 != 0 {
+            return None;
+        }
+        let bytes: Option<Vec<u8>> = (0..hex.len())
+            .step_by(2)
+            .map(|i| {
+                hex.get(i..i + 2)
+                    .and_then(|b| u8::from_str_radix(b, 16).ok())
+            })
+            .collect();
+        return Some((column, String::from_utf8(bytes?).ok()?));
+    }
+    let (column, value) = reference.split_once(':')?;
+    (column.starts_with("sis_") && !value.is_empty()).then(|| (column, value.to_owned()))
 }
 
 fn invalid_date() -> ApiError {

@@ -52,14 +52,13 @@ impl Params {
             .map(|(_, v)| v.as_str())
     }
 
-    fn all(&self, key: &str) -> Option<Vec<String>> {
-        let values: Vec<String> = self
-            .0
+    /// Every value of a repeated key such as `include[]`.
+    pub fn all(&self, key: &str) -> Vec<String> {
+        self.0
             .iter()
             .filter(|(k, _)| k == key)
             .map(|(_, v)| v.clone())
-            .collect();
-        (!values.is_empty()).then_some(values)
+            .collect()
     }
 
     /// The pairs other than the given keys (to carry the original query into `Link` URLs).
@@ -77,7 +76,7 @@ impl Params {
             present: self.0.iter().any(|(k, _)| k.starts_with("token[")),
             purpose: self.get("token[purpose]").map(str::to_owned),
             expires_at: self.get("token[expires_at]").map(str::to_owned),
-            scopes: self.all("token[scopes][]"),
+            scopes: Some(self.all("token[scopes][]")).filter(|s| !s.is_empty()),
             regenerate: self.get("token[regenerate]").map(str::to_owned),
         }
     }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokendesk_canvas_sim::{Seed, SimConfig, StatusCode, ThrottleSettings};
+use tokendesk_canvas_sim::{Pagination, Seed, SimConfig, StatusCode, ThrottleSettings};
 
 use super::CliError;
 
@@ -52,9 +52,12 @@ pub(super) struct Args {
     /// Status for "authenticated but not allowed": 401 (classic Canvas) or 403 (newer instances).
     #[arg(long, value_name = "CODE", default_value_t = 401)]
     unauthorized_status: u16,
-    /// Status of a throttled request: 403 (Canvas as documented) or 429.
-    #[arg(long, value_name = "CODE", default_value_t = 403)]
+    /// Status of a throttled request: 429 (hosted Canvas since 2025-10) or 403 (older instances).
+    #[arg(long, value_name = "CODE", default_value_t = 429)]
     throttle_status: u16,
+    /// How user_generated_tokens pages: numbered (single-shard installs) or bookmarks (multi-shard).
+    #[arg(long, value_name = "numbered|bookmarks", default_value = "numbered")]
+    pagination: Pagination,
 }
 
 impl Args {
@@ -83,7 +86,7 @@ impl Args {
         let unauthorized_status = StatusCode::from_u16(self.unauthorized_status)
             .map_err(|_| CliError::Usage("--unauthorized-status must be 401 or 403".into()))?;
         let throttle_status = StatusCode::from_u16(self.throttle_status)
-            .map_err(|_| CliError::Usage("--throttle-status must be 403 or 429".into()))?;
+            .map_err(|_| CliError::Usage("--throttle-status must be 429 or 403".into()))?;
         let config = SimConfig {
             seed,
             latency: Duration::from_millis(self.latency_ms),
@@ -91,6 +94,7 @@ impl Args {
             throttle,
             unauthorized_status,
             throttle_status,
+            pagination: self.pagination,
             state_file: self.state.clone(),
         };
         config.validate().map_err(CliError::Usage)?;

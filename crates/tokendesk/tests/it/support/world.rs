@@ -17,6 +17,9 @@ use super::db::TestDb;
 
 pub struct World {
     pub sim: RunningSim,
+    /// A Canvas client with the admin token tokendesk uses (to look at or change Canvas as a
+    /// Canvas admin would).
+    pub canvas: CanvasClient,
     pub db: TestDb,
     pub app: App,
     pub clock: Arc<ManualClock>,
@@ -66,7 +69,7 @@ impl World {
                 auditors: set(&["ada.admin"]),
                 admins: set(&["ada.admin"]),
             },
-            canvas,
+            canvas: canvas.clone(),
             canvas_url: sim.base_url().parse().unwrap(),
             canvas_user_pattern: "sis_login_id:{login}".into(),
             public_url: "http://tokendesk.test/".parse().unwrap(),
@@ -77,6 +80,7 @@ impl World {
         });
         World {
             sim,
+            canvas,
             db,
             app,
             clock,
@@ -177,11 +181,17 @@ impl World {
             .send()
             .await
             .unwrap();
-        let cookie = r.headers()["set-cookie"]
-            .to_str()
-            .unwrap()
-            .split(';')
-            .next()
+        // The session cookie and the `_csrf_token` cookie, whose value Canvas's CSRF check
+        // wants back in `X-CSRF-Token`.
+        let cookies: Vec<String> = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+            .collect();
+        let csrf = cookies
+            .iter()
+            .find_map(|c| c.strip_prefix("_csrf_token="))
             .unwrap()
             .to_owned();
         let r = client
@@ -189,7 +199,8 @@ impl World {
                 "{}/profile/tokens/{canvas_token_id}/activate",
                 self.sim.base_url()
             ))
-            .header("cookie", cookie)
+            .header("cookie", cookies.join("; "))
+            .header("x-csrf-token", csrf)
             .header("accept", "application/json")
             .send()
             .await
