@@ -130,7 +130,10 @@ async fn main() -> ExitCode {
                 };
                 let status = response.status();
                 let body = response.text().await.unwrap_or_default();
-                if status.as_u16() == 403 && body.contains("Rate Limit Exceeded") {
+                // Throttled: 429 (the simulator's default), or 403 "Rate Limit Exceeded".
+                if status.as_u16() == 429
+                    || (status.as_u16() == 403 && body.contains("Rate Limit Exceeded"))
+                {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }

@@ -21,6 +21,8 @@ use crate::ids::{CanvasAccountId, TokenRef, UserRef};
 use crate::link::find_rel;
 use crate::model::{CreatedToken, NewToken, Token, TokenUpdate, User, is_full_value, token_hint};
 
+/// `SearchTermHelper::MIN_SEARCH_TERM_LENGTH` in current Canvas (older releases: 3).
+const MIN_SEARCH_TERM: usize = 2;
 /// Pages are requested at Canvas's maximum size.
 const PER_PAGE: &str = "100";
 /// Guard against a Canvas (or proxy) that never stops paginating.
@@ -81,7 +83,7 @@ impl CanvasClientBuilder {
     /// Whether a token creation (`POST`) is retried after a failure that may have happened
     /// *after* Canvas processed it (timeout, 5xx, dropped connection). Default `false`: such a
     /// retry could create a second token. Creations are always retried when Canvas provably did
-    /// not process them (throttled 403, connection refused).
+    /// not process them (throttled, connection refused).
     pub fn retry_ambiguous_writes(mut self, retry: bool) -> Self {
         self.retry_ambiguous_writes = retry;
         self
@@ -145,7 +147,7 @@ impl CanvasClientBuilder {
 pub struct ClientStats {
     /// HTTP requests sent (every attempt counts).
     pub requests: u64,
-    /// Responses that were the throttling 403.
+    /// Responses that were throttling (429, or 403 "Rate Limit Exceeded").
     pub throttled: u64,
     /// Attempts that were retries.
     pub retries: u64,
@@ -245,18 +247,22 @@ impl CanvasClient {
         decode(&raw, "user")
     }
 
-    /// `GET /api/v1/accounts/:account_id/users?search_term=…`, all pages. The term must have at
-    /// least 3 characters (Canvas's rule, checked before sending).
+    /// `GET /api/v1/accounts/:account_id/users?search_term=…`, all pages (numbered, absolute
+    /// `Link` URLs). The term must have at least 2 characters, as current Canvas requires
+    /// (checked before sending; an older Canvas that wants 3 answers
+    /// [`CanvasError::BadRequest`]). A blank term, which Canvas takes as "everyone", is refused
+    /// here too.
     pub async fn search_users(
         &self,
         account: CanvasAccountId,
         term: &str,
     ) -> Result<Vec<User>, CanvasError> {
         let term = term.trim();
-        if term.chars().count() < 3 {
+        if term.chars().count() < MIN_SEARCH_TERM {
             return Err(CanvasError::InvalidInput {
                 message: format!(
-                    "the user search term {term:?} is too short: Canvas needs at least 3 characters"
+                    "the user search term {term:?} is too short: Canvas needs at least \
+                     {MIN_SEARCH_TERM} characters (a blank term would list every user)"
                 ),
             });
         }
@@ -355,8 +361,9 @@ impl CanvasClient {
     }
 
     /// `DELETE /api/v1/users/:user_id/tokens/:id`: soft delete; the token stops working at once
-    /// and Canvas returns it with `workflow_state: "deleted"`. (If a retry follows a lost
-    /// response, Canvas may answer [`CanvasError::NotFound`] for the already deleted token.)
+    /// and Canvas returns it with `workflow_state: "deleted"`. A deleted token is no longer
+    /// found: deleting it again (e.g. a retry after a lost response) answers
+    /// [`CanvasError::NotFound`], as do showing and updating it.
     pub async fn delete_token(
         &self,
         user: &UserRef,
@@ -369,7 +376,9 @@ impl CanvasClient {
         decode(&raw, "token")
     }
 
-    /// `GET /api/v1/users/:user_id/user_generated_tokens`, all pages, oldest first.
+    /// `GET /api/v1/users/:user_id/user_generated_tokens`, all pages, oldest first: the user's
+    /// active and pending tokens, expired ones included, deleted ones never. Follows numbered
+    /// pages (single-shard Canvas, relative `Link` URLs) and bookmark pages (multi-shard) alike.
     pub async fn list_user_tokens(&self, user: &UserRef) -> Result<Vec<Token>, CanvasError> {
         let mut url = self.url(&[
             "api",
@@ -435,6 +444,9 @@ impl CanvasClient {
         ])
     }
 
+    /// Follows `rel="next"` (`canvas-api.md` §5) — an absolute URL or a path, resolved against
+    /// the page it came with; numbered or bookmark pages — until there is none, never off the
+    /// Canvas host.
     async fn get_all<T: DeserializeOwned>(
         &self,
         first: Url,

@@ -3,18 +3,49 @@
 use std::time::Duration;
 
 use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Why Canvas refused an access token (`canvas-api.md` §3): the `message` of its 401.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenRejection {
+    /// "Invalid access token.": unknown, or pending (not yet activated by its owner).
+    Invalid,
+    /// "Expired access token.": past its expiry, which Canvas gives as `expired_at`.
+    Expired { expired_at: Option<OffsetDateTime> },
+    /// "Revoked access token.": deleted.
+    Revoked,
+}
+
+impl TokenRejection {
+    fn advice(&self) -> String {
+        match self {
+            TokenRejection::Invalid => "check that it is correct and activated by its owner (not \
+                                        pending), then configure a working one"
+                .to_owned(),
+            TokenRejection::Expired { expired_at } => {
+                let when = expired_at
+                    .and_then(|at| at.format(&Rfc3339).ok())
+                    .map_or_else(String::new, |at| format!(" at {at}"));
+                format!("it expired{when}; configure a new one")
+            }
+            TokenRejection::Revoked => "it was deleted in Canvas; configure a new one".to_owned(),
+        }
+    }
+}
 
 /// Everything that can go wrong talking to Canvas. Messages never contain the admin token or any
 /// token value: Canvas's own error messages are included, response bodies of successful calls
 /// never are.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CanvasError {
-    /// 401 with `WWW-Authenticate`: the access token is wrong, pending, expired or deleted.
-    #[error(
-        "Canvas rejected the access token ({message}): check that it is correct, activated by its \
-         owner (not pending), not expired and not deleted, then configure a working one"
-    )]
-    InvalidCredentials { message: String },
+    /// 401 with `WWW-Authenticate`: the access token is wrong or pending, expired, or deleted;
+    /// `reason` tells which.
+    #[error("Canvas rejected the access token ({message}): {}", reason.advice())]
+    InvalidCredentials {
+        message: String,
+        reason: TokenRejection,
+    },
 
     /// 401 without `WWW-Authenticate`, or a 403 that is not throttling: authenticated, not allowed.
     #[error(
@@ -31,9 +62,10 @@ pub enum CanvasError {
     #[error("Canvas refused the request as invalid: {message}; fix the input before retrying")]
     BadRequest { message: String },
 
-    /// 403 `Rate Limit Exceeded` (still, after the retries configured).
+    /// Throttled (still, after the retries configured): `429`, or `403` whose body says
+    /// "Rate Limit Exceeded" on older instances (`canvas-api.md` §3).
     #[error(
-        "Canvas is throttling this access token (403 Rate Limit Exceeded): wait a few seconds and \
+        "Canvas is throttling this access token (Rate Limit Exceeded): wait a few seconds and \
          retry with fewer concurrent requests"
     )]
     Throttled,
@@ -70,16 +102,17 @@ impl CanvasError {
         )
     }
 
-    /// The HTTP status Canvas answered with, when there was one.
+    /// The HTTP status Canvas answered with, when it is known (a throttled answer may have been
+    /// 429 or 403, a refusal 401 or 403).
     pub fn status(&self) -> Option<u16> {
         match self {
             CanvasError::InvalidCredentials { .. } => Some(401),
             CanvasError::NotFound { .. } => Some(404),
             CanvasError::BadRequest { .. } => Some(400),
-            CanvasError::Throttled => Some(403),
             CanvasError::Unavailable { status, .. }
             | CanvasError::UnexpectedResponse { status, .. } => *status,
-            CanvasError::NotPermitted { .. }
+            CanvasError::Throttled
+            | CanvasError::NotPermitted { .. }
             | CanvasError::Timeout { .. }
             | CanvasError::InvalidInput { .. } => None,
         }
@@ -91,11 +124,13 @@ pub(crate) fn classify(status: u16, www_authenticate: bool, body: &[u8]) -> Canv
     let text = String::from_utf8_lossy(body);
     let message = || error_message(body).unwrap_or_else(|| format!("HTTP {status}"));
     match status {
-        // The throttling 403 is text/plain; check the body before anything else.
-        403 | 429 if text.contains("Rate Limit Exceeded") || status == 429 => {
-            CanvasError::Throttled
-        }
-        401 if www_authenticate => CanvasError::InvalidCredentials { message: message() },
+        // 429 is throttling; so is the older text/plain 403: check its body before anything else.
+        429 => CanvasError::Throttled,
+        403 if text.contains("Rate Limit Exceeded") => CanvasError::Throttled,
+        401 if www_authenticate => CanvasError::InvalidCredentials {
+            message: message(),
+            reason: rejection(body),
+        },
         401 | 403 => CanvasError::NotPermitted { message: message() },
         404 => CanvasError::NotFound { message: message() },
         400 | 422 => CanvasError::BadRequest { message: message() },
@@ -107,6 +142,24 @@ pub(crate) fn classify(status: u16, www_authenticate: bool, body: &[u8]) -> Canv
             status: Some(status),
             detail: format!("HTTP {status}: {}", message()),
         },
+    }
+}
+
+/// Reads which token problem a 401 names (`{"errors":[{"message":"Expired access token.",
+/// "expired_at":"…"}]}` and the like).
+fn rejection(body: &[u8]) -> TokenRejection {
+    let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let first = value.get("errors").and_then(|e| e.get(0));
+    let message = first.and_then(|e| e.get("message")).and_then(Value::as_str);
+    match message.map(str::trim) {
+        Some("Expired access token.") => TokenRejection::Expired {
+            expired_at: first
+                .and_then(|e| e.get("expired_at"))
+                .and_then(Value::as_str)
+                .and_then(|at| OffsetDateTime::parse(at, &Rfc3339).ok()),
+        },
+        Some("Revoked access token.") => TokenRejection::Revoked,
+        _ => TokenRejection::Invalid,
     }
 }
 
@@ -271,7 +324,34 @@ mod tests {
         assert_eq!(
             classify(401, true, invalid),
             CanvasError::InvalidCredentials {
-                message: "Invalid access token.".into()
+                message: "Invalid access token.".into(),
+                reason: TokenRejection::Invalid,
+            }
+        );
+        // canvas-api.md §3: expired and revoked tokens are told apart.
+        let expired = br#"{"errors":[{"message":"Expired access token.","expired_at":"2030-01-02T03:04:05Z"}]}"#;
+        assert_eq!(
+            classify(401, true, expired),
+            CanvasError::InvalidCredentials {
+                message: "Expired access token.".into(),
+                reason: TokenRejection::Expired {
+                    expired_at: Some(time::macros::datetime!(2030-01-02 03:04:05 UTC)),
+                },
+            }
+        );
+        let revoked = br#"{"errors":[{"message":"Revoked access token."}]}"#;
+        assert!(matches!(
+            classify(401, true, revoked),
+            CanvasError::InvalidCredentials {
+                reason: TokenRejection::Revoked,
+                ..
+            }
+        ));
+        let masquerade = br#"{"errors":"Invalid as_user_id"}"#;
+        assert_eq!(
+            classify(401, false, masquerade),
+            CanvasError::NotPermitted {
+                message: "Invalid as_user_id".into()
             }
         );
         let unauthorized = br#"{"status":"unauthorized","errors":[{"message":"user not authorized to perform that action"}]}"#;
@@ -283,10 +363,16 @@ mod tests {
             classify(403, false, unauthorized),
             CanvasError::NotPermitted { .. }
         ));
+        // canvas-api.md §3: both throttling forms.
         assert_eq!(
             classify(403, false, b"403 Forbidden (Rate Limit Exceeded)\n"),
             CanvasError::Throttled
         );
+        assert_eq!(
+            classify(429, false, b"429 Forbidden (Rate Limit Exceeded)\n"),
+            CanvasError::Throttled
+        );
+        assert_eq!(classify(429, false, b""), CanvasError::Throttled);
         assert!(matches!(
             classify(404, false, b"{}"),
             CanvasError::NotFound { .. }
@@ -314,11 +400,20 @@ mod tests {
         assert!(e.contains("retry"), "{e}");
         let e = CanvasError::InvalidCredentials {
             message: "Invalid access token.".into(),
+            reason: TokenRejection::Invalid,
         }
         .to_string();
         assert!(
             e.contains("Invalid access token.") && e.contains("check"),
             "{e}"
         );
+        let e = CanvasError::InvalidCredentials {
+            message: "Expired access token.".into(),
+            reason: TokenRejection::Expired {
+                expired_at: Some(time::macros::datetime!(2030-01-02 03:04:05 UTC)),
+            },
+        }
+        .to_string();
+        assert!(e.contains("expired at 2030-01-02T03:04:05Z"), "{e}");
     }
 }

@@ -20,7 +20,7 @@ mod link;
 mod model;
 
 pub use client::{CanvasClient, CanvasClientBuilder, ClientStats};
-pub use error::CanvasError;
+pub use error::{CanvasError, TokenRejection};
 pub use governor::ThrottleConfig;
 pub use ids::{CanvasAccountId, CanvasTokenId, CanvasUserId, TokenRef, UserRef};
 pub use link::find_rel;

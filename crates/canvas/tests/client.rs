@@ -6,11 +6,12 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokendesk_canvas::{
     CanvasAccountId, CanvasClient, CanvasError, CanvasTokenId, CanvasUserId, ExposeSecret,
-    NewToken, SecretString, ThrottleConfig, TokenRef, TokenState, TokenUpdate, UserRef,
+    NewToken, SecretString, ThrottleConfig, TokenRef, TokenRejection, TokenState, TokenUpdate,
+    UserRef,
 };
 use tokendesk_canvas_sim::{
-    DEFAULT_ADMIN_TOKEN, DEFAULT_STUDENT_TOKEN, RunningSim, Seed, SeedToken, SeedUser, SimConfig,
-    ThrottleSettings, generate_token_value,
+    DEFAULT_ADMIN_TOKEN, DEFAULT_STUDENT_TOKEN, Pagination, RunningSim, Seed, SeedToken, SeedUser,
+    SimConfig, ThrottleSettings, generate_token_value,
 };
 
 const ADMIN: u64 = 1;
@@ -105,19 +106,23 @@ async fn activate(sim: &RunningSim, login: &str, id: CanvasTokenId) {
         .send()
         .await
         .unwrap();
-    let cookie = response
+    // The session cookie and `_csrf_token`, whose value goes back as `X-CSRF-Token`.
+    let cookies: Vec<String> = response
         .headers()
-        .get(reqwest::header::SET_COOKIE)
-        .expect("login sets a cookie")
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+        .collect();
+    let csrf = cookies
+        .iter()
+        .find_map(|c| c.strip_prefix("_csrf_token="))
+        .expect("login sets a CSRF cookie")
         .to_owned();
     let response = http
         .post(format!("{}/profile/tokens/{id}/activate", sim.base_url()))
-        .header(reqwest::header::COOKIE, cookie)
+        .header(reqwest::header::COOKIE, cookies.join("; "))
+        .header("x-csrf-token", csrf)
+        .header(reqwest::header::ACCEPT, "application/json")
         .send()
         .await
         .unwrap();
@@ -169,8 +174,9 @@ async fn get_user_in_all_four_forms() {
     sim.shutdown().await;
 }
 
+// canvas-api.md §5: the account search pages by number with absolute same-host URLs.
 #[tokio::test]
-async fn search_users_follows_all_pages() {
+async fn search_users_follows_absolute_numbered_pages() {
     let sim = sim().await;
     let admin = client(&sim, DEFAULT_ADMIN_TOKEN);
     let before = admin.stats().requests;
@@ -186,12 +192,20 @@ async fn search_users_follows_all_pages() {
     ids.dedup();
     assert_eq!(ids.len() as u64, BULK_USERS);
 
+    // canvas-api.md §2: current Canvas needs 2 characters.
+    let two = admin
+        .search_users(CanvasAccountId(1), " ha ")
+        .await
+        .unwrap();
+    assert!(two.iter().any(|u| u.id == CanvasUserId(HOARDER)), "{two:?}");
     let requests = sim.stats().api_requests;
-    let short = admin.search_users(CanvasAccountId(1), " ab ").await;
-    assert!(
-        matches!(&short, Err(CanvasError::InvalidInput { message }) if message.contains("3 characters")),
-        "{short:?}"
-    );
+    for short in [" a ", "  "] {
+        let refused = admin.search_users(CanvasAccountId(1), short).await;
+        assert!(
+            matches!(&refused, Err(CanvasError::InvalidInput { message }) if message.contains("2 characters")),
+            "{refused:?}"
+        );
+    }
     assert_eq!(sim.stats().api_requests, requests, "nothing sent");
     sim.shutdown().await;
 }
@@ -250,7 +264,7 @@ async fn create_for_another_user_is_pending_until_activated() {
     let as_teacher = client_with(&sim, &created.value);
     let refused = as_teacher.get_user(&UserRef::Self_).await;
     assert!(
-        matches!(&refused, Err(CanvasError::InvalidCredentials { message }) if message == "Invalid access token."),
+        matches!(&refused, Err(CanvasError::InvalidCredentials { message, reason: TokenRejection::Invalid }) if message == "Invalid access token."),
         "{refused:?}"
     );
 
@@ -391,10 +405,38 @@ async fn delete_is_soft_and_stops_the_token() {
         .unwrap();
     assert_eq!(deleted.workflow_state, TokenState::Deleted);
     assert_eq!(deleted.id, created.token.id);
+    // canvas-api.md §3: the deleted token is "Revoked access token.".
     let refused = as_teacher.get_user(&UserRef::Self_).await;
     assert!(
-        matches!(refused, Err(CanvasError::InvalidCredentials { .. })),
+        matches!(
+            &refused,
+            Err(CanvasError::InvalidCredentials { message, reason: TokenRejection::Revoked })
+                if message == "Revoked access token."
+        ),
         "{refused:?}"
+    );
+    // canvas-api.md §2: a deleted token is not found, and deleting it again is a 404.
+    let token = TokenRef::Id(created.token.id);
+    let again = admin.delete_token(&user, &token).await;
+    assert!(
+        matches!(again, Err(CanvasError::NotFound { .. })),
+        "{again:?}"
+    );
+    let shown = admin.show_token(&user, &token).await;
+    assert!(
+        matches!(shown, Err(CanvasError::NotFound { .. })),
+        "{shown:?}"
+    );
+    // ...and the list leaves it out.
+    let listed = admin.list_user_tokens(&user).await.unwrap();
+    assert!(
+        listed.iter().all(|t| t.id != created.token.id),
+        "{listed:?}"
+    );
+    assert!(
+        listed
+            .iter()
+            .all(|t| t.workflow_state != TokenState::Deleted)
     );
     sim.shutdown().await;
 }
@@ -413,17 +455,49 @@ async fn expired_token_is_refused() {
     let user = client_with(&sim, &created.value);
     user.get_user(&UserRef::Self_).await.unwrap();
     sim.advance_clock(Duration::from_secs(2 * 86_400));
+    // canvas-api.md §3: "Expired access token." with `expired_at`, told apart in the error.
     let refused = user.get_user(&UserRef::Self_).await;
+    let expected = created
+        .token
+        .expires_at
+        .map(|at| at.replace_nanosecond(0).unwrap());
     assert!(
-        matches!(refused, Err(CanvasError::InvalidCredentials { .. })),
+        matches!(
+            &refused,
+            Err(CanvasError::InvalidCredentials {
+                message,
+                reason: TokenRejection::Expired { expired_at },
+            }) if message == "Expired access token." && *expired_at == expected
+        ),
         "{refused:?}"
     );
+    assert!(refused.unwrap_err().to_string().contains("expired at"));
     sim.shutdown().await;
 }
 
+// canvas-api.md §5: a single-shard Canvas pages user_generated_tokens by number, with relative
+// Link URLs.
 #[tokio::test]
-async fn list_user_generated_tokens_across_pages() {
+async fn list_user_tokens_follows_relative_numbered_pages() {
     let sim = sim().await;
+    let link = reqwest::Client::new()
+        .get(format!(
+            "{}/api/v1/users/{HOARDER}/user_generated_tokens?per_page=100",
+            sim.base_url()
+        ))
+        .bearer_auth(DEFAULT_ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .headers()["link"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        tokendesk_canvas::find_rel(&link, "next").as_deref(),
+        Some(format!("/api/v1/users/{HOARDER}/user_generated_tokens?page=2&per_page=100").as_str()),
+        "the sim answers relative numbered links: {link}"
+    );
     let admin = client(&sim, DEFAULT_ADMIN_TOKEN);
     let user = UserRef::Id(CanvasUserId(HOARDER));
     let created = admin
@@ -442,6 +516,32 @@ async fn list_user_generated_tokens_across_pages() {
     assert!(tokens.iter().all(|t| t.user_id == CanvasUserId(HOARDER)));
     assert!(tokens.iter().all(|t| t.visible_token.ends_with("...")));
     assert_eq!(tokens.last().map(|t| t.id), Some(created.token.id));
+    sim.shutdown().await;
+}
+
+// canvas-api.md §5: a multi-shard Canvas pages user_generated_tokens by bookmark.
+#[tokio::test]
+async fn list_user_tokens_follows_bookmark_pages() {
+    let sim = start(SimConfig {
+        seed: seed(),
+        pagination: Pagination::Bookmarks,
+        ..SimConfig::default()
+    })
+    .await;
+    let admin = client(&sim, DEFAULT_ADMIN_TOKEN);
+    let user = UserRef::Id(CanvasUserId(HOARDER));
+    let before = admin.stats().requests;
+    let tokens = admin.list_user_tokens(&user).await.unwrap();
+    assert_eq!(tokens.len(), HOARDED_TOKENS);
+    assert_eq!(
+        admin.stats().requests - before,
+        3,
+        "230 tokens at 100 a page"
+    );
+    assert!(
+        tokens.windows(2).all(|w| w[0].id < w[1].id),
+        "oldest first, no repeats"
+    );
     sim.shutdown().await;
 }
 
@@ -521,7 +621,7 @@ async fn invalid_token_is_invalid_credentials() {
     let client = client(&sim, &bogus);
     let err = client.get_user(&UserRef::Self_).await.unwrap_err();
     assert!(
-        matches!(&err, CanvasError::InvalidCredentials { message } if message == "Invalid access token."),
+        matches!(&err, CanvasError::InvalidCredentials { message, reason: TokenRejection::Invalid } if message == "Invalid access token."),
         "{err:?}"
     );
     let text = err.to_string();
@@ -553,10 +653,16 @@ async fn student_may_not_create_tokens_for_others() {
     })
     .await;
     let err = client(&sim403, DEFAULT_STUDENT_TOKEN)
-        .get_user(&UserRef::Id(CanvasUserId(ADMIN)))
+        .list_user_tokens(&UserRef::Id(CanvasUserId(ADMIN)))
         .await
         .unwrap_err();
     assert!(matches!(err, CanvasError::NotPermitted { .. }), "{err:?}");
+    // canvas-api.md §2: another person's profile is simply not found for a non-admin.
+    let err = student
+        .get_user(&UserRef::Id(CanvasUserId(ADMIN)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CanvasError::NotFound { .. }), "{err:?}");
     sim.shutdown().await;
     sim403.shutdown().await;
 }
@@ -647,24 +753,70 @@ async fn bad_requests_carry_canvas_messages() {
     sim.shutdown().await;
 }
 
+// canvas-api.md §3: hosted Canvas throttles with 429 (the simulator's default), older
+// instances with 403 "Rate Limit Exceeded": both are throttling, never a permission error.
 #[tokio::test]
-async fn throttled_without_retries() {
+async fn throttled_429_and_403_are_both_throttling() {
+    for status in [
+        reqwest::StatusCode::TOO_MANY_REQUESTS,
+        reqwest::StatusCode::FORBIDDEN,
+    ] {
+        let sim = start(SimConfig {
+            throttle: Some(ThrottleSettings {
+                high_water_mark: 40.0,
+                ..ThrottleSettings::default()
+            }),
+            throttle_status: status,
+            ..SimConfig::default()
+        })
+        .await;
+        let admin = CanvasClient::builder(sim.base_url(), SecretString::from(DEFAULT_ADMIN_TOKEN))
+            .max_retries(0)
+            .build()
+            .unwrap();
+        let err = admin.get_user(&UserRef::Self_).await.unwrap_err();
+        assert_eq!(err, CanvasError::Throttled, "{status}");
+        assert!(err.is_transient());
+        assert_eq!(admin.stats().throttled, 1);
+        assert_eq!(sim.stats().throttled, 1);
+        sim.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn throttled_429_by_default_is_retried() {
+    assert_eq!(
+        SimConfig::default().throttle_status,
+        reqwest::StatusCode::TOO_MANY_REQUESTS
+    );
     let sim = start(SimConfig {
         throttle: Some(ThrottleSettings {
-            high_water_mark: 40.0,
+            high_water_mark: 60.0,
+            outflow: 100.0,
             ..ThrottleSettings::default()
         }),
+        latency: Duration::from_millis(50),
         ..SimConfig::default()
     })
     .await;
-    let admin = CanvasClient::builder(sim.base_url(), SecretString::from(DEFAULT_ADMIN_TOKEN))
-        .max_retries(0)
+    // Two at once: the second is throttled with 429, retried after a backoff, and succeeds.
+    let admin = client(&sim, DEFAULT_ADMIN_TOKEN);
+    let wide = CanvasClient::builder(sim.base_url(), SecretString::from(DEFAULT_ADMIN_TOKEN))
+        .backoff(Duration::from_millis(100), Duration::from_millis(200))
+        .throttle(ThrottleConfig {
+            initial_concurrency: 2,
+            ..ThrottleConfig::default()
+        })
         .build()
         .unwrap();
-    let err = admin.get_user(&UserRef::Self_).await.unwrap_err();
-    assert_eq!(err, CanvasError::Throttled);
-    assert_eq!(admin.stats().throttled, 1);
-    assert_eq!(sim.stats().throttled, 1);
+    let (a, b) = tokio::join!(
+        wide.get_user(&UserRef::Self_),
+        wide.get_user(&UserRef::Self_)
+    );
+    assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
+    assert!(wide.stats().throttled >= 1, "{:?}", wide.stats());
+    assert!(wide.stats().retries >= 1);
+    admin.get_user(&UserRef::Self_).await.unwrap();
     sim.shutdown().await;
 }
 
