@@ -23,6 +23,7 @@ import requests
 from canvasapi import Canvas
 from canvasapi.account import Account
 from canvasapi.exceptions import (
+    Forbidden,
     InvalidAccessToken,
     RateLimitExceeded,
     ResourceDoesNotExist,
@@ -159,14 +160,21 @@ def sim(tmp_path_factory):
     yield from _start_sim(tmp_path_factory.mktemp("canvas-sim"))
 
 
+SLOW = ("--throttle-hwm", "100", "--throttle-upfront", "50", "--latency-ms", "300")
+
+
 @pytest.fixture(scope="module")
 def slow_sim(tmp_path_factory):
-    """A simulator with a tiny bucket and slow requests: two in flight at once is too many."""
+    """A simulator with a tiny bucket and slow requests: two in flight at once is too many.
+    It throttles with the default status, 429, as hosted Canvas has since 2025-10-08."""
+    yield from _start_sim(tmp_path_factory.mktemp("canvas-sim-throttled"), *SLOW)
+
+
+@pytest.fixture(scope="module")
+def slow_sim_403(tmp_path_factory):
+    """The same, throttling with 403 like older self-hosted instances (canvas-api.md §3)."""
     yield from _start_sim(
-        tmp_path_factory.mktemp("canvas-sim-throttled"),
-        "--throttle-hwm", "100",
-        "--throttle-upfront", "50",
-        "--latency-ms", "300",
+        tmp_path_factory.mktemp("canvas-sim-throttled-403"), *SLOW, "--throttle-status", "403"
     )
 
 
@@ -177,6 +185,17 @@ def canvas(sim: Sim, token: str) -> Canvas:
 def requester(client: Canvas):
     """canvasapi has no token endpoints; its requester sends them the way it sends everything."""
     return client._Canvas__requester
+
+
+def sign_in(sim: Sim, login: str) -> requests.Session:
+    """A browser session in the simulator; it sends Canvas's CSRF token (the `_csrf_token`
+    cookie) back as `X-CSRF-Token`, as Canvas's page scripts do."""
+    browser = requests.Session()
+    r = browser.get(f"{sim.url}/login", params={"as": login}, allow_redirects=False)
+    assert r.status_code == 303
+    assert "canvas_sim_session" in browser.cookies
+    browser.headers["X-CSRF-Token"] = browser.cookies["_csrf_token"]
+    return browser
 
 
 def count_requests(client: Canvas) -> list:
@@ -213,7 +232,10 @@ def test_current_user_with_the_admin_token(sim):
 
 def test_current_user_with_a_seeded_student_token(sim):
     me = canvas(sim, STUDENT_TOKEN).get_current_user()
-    assert (me.id, me.login_id) == (STUDENT["id"], STUDENT["login_id"])
+    assert (me.id, me.name) == (STUDENT["id"], STUDENT["name"])
+    # canvas-api.md §2: login_id, email and SIS ids only for admins, not on one's own profile.
+    for field in ("login_id", "email", "sis_user_id"):
+        assert not hasattr(me, field), field
 
 
 # --- the admin-generated token life cycle ------------------------------------------------------
@@ -231,12 +253,7 @@ def test_admin_made_token_is_pending_until_the_student_activates_it(sim):
         canvas(sim, value).get_current_user()
 
     # The student signs in to the web UI and activates it (a session route, not the API).
-    browser = requests.Session()
-    login = browser.get(
-        f"{sim.url}/login", params={"as": STUDENT["login_id"]}, allow_redirects=False
-    )
-    assert login.status_code == 303
-    assert "canvas_sim_session" in browser.cookies
+    browser = sign_in(sim, STUDENT["login_id"])
     activated = browser.post(
         f"{sim.url}/profile/tokens/{created['id']}/activate",
         headers={"Accept": "application/json"},
@@ -245,20 +262,28 @@ def test_admin_made_token_is_pending_until_the_student_activates_it(sim):
     assert activated.json()["workflow_state"] == "active"
 
     me = canvas(sim, value).get_current_user()
-    assert (me.id, me.login_id) == (STUDENT["id"], STUDENT["login_id"])
+    assert (me.id, me.name) == (STUDENT["id"], STUDENT["name"])
 
 
 def test_activation_needs_the_owner_signed_in(sim):
+    """canvas-api.md §1: a session route; without a session a browser goes to the login page,
+    and Rails' CSRF check applies."""
     admin = canvas(sim, ADMIN_TOKEN)
     created = create_token(admin, STUDENT["id"], "pytest: not for the admin to activate")
-    anonymous = requests.post(
-        f"{sim.url}/profile/tokens/{created['id']}/activate",
-        headers={"Accept": "application/json"},
-    )
+    url = f"{sim.url}/profile/tokens/{created['id']}/activate"
+    anonymous = requests.post(url, allow_redirects=False)
+    assert anonymous.status_code == 302
+    assert anonymous.headers["Location"] == "/login"
+    # A script that asks for JSON gets Canvas's 401 instead.
+    anonymous = requests.post(url, headers={"Accept": "application/json"}, allow_redirects=False)
     assert anonymous.status_code == 401
+    # The owner's session without the CSRF token is refused.
+    student = sign_in(sim, STUDENT["login_id"])
+    del student.headers["X-CSRF-Token"]
+    forged = student.post(url, headers={"Accept": "application/json"})
+    assert forged.status_code == 422
     # The admin is not the owner: the token is not theirs to find.
-    browser = requests.Session()
-    browser.get(f"{sim.url}/login", params={"as": ADMIN["login_id"]}, allow_redirects=False)
+    browser = sign_in(sim, ADMIN["login_id"])
     other = browser.post(
         f"{sim.url}/profile/tokens/{created['id']}/activate",
         headers={"Accept": "application/json"},
@@ -284,13 +309,23 @@ def test_token_deleted_through_the_api_stops_working(sim):
 
 
 @pytest.mark.parametrize(
-    "token",
-    [PENDING_TOKEN, DELETED_TOKEN, EXPIRED_TOKEN, "NoSuchToken0123456789abcdef"],
+    "token, message",
+    [
+        (PENDING_TOKEN, "Invalid access token."),
+        (DELETED_TOKEN, "Revoked access token."),
+        (EXPIRED_TOKEN, "Expired access token."),
+        ("NoSuchToken0123456789abcdef", "Invalid access token."),
+    ],
     ids=["pending", "deleted", "expired", "unknown"],
 )
-def test_unusable_tokens_raise_invalid_access_token(sim, token):
-    with pytest.raises(InvalidAccessToken):
+def test_unusable_tokens_raise_invalid_access_token(sim, token, message):
+    """canvas-api.md §3: each is a 401 with WWW-Authenticate, which canvasapi maps to
+    InvalidAccessToken; the message says why."""
+    with pytest.raises(InvalidAccessToken) as raised:
         canvas(sim, token).get_current_user()
+    assert message in str(raised.value)
+    if token == EXPIRED_TOKEN:
+        assert "2020-01-01T00:00:00Z" in str(raised.value), "expired_at"
 
 
 # --- users ------------------------------------------------------------------------------------
@@ -300,6 +335,9 @@ def test_unusable_tokens_raise_invalid_access_token(sim, token):
 def test_get_user_by_sis_login_id(sim, person):
     user = canvas(sim, ADMIN_TOKEN).get_user(person["login_id"], "sis_login_id")
     assert (user.id, user.login_id, user.name) == (person["id"], person["login_id"], person["name"])
+    # canvas-api.md §2: the look-up ignores case.
+    user = canvas(sim, ADMIN_TOKEN).get_user(person["login_id"].upper(), "sis_login_id")
+    assert user.id == person["id"]
 
 
 def test_get_user_by_sis_login_id_that_does_not_exist(sim):
@@ -308,10 +346,11 @@ def test_get_user_by_sis_login_id_that_does_not_exist(sim):
 
 
 def test_student_cannot_see_another_user(sim):
+    """canvas-api.md §2: a user the caller may not see is not found (404), not 401."""
     student = canvas(sim, STUDENT_TOKEN)
-    with pytest.raises(Unauthorized):
+    with pytest.raises(ResourceDoesNotExist):
         student.get_user(OTHER_STUDENT["id"])
-    with pytest.raises(Unauthorized):
+    with pytest.raises(ResourceDoesNotExist):
         student.get_user(OTHER_STUDENT["login_id"], "sis_login_id")
     # ...but may see themselves.
     assert student.get_user(STUDENT["id"]).id == STUDENT["id"]
@@ -379,63 +418,84 @@ def test_user_search_with_small_pages(sim):
 # --- throttling -------------------------------------------------------------------------------
 
 
-def test_concurrent_requests_are_throttled(slow_sim):
-    """canvas-api.md §4: each request holds its up-front cost while it runs, so with a
-    high-water mark of 100 and an up-front cost of 50 about two requests with one token fit in
-    flight (the second gets in because the bucket has leaked a little since the first)."""
-    workers = 6
+def _at_once(sim: Sim, workers: int, call):
+    """Runs `call(sim)` in `workers` threads released together; returns results or errors."""
     barrier = threading.Barrier(workers)
     outcomes: list = []
     lock = threading.Lock()
 
-    def call():
-        client = canvas(slow_sim, ADMIN_TOKEN)
+    def run():
         barrier.wait()
         try:
-            result = client.get_current_user().id
-        except Exception as e:  # noqa: BLE001 - sorted out below
+            result = call(sim)
+        except Exception as e:  # noqa: BLE001 - sorted out by the caller
             result = e
         with lock:
             outcomes.append(result)
 
-    threads = [threading.Thread(target=call) for _ in range(workers)]
+    threads = [threading.Thread(target=run) for _ in range(workers)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=20)
-
     assert len(outcomes) == workers
+    return outcomes
+
+
+def _current_user_id(sim: Sim):
+    return canvas(sim, ADMIN_TOKEN).get_current_user().id
+
+
+def test_concurrent_requests_are_throttled(slow_sim):
+    """canvas-api.md §4: each request holds its up-front cost while it runs, so with a
+    high-water mark of 100 and an up-front cost of 50 about two requests with one token fit in
+    flight (the second gets in because the bucket has leaked a little since the first). The
+    simulator answers 429, which current canvasapi maps to RateLimitExceeded (§3, §6)."""
+    outcomes = _at_once(slow_sim, 6, _current_user_id)
     throttled = [o for o in outcomes if isinstance(o, RateLimitExceeded)]
     succeeded = [o for o in outcomes if o == ADMIN["id"]]
     assert throttled, f"nothing was throttled: {outcomes!r}"
     assert succeeded, f"nothing got through: {outcomes!r}"
-    assert len(throttled) + len(succeeded) == workers, f"unexpected outcomes: {outcomes!r}"
+    assert len(throttled) + len(succeeded) == len(outcomes), f"unexpected: {outcomes!r}"
     assert "X-Rate-Limit-Remaining" in str(throttled[0])
 
 
-def test_throttled_response_shape(slow_sim):
-    """The raw answer canvasapi relies on: 403, text/plain, `403 Forbidden (Rate Limit Exceeded)`."""
-    url = f"{slow_sim.url}/api/v1/users/self"
+def test_a_throttled_403_is_not_rate_limit_exceeded_to_current_canvasapi(slow_sim_403):
+    """canvas-api.md §3, §6: an older instance's `403 Forbidden (Rate Limit Exceeded)` is
+    Forbidden to canvasapi 3.5 and later, not RateLimitExceeded — a client that must work with
+    such an instance has to look at the body itself (tokendesk's client does)."""
+    outcomes = _at_once(slow_sim_403, 6, _current_user_id)
+    forbidden = [o for o in outcomes if isinstance(o, Forbidden)]
+    succeeded = [o for o in outcomes if o == ADMIN["id"]]
+    assert forbidden, f"nothing was throttled: {outcomes!r}"
+    assert succeeded, f"nothing got through: {outcomes!r}"
+    assert not any(isinstance(o, RateLimitExceeded) for o in outcomes), outcomes
+    assert len(forbidden) + len(succeeded) == len(outcomes), f"unexpected: {outcomes!r}"
+    assert "Rate Limit Exceeded" in str(forbidden[0])
+
+
+@pytest.mark.parametrize("status", [429, 403])
+def test_throttled_response_shape(slow_sim, slow_sim_403, status):
+    """The raw answer (canvas-api.md §3): 429 by default, 403 when asked; text/plain
+    `<status> Forbidden (Rate Limit Exceeded)`, no Retry-After, X-Rate-Limit-Remaining."""
+    sim = slow_sim if status == 429 else slow_sim_403
+    url = f"{sim.url}/api/v1/users/self"
     headers = {"Authorization": f"Bearer {STUDENT_TOKEN}"}
-    workers = 4
-    barrier = threading.Barrier(workers)
-    responses: list = []
 
-    def call():
+    def call(sim):
         with requests.Session() as session:
-            barrier.wait()
-            responses.append(session.get(url, headers=headers, timeout=10))
+            return session.get(url, headers=headers, timeout=10)
 
-    threads = [threading.Thread(target=call) for _ in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    responses = _at_once(sim, 4, call)
     statuses = sorted(r.status_code for r in responses)
-    assert 200 in statuses and 403 in statuses and set(statuses) == {200, 403}, statuses
-    throttled = next(r for r in responses if r.status_code == 403)
+    assert 200 in statuses and status in statuses and set(statuses) == {200, status}, statuses
+    throttled = next(r for r in responses if r.status_code == status)
     assert throttled.headers["Content-Type"].startswith("text/plain")
-    assert throttled.text.strip() == "403 Forbidden (Rate Limit Exceeded)"
+    assert throttled.text.strip() == f"{status} Forbidden (Rate Limit Exceeded)"
     assert "X-Rate-Limit-Remaining" in throttled.headers
+    assert "X-Request-Cost" not in throttled.headers
     assert "Retry-After" not in throttled.headers
     assert "WWW-Authenticate" not in throttled.headers
+    ok = next(r for r in responses if r.status_code == 200)
+    # canvas-api.md §4: Ruby prints the float.
+    assert ok.headers["X-Request-Cost"] == "0.05"

@@ -145,12 +145,19 @@ def test_a_token_issued_by_tokendesk_works_with_canvasapi_only_while_live(demo):
     token = api(sam, demo, "GET", f"/tokens/{issued['token_id']}").json()
     browser = requests.Session()
     browser.get(f"{demo.canvas_url}/login?as=sam.student")
-    r = browser.post(f"{demo.canvas_url}/profile/tokens/{token['canvas_token_id']}/activate", headers={"Accept": "application/json"})
+    # Canvas's CSRF check (canvas-api.md §1): the _csrf_token cookie goes back as X-CSRF-Token.
+    r = browser.post(
+        f"{demo.canvas_url}/profile/tokens/{token['canvas_token_id']}/activate",
+        headers={"Accept": "application/json", "X-CSRF-Token": browser.cookies["_csrf_token"]},
+    )
     assert r.status_code == 200, r.text
     me = Canvas(demo.canvas_url, value).get_current_user()
-    assert me.login_id == "sam.student"
+    # A student's own profile has no login_id (canvas-api.md §2): the name and id say who.
+    assert me.name == "Sam Student"
+    assert me.id == token["canvas_user_id"]
 
     r = api(theo, demo, "POST", f"/tokens/{issued['token_id']}/revoke", {"reason": "rotating all tokens for the term"})
     assert r.status_code == 200, r.text
-    with pytest.raises(InvalidAccessToken):
+    with pytest.raises(InvalidAccessToken) as revoked:
         Canvas(demo.canvas_url, value).get_current_user()
+    assert "Revoked access token." in str(revoked.value)
