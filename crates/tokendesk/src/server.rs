@@ -93,7 +93,7 @@ impl RunningServer {
         let _ = self.stop.send(true);
         let _ = self.server.await;
         let _ = self.workers.await;
-        self.app.store.close().await;
+        self.app.close().await;
     }
 }
 

@@ -28,7 +28,7 @@ impl App {
             owner: e.owner.clone(),
             state: e.state_at(now),
             expires_at: e.expires_at,
-            reveals_left: e.reveals_left(&self.policy, now),
+            reveals_left: e.reveals_left(self.policy(), now),
         }
     }
 
@@ -50,23 +50,22 @@ impl App {
         ctx: &Ctx,
     ) -> AppResult<(Sealed, EnvelopeView)> {
         let now = self.now();
-        let mut tx = self.store.write().await?;
+        let mut tx = self.write().await?;
         let Some(stored) = store::get_envelope(&mut tx, id).await? else {
             return Err(DomainError::NotFound.into());
         };
-        let change = match envelope::reveal(&stored.envelope, actor, &self.policy, now) {
+        let change = match envelope::reveal(&stored.envelope, actor, self.policy(), now) {
             Ok(change) => change,
             Err(DomainError::NotFound) => {
                 drop(tx);
                 // Someone tried to open another person's envelope: worth a line in the trail.
-                self.audit_refusal(
+                let record = crate::domain::refused(
+                    actor,
                     "envelope.reveal",
                     format!("envelope:{id}"),
-                    actor,
                     "not the owner",
-                    ctx,
-                )
-                .await?;
+                );
+                self.record(&record, ctx).await?;
                 return Err(DomainError::NotFound.into());
             }
             Err(e) => return Err(e.into()),
@@ -90,7 +89,7 @@ impl App {
     /// The owner destroys the envelope ("I have saved it"); its ciphertext is erased.
     pub async fn burn(&self, actor: &Actor, id: &str, ctx: &Ctx) -> AppResult<EnvelopeView> {
         let now = self.now();
-        let mut tx = self.store.write().await?;
+        let mut tx = self.write().await?;
         let stored = store::get_envelope(&mut tx, id)
             .await?
             .ok_or(DomainError::NotFound)?;

@@ -3,12 +3,17 @@
 //! The web layer (JSON API and pages) and the CLI call these; none of them re-implements a rule.
 
 mod clock;
+mod delivery;
+mod email;
 mod envelopes;
+mod issue;
 mod people;
 mod reads;
 mod requests;
 mod setup;
+mod sweep;
 mod tokens;
+mod work;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -20,11 +25,18 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use envelopes::EnvelopeView;
 pub use reads::AuditQuery;
 pub use requests::{RequestQuery, RequestView};
-pub use setup::{connection_string, database_url, open_store, store_options};
+pub use setup::{connect_store, connection_string, database_url, open_store, store_options};
+pub use sweep::SweepReport;
+pub use work::{MAX_ATTEMPTS, WorkError, backoff};
 
 use crate::delivery::email::SmtpSender;
 use crate::delivery::envelope::AtRestKey;
-use crate::domain::{Actor, AuditRecord, DomainError, Effect, Login, Policy, RequestId, Roles};
+use futures::future::BoxFuture;
+
+use crate::domain::request::Request;
+use crate::domain::{
+    Actor, AuditRecord, Change, DomainError, Effect, EmailKind, Login, Policy, RequestId, Roles,
+};
 use crate::store::{self, QueuedEmail, Store, StoreError, Tx};
 
 /// Where email goes.
@@ -89,21 +101,14 @@ pub struct AppParts {
 #[derive(Clone)]
 pub struct App(Arc<Inner>);
 
-pub struct Inner {
-    pub parts: AppParts,
+struct Inner {
+    parts: AppParts,
     /// How this instance shares background work with the others.
-    pub workers: WorkerSettings,
+    workers: WorkerSettings,
     /// This instance's name in `periodic_runs.owner` and the logs: `pid-RANDOM`.
-    pub instance: String,
+    instance: String,
     /// Wakes the workers when work is queued.
-    pub wake: tokio::sync::Notify,
-}
-
-impl std::ops::Deref for App {
-    type Target = AppParts;
-    fn deref(&self) -> &AppParts {
-        &self.0.parts
-    }
+    wake: tokio::sync::Notify,
 }
 
 /// Where a request came from, for the audit trail.
@@ -193,24 +198,68 @@ impl App {
         &self.0.instance
     }
 
+    /// The parts, for the operations (which live in this module's children).
+    fn parts(&self) -> &AppParts {
+        &self.0.parts
+    }
+
+    fn store(&self) -> &Store {
+        &self.0.parts.store
+    }
+
     pub fn now(&self) -> time::OffsetDateTime {
-        self.clock.now()
+        self.parts().clock.now()
+    }
+
+    /// The institution's rules in force.
+    pub fn policy(&self) -> &Policy {
+        &self.parts().policy
+    }
+
+    /// The base of tokendesk's links (ends with `/`).
+    pub fn public_url(&self) -> &Url {
+        &self.parts().public_url
+    }
+
+    /// Whether email goes to the mailbox page (the demo's inbox) instead of SMTP.
+    pub fn uses_mailbox(&self) -> bool {
+        matches!(self.parts().mailer, Mailer::Mailbox)
+    }
+
+    /// Whether the database answers (readiness).
+    pub async fn ping(&self) -> AppResult<()> {
+        Ok(self.store().ping().await?)
+    }
+
+    /// How the status look-up cache has done.
+    pub fn view_cache_stats(&self) -> store::ViewCacheStats {
+        self.store().view_cache_stats()
+    }
+
+    /// Closes the database (at shutdown).
+    pub async fn close(&self) {
+        self.store().close().await;
     }
 
     /// The actor for a signed-in login, with the roles configuration gives it.
     pub fn actor(&self, login: Login) -> Actor {
-        let roles = self.roles.roles_of(&login);
+        let roles = self.parts().roles.roles_of(&login);
         Actor { login, roles }
     }
 
     /// A pooled connection for reads.
-    pub(crate) async fn read(&self) -> AppResult<sqlx::pool::PoolConnection<sqlx::Any>> {
+    async fn read(&self) -> AppResult<sqlx::pool::PoolConnection<sqlx::Any>> {
         Ok(self
-            .store
+            .store()
             .pool()
             .acquire()
             .await
             .map_err(StoreError::from)?)
+    }
+
+    /// A write transaction.
+    async fn write(&self) -> AppResult<Tx> {
+        Ok(self.store().write().await?)
     }
 
     /// Wakes the workers (work was queued).
@@ -224,36 +273,35 @@ impl App {
 
     /// The Canvas `:user_id` of a login.
     pub fn canvas_user_ref(&self, login: &Login) -> tokendesk_canvas::UserRef {
-        let reference = self.canvas_user_pattern.replace("{login}", login.as_str());
+        let reference = self
+            .parts()
+            .canvas_user_pattern
+            .replace("{login}", login.as_str());
         tokendesk_canvas::UserRef::parse(&reference)
     }
 
     /// Where a person activates tokens in Canvas.
     pub fn canvas_settings_url(&self) -> String {
-        self.canvas_url
+        let canvas = &self.parts().canvas_url;
+        canvas
             .join("profile/settings")
             .map(String::from)
-            .unwrap_or_else(|_| self.canvas_url.to_string())
+            .unwrap_or_else(|_| canvas.to_string())
     }
 
     /// A page of tokendesk, absolute.
     pub fn page_url(&self, path: &str) -> String {
-        self.public_url
-            .join(path.trim_start_matches('/'))
+        let base = self.public_url();
+        base.join(path.trim_start_matches('/'))
             .map(String::from)
-            .unwrap_or_else(|_| format!("{}{}", self.public_url, path))
+            .unwrap_or_else(|_| format!("{base}{path}"))
     }
 
     /// Writes an audit event in the transaction.
-    pub(crate) async fn audit(
-        &self,
-        tx: &mut Tx,
-        record: &AuditRecord,
-        ctx: &Ctx,
-    ) -> AppResult<()> {
+    async fn audit(&self, tx: &mut Tx, record: &AuditRecord, ctx: &Ctx) -> AppResult<()> {
         store::append_audit(
             tx,
-            self.store.backend(),
+            self.store().backend(),
             record,
             self.now(),
             ctx.client_addr.as_deref(),
@@ -262,8 +310,46 @@ impl App {
         Ok(())
     }
 
+    /// The one transition path: reads a request, asks the domain for the change, and writes the
+    /// new state, its audit event, its follow-up work and whatever else belongs to the same
+    /// change (`also`, in the same transaction). A request moved by someone else meanwhile is
+    /// a conflict, and nothing is written.
+    async fn transition_with<T: Send>(
+        &self,
+        id: RequestId,
+        ctx: &Ctx,
+        decide: impl FnOnce(&Request) -> Result<Change<Request>, DomainError>,
+        also: impl for<'t> FnOnce(&'t mut Tx, &'t Request) -> BoxFuture<'t, AppResult<T>> + Send,
+    ) -> AppResult<(Request, T)> {
+        let mut tx = self.write().await?;
+        let current = store::get_request(&mut tx, id)
+            .await?
+            .ok_or(DomainError::NotFound)?;
+        let change = decide(&current)?;
+        store::update_request(&mut tx, current.state, &change.state).await?;
+        self.audit(&mut tx, &change.audit, ctx).await?;
+        self.apply_effects(&mut tx, id, &current.requester, &change.effects)
+            .await?;
+        let extra = also(&mut tx, &change.state).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        self.wake();
+        Ok((change.state, extra))
+    }
+
+    /// [`App::transition_with`] with nothing more to write.
+    async fn transition(
+        &self,
+        id: RequestId,
+        ctx: &Ctx,
+        decide: impl FnOnce(&Request) -> Result<Change<Request>, DomainError>,
+    ) -> AppResult<Request> {
+        self.transition_with(id, ctx, decide, |_, _| Box::pin(async { Ok(()) }))
+            .await
+            .map(|(request, ())| request)
+    }
+
     /// Queues what a transition asks for, in its transaction.
-    pub(crate) async fn apply_effects(
+    async fn apply_effects(
         &self,
         tx: &mut Tx,
         request: RequestId,
@@ -277,11 +363,11 @@ impl App {
                     store::enqueue_job(tx, store::JobKind::IssueToken, Some(request), now).await?;
                 }
                 Effect::NotifyApprovers => {
-                    for reviewer in self.roles.reviewers() {
+                    for reviewer in self.parts().roles.reviewers() {
                         if &reviewer != requester {
                             store::enqueue_email(
                                 tx,
-                                "new_request",
+                                EmailKind::NewRequest,
                                 Some(request),
                                 Some(&reviewer),
                                 &QueuedEmail::Notice,
@@ -295,7 +381,7 @@ impl App {
                 Effect::NotifyDenied => {
                     store::enqueue_email(
                         tx,
-                        "denied",
+                        EmailKind::Denied,
                         Some(request),
                         Some(requester),
                         &QueuedEmail::Notice,
@@ -307,7 +393,7 @@ impl App {
                 Effect::NotifyRevoked => {
                     store::enqueue_email(
                         tx,
-                        "revoked",
+                        EmailKind::Revoked,
                         Some(request),
                         Some(requester),
                         &QueuedEmail::Notice,
@@ -321,25 +407,10 @@ impl App {
         Ok(())
     }
 
-    /// Writes an audit event for something refused (a denied action is also worth recording
-    /// when it touches a secret, e.g. someone else's envelope).
-    pub(crate) async fn audit_refusal(
-        &self,
-        action: &'static str,
-        target: String,
-        actor: &Actor,
-        why: &str,
-        ctx: &Ctx,
-    ) -> AppResult<()> {
-        let mut tx = self.store.write().await?;
-        let record = AuditRecord {
-            actor: actor.login.to_string(),
-            action,
-            target,
-            outcome: "refused",
-            details: serde_json::json!({ "reason": why }),
-        };
-        self.audit(&mut tx, &record, ctx).await?;
+    /// Writes an audit event on its own (a refusal worth recording, an event of the sweep).
+    async fn record(&self, record: &AuditRecord, ctx: &Ctx) -> AppResult<()> {
+        let mut tx = self.write().await?;
+        self.audit(&mut tx, record, ctx).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(())
     }
@@ -348,7 +419,7 @@ impl App {
 /// Whose things a list shows: the login given in `field` when the actor `may_see_others`
 /// (`None`: everyone's), otherwise only the actor's own; naming someone else without that right
 /// is refused with `refusal`.
-pub(crate) fn whose(
+fn whose(
     actor: &Actor,
     field: &'static str,
     raw: Option<&str>,

@@ -58,7 +58,7 @@ impl App {
         to: Option<&str>,
         limit: Option<i64>,
     ) -> AppResult<Vec<MailboxMessage>> {
-        if !matches!(self.mailer, Mailer::Mailbox) {
+        if !matches!(self.parts().mailer, Mailer::Mailbox) {
             return Err(AppError::Unavailable(
                 "there is no mailbox: email is sent by SMTP in this configuration".into(),
             ));

@@ -1,13 +1,12 @@
 //! Requests: submit, read, list, and the decisions on them.
 
-use futures::future::BoxFuture;
 use time::Date;
 
 use super::{App, AppResult, Ctx};
 use crate::domain::envelope::Envelope;
 use crate::domain::request::{self, RawNewRequest, Request, RequestState, parse_date};
-use crate::domain::{Actor, Change, DomainError, RequestId};
-use crate::store::{self, Person, RequestFilter, StoreError, StoredToken, Tx};
+use crate::domain::{Actor, DomainError, RequestId};
+use crate::store::{self, Person, RequestFilter, StoreError, StoredToken};
 
 /// A request with what was issued for it.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,8 +35,8 @@ impl App {
         ctx: &Ctx,
     ) -> AppResult<Request> {
         let now = self.now();
-        let new = request::parse_new_request(raw, &self.policy, now.date())?;
-        let mut tx = self.store.write().await?;
+        let new = request::parse_new_request(raw, self.policy(), now.date())?;
+        let mut tx = self.write().await?;
         let me = Person {
             login: actor.login.clone(),
             name: None,
@@ -46,7 +45,7 @@ impl App {
         };
         store::upsert_person(&mut tx, &me, now).await?;
         let holdings = store::holdings(&mut tx, &actor.login).await?;
-        let change = request::submit(actor, new, holdings, &self.policy, now)?;
+        let change = request::submit(actor, new, holdings, self.policy(), now)?;
         let created = store::insert_request(&mut tx, &actor.login, &change.state, now).await?;
         let mut audit = change.audit;
         audit.target = format!("request:{}", created.id);
@@ -61,7 +60,7 @@ impl App {
     /// One request, if the actor may see it.
     pub async fn request(&self, actor: &Actor, id: RequestId) -> AppResult<RequestView> {
         let view = self
-            .store
+            .store()
             .request_view(id)
             .await?
             .filter(|v| request::visible_to(&v.0, actor))
@@ -100,40 +99,6 @@ impl App {
         Ok(store::list_requests(&mut conn, &filter).await?)
     }
 
-    /// Reads a request, applies a transition and writes it with its audit event and effects.
-    pub(crate) async fn transition(
-        &self,
-        id: RequestId,
-        ctx: &Ctx,
-        decide: impl FnOnce(&Request) -> Result<Change<Request>, DomainError>,
-    ) -> AppResult<Request> {
-        self.transition_with(id, ctx, decide, |_| Box::pin(async { Ok(()) }))
-            .await
-    }
-
-    /// `transition`, with more writes that belong to the same change (same transaction).
-    pub(crate) async fn transition_with(
-        &self,
-        id: RequestId,
-        ctx: &Ctx,
-        decide: impl FnOnce(&Request) -> Result<Change<Request>, DomainError>,
-        also: impl for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, AppResult<()>> + Send,
-    ) -> AppResult<Request> {
-        let mut tx = self.store.write().await?;
-        let current = store::get_request(&mut tx, id)
-            .await?
-            .ok_or(DomainError::NotFound)?;
-        let change = decide(&current)?;
-        store::update_request(&mut tx, current.state, &change.state).await?;
-        self.audit(&mut tx, &change.audit, ctx).await?;
-        self.apply_effects(&mut tx, id, &current.requester, &change.effects)
-            .await?;
-        also(&mut tx).await?;
-        tx.commit().await.map_err(StoreError::from)?;
-        self.wake();
-        Ok(change.state)
-    }
-
     /// An approver approves; `expires_on` (YYYY-MM-DD) may shorten the requested expiry.
     pub async fn approve(
         &self,
@@ -150,7 +115,7 @@ impl App {
         };
         let now = self.now();
         self.transition(id, ctx, |r| {
-            request::approve(r, actor, expires_on, &self.policy, now)
+            request::approve(r, actor, expires_on, self.policy(), now)
         })
         .await
     }
@@ -175,7 +140,7 @@ impl App {
 
     pub async fn retry(&self, actor: &Actor, id: RequestId, ctx: &Ctx) -> AppResult<Request> {
         let now = self.now();
-        self.transition(id, ctx, |r| request::retry(r, actor, &self.policy, now))
+        self.transition(id, ctx, |r| request::retry(r, actor, self.policy(), now))
             .await
     }
 }

@@ -48,6 +48,16 @@ pub fn database_url(config: &Config) -> (String, StoreOptions) {
 
 /// Opens (and migrates) the configured database.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let store = connect_store(config).await?;
+    store
+        .migrate()
+        .await
+        .with_context(|| format!("cannot migrate the {} database", config.database.kind()))?;
+    Ok(store)
+}
+
+/// Connects to the configured database without migrating it (an SQLite file is created).
+pub async fn connect_store(config: &Config) -> anyhow::Result<Store> {
     let (url, options) = database_url(config);
     if let DatabaseUrl::Sqlite(path) = &config.database
         && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
@@ -55,7 +65,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the database folder {}", dir.display()))?;
     }
-    Store::open(&url, &options)
+    Store::connect(&url, &options)
         .await
         .with_context(|| format!("cannot open the {} database", config.database.kind()))
 }

@@ -3,6 +3,7 @@
 use tokendesk_canvas::{CanvasError, CanvasTokenId, CanvasUserId, TokenRef, UserRef};
 
 use super::{App, AppResult, Ctx};
+use crate::domain::envelope::EnvelopeState;
 use crate::domain::request::{self, Request};
 use crate::domain::{Actor, DomainError, TokenId};
 use crate::store::{self, StoredToken, TokenState};
@@ -48,31 +49,34 @@ impl App {
         let (token, request) = self.token(actor, id).await?;
         // Ask the rules first, so that Canvas is not touched for a refused revocation.
         request::revoke(&request, actor, reason, self.now())?;
-        delete_in_canvas(self, &token).await?;
+        self.delete_in_canvas(&token).await?;
         let now = self.now();
         let (token_id, request_id) = (token.id, token.request_id);
         self.transition_with(
             token.request_id,
             ctx,
             |r| request::revoke(r, actor, reason, now),
-            |tx| {
+            |tx, _| {
                 Box::pin(async move {
                     store::set_token_state(tx, token_id, TokenState::Deleted, now).await?;
-                    store::close_envelopes_of(tx, request_id, "burned").await?;
+                    store::close_envelopes_of(tx, request_id, EnvelopeState::Burned).await?;
                     Ok(())
                 })
             },
         )
         .await
+        .map(|(request, ())| request)
     }
 }
 
-/// Deletes the token in Canvas; a token Canvas no longer has counts as deleted.
-pub(crate) async fn delete_in_canvas(app: &App, token: &StoredToken) -> Result<(), CanvasError> {
-    let user = UserRef::Id(CanvasUserId(token.canvas_user_id.unsigned_abs()));
-    let id = TokenRef::Id(CanvasTokenId(token.canvas_token_id.unsigned_abs()));
-    match app.canvas.delete_token(&user, &id).await {
-        Ok(_) | Err(CanvasError::NotFound { .. }) => Ok(()),
-        Err(e) => Err(e),
+impl App {
+    /// Deletes the token in Canvas; a token Canvas no longer has counts as deleted.
+    async fn delete_in_canvas(&self, token: &StoredToken) -> Result<(), CanvasError> {
+        let user = UserRef::Id(CanvasUserId(token.canvas_user_id.unsigned_abs()));
+        let id = TokenRef::Id(CanvasTokenId(token.canvas_token_id.unsigned_abs()));
+        match self.parts().canvas.delete_token(&user, &id).await {
+            Ok(_) | Err(CanvasError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }

@@ -86,9 +86,25 @@ pub(super) async fn serve(args: ConfigArg) -> Result<(), CliError> {
 
 pub(super) async fn migrate(args: ConfigArg) -> Result<(), CliError> {
     let config = args.load()?;
-    let store = crate::app::open_store(&config).await?;
-    println!("database ({}) is up to date", config.database.kind());
+    let store = crate::app::connect_store(&config).await?;
+    let applied = store.migrate().await;
     store.close().await;
+    let applied = applied.context("cannot migrate the database")?;
+    if applied.is_empty() {
+        println!(
+            "database ({}) was already up to date",
+            config.database.kind()
+        );
+    } else {
+        for m in &applied {
+            println!("applied migration {} ({})", m.version, m.description);
+        }
+        println!(
+            "database ({}) is up to date: {} migration(s) applied",
+            config.database.kind(),
+            applied.len()
+        );
+    }
     Ok(())
 }
 

@@ -26,19 +26,25 @@ impl EnvelopeState {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            EnvelopeState::Sealed,
-            EnvelopeState::Revealed,
-            EnvelopeState::Burned,
-            EnvelopeState::Expired,
-        ]
-        .into_iter()
-        .find(|state| state.as_str() == s)
+        <Self as super::StateSet>::from_name(s)
     }
 
     /// Whether the ciphertext may still be handed out.
     pub fn is_open(self) -> bool {
         matches!(self, EnvelopeState::Sealed | EnvelopeState::Revealed)
+    }
+}
+
+impl super::StateSet for EnvelopeState {
+    const ALL: &'static [EnvelopeState] = &[
+        EnvelopeState::Sealed,
+        EnvelopeState::Revealed,
+        EnvelopeState::Burned,
+        EnvelopeState::Expired,
+    ];
+
+    fn as_str(self) -> &'static str {
+        EnvelopeState::as_str(self)
     }
 }
 
@@ -127,6 +133,17 @@ fn closed(envelope: &Envelope, now: OffsetDateTime, action: &str) -> DomainError
         ),
     };
     DomainError::Conflict { code, message }
+}
+
+/// The sweep closed an envelope whose time was up (its ciphertext is erased with it).
+pub fn expired(envelope_id: &str) -> AuditRecord {
+    AuditRecord {
+        actor: super::SYSTEM.to_owned(),
+        action: "envelope.expire",
+        target: format!("envelope:{envelope_id}"),
+        outcome: "ok",
+        details: json!({}),
+    }
 }
 
 /// The owner reveals the ciphertext (counted).

@@ -2,17 +2,21 @@
 //! policy. Every transition takes the current state and the clock's reading and returns the new
 //! state with the audit event and follow-up work it causes, or a typed error.
 
+pub mod email;
 pub mod envelope;
 pub mod error;
 pub mod ids;
 pub mod policy;
 pub mod request;
 pub mod roles;
+pub mod token;
 
+pub use email::EmailKind;
 pub use error::{DomainError, FieldError};
 pub use ids::{Login, RequestId, TokenId};
 pub use policy::Policy;
 pub use roles::{Actor, Roles};
+pub use token::TokenState;
 
 use serde_json::Value;
 
@@ -54,3 +58,40 @@ pub struct Change<T> {
 
 /// The actor name of the background workers.
 pub const SYSTEM: &str = "system";
+
+/// The record of something refused that is worth a line in the trail (e.g. someone trying to
+/// open another person's envelope).
+pub fn refused(actor: &Actor, action: &'static str, target: String, why: &str) -> AuditRecord {
+    AuditRecord {
+        actor: actor.login.to_string(),
+        action,
+        target,
+        outcome: "refused",
+        details: serde_json::json!({ "reason": why }),
+    }
+}
+
+/// A closed set of states (or kinds) stored by name: the one list the store's SQL, the
+/// migrations' checks and the pages' filters are derived from.
+pub trait StateSet: Copy + Eq + 'static {
+    /// Every member, in display order.
+    const ALL: &'static [Self];
+
+    /// The stored name.
+    fn as_str(self) -> &'static str;
+
+    /// The member with this stored name.
+    fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|s| s.as_str() == name)
+    }
+
+    /// The names of the members for which `keep` holds, in order.
+    fn names_where(keep: impl Fn(Self) -> bool) -> Vec<&'static str> {
+        Self::ALL
+            .iter()
+            .copied()
+            .filter(|s| keep(*s))
+            .map(Self::as_str)
+            .collect()
+    }
+}

@@ -69,6 +69,14 @@ impl RequestState {
     }
 }
 
+impl super::StateSet for RequestState {
+    const ALL: &'static [RequestState] = &RequestState::ALL;
+
+    fn as_str(self) -> &'static str {
+        RequestState::as_str(self)
+    }
+}
+
 impl fmt::Display for RequestState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -544,6 +552,21 @@ pub fn issued(
     Ok(Change {
         state: moved(request, RequestState::Issued, now),
         audit: audit(SYSTEM, "request.issue", request, details),
+        effects: vec![],
+    })
+}
+
+/// A new delivery link was made for an issued token whose link was lost (regenerated in Canvas,
+/// sealed in a new envelope; the old envelope is closed).
+pub fn link_reissued(
+    request: &Request,
+    details: serde_json::Value,
+    now: OffsetDateTime,
+) -> Result<Change<Request>, DomainError> {
+    require_state(request, "re-send the link of", &[RequestState::Issued])?;
+    Ok(Change {
+        state: moved(request, RequestState::Issued, now),
+        audit: audit(SYSTEM, "request.reissue_link", request, details),
         effects: vec![],
     })
 }

@@ -1,9 +1,7 @@
-//! Background work: issuing tokens, sending email, and the periodic sweep (expiry, activation
-//! tracking). Workers claim queued rows with a lease, so that work survives a crash and runs once.
-
-mod email;
-mod issue;
-mod sweep;
+//! The workers: they claim queued work (jobs and emails, held with a lease so that work
+//! survives a crash and runs once) and the periodic sweep (once per period across instances),
+//! and hand each to the service operation that does it. They hold no rules and write nothing
+//! themselves.
 
 use std::time::Duration as StdDuration;
 
@@ -11,90 +9,30 @@ use time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::app::App;
-use crate::store::{self, JobKind, StoreError};
+use crate::app::{App, AppResult};
 
-pub use sweep::{SweepReport, sweep};
-
-/// Attempts before a job or an email is given up.
-pub(crate) const MAX_ATTEMPTS: u32 = 8;
-
-/// The wait before attempt `attempts + 1`: 5 s, 10 s, 20 s … at most 10 minutes.
-pub(crate) fn backoff(attempts: u32) -> Duration {
-    let secs = 5i64.saturating_mul(1i64 << attempts.saturating_sub(1).min(7));
-    Duration::seconds(secs.min(600))
-}
-
-/// Why a piece of work did not finish.
-#[derive(Debug, thiserror::Error)]
-pub enum WorkError {
-    /// Worth another attempt later.
-    #[error("{0}")]
-    Transient(String),
-    /// Will not get better by retrying.
-    #[error("{0}")]
-    Permanent(String),
-}
-
-impl From<StoreError> for WorkError {
-    fn from(e: StoreError) -> Self {
-        WorkError::Transient(format!("database: {e}"))
-    }
-}
-
-impl From<crate::app::AppError> for WorkError {
-    fn from(e: crate::app::AppError) -> Self {
-        WorkError::Transient(e.to_string())
-    }
-}
+pub use crate::app::SweepReport;
 
 /// Runs one due job, if any. Returns whether there was one.
-pub async fn run_one_job(app: &App) -> Result<bool, StoreError> {
-    let now = app.now();
-    let Some(job) =
-        store::claim_job_by(&app.store, now, app.workers().lease, Some(app.instance())).await?
-    else {
+pub async fn run_one_job(app: &App) -> AppResult<bool> {
+    let Some(job) = app.claim_job().await? else {
         return Ok(false);
     };
-    let outcome = match job.kind {
-        JobKind::IssueToken => issue::run(app, &job).await,
-    };
-    let now = app.now();
-    match outcome {
-        Ok(()) => {}
-        Err(WorkError::Transient(why)) if job.attempts < MAX_ATTEMPTS => {
-            tracing::warn!(job.id = job.id, attempts = job.attempts, error = %why, "job failed; will retry");
-            let mut tx = app.store.write().await?;
-            store::job_retry(
-                &mut tx,
-                job.id,
-                &why,
-                Some(now + backoff(job.attempts)),
-                now,
-            )
-            .await?;
-            tx.commit().await?;
-        }
-        Err(WorkError::Transient(why) | WorkError::Permanent(why)) => {
-            tracing::error!(job.id = job.id, attempts = job.attempts, error = %why, "job gave up");
-            issue::give_up(app, &job, &why).await?;
-        }
-    }
+    app.run_job(job).await?;
     Ok(true)
 }
 
 /// Sends one due email, if any. Returns whether there was one.
-pub async fn run_one_email(app: &App) -> Result<bool, StoreError> {
-    let now = app.now();
-    let Some(claimed) = store::claim_email(&app.store, now, app.workers().lease).await? else {
+pub async fn run_one_email(app: &App) -> AppResult<bool> {
+    let Some(email) = app.claim_email().await? else {
         return Ok(false);
     };
-    email::run(app, claimed).await?;
+    app.send_email(email).await?;
     Ok(true)
 }
 
 /// Runs every job and email that is due now, then returns how many ran (tests and the CLI).
-pub async fn drain(app: &App) -> Result<usize, StoreError> {
+pub async fn drain(app: &App) -> AppResult<usize> {
     let mut ran = 0;
     loop {
         let job = run_one_job(app).await?;
@@ -106,19 +44,23 @@ pub async fn drain(app: &App) -> Result<usize, StoreError> {
     }
 }
 
+/// Runs the sweep now (tests and the CLI).
+pub async fn sweep(app: &App) -> AppResult<SweepReport> {
+    app.sweep().await
+}
+
 /// The name of the sweep in `periodic_runs`.
 pub const SWEEP: &str = "sweep";
 
 /// Runs the sweep if no instance has run it in the current period (`[workers]
 /// sweep_every_secs`). Returns the report when this instance ran it.
-pub async fn sweep_if_due(app: &App) -> crate::app::AppResult<Option<SweepReport>> {
+pub async fn sweep_if_due(app: &App) -> AppResult<Option<SweepReport>> {
     let period = app.workers().sweep_every;
     // Claims an instant apart must not lose a period to the time between a tick and its
     // claim: allow a twentieth of the period (at most a second) of slack.
     let period = Duration::try_from(period).unwrap_or(Duration::MAX);
     let claim = period - (period / 20_i32).min(Duration::SECOND);
-    let claimed = store::claim_period(&app.store, SWEEP, app.instance(), app.now(), claim).await?;
-    if !claimed {
+    if !app.claim_period(SWEEP, claim).await? {
         tracing::debug!(
             instance = app.instance(),
             "sweep: another instance ran it this period"
@@ -129,7 +71,7 @@ pub async fn sweep_if_due(app: &App) -> crate::app::AppResult<Option<SweepReport
         instance = app.instance(),
         "sweep: this instance claimed the period"
     );
-    sweep(app).await.map(Some)
+    app.sweep().await.map(Some)
 }
 
 /// Starts the workers; they stop when `shutdown` turns true, after the work in hand. Jobs and

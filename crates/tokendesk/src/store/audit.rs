@@ -9,7 +9,8 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use time::OffsetDateTime;
 
-use super::{Backend, StoreError, StoreResult, from_ts, ts};
+use super::sql::{from_ts, ts};
+use super::{Backend, StoreError, StoreResult};
 use crate::domain::AuditRecord;
 
 /// The hash before the first event.

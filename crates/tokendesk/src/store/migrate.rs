@@ -1,84 +1,156 @@
-//! Embedded migrations, one list per backend, applied in order and recorded.
+//! The schema: `sqlx::migrate!` embeds one set of migrations per backend
+//! (`migrations/sqlite`, `migrations/postgres`) with their checksums. `_sqlx_migrations`
+//! records what ran; a migration that was edited after it was applied, or a database migrated
+//! by a newer tokendesk, is refused with a message that says so.
+//!
+//! Databases made before tokendesk used sqlx's migrator recorded their migrations in
+//! `schema_migrations` (version, name, applied_at); those are adopted once: the versions they
+//! name are marked applied (without running them again) and the old table is dropped.
 
-use sqlx::Row;
-use time::OffsetDateTime;
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::{AnyConnection, Row};
 
-use super::{Backend, Store, StoreResult, ts};
+use super::{Backend, Store, StoreError, StoreResult};
 
-struct Migration {
-    version: i64,
-    name: &'static str,
-    sql: &'static str,
+static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// The migrations of a backend.
+pub(super) fn migrator(backend: Backend) -> &'static Migrator {
+    match backend {
+        Backend::Sqlite => &SQLITE,
+        Backend::Postgres => &POSTGRES,
+    }
 }
 
-const SQLITE: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "initial",
-        sql: include_str!("../../migrations/sqlite/0001_initial.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "periodic_runs",
-        sql: include_str!("../../migrations/sqlite/0002_periodic_runs.sql"),
-    },
-];
+/// A migration that `migrate` applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedMigration {
+    pub version: i64,
+    pub description: String,
+}
 
-const POSTGRES: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "initial",
-        sql: include_str!("../../migrations/postgres/0001_initial.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "periodic_runs",
-        sql: include_str!("../../migrations/postgres/0002_periodic_runs.sql"),
-    },
-    Migration {
-        version: 3,
-        name: "request_change_notices",
-        sql: include_str!("../../migrations/postgres/0003_request_change_notices.sql"),
-    },
-];
-
-pub(super) async fn run(store: &Store) -> StoreResult<usize> {
-    let migrations = match store.backend() {
-        Backend::Sqlite => SQLITE,
-        Backend::Postgres => POSTGRES,
+async fn table_exists(conn: &mut AnyConnection, backend: Backend, name: &str) -> StoreResult<bool> {
+    let sql = match backend {
+        Backend::Sqlite => "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1",
+        Backend::Postgres => {
+            "SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = $1"
+        }
     };
-    let mut tx = store.write().await?;
-    if store.backend() == Backend::Postgres {
-        // One instance migrates at a time.
-        sqlx::query("SELECT pg_advisory_xact_lock(72201)")
-            .execute(&mut *tx)
+    let found = sqlx::query(sql).bind(name).fetch_optional(conn).await?;
+    Ok(found.is_some())
+}
+
+/// The versions `_sqlx_migrations` records as applied (none when it does not exist yet).
+async fn applied_versions(conn: &mut AnyConnection, backend: Backend) -> StoreResult<Vec<i64>> {
+    if !table_exists(conn, backend, "_sqlx_migrations").await? {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|r| r.try_get::<i64, _>(0).map_err(StoreError::from))
+        .collect()
+}
+
+/// Adopts a database migrated by the hand-written runner of earlier releases.
+async fn adopt_legacy(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    migrator: &Migrator,
+) -> StoreResult<()> {
+    if !table_exists(conn, backend, "schema_migrations").await? {
+        return Ok(());
+    }
+    // Instances starting at once adopt one after the other.
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_lock(72201)")
+            .execute(&mut *conn)
             .await?;
     }
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
-    )
-    .execute(&mut *tx)
-    .await?;
-    let applied: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|r| r.try_get::<i64, _>(0))
-        .collect::<Result<_, _>>()?;
-    let mut ran = 0;
-    for m in migrations.iter().filter(|m| !applied.contains(&m.version)) {
-        sqlx::raw_sql(m.sql).execute(&mut *tx).await?;
-        sqlx::query(
-            "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
-        )
-        .bind(m.version)
-        .bind(m.name)
-        .bind(ts(OffsetDateTime::now_utc()))
-        .execute(&mut *tx)
-        .await?;
-        tracing::info!(version = m.version, name = m.name, "migration applied");
-        ran += 1;
+    let adopted = adopt_locked(conn, backend, migrator).await;
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_unlock(72201)")
+            .execute(&mut *conn)
+            .await?;
     }
-    tx.commit().await?;
-    Ok(ran)
+    adopted
+}
+
+async fn adopt_locked(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    migrator: &Migrator,
+) -> StoreResult<()> {
+    if !table_exists(conn, backend, "schema_migrations").await? {
+        return Ok(());
+    }
+    let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
+        .fetch_one(&mut *conn)
+        .await?;
+    if let Some(newest) = newest {
+        migrator
+            .run_direct(Some(newest), &mut *conn, true)
+            .await
+            .map_err(|e| migrate_error(e, backend))?;
+        tracing::info!(
+            up_to = newest,
+            "adopted the migrations recorded in schema_migrations"
+        );
+    }
+    sqlx::query("DROP TABLE IF EXISTS schema_migrations")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+fn migrate_error(e: MigrateError, backend: Backend) -> StoreError {
+    let known = migrator(backend)
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0);
+    let message = match &e {
+        MigrateError::VersionMismatch(v) => format!(
+            "migration {v} was applied to this database but the copy built into this tokendesk \
+             differs from it (its checksum changed): an applied migration must never be edited; \
+             restore the original file or add a new migration instead"
+        ),
+        MigrateError::VersionMissing(v) => format!(
+            "the database's schema is at migration {v}, newer than this tokendesk knows \
+             (it knows migrations up to {known}): it was migrated by a newer release; run that \
+             release, or restore a backup taken before the upgrade"
+        ),
+        MigrateError::Dirty(v) => format!(
+            "migration {v} failed part-way on this database earlier; restore a backup or repair it by hand"
+        ),
+        other => format!("migrating the database: {other}"),
+    };
+    StoreError::Schema(message)
+}
+
+/// Brings the schema up to date; returns the migrations that ran, in order.
+pub(super) async fn run(store: &Store) -> StoreResult<Vec<AppliedMigration>> {
+    let backend = store.backend();
+    let migrator = migrator(backend);
+    let mut conn = store.pool().acquire().await?;
+    adopt_legacy(&mut conn, backend, migrator).await?;
+    let before = applied_versions(&mut conn, backend).await?;
+    migrator
+        .run_direct(None, &mut *conn, false)
+        .await
+        .map_err(|e| migrate_error(e, backend))?;
+    let applied: Vec<AppliedMigration> = migrator
+        .iter()
+        .filter(|m| !before.contains(&m.version))
+        .map(|m| AppliedMigration {
+            version: m.version,
+            description: m.description.to_string(),
+        })
+        .collect();
+    for m in &applied {
+        tracing::info!(version = m.version, name = %m.description, "migration applied");
+    }
+    Ok(applied)
 }

@@ -6,9 +6,10 @@
 use sqlx::{AnyConnection, Row};
 use time::{Duration, OffsetDateTime};
 
-use super::{Backend, Store, StoreError, StoreResult, from_ts, ts};
+use super::sql::{from_ts, state, ts};
+use super::{Backend, Store, StoreResult};
 use crate::delivery::email::OutgoingEmail;
-use crate::domain::{Login, RequestId};
+use crate::domain::{EmailKind, Login, RequestId, StateSet};
 
 /// Kinds of background job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,17 +18,56 @@ pub enum JobKind {
     IssueToken,
 }
 
-impl JobKind {
-    pub fn as_str(self) -> &'static str {
+impl StateSet for JobKind {
+    const ALL: &'static [JobKind] = &[JobKind::IssueToken];
+
+    fn as_str(self) -> &'static str {
         match self {
             JobKind::IssueToken => "issue_token",
         }
     }
+}
 
-    fn parse(s: &str) -> StoreResult<Self> {
-        match s {
-            "issue_token" => Ok(JobKind::IssueToken),
-            other => Err(StoreError::Corrupt(format!("job kind {other:?}"))),
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        StateSet::as_str(self)
+    }
+}
+
+/// Where a queued row is: waiting, held by a worker, finished, or given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueState {
+    Queued,
+    /// Held by a worker until its lease runs out (`running` for jobs, `sending` for emails).
+    Held,
+    /// Done (`done` for jobs, `sent` for emails).
+    Finished,
+    Dead,
+}
+
+/// The two queues: their table and the names of their states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Queue {
+    Jobs,
+    Emails,
+}
+
+impl Queue {
+    fn table(self) -> &'static str {
+        match self {
+            Queue::Jobs => "jobs",
+            Queue::Emails => "emails",
+        }
+    }
+
+    fn state(self, state: QueueState) -> &'static str {
+        match (self, state) {
+            (_, QueueState::Queued) => "queued",
+            (Queue::Jobs, QueueState::Held) => "running",
+            (Queue::Emails, QueueState::Held) => "sending",
+            (Queue::Jobs, QueueState::Finished) => "done",
+            (Queue::Emails, QueueState::Finished) => "sent",
+            (_, QueueState::Dead) => "dead",
         }
     }
 }
@@ -40,11 +80,12 @@ pub async fn enqueue_job(
 ) -> StoreResult<i64> {
     let row = sqlx::query(
         "INSERT INTO jobs (kind, request_id, state, attempts, run_after, created_at, updated_at) \
-         VALUES ($1, $2, 'queued', 0, $3, $3, $3) RETURNING id",
+         VALUES ($1, $2, $4, 0, $3, $3, $3) RETURNING id",
     )
     .bind(kind.as_str())
     .bind(request_id.map(|r| r.0))
     .bind(ts(now))
+    .bind(Queue::Jobs.state(QueueState::Queued))
     .fetch_one(conn)
     .await?;
     Ok(row.try_get::<i64, _>(0)?)
@@ -66,7 +107,7 @@ pub struct ClaimedJob {
 /// the write transaction serialises them.
 async fn claim_row(
     store: &Store,
-    table: &str,
+    queue: Queue,
     columns: &str,
     now: OffsetDateTime,
     lease: Duration,
@@ -76,13 +117,11 @@ async fn claim_row(
         Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         Backend::Sqlite => "",
     };
-    let running = if table == "jobs" {
-        "running"
-    } else {
-        "sending"
-    };
+    let table = queue.table();
+    let running = queue.state(QueueState::Held);
+    let queued = queue.state(QueueState::Queued);
     // Jobs remember which instance last claimed them (for operators and tests).
-    let holder_column = if table == "jobs" {
+    let holder_column = if queue == Queue::Jobs {
         ", locked_by = $3"
     } else {
         ""
@@ -93,7 +132,7 @@ async fn claim_row(
         "UPDATE {table} SET state = '{running}', attempts = attempts + 1, locked_until = $1{holder_column} \
          WHERE id = (SELECT id FROM ( \
              SELECT id, run_after FROM (SELECT id, run_after FROM {table} \
-                 WHERE state = 'queued' AND run_after <= $2 ORDER BY run_after, id LIMIT 1{lock}) AS due \
+                 WHERE state = '{queued}' AND run_after <= $2 ORDER BY run_after, id LIMIT 1{lock}) AS due \
              UNION ALL \
              SELECT id, run_after FROM (SELECT id, run_after FROM {table} \
                  WHERE state = '{running}' AND locked_until <= $2 ORDER BY run_after, id LIMIT 1{lock}) AS lapsed \
@@ -108,7 +147,7 @@ async fn claim_row(
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(until)
         .bind(ts(now));
-    if table == "jobs" {
+    if queue == Queue::Jobs {
         query = query.bind(holder);
     }
     let row = query.fetch_optional(&mut *tx).await?;
@@ -133,13 +172,13 @@ pub async fn claim_job_by(
     holder: Option<&str>,
 ) -> StoreResult<Option<ClaimedJob>> {
     let columns = "id, kind, request_id, attempts, locked_until";
-    let Some(r) = claim_row(store, "jobs", columns, now, lease, holder).await? else {
+    let Some(r) = claim_row(store, Queue::Jobs, columns, now, lease, holder).await? else {
         return Ok(None);
     };
     let attempts: i64 = r.try_get("attempts")?;
     Ok(Some(ClaimedJob {
         id: r.try_get("id")?,
-        kind: JobKind::parse(&r.try_get::<String, _>("kind")?)?,
+        kind: state("job kind", &r.try_get::<String, _>("kind")?)?,
         request_id: r.try_get::<Option<i64>, _>("request_id")?.map(RequestId),
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
         locked_until: from_ts(r.try_get("locked_until")?)?,
@@ -147,13 +186,12 @@ pub async fn claim_job_by(
 }
 
 pub async fn job_done(conn: &mut AnyConnection, id: i64, now: OffsetDateTime) -> StoreResult<()> {
-    sqlx::query(
-        "UPDATE jobs SET state = 'done', locked_until = NULL, updated_at = $1 WHERE id = $2",
-    )
-    .bind(ts(now))
-    .bind(id)
-    .execute(conn)
-    .await?;
+    sqlx::query("UPDATE jobs SET state = $3, locked_until = NULL, updated_at = $1 WHERE id = $2")
+        .bind(ts(now))
+        .bind(id)
+        .bind(Queue::Jobs.state(QueueState::Finished))
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -169,11 +207,11 @@ pub async fn job_retry(
         "UPDATE jobs SET state = $1, run_after = COALESCE($2, run_after), locked_until = NULL, \
          last_error = $3, updated_at = $4 WHERE id = $5",
     )
-    .bind(if run_after.is_some() {
-        "queued"
+    .bind(Queue::Jobs.state(if run_after.is_some() {
+        QueueState::Queued
     } else {
-        "dead"
-    })
+        QueueState::Dead
+    }))
     .bind(run_after.map(ts))
     .bind(error)
     .bind(ts(now))
@@ -202,7 +240,7 @@ pub enum QueuedEmail {
 
 pub async fn enqueue_email(
     conn: &mut AnyConnection,
-    kind: &str,
+    kind: EmailKind,
     request_id: Option<RequestId>,
     to_login: Option<&Login>,
     email: &QueuedEmail,
@@ -232,15 +270,15 @@ pub async fn enqueue_email(
     };
     // A held email is claimed by the caller at once (it will send it from memory).
     let (state, locked_until) = match held_until {
-        Some(until) => ("sending", Some(ts(until))),
-        None => ("queued", None),
+        Some(until) => (QueueState::Held, Some(ts(until))),
+        None => (QueueState::Queued, None),
     };
     let row = sqlx::query(
         "INSERT INTO emails (kind, request_id, to_login, to_addr, subject, body_text, body_html, \
          sealed_body, state, attempts, run_after, locked_until, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11, $10) RETURNING id",
     )
-    .bind(kind)
+    .bind(kind.as_str())
     .bind(request_id.map(|r| r.0))
     .bind(to_login.map(Login::as_str))
     .bind(to_addr)
@@ -248,7 +286,7 @@ pub async fn enqueue_email(
     .bind(text)
     .bind(html)
     .bind(sealed)
-    .bind(state)
+    .bind(Queue::Emails.state(state))
     .bind(ts(now))
     .bind(locked_until)
     .fetch_one(conn)
@@ -260,7 +298,7 @@ pub async fn enqueue_email(
 #[derive(Debug, Clone)]
 pub struct ClaimedEmail {
     pub id: i64,
-    pub kind: String,
+    pub kind: EmailKind,
     pub request_id: Option<RequestId>,
     pub to_login: Option<String>,
     pub attempts: u32,
@@ -274,7 +312,7 @@ pub async fn claim_email(
 ) -> StoreResult<Option<ClaimedEmail>> {
     let columns = "id, kind, request_id, to_login, to_addr, subject, body_text, body_html, \
                    sealed_body, attempts";
-    let Some(r) = claim_row(store, "emails", columns, now, lease, None).await? else {
+    let Some(r) = claim_row(store, Queue::Emails, columns, now, lease, None).await? else {
         return Ok(None);
     };
     let to_addr: Option<String> = r.try_get("to_addr")?;
@@ -301,7 +339,7 @@ pub async fn claim_email(
     let attempts: i64 = r.try_get("attempts")?;
     Ok(Some(ClaimedEmail {
         id: r.try_get("id")?,
-        kind: r.try_get("kind")?,
+        kind: state("email kind", &r.try_get::<String, _>("kind")?)?,
         request_id: r.try_get::<Option<i64>, _>("request_id")?.map(RequestId),
         to_login: r.try_get("to_login")?,
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
@@ -320,7 +358,7 @@ pub async fn email_done(
     now: OffsetDateTime,
 ) -> StoreResult<()> {
     sqlx::query(
-        "UPDATE emails SET state = 'sent', sent_at = $1, locked_until = NULL, sealed_body = NULL, \
+        "UPDATE emails SET state = $7, sent_at = $1, locked_until = NULL, sealed_body = NULL, \
          to_addr = $2, subject = $3, body_text = $4, body_html = $5 WHERE id = $6",
     )
     .bind(ts(now))
@@ -329,6 +367,7 @@ pub async fn email_done(
     .bind(keep_body.then_some(sent.text.as_str()))
     .bind(keep_body.then_some(sent.html.as_str()))
     .bind(id)
+    .bind(Queue::Emails.state(QueueState::Finished))
     .execute(conn)
     .await?;
     Ok(())
@@ -346,11 +385,11 @@ pub async fn email_retry(
          last_error = $3, sealed_body = CASE WHEN $2 IS NULL THEN NULL ELSE sealed_body END \
          WHERE id = $4",
     )
-    .bind(if run_after.is_some() {
-        "queued"
+    .bind(Queue::Emails.state(if run_after.is_some() {
+        QueueState::Queued
     } else {
-        "dead"
-    })
+        QueueState::Dead
+    }))
     .bind(run_after.map(ts))
     .bind(error)
     .bind(id)
@@ -370,7 +409,7 @@ pub async fn email_seal(
     run_after: OffsetDateTime,
 ) -> StoreResult<()> {
     sqlx::query(
-        "UPDATE emails SET state = 'queued', to_addr = $1, subject = $2, sealed_body = $3, \
+        "UPDATE emails SET state = $7, to_addr = $1, subject = $2, sealed_body = $3, \
          last_error = $4, run_after = $5, locked_until = NULL WHERE id = $6",
     )
     .bind(to_addr)
@@ -379,6 +418,7 @@ pub async fn email_seal(
     .bind(error)
     .bind(ts(run_after))
     .bind(id)
+    .bind(Queue::Emails.state(QueueState::Queued))
     .execute(conn)
     .await?;
     Ok(())
@@ -405,10 +445,11 @@ pub async fn mailbox(
 ) -> StoreResult<Vec<MailboxMessage>> {
     let rows = sqlx::query(
         "SELECT id, to_addr, to_login, subject, body_text, body_html, sent_at FROM emails \
-         WHERE state = 'sent' AND ($1 IS NULL OR to_login = $1) ORDER BY sent_at DESC, id DESC LIMIT $2",
+         WHERE state = $3 AND ($1 IS NULL OR to_login = $1) ORDER BY sent_at DESC, id DESC LIMIT $2",
     )
     .bind(to_login.map(Login::as_str))
     .bind(limit)
+    .bind(Queue::Emails.state(QueueState::Finished))
     .fetch_all(conn)
     .await?;
     rows.iter()

@@ -2,10 +2,10 @@
 //! anything they show changes.
 //!
 //! What may change a view, and how the cache hears of it:
-//! - **This process's writes.** Every store function that changes a request, its token or its
-//!   envelopes takes the write transaction ([`super::Tx`]) and names the request; when the
-//!   transaction has committed, those requests leave the cache, before the writer answers anyone.
-//!   A person therefore always reads their own writes.
+//! - **This process's writes.** Every write runs in a [`super::Tx`], and the database itself
+//!   notes which requests the transaction changed (see `tx.rs`); when the transaction has
+//!   committed, those requests leave the cache, before the writer answers anyone. A person
+//!   therefore always reads their own writes.
 //! - **Other instances' writes (PostgreSQL).** Triggers on `requests`, `tokens` and `envelopes`
 //!   send `NOTIFY tokendesk_request_changed, '<request id>'` in the writing transaction, so
 //!   PostgreSQL delivers it when (and only if) that transaction commits. Each instance listens on

@@ -84,7 +84,7 @@ pub async fn secure_cookies(
     next: Next,
 ) -> Response {
     let mut response = next.run(request).await;
-    if state.app.public_url.scheme() == "https" {
+    if state.app.public_url().scheme() == "https" {
         let cookies: Vec<axum::http::HeaderValue> = response
             .headers_mut()
             .get_all(axum::http::header::SET_COOKIE)

@@ -913,7 +913,7 @@ async fn store_failures_are_500_with_a_request_id_and_readyz_503() {
     let r = api.get_anon("/readyz").await.expect(200);
     assert_eq!(r.json()["status"], "ok");
 
-    api.world.app.store.close().await;
+    api.world.app.close().await;
     let r = api
         .get(SAM, "/api/v1/requests")
         .await

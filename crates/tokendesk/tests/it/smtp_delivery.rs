@@ -181,7 +181,6 @@ async fn without_an_outbox_key_a_refused_link_is_reissued_with_a_new_value() {
         EnvelopeState::Burned
     );
     let live: Vec<_> = w
-        .app
         .canvas
         .list_user_tokens(&UserRef::SisLoginId("sam.student".into()))
         .await

@@ -7,7 +7,7 @@ use time::{Duration, OffsetDateTime};
 use tokendesk::delivery::email::OutgoingEmail;
 use tokendesk::domain::envelope::{Envelope, EnvelopeState};
 use tokendesk::domain::request::{NewRequest, RequestState};
-use tokendesk::domain::{AuditRecord, Login};
+use tokendesk::domain::{AuditRecord, EmailKind, Login};
 use tokendesk::store::{
     self, AuditFilter, JobKind, Person, QueuedEmail, RequestFilter, TokenState,
 };
@@ -48,7 +48,12 @@ async fn person(db: &TestDb, l: &str) {
 #[tokio::test]
 async fn migrations_are_recorded_and_idempotent() {
     for db in TestDb::all().await {
-        assert_eq!(db.store.migrate().await.unwrap(), 0, "{:?}", db.backend());
+        assert_eq!(
+            db.store.migrate().await.unwrap().len(),
+            0,
+            "{:?}",
+            db.backend()
+        );
         db.store.ping().await.unwrap();
     }
 }
@@ -530,7 +535,7 @@ async fn emails_queue_and_land_in_the_mailbox() {
         let mut tx = db.store.write().await.unwrap();
         store::enqueue_email(
             &mut tx,
-            "denied",
+            EmailKind::Denied,
             None,
             Some(&login("sam")),
             &QueuedEmail::Clear(mail.clone()),
@@ -541,7 +546,7 @@ async fn emails_queue_and_land_in_the_mailbox() {
         .unwrap();
         store::enqueue_email(
             &mut tx,
-            "delivery",
+            EmailKind::Delivery,
             None,
             Some(&login("sam")),
             &QueuedEmail::Sealed {
@@ -603,7 +608,7 @@ async fn emails_queue_and_land_in_the_mailbox() {
         let mut tx = db.store.write().await.unwrap();
         store::enqueue_email(
             &mut tx,
-            "new_request",
+            EmailKind::NewRequest,
             None,
             Some(&login("ada")),
             &QueuedEmail::Notice,
@@ -614,7 +619,7 @@ async fn emails_queue_and_land_in_the_mailbox() {
         .unwrap();
         store::enqueue_email(
             &mut tx,
-            "delivery",
+            EmailKind::Delivery,
             None,
             Some(&login("sam")),
             &QueuedEmail::Notice,
@@ -628,7 +633,9 @@ async fn emails_queue_and_land_in_the_mailbox() {
             .await
             .unwrap()
             .unwrap();
-        assert!(matches!(notice.email, QueuedEmail::Notice) && notice.kind == "new_request");
+        assert!(
+            matches!(notice.email, QueuedEmail::Notice) && notice.kind == EmailKind::NewRequest
+        );
         assert!(
             store::claim_email(&db.store, NOW, lease)
                 .await
@@ -709,5 +716,212 @@ async fn periodic_work_is_claimed_once_per_period() {
         });
         let won = futures::future::join_all(claims).await;
         assert_eq!(won.iter().filter(|w| **w).count(), 1, "{:?}", db.backend());
+    }
+}
+
+/// The schema as the hand-written migration runner of earlier releases left it: the same
+/// migration files, recorded in `schema_migrations`.
+async fn legacy_schema(db: &TestDb) {
+    let files: &[(i64, &str, &str)] = match db.backend() {
+        store::Backend::Sqlite => &[
+            (
+                1,
+                "initial",
+                include_str!("../../migrations/sqlite/0001_initial.sql"),
+            ),
+            (
+                2,
+                "periodic_runs",
+                include_str!("../../migrations/sqlite/0002_periodic_runs.sql"),
+            ),
+        ],
+        store::Backend::Postgres => &[
+            (
+                1,
+                "initial",
+                include_str!("../../migrations/postgres/0001_initial.sql"),
+            ),
+            (
+                2,
+                "periodic_runs",
+                include_str!("../../migrations/postgres/0002_periodic_runs.sql"),
+            ),
+            (
+                3,
+                "request_change_notices",
+                include_str!("../../migrations/postgres/0003_request_change_notices.sql"),
+            ),
+        ],
+    };
+    let mut conn = db.store.pool().acquire().await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+    )
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    for (version, name, sql) in files {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, 0)")
+            .bind(*version)
+            .bind(*name)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    sqlx::query("INSERT INTO people (login, first_seen_at, updated_at) VALUES ('sam', 1, 1)")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO requests (requester, purpose, requested_expires_on, expires_on, state, created_at, updated_at) \
+         VALUES ('sam', 'grading scripts for my course', '2027-01-31', '2027-01-31', 'submitted', 1, 1)",
+    )
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_database_made_by_the_earlier_runner_migrates_cleanly() {
+    for db in TestDb::all_empty().await {
+        legacy_schema(&db).await;
+        let store = db.reopen().await.unwrap();
+        let mut conn = store.pool().acquire().await.unwrap();
+        let versions: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        let expected: Vec<i64> = match db.backend() {
+            store::Backend::Sqlite => vec![1, 2],
+            store::Backend::Postgres => vec![1, 2, 3, 4],
+        };
+        assert_eq!(versions, expected, "{:?}", db.backend());
+        let legacy = sqlx::query("SELECT 1 FROM schema_migrations")
+            .fetch_optional(&mut *conn)
+            .await;
+        assert!(legacy.is_err(), "the old table is gone");
+        // The data is still there and the store works on it.
+        let request = store::get_request(&mut conn, tokendesk::domain::RequestId(1))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(request.state, RequestState::Submitted);
+        drop(conn);
+        let mut tx = store.write().await.unwrap();
+        let next = tokendesk::domain::request::Request {
+            state: RequestState::Cancelled,
+            ..request
+        };
+        store::update_request(&mut tx, RequestState::Submitted, &next)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        // Opening again changes nothing.
+        assert!(
+            db.reopen()
+                .await
+                .unwrap()
+                .migrate()
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_edited_or_newer_migration_is_refused() {
+    for db in TestDb::all().await {
+        let mut conn = db.store.pool().acquire().await.unwrap();
+        sqlx::query("UPDATE _sqlx_migrations SET checksum = $1 WHERE version = 1")
+            .bind(vec![0u8; 48])
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let err = db.reopen().await.unwrap_err().to_string();
+        assert!(
+            err.contains("migration 1 was applied") && err.contains("never be edited"),
+            "{err}"
+        );
+        sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 1")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let newest: i64 = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (999, 'from the future', TRUE, $1, 0)",
+        )
+        .bind(vec![0u8; 48])
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+        let err = db.reopen().await.unwrap_err().to_string();
+        assert!(
+            err.contains("migration 999") && err.contains(&format!("up to {newest}")),
+            "{err}"
+        );
+        assert!(err.contains("newer release"), "{err}");
+    }
+}
+
+/// The state lists of the migrations' CHECK constraints are the domain's state sets.
+#[tokio::test]
+async fn the_schema_checks_the_domains_states() {
+    use tokendesk::domain::StateSet;
+    fn quoted(text: &str) -> Vec<String> {
+        text.split('\'')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    }
+    fn names<S: StateSet>() -> Vec<String> {
+        S::ALL.iter().map(|s| s.as_str().to_owned()).collect()
+    }
+    for db in TestDb::all().await {
+        let mut conn = db.store.pool().acquire().await.unwrap();
+        for (table, expected) in [
+            ("requests", names::<RequestState>()),
+            ("tokens", names::<TokenState>()),
+            ("envelopes", names::<EnvelopeState>()),
+        ] {
+            let check: String = match db.backend() {
+                store::Backend::Sqlite => {
+                    let sql: String =
+                        sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = $1")
+                            .bind(table)
+                            .fetch_one(&mut *conn)
+                            .await
+                            .unwrap();
+                    let start = sql.find("state IN (").unwrap();
+                    let end = start + sql[start..].find(')').unwrap();
+                    sql[start..end].to_owned()
+                }
+                store::Backend::Postgres => sqlx::query_scalar(
+                    "SELECT pg_get_constraintdef(oid) FROM pg_constraint \
+                     WHERE conrelid = $1::regclass AND contype = 'c' \
+                     AND pg_get_constraintdef(oid) LIKE '%state%'",
+                )
+                .bind(table)
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap(),
+            };
+            assert_eq!(
+                quoted(&check),
+                expected,
+                "{table} on {:?}: {check}",
+                db.backend()
+            );
+        }
     }
 }

@@ -113,7 +113,6 @@ async fn the_story(db: TestDb) {
     assert_eq!(w.canvas_status(&value).await, 401);
     // The Canvas token is named after the request, with the approved (shortened) expiry.
     let canvas_token = w
-        .app
         .canvas
         .show_token(
             &UserRef::Id(CanvasUserId(token.canvas_user_id as u64)),
@@ -380,8 +379,7 @@ async fn live_tokens(
     id: tokendesk::domain::RequestId,
 ) -> Vec<tokendesk_canvas::Token> {
     let prefix = format!("tokendesk #{id}: ");
-    w.app
-        .canvas
+    w.canvas
         .list_user_tokens(&UserRef::SisLoginId(who.into()))
         .await
         .unwrap()
@@ -438,7 +436,6 @@ async fn a_crash_between_create_and_record_leaves_no_second_live_token() {
         .unwrap();
     // An earlier attempt created the token in Canvas and died before recording it.
     let orphan = w
-        .app
         .canvas
         .create_token(
             &UserRef::SisLoginId("sam.student".into()),

@@ -76,7 +76,7 @@ pub async fn show(State(state): State<WebState>, viewer: Viewer) -> Result<Respo
         .mailbox(&viewer.actor, None, Some(MESSAGES_SHOWN as i64))
         .await
         .map_err(|e| viewer.fail(e))?;
-    let base = state.app.public_url.to_string();
+    let base = state.app.public_url().to_string();
     let base = if base.ends_with('/') {
         base
     } else {

@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 
 use super::assets;
 use super::error::PageError;
-use crate::app::{Ctx, Mailer};
+use crate::app::Ctx;
 use crate::config::AuthMode;
 use crate::domain::Actor;
 use crate::web::WebState;
@@ -140,7 +140,7 @@ impl Viewer {
             flash: read_flash(&parts.headers),
             path: parts.uri.path().to_owned(),
             demo: state.auth.mode() == AuthMode::Demo,
-            mailbox: matches!(state.app.mailer, Mailer::Mailbox),
+            mailbox: state.app.uses_mailbox(),
         })
     }
 
@@ -339,7 +339,7 @@ pub fn sign_in(state: &WebState, back_to: &str) -> Response {
 pub struct PageForm<T>(pub T);
 
 fn own_origin(state: &WebState, headers: &HeaderMap, origin: &str) -> bool {
-    if origin == state.app.public_url.origin().ascii_serialization() {
+    if origin == state.app.public_url().origin().ascii_serialization() {
         return true;
     }
     let Some(host) = headers.get(HOST).and_then(|h| h.to_str().ok()) else {

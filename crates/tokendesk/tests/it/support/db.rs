@@ -56,10 +56,15 @@ async fn postgres_available() -> bool {
 
 impl TestDb {
     pub async fn sqlite() -> TestDb {
+        Self::sqlite_with(true).await
+    }
+
+    /// A fresh SQLite database; `migrated`: with the schema, or empty.
+    async fn sqlite_with(migrated: bool) -> TestDb {
         let dir = std::env::temp_dir().join(unique("tokendesk-test"));
         std::fs::create_dir_all(&dir).unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.join("test.db").display());
-        let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+        let store = open(&url, migrated).await;
         TestDb {
             store,
             url,
@@ -68,6 +73,17 @@ impl TestDb {
     }
 
     pub async fn postgres() -> Option<TestDb> {
+        Self::postgres_with(true).await
+    }
+
+    /// Every backend that can run here, each an empty database without the schema.
+    pub async fn all_empty() -> Vec<TestDb> {
+        let mut dbs = vec![TestDb::sqlite_with(false).await];
+        dbs.extend(TestDb::postgres_with(false).await);
+        dbs
+    }
+
+    async fn postgres_with(migrated: bool) -> Option<TestDb> {
         if !postgres_available().await {
             return None;
         }
@@ -81,7 +97,7 @@ impl TestDb {
         conn.close().await.unwrap();
         let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
         let url = format!("{base}/{name}");
-        let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+        let store = open(&url, migrated).await;
         Some(TestDb {
             store,
             url,
@@ -99,8 +115,21 @@ impl TestDb {
         dbs
     }
 
+    /// A new store on the same database, with its schema brought up to date.
+    pub async fn reopen(&self) -> Result<Store, tokendesk::store::StoreError> {
+        Store::open(&self.url, &StoreOptions::default()).await
+    }
+
     pub fn backend(&self) -> Backend {
         self.store.backend()
+    }
+}
+
+async fn open(url: &str, migrated: bool) -> Store {
+    if migrated {
+        Store::open(url, &StoreOptions::default()).await.unwrap()
+    } else {
+        Store::connect(url, &StoreOptions::default()).await.unwrap()
     }
 }
 

@@ -1,0 +1,206 @@
+//! Sending a queued email: a notice composed now from its kind, request and recipient, or a
+//! delivery email (opened from its sealed copy, or re-issued with a fresh value and envelope
+//! when there is no key or the sender died), through SMTP or into the mailbox.
+
+use serde_json::json;
+use tokendesk_canvas::{CanvasError, CanvasTokenId, CanvasUserId, TokenRef, UserRef};
+
+use super::delivery::outbox_aad;
+use super::{App, AppResult, Ctx, WorkError, backoff};
+use crate::delivery::email::{
+    DenialMail, NewRequestMail, OutgoingEmail, RevocationMail, denial_email, new_request_email,
+    revocation_email,
+};
+use crate::delivery::envelope::open_at_rest;
+use crate::domain::envelope::EnvelopeState;
+use crate::domain::request::{self, Request, RequestState};
+use crate::domain::{EmailKind, Login, RequestId, TokenState};
+use crate::store::{self, ClaimedEmail, Person, QueuedEmail, StoreError};
+
+use super::work::MAX_ATTEMPTS;
+
+impl App {
+    /// Sends a claimed email; a failure is retried later with back-off, or given up.
+    pub async fn send_email(&self, claimed: ClaimedEmail) -> AppResult<()> {
+        let composed = match (claimed.kind, &claimed.email) {
+            (_, QueuedEmail::Clear(email)) => Ok(Some(email.clone())),
+            (EmailKind::Delivery, QueuedEmail::Sealed { sealed, .. }) => match self
+                .parts()
+                .outbox_key
+                .as_ref()
+                .and_then(|key| open_at_rest(key, &outbox_aad(claimed.id), sealed).ok())
+                .and_then(|plain| serde_json::from_slice::<OutgoingEmail>(&plain).ok())
+            {
+                Some(email) => Ok(Some(email)),
+                // The outbox key changed: the link is lost, so issue a new one.
+                None => self.reissue(&claimed).await,
+            },
+            (EmailKind::Delivery, _) => self.reissue(&claimed).await,
+            (kind, _) => self.compose(kind, &claimed).await,
+        };
+        match composed {
+            Ok(Some(email)) => self.deliver(claimed.id, &email, claimed.attempts).await,
+            Ok(None) => {
+                let mut tx = self.write().await?;
+                store::email_retry(&mut tx, claimed.id, "no longer needed", None).await?;
+                tx.commit().await.map_err(StoreError::from)?;
+                Ok(())
+            }
+            Err(e) => {
+                let now = self.now();
+                let again = match &e {
+                    WorkError::Transient(_) if claimed.attempts < MAX_ATTEMPTS => {
+                        Some(now + backoff(claimed.attempts))
+                    }
+                    _ => None,
+                };
+                tracing::warn!(email.id = claimed.id, kind = %claimed.kind, error = %e, "email not composed");
+                let mut tx = self.write().await?;
+                store::email_retry(&mut tx, claimed.id, &e.to_string(), again).await?;
+                tx.commit().await.map_err(StoreError::from)?;
+                Ok(())
+            }
+        }
+    }
+
+    /// The recipient's address and name: known to tokendesk, or looked up in Canvas.
+    async fn recipient(&self, login: &str) -> Result<Person, WorkError> {
+        let login = Login::parse(login).map_err(|e| WorkError::Permanent(e.message))?;
+        let mut conn = self.read().await?;
+        if let Some(p) = store::person(&mut conn, &login).await?
+            && p.email.is_some()
+        {
+            return Ok(p);
+        }
+        drop(conn);
+        Ok(self.resolve_person(&login).await?.1)
+    }
+
+    async fn request_of(&self, id: Option<RequestId>) -> Result<Request, WorkError> {
+        let id = id.ok_or_else(|| WorkError::Permanent("the email names no request".into()))?;
+        let mut conn = self.read().await?;
+        store::get_request(&mut conn, id)
+            .await?
+            .ok_or_else(|| WorkError::Permanent(format!("request {id} does not exist")))
+    }
+
+    /// Composes a notice for its recipient.
+    async fn compose(
+        &self,
+        kind: EmailKind,
+        claimed: &ClaimedEmail,
+    ) -> Result<Option<OutgoingEmail>, WorkError> {
+        let login = claimed
+            .to_login
+            .as_deref()
+            .ok_or_else(|| WorkError::Permanent("the email names no recipient".into()))?;
+        let person = self.recipient(login).await?;
+        let to = person.email.clone().ok_or_else(|| {
+            WorkError::Permanent(format!("no email address is known for {login}"))
+        })?;
+        let request = self.request_of(claimed.request_id).await?;
+        let name = person.name.as_deref();
+        let portal = self.page_url("/requests/new");
+        let product_name = &self.parts().product_name;
+        let composed = match kind {
+            EmailKind::NewRequest => {
+                let requester = self.recipient(request.requester.as_str()).await.ok();
+                let review = self.page_url(&format!("/requests/{}", request.id));
+                new_request_email(&NewRequestMail {
+                    to: &to,
+                    to_name: name,
+                    requester_name: requester
+                        .as_ref()
+                        .and_then(|p| p.name.as_deref())
+                        .unwrap_or(request.requester.as_str()),
+                    requester_login: request.requester.as_str(),
+                    request_id: request.id.0,
+                    purpose: &request.purpose,
+                    expires_on: request.requested_expires_on,
+                    review_url: &review,
+                    product_name,
+                })
+            }
+            EmailKind::Denied => denial_email(&DenialMail {
+                to: &to,
+                to_name: name,
+                request_id: request.id.0,
+                reason: request.reason.as_deref().unwrap_or(""),
+                portal_url: Some(&portal),
+                product_name,
+            }),
+            EmailKind::Revoked => {
+                let mut conn = self.read().await?;
+                let token = store::token_for_request(&mut conn, request.id).await?;
+                revocation_email(&RevocationMail {
+                    to: &to,
+                    to_name: name,
+                    request_id: Some(request.id.0),
+                    token_hint: token.as_ref().map(|t| t.hint.as_str()),
+                    reason: request.reason.as_deref().unwrap_or(""),
+                    portal_url: Some(&portal),
+                    product_name,
+                })
+            }
+            EmailKind::Delivery => {
+                return Err(WorkError::Permanent(
+                    "a delivery email is not composed from a notice".into(),
+                ));
+            }
+        };
+        composed
+            .map(Some)
+            .map_err(|e| WorkError::Permanent(format!("composing: {e}")))
+    }
+
+    /// The delivery email's link was lost (its key lived only in the memory of a sender that
+    /// died, or sending failed without an outbox key): regenerate the token in Canvas, seal a
+    /// new envelope, close the old one, and send a new link.
+    async fn reissue(&self, claimed: &ClaimedEmail) -> Result<Option<OutgoingEmail>, WorkError> {
+        let request = self.request_of(claimed.request_id).await?;
+        let mut conn = self.read().await?;
+        let token = store::token_for_request(&mut conn, request.id).await?;
+        drop(conn);
+        let token = match token {
+            Some(t) if request.state == RequestState::Issued && t.state == TokenState::Pending => t,
+            // Activated, revoked or expired since: there is nothing to deliver any more.
+            _ => return Ok(None),
+        };
+        let (_, person) = self.resolve_person(&request.requester).await?;
+        let user = UserRef::Id(CanvasUserId(token.canvas_user_id.unsigned_abs()));
+        let canvas_id = TokenRef::Id(CanvasTokenId(token.canvas_token_id.unsigned_abs()));
+        let regenerated = self
+            .parts()
+            .canvas
+            .regenerate_token(&user, &canvas_id, None)
+            .await
+            .map_err(|e| match e {
+                CanvasError::NotFound { .. } => {
+                    WorkError::Permanent("the token no longer exists in Canvas".into())
+                }
+                e => WorkError::canvas(e, "regenerating the token"),
+            })?;
+        let delivery = self.seal_for(&request, &person, &regenerated.value)?;
+        let now = self.now();
+        let hint = regenerated.token.hint().to_owned();
+        let details = json!({"envelope_id": delivery.envelope.id, "hint": hint});
+        let envelope = delivery.envelope.clone();
+        let (nonce, ciphertext) = (delivery.sealed.nonce, delivery.sealed.ciphertext.clone());
+        let token_id = token.id;
+        self.transition_with(
+            request.id,
+            &Ctx::system(),
+            |r| request::link_reissued(r, details, now),
+            |tx, r| {
+                Box::pin(async move {
+                    store::close_envelopes_of(tx, r.id, EnvelopeState::Burned).await?;
+                    store::insert_envelope(tx, &envelope, &nonce, &ciphertext).await?;
+                    store::set_token_hint(tx, token_id, &hint, now).await?;
+                    Ok(())
+                })
+            },
+        )
+        .await?;
+        Ok(Some(delivery.email))
+    }
+}
