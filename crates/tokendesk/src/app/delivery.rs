@@ -4,7 +4,7 @@
 use secrecy::SecretString;
 
 use super::{App, AppResult, Mailer, WorkError, backoff};
-use crate::delivery::email::{ApprovalMail, OutgoingEmail, approval_email};
+use crate::delivery::email::{ApprovalMail, OutgoingEmail, compose};
 use crate::delivery::envelope::{self, EnvelopeId, EnvelopeKey, Sealed, seal_at_rest};
 use crate::domain::envelope::{Envelope, EnvelopeState};
 use crate::domain::request::Request;
@@ -54,7 +54,7 @@ impl App {
             expires_at: Envelope::expiry_for(self.policy(), now),
         };
         let settings = self.canvas_settings_url();
-        let email = approval_email(&ApprovalMail {
+        let email = compose(&ApprovalMail {
             to,
             to_name: person.name.as_deref(),
             request_id: request.id.0,

@@ -7,10 +7,7 @@ use tokendesk_canvas::{CanvasError, CanvasTokenId, CanvasUserId, TokenRef, UserR
 
 use super::delivery::outbox_aad;
 use super::{App, AppResult, Ctx, WorkError, backoff};
-use crate::delivery::email::{
-    DenialMail, NewRequestMail, OutgoingEmail, RevocationMail, denial_email, new_request_email,
-    revocation_email,
-};
+use crate::delivery::email::{DenialMail, NewRequestMail, OutgoingEmail, RevocationMail, compose};
 use crate::delivery::envelope::open_at_rest;
 use crate::domain::envelope::EnvelopeState;
 use crate::domain::request::{self, Request, RequestState};
@@ -106,7 +103,7 @@ impl App {
             EmailKind::NewRequest => {
                 let requester = self.recipient(request.requester.as_str()).await.ok();
                 let review = self.page_url(&format!("/requests/{}", request.id));
-                new_request_email(&NewRequestMail {
+                compose(&NewRequestMail {
                     to: &to,
                     to_name: name,
                     requester_name: requester
@@ -121,7 +118,7 @@ impl App {
                     product_name,
                 })
             }
-            EmailKind::Denied => denial_email(&DenialMail {
+            EmailKind::Denied => compose(&DenialMail {
                 to: &to,
                 to_name: name,
                 request_id: request.id.0,
@@ -132,7 +129,7 @@ impl App {
             EmailKind::Revoked => {
                 let mut conn = self.read().await?;
                 let token = store::token_for_request(&mut conn, request.id).await?;
-                revocation_email(&RevocationMail {
+                compose(&RevocationMail {
                     to: &to,
                     to_name: name,
                     request_id: Some(request.id.0),

@@ -26,6 +26,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use time::{Date, OffsetDateTime, UtcOffset};
 
+use crate::domain::EmailKind;
+
 // ---------------------------------------------------------------------------------------------
 // Errors
 // ---------------------------------------------------------------------------------------------
@@ -195,7 +197,68 @@ pub fn format_date(day: Date) -> String {
 // Composition
 // ---------------------------------------------------------------------------------------------
 
-/// Input for [`approval_email`]: the token was created in Canvas and its envelope sealed.
+/// One email tokendesk sends: its kind, its recipient and its subject. Its two bodies come
+/// from `templates/email/<name>.txt` and `<name>.html` (declared with [`email_templates!`]),
+/// rendered with the email itself as `v`; the HTML one escapes what it shows.
+pub trait Email: Bodies {
+    /// What the email tells its reader.
+    const KIND: EmailKind;
+    /// The recipient's address.
+    fn to(&self) -> &str;
+    /// The recipient's display name.
+    fn to_name(&self) -> Option<&str>;
+    /// The subject line.
+    fn subject(&self) -> String;
+}
+
+/// The rendered bodies of an email: (plain text, HTML). Implemented by [`email_templates!`].
+pub trait Bodies {
+    fn bodies(&self) -> Result<(String, String), askama::Error>;
+}
+
+/// Declares the two templates of an email type: `email_templates!(Type, "email/x.txt",
+/// "email/x.html")`.
+macro_rules! email_templates {
+    ($mail:ident, $text:literal, $html:literal) => {
+        const _: () = {
+            #[derive(Template)]
+            #[template(path = $text)]
+            struct Text<'v, 'a> {
+                v: &'v $mail<'a>,
+            }
+
+            #[derive(Template)]
+            #[template(path = $html)]
+            struct Html<'v, 'a> {
+                v: &'v $mail<'a>,
+            }
+
+            impl Bodies for $mail<'_> {
+                fn bodies(&self) -> Result<(String, String), askama::Error> {
+                    Ok((Text { v: self }.render()?, Html { v: self }.render()?))
+                }
+            }
+        };
+    };
+}
+
+/// Composes an email: its subject and both bodies. The token value is never an input.
+pub fn compose<E: Email>(mail: &E) -> Result<OutgoingEmail, EmailError> {
+    let (text, html) = mail
+        .bodies()
+        .map_err(|e| EmailError::Compose(format!("template error: {e}")))?;
+    Ok(OutgoingEmail {
+        to: mail.to().trim().to_owned(),
+        to_name: non_empty(mail.to_name()).map(one_line),
+        subject: mail.subject(),
+        text,
+        html,
+    })
+}
+
+/// "Your token is ready": the delivery link, when it expires, how to activate the token in
+/// Canvas (Account → Settings → Approved Integrations), its expiry day, and "treat it like a
+/// password". Never the token value.
 #[derive(Debug, Clone, Copy)]
 pub struct ApprovalMail<'a> {
     /// The requester's address.
@@ -216,7 +279,40 @@ pub struct ApprovalMail<'a> {
     pub product_name: &'a str,
 }
 
-/// Input for [`denial_email`].
+email_templates!(ApprovalMail, "email/approval.txt", "email/approval.html");
+
+impl Email for ApprovalMail<'_> {
+    const KIND: EmailKind = EmailKind::Delivery;
+    fn to(&self) -> &str {
+        self.to
+    }
+    fn to_name(&self) -> Option<&str> {
+        self.to_name
+    }
+    fn subject(&self) -> String {
+        format!(
+            "Your Canvas access token is ready (request #{})",
+            self.request_id
+        )
+    }
+}
+
+impl ApprovalMail<'_> {
+    fn greeting(&self) -> Option<&str> {
+        non_empty(self.to_name)
+    }
+    fn link(&self) -> &str {
+        self.link.expose_secret()
+    }
+    fn link_expires(&self) -> String {
+        format_datetime(self.link_expires_at)
+    }
+    fn token_expires(&self) -> String {
+        format_date(self.token_expires_on)
+    }
+}
+
+/// "Your request was not approved", with the approver's reason.
 #[derive(Debug, Clone, Copy)]
 pub struct DenialMail<'a> {
     /// The requester's address.
@@ -233,8 +329,39 @@ pub struct DenialMail<'a> {
     pub product_name: &'a str,
 }
 
-/// Input for [`revocation_email`]. At least one of `request_id` / `token_hint` should be given so
-/// the person can tell which token is meant.
+email_templates!(DenialMail, "email/denial.txt", "email/denial.html");
+
+impl Email for DenialMail<'_> {
+    const KIND: EmailKind = EmailKind::Denied;
+    fn to(&self) -> &str {
+        self.to
+    }
+    fn to_name(&self) -> Option<&str> {
+        self.to_name
+    }
+    fn subject(&self) -> String {
+        format!(
+            "Your Canvas access token request #{} was not approved",
+            self.request_id
+        )
+    }
+}
+
+impl DenialMail<'_> {
+    fn greeting(&self) -> Option<&str> {
+        non_empty(self.to_name)
+    }
+    fn reason(&self) -> &str {
+        self.reason.trim()
+    }
+    fn portal(&self) -> Option<&str> {
+        non_empty(self.portal_url)
+    }
+}
+
+/// "Your token has been revoked", naming the token by request and/or Canvas token hint. At
+/// least one of `request_id` / `token_hint` should be given so the person can tell which token
+/// is meant.
 #[derive(Debug, Clone, Copy)]
 pub struct RevocationMail<'a> {
     /// The token owner's address.
@@ -253,7 +380,51 @@ pub struct RevocationMail<'a> {
     pub product_name: &'a str,
 }
 
-/// Input for [`new_request_email`], sent to an approver.
+email_templates!(
+    RevocationMail,
+    "email/revocation.txt",
+    "email/revocation.html"
+);
+
+impl Email for RevocationMail<'_> {
+    const KIND: EmailKind = EmailKind::Revoked;
+    fn to(&self) -> &str {
+        self.to
+    }
+    fn to_name(&self) -> Option<&str> {
+        self.to_name
+    }
+    fn subject(&self) -> String {
+        match self.request_id {
+            Some(id) => format!("Your Canvas access token has been revoked (request #{id})"),
+            None => "Your Canvas access token has been revoked".to_owned(),
+        }
+    }
+}
+
+impl RevocationMail<'_> {
+    fn greeting(&self) -> Option<&str> {
+        non_empty(self.to_name)
+    }
+    /// Starts with a space when non-empty: "Your Canvas API access token{which} has been
+    /// revoked".
+    fn which(&self) -> String {
+        match (self.request_id, non_empty(self.token_hint)) {
+            (Some(id), Some(h)) => format!(" from request #{id} (token hint {h})"),
+            (Some(id), None) => format!(" from request #{id}"),
+            (None, Some(h)) => format!(" with token hint {h}"),
+            (None, None) => String::new(),
+        }
+    }
+    fn reason(&self) -> &str {
+        self.reason.trim()
+    }
+    fn portal(&self) -> Option<&str> {
+        non_empty(self.portal_url)
+    }
+}
+
+/// "A new request is waiting for review", to an approver.
 #[derive(Debug, Clone, Copy)]
 pub struct NewRequestMail<'a> {
     /// The approver's address.
@@ -276,187 +447,39 @@ pub struct NewRequestMail<'a> {
     pub product_name: &'a str,
 }
 
-struct ApprovalView<'a> {
-    subject: String,
-    to_name: Option<&'a str>,
-    product_name: &'a str,
-    request_id: i64,
-    link: &'a str,
-    link_expires_at: String,
-    token_expires_on: String,
-    canvas_settings_url: &'a str,
-}
+email_templates!(
+    NewRequestMail,
+    "email/new_request.txt",
+    "email/new_request.html"
+);
 
-#[derive(Template)]
-#[template(path = "email/approval.txt")]
-struct ApprovalText<'a> {
-    v: &'a ApprovalView<'a>,
-}
-
-#[derive(Template)]
-#[template(path = "email/approval.html")]
-struct ApprovalHtml<'a> {
-    v: &'a ApprovalView<'a>,
-}
-
-/// "Your token is ready": the delivery link, when it expires, how to activate the token in
-/// Canvas (Account → Settings → Approved Integrations), its expiry day, and "treat it like a
-/// password". Never the token value.
-pub fn approval_email(mail: &ApprovalMail<'_>) -> Result<OutgoingEmail, EmailError> {
-    let v = ApprovalView {
-        subject: format!(
-            "Your Canvas access token is ready (request #{})",
-            mail.request_id
-        ),
-        to_name: non_empty(mail.to_name),
-        product_name: mail.product_name,
-        request_id: mail.request_id,
-        link: mail.link.expose_secret(),
-        link_expires_at: format_datetime(mail.link_expires_at),
-        token_expires_on: format_date(mail.token_expires_on),
-        canvas_settings_url: mail.canvas_settings_url,
-    };
-    let text = render(&ApprovalText { v: &v })?;
-    let html = render(&ApprovalHtml { v: &v })?;
-    Ok(outgoing(mail.to, mail.to_name, v.subject, text, html))
-}
-
-struct DenialView<'a> {
-    subject: String,
-    to_name: Option<&'a str>,
-    product_name: &'a str,
-    request_id: i64,
-    reason: &'a str,
-    portal_url: Option<&'a str>,
-}
-
-#[derive(Template)]
-#[template(path = "email/denial.txt")]
-struct DenialText<'a> {
-    v: &'a DenialView<'a>,
-}
-
-#[derive(Template)]
-#[template(path = "email/denial.html")]
-struct DenialHtml<'a> {
-    v: &'a DenialView<'a>,
-}
-
-/// "Your request was not approved", with the approver's reason.
-pub fn denial_email(mail: &DenialMail<'_>) -> Result<OutgoingEmail, EmailError> {
-    let v = DenialView {
-        subject: format!(
-            "Your Canvas access token request #{} was not approved",
-            mail.request_id
-        ),
-        to_name: non_empty(mail.to_name),
-        product_name: mail.product_name,
-        request_id: mail.request_id,
-        reason: mail.reason.trim(),
-        portal_url: non_empty(mail.portal_url),
-    };
-    let text = render(&DenialText { v: &v })?;
-    let html = render(&DenialHtml { v: &v })?;
-    Ok(outgoing(mail.to, mail.to_name, v.subject, text, html))
-}
-
-struct RevocationView<'a> {
-    subject: String,
-    to_name: Option<&'a str>,
-    product_name: &'a str,
-    which: String,
-    reason: &'a str,
-    portal_url: Option<&'a str>,
-}
-
-#[derive(Template)]
-#[template(path = "email/revocation.txt")]
-struct RevocationText<'a> {
-    v: &'a RevocationView<'a>,
-}
-
-#[derive(Template)]
-#[template(path = "email/revocation.html")]
-struct RevocationHtml<'a> {
-    v: &'a RevocationView<'a>,
-}
-
-/// "Your token has been revoked", naming the token by request and/or Canvas token hint.
-pub fn revocation_email(mail: &RevocationMail<'_>) -> Result<OutgoingEmail, EmailError> {
-    let hint = non_empty(mail.token_hint);
-    let which = match (mail.request_id, hint) {
-        (Some(id), Some(h)) => format!(" from request #{id} (token hint {h})"),
-        (Some(id), None) => format!(" from request #{id}"),
-        (None, Some(h)) => format!(" with token hint {h}"),
-        (None, None) => String::new(),
-    };
-    let subject = match mail.request_id {
-        Some(id) => format!("Your Canvas access token has been revoked (request #{id})"),
-        None => "Your Canvas access token has been revoked".to_owned(),
-    };
-    let v = RevocationView {
-        subject,
-        to_name: non_empty(mail.to_name),
-        product_name: mail.product_name,
-        // Starts with a space when non-empty: "Your Canvas API access token{which} has been revoked".
-        which,
-        reason: mail.reason.trim(),
-        portal_url: non_empty(mail.portal_url),
-    };
-    let text = render(&RevocationText { v: &v })?;
-    let html = render(&RevocationHtml { v: &v })?;
-    Ok(outgoing(mail.to, mail.to_name, v.subject, text, html))
-}
-
-struct NewRequestView<'a> {
-    subject: String,
-    to_name: Option<&'a str>,
-    product_name: &'a str,
-    requester_name: &'a str,
-    requester_login: &'a str,
-    request_id: i64,
-    purpose: &'a str,
-    expires_on: String,
-    review_url: &'a str,
-}
-
-#[derive(Template)]
-#[template(path = "email/new_request.txt")]
-struct NewRequestText<'a> {
-    v: &'a NewRequestView<'a>,
-}
-
-#[derive(Template)]
-#[template(path = "email/new_request.html")]
-struct NewRequestHtml<'a> {
-    v: &'a NewRequestView<'a>,
-}
-
-/// "A new request is waiting for review", to an approver.
-pub fn new_request_email(mail: &NewRequestMail<'_>) -> Result<OutgoingEmail, EmailError> {
-    let v = NewRequestView {
-        subject: format!(
+impl Email for NewRequestMail<'_> {
+    const KIND: EmailKind = EmailKind::NewRequest;
+    fn to(&self) -> &str {
+        self.to
+    }
+    fn to_name(&self) -> Option<&str> {
+        self.to_name
+    }
+    fn subject(&self) -> String {
+        format!(
             "New Canvas access token request #{} from {}",
-            mail.request_id,
-            one_line(mail.requester_name)
-        ),
-        to_name: non_empty(mail.to_name),
-        product_name: mail.product_name,
-        requester_name: mail.requester_name,
-        requester_login: mail.requester_login,
-        request_id: mail.request_id,
-        purpose: mail.purpose.trim(),
-        expires_on: format_date(mail.expires_on),
-        review_url: mail.review_url,
-    };
-    let text = render(&NewRequestText { v: &v })?;
-    let html = render(&NewRequestHtml { v: &v })?;
-    Ok(outgoing(mail.to, mail.to_name, v.subject, text, html))
+            self.request_id,
+            one_line(self.requester_name)
+        )
+    }
 }
 
-fn render(t: &impl Template) -> Result<String, EmailError> {
-    t.render()
-        .map_err(|e| EmailError::Compose(format!("template error: {e}")))
+impl NewRequestMail<'_> {
+    fn greeting(&self) -> Option<&str> {
+        non_empty(self.to_name)
+    }
+    fn purpose(&self) -> &str {
+        self.purpose.trim()
+    }
+    fn expires(&self) -> String {
+        format_date(self.expires_on)
+    }
 }
 
 fn non_empty(s: Option<&str>) -> Option<&str> {
@@ -466,22 +489,6 @@ fn non_empty(s: Option<&str>) -> Option<&str> {
 /// Subjects must be one line; user-supplied names could contain newlines.
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-fn outgoing(
-    to: &str,
-    to_name: Option<&str>,
-    subject: String,
-    text: String,
-    html: String,
-) -> OutgoingEmail {
-    OutgoingEmail {
-        to: to.trim().to_owned(),
-        to_name: non_empty(to_name).map(one_line),
-        subject,
-        text,
-        html,
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -677,7 +684,7 @@ mod tests {
 
     fn approval() -> OutgoingEmail {
         let link = SecretString::from(LINK.to_owned());
-        approval_email(&ApprovalMail {
+        compose(&ApprovalMail {
             to: "jane@example.edu",
             to_name: Some("Jane <Doe> & Co"),
             request_id: 42,
@@ -744,7 +751,7 @@ mod tests {
 
     #[test]
     fn html_escapes_user_text() {
-        let m = denial_email(&DenialMail {
+        let m = compose(&DenialMail {
             to: "a@example.edu",
             to_name: None,
             request_id: 7,
@@ -765,7 +772,7 @@ mod tests {
             m.subject,
             "Your Canvas access token request #7 was not approved"
         );
-        let no_portal = denial_email(&DenialMail {
+        let no_portal = compose(&DenialMail {
             to: "a@example.edu",
             to_name: Some("  "),
             request_id: 7,
@@ -793,7 +800,7 @@ mod tests {
             portal_url: None,
             product_name: "tokendesk",
         };
-        let m = revocation_email(&base).unwrap();
+        let m = compose(&base).unwrap();
         assert!(
             m.text
                 .contains("token from request #9 (token hint 7~Ab)\nhas been revoked"),
@@ -805,7 +812,7 @@ mod tests {
             m.subject,
             "Your Canvas access token has been revoked (request #9)"
         );
-        let m = revocation_email(&RevocationMail {
+        let m = compose(&RevocationMail {
             request_id: None,
             ..base
         })
@@ -814,7 +821,7 @@ mod tests {
             m.text
                 .contains("token with token hint 7~Ab\nhas been revoked")
         );
-        let m = revocation_email(&RevocationMail {
+        let m = compose(&RevocationMail {
             request_id: None,
             token_hint: None,
             ..base
@@ -830,7 +837,7 @@ mod tests {
 
     #[test]
     fn new_request_for_approver() {
-        let m = new_request_email(&NewRequestMail {
+        let m = compose(&NewRequestMail {
             to: "admin@example.edu",
             to_name: Some("Canvas Admin"),
             requester_name: "Jane\nDoe",

@@ -8,7 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 use time::macros::{date, datetime};
 use tokendesk::delivery::email::{
     ApprovalMail, DenialMail, EmailError, NewRequestMail, OutgoingEmail, RevocationMail,
-    SmtpSender, SmtpSettings, approval_email, denial_email, new_request_email, revocation_email,
+    SmtpSender, SmtpSettings, compose,
 };
 use tokendesk::delivery::envelope::{self, EnvelopeId, EnvelopeKey};
 
@@ -69,7 +69,7 @@ async fn approval_email_delivers_a_link_that_opens_the_envelope() {
     let public = url::Url::parse("https://tokens.example.edu/desk/").unwrap();
     let link = envelope::delivery_link(&public, &id, &key);
     drop(key); // the server forgets the key once the email is handed over
-    let mail = approval_email(&ApprovalMail {
+    let mail = compose(&ApprovalMail {
         to: "jane.doe@example.edu",
         to_name: Some("Jane Doe"),
         request_id: 42,
@@ -119,7 +119,7 @@ async fn denial_revocation_and_new_request_emails_arrive_intact() {
     let server = smtp::start().await;
     let sender = sender(&server);
 
-    let denial = denial_email(&DenialMail {
+    let denial = compose(&DenialMail {
         to: "al@example.edu",
         to_name: None,
         request_id: 7,
@@ -128,7 +128,7 @@ async fn denial_revocation_and_new_request_emails_arrive_intact() {
         product_name: "tokendesk",
     })
     .unwrap();
-    let revocation = revocation_email(&RevocationMail {
+    let revocation = compose(&RevocationMail {
         to: "al@example.edu",
         to_name: Some("Al"),
         request_id: Some(9),
@@ -138,7 +138,7 @@ async fn denial_revocation_and_new_request_emails_arrive_intact() {
         product_name: "tokendesk",
     })
     .unwrap();
-    let new_request = new_request_email(&NewRequestMail {
+    let new_request = compose(&NewRequestMail {
         to: "admin@example.edu",
         to_name: Some("Zoë Åström"),
         requester_name: "Jöns Ångström",
@@ -248,7 +248,7 @@ async fn error_text_never_contains_the_link_or_body() {
         "https://tokens.example.edu/e/AAECAwQFBgcICQoLDA0ODw#AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"
             .to_owned(),
     );
-    let mail = approval_email(&ApprovalMail {
+    let mail = compose(&ApprovalMail {
         to: "jane@example.edu",
         to_name: None,
         request_id: 1,
