@@ -10,5 +10,6 @@ pub mod delivery;
 pub mod domain;
 pub mod jobs;
 pub mod server;
+pub mod settings;
 pub mod store;
 pub mod web;

@@ -36,6 +36,13 @@ pub fn store_options(pool: &PoolConfig) -> StoreOptions {
     }
 }
 
+/// The defaults of `[database]`.
+impl Default for StoreOptions {
+    fn default() -> Self {
+        store_options(&PoolConfig::default())
+    }
+}
+
 /// The connection string and pool settings for the configured database.
 pub fn database_url(config: &Config) -> (String, StoreOptions) {
     let mut options = store_options(&config.pool);
@@ -70,8 +77,8 @@ pub async fn connect_store(config: &Config) -> anyhow::Result<Store> {
         .with_context(|| format!("cannot open the {} database", config.database.kind()))
 }
 
-fn logins(list: &[String]) -> HashSet<Login> {
-    list.iter().filter_map(|l| Login::parse(l).ok()).collect()
+fn logins(list: &[Login]) -> HashSet<Login> {
+    list.iter().cloned().collect()
 }
 
 impl App {

@@ -238,10 +238,13 @@ pub(super) async fn demo(args: DemoArgs) -> Result<(), CliError> {
         canvas_url,
         SecretString::from(DEFAULT_ADMIN_TOKEN),
     );
-    config.roles.approvers = vec!["ada.admin".into()];
-    config.roles.helpdesk = vec!["theo.teacher".into()];
-    config.roles.auditors = vec!["ada.admin".into()];
-    config.roles.admins = vec!["ada.admin".into()];
+    let logins = |names: &[&str]| -> Vec<Login> {
+        names.iter().filter_map(|n| Login::parse(n).ok()).collect()
+    };
+    config.roles.approvers = logins(&["ada.admin"]);
+    config.roles.helpdesk = logins(&["theo.teacher"]);
+    config.roles.auditors = logins(&["ada.admin"]);
+    config.roles.admins = logins(&["ada.admin"]);
     let people: Vec<(Login, String)> = seed
         .users
         .iter()

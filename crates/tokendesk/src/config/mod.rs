@@ -1,22 +1,19 @@
-//! Typed configuration: a TOML file, then `TOKENDESK_…` environment overrides, then validation that
-//! reports every problem at once. Secrets are held as [`SecretString`] and never printed.
+//! Typed configuration: a TOML file, then `TOKENDESK_…` environment overrides, layered with
+//! figment, then checked key by key with every problem reported at once. Secrets are held as
+//! [`SecretString`] and never printed.
 //!
-//! Layering ([`Config::load`]):
-//! 1. the file (optional) is parsed and walked against the key schema: unknown keys and values of
-//!    the wrong type are all reported, with line numbers;
-//! 2. environment variables `TOKENDESK_<KEY>` / `TOKENDESK_<TABLE>__<KEY>` override keys, their
-//!    text coerced to the key's type (numbers, comma-separated lists);
-//! 3. the merged table is deserialized into `deny_unknown_fields` structs;
-//! 4. every value is validated and turned into the typed [`Config`]; secret files are read.
-//!
-//! See `docs/configuration.md` for every key.
+//! Every key is declared once, as a field of a [`section!`](crate::settings::section) struct
+//! below (or [`Policy`] in the domain): its type, default and doc comment. The environment
+//! variable, the unknown-key check, `check-config` and the tables of `docs/configuration.md`
+//! (see [`docs`]) all come from those declarations. A new key is one field here.
 
+pub mod docs;
 mod error;
 mod load;
 mod report;
-mod schema;
 #[cfg(test)]
 mod tests;
+mod values;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -28,11 +25,18 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 use crate::delivery::envelope::AtRestKey;
+use crate::domain::Login;
+use crate::settings::section;
 
 pub use error::{ConfigError, ConfigErrors, ErrorKind, Origin};
 pub use report::{check_config_report, check_config_report_with_env, summary};
+pub(crate) use values::choices;
+pub use values::{Secret, SecretSource};
 
-/// The whole configuration of a tokendesk instance.
+/// `[policy]`: the institution's rules, as numbers (the domain's own type).
+pub use crate::domain::Policy;
+
+/// The whole configuration of a tokendesk instance, checked.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Address the HTTP server binds (`listen`).
@@ -42,14 +46,14 @@ pub struct Config {
     pub public_url: Url,
     /// The database (`database_url`).
     pub database: DatabaseUrl,
-    /// `[database]`: the connection pool.
-    pub pool: PoolConfig,
-    /// `[workers]`: background work.
-    pub workers: WorkersConfig,
     /// Largest accepted request body, in bytes (`max_body_bytes`).
     pub max_body_bytes: usize,
     /// The acknowledgement on the request form (`terms_text`); `None` for the built-in text.
     pub terms_text: Option<String>,
+    /// `[database]`: the connection pool.
+    pub pool: PoolConfig,
+    /// `[workers]`: background work.
+    pub workers: WorkersConfig,
     /// `[canvas]`.
     pub canvas: CanvasConfig,
     /// `[auth]`.
@@ -68,143 +72,312 @@ pub struct Config {
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 /// Default `max_body_bytes` (64 KiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+/// Default `canvas.user_id_pattern`.
+pub const DEFAULT_USER_ID_PATTERN: &str = "sis_login_id:{login}";
+/// Default `email.from`.
+pub const DEFAULT_FROM: &str = "tokendesk <tokendesk@localhost>";
 
-impl Config {
-    /// Load the configuration: the file at `path` (if any), then the `TOKENDESK_…` variables in
-    /// `env` (pass [`std::env::vars_os`]; other variables are ignored), then validate.
-    /// Returns every problem found, not just the first.
-    pub fn load<I, K, V>(path: Option<&Path>, env: I) -> Result<Config, ConfigErrors>
-    where
-        I: IntoIterator<Item = (K, V)>,
-        K: AsRef<std::ffi::OsStr>,
-        V: AsRef<std::ffi::OsStr>,
-    {
-        load::load(path, env)
-    }
-
-    /// Load from `path`, or else from the file named by `TOKENDESK_CONFIG`, or else from defaults
-    /// only; with the process environment as overrides.
-    pub fn load_from_process(path: Option<&Path>) -> Result<Config, ConfigErrors> {
-        let from_env = std::env::var_os("TOKENDESK_CONFIG")
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from);
-        let path = path.map(Path::to_path_buf).or(from_env);
-        Config::load(path.as_deref(), std::env::vars_os())
-    }
-
-    /// A configuration for tests: defaults everywhere (trusted-header auth, mailbox email, an
-    /// in-memory SQLite database, loopback `listen` and `public_url`), with the given Canvas.
-    pub fn for_tests(canvas_url: Url, admin_token: SecretString) -> Config {
-        let public_url =
-            Url::parse(&format!("http://{DEFAULT_LISTEN}/")).unwrap_or_else(|_| canvas_url.clone());
-        Config {
-            listen: DEFAULT_LISTEN,
-            public_url,
-            database: DatabaseUrl::SqliteMemory,
-            pool: PoolConfig::default(),
-            workers: WorkersConfig::default(),
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            terms_text: None,
-            canvas: CanvasConfig::new(canvas_url, admin_token),
-            auth: AuthConfig::default(),
-            roles: RolesConfig::default(),
-            email: EmailConfig::default(),
-            policy: Policy::default(),
-            file: None,
-        }
-    }
-
-    /// The configuration `tokendesk demo` runs with: SQLite in `data_dir/tokendesk.db`, the
-    /// simulator's URL and admin token, demo sign-in, mailbox email, serving on `listen`.
-    pub fn demo(
-        data_dir: &Path,
-        listen: SocketAddr,
-        canvas_url: Url,
-        admin_token: SecretString,
-    ) -> Config {
-        let mut config = Config::for_tests(canvas_url, admin_token);
-        config.listen = listen;
-        if let Ok(url) = Url::parse(&format!("http://{listen}/")) {
-            config.public_url = url;
-        }
-        config.database = DatabaseUrl::Sqlite(data_dir.join("tokendesk.db"));
-        config.auth.mode = AuthMode::Demo;
-        config
+section! {
+    /// The keys at the top of the file, outside any table.
+    #[derive(Debug, Clone)]
+    pub struct TopKeys in "" {
+        /// Address the HTTP server binds. An IP address, not a host name (`[::]:8080` for all
+        /// IPv6/IPv4).
+        listen: SocketAddr = DEFAULT_LISTEN;
+        /// Base URL as people reach the service (behind the proxy). Delivery links are
+        /// `<public_url>e/<ID>#<KEY>`. Must be `https://` unless the host is loopback
+        /// (`localhost`, `127.0.0.1`, `::1`); no query, fragment or credentials. A trailing `/`
+        /// is added.
+        public_url: Option<String> = None, shown "`http://<listen>/`";
+        /// `sqlite://PATH` (or `sqlite:PATH`; created if missing; a relative PATH as described
+        /// under [Paths](#paths)), `sqlite::memory:` (tests), or
+        /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=…]` (`postgresql://` too; see
+        /// [PostgreSQL](#postgresql)). May hold a password: shown with it replaced by `***`.
+        database_url: Option<SecretString> = None, shown "`sqlite://tokendesk.db` beside the file";
+        /// Largest accepted request body.
+        max_body_bytes: u64 = DEFAULT_MAX_BODY_BYTES as u64, in 1024..=104857600;
+        /// The acknowledgement a requester must tick on the request form (the institution's
+        /// terms for API tokens); up to 2000 characters.
+        terms_text: Option<String> = None, shown "built-in text";
     }
 }
 
-/// Where a secret came from (shown by `check-config`; the value never is).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretSource {
-    /// Written in the configuration file.
-    Inline,
-    /// From this environment variable.
-    Env(String),
-    /// Read from this file (content trimmed).
-    File(PathBuf),
-    /// Set in code (tests, demo).
-    Code,
+section! {
+    /// `[database]`: the connection pool and the status look-up cache (PostgreSQL and SQLite
+    /// files; an in-memory SQLite database always has one connection).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct PoolConfig in "database" {
+        /// Most connections this instance opens.
+        max_connections: u32 = 10, in 1..=1000;
+        /// How long a query waits for a connection, including opening a new one (the connect
+        /// timeout); then the operation fails and `/readyz` reports the database unreachable.
+        acquire_timeout_secs: u64 = 10, in 1..=600;
+        /// Close a connection idle this long; `0` keeps idle connections open.
+        idle_timeout_secs: u64 = 600, in 0..=86400;
+        /// Status look-ups (`GET /api/v1/requests/{id}`, the request pages) are answered from
+        /// memory when this instance read the same request within `view_cache_secs`; at most
+        /// this many request views are kept (about 1 KB each). `0` reads the database every
+        /// time.
+        view_cache_entries: u64 = 50_000, in 0..=1000000;
+        /// The longest a cached view is served. Changes do not wait for it: a change made
+        /// through this instance drops the view when it commits, and on PostgreSQL every
+        /// instance hears of every change.
+        view_cache_secs: u64 = 10, in 1..=3600;
+    }
 }
 
-impl fmt::Display for SecretSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+section! {
+    /// `[workers]`: how background work is shared between instances.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct WorkersConfig in "workers" {
+        /// How long an instance holds a job or email it claimed. If it dies, another instance
+        /// takes the work over once the lease has run out. Keep it well above the longest
+        /// Canvas call (`canvas.timeout_secs` × retries).
+        lease_secs: u64 = 300, in 1..=86400;
+        /// The sweep runs once per this period across all instances sharing the database (each
+        /// instance checks; the first to claim the period runs it).
+        sweep_every_secs: u64 = 30, in 1..=86400;
+    }
+}
+
+section! {
+    /// `[canvas]`: the Canvas instance and the admin token tokendesk acts with.
+    #[derive(Debug, Clone)]
+    pub struct CanvasKeys in "canvas" {
+        /// Base URL of Canvas, e.g. `https://canvas.example.edu`. `https://` unless loopback
+        /// (the admin token travels over it).
+        url: Option<String> = None, shown "**required**";
+        /// Admin token with the permissions to create, view and delete users' access tokens.
+        /// Exactly one of `admin_token` / `admin_token_file` is required.
+        admin_token: Secret = Secret::default(), shown "**required**";
+        /// The root account id.
+        account_id: u64 = 1, in 1..=9223372036854775807;
+        /// How a tokendesk login becomes a Canvas `:user_id`: `sis_login_id:{login}`,
+        /// `sis_user_id:{login}`, or `{login}` for numeric Canvas ids.
+        user_id_pattern: String = DEFAULT_USER_ID_PATTERN.to_owned();
+        /// Timeout of one Canvas request.
+        timeout_secs: u64 = 30, in 1..=600;
+        /// Retries of a throttled or failed Canvas request.
+        max_retries: u32 = 4, in 0..=20;
+    }
+}
+
+/// How people sign in (`auth.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthMode {
+    /// A reverse proxy (SAML/Shibboleth, …) authenticates and sets `auth.header`; the header is
+    /// believed only from `auth.trusted_proxies`.
+    #[default]
+    TrustedHeader,
+    /// Pick a seeded user; for the demo only (loopback `listen` required when loaded from a file).
+    Demo,
+}
+
+choices!(AuthMode { "trusted-header" => TrustedHeader, "demo" => Demo });
+
+/// The default `auth.trusted_proxies`: loopback.
+fn loopback_nets() -> Vec<IpNet> {
+    [
+        Ipv4Net::new(Ipv4Addr::new(127, 0, 0, 0), 8)
+            .map(IpNet::V4)
+            .ok(),
+        Ipv6Net::new(Ipv6Addr::LOCALHOST, 128).map(IpNet::V6).ok(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+section! {
+    /// `[auth]`: how people sign in.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct AuthConfig in "auth" {
+        /// `trusted-header`: a reverse proxy (SAML/Shibboleth, …) authenticates and sets
+        /// `header`, believed only from `trusted_proxies`. `demo`: pick a seeded person (only
+        /// with a loopback `listen`).
+        mode: AuthMode = AuthMode::TrustedHeader;
+        /// The header carrying the login in trusted-header mode.
+        header: String = "X-Remote-User".to_owned();
+        /// Peers whose `header` (and `X-Forwarded-For`) is believed: networks (`10.0.0.0/8`) or
+        /// single addresses.
+        trusted_proxies: Vec<IpNet> = loopback_nets();
+    }
+}
+
+impl AuthConfig {
+    /// Whether a peer address is a trusted proxy (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn is_trusted_proxy(&self, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        self.trusted_proxies.iter().any(|net| net.contains(&peer))
+    }
+}
+
+section! {
+    /// `[roles]`: logins holding each role (a person may hold several). Requesters need no
+    /// entry. Every entry must be a valid login.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct RolesConfig in "roles" {
+        /// May approve or deny requests (Canvas admins).
+        approvers: Vec<Login> = Vec::new();
+        /// May look anyone up, revoke, re-send links.
+        helpdesk: Vec<Login> = Vec::new();
+        /// May read and export the audit trail.
+        auditors: Vec<Login> = Vec::new();
+        /// Everything, plus policy.
+        admins: Vec<Login> = Vec::new();
+    }
+}
+
+/// How email leaves tokendesk (`email.transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EmailTransport {
+    /// Kept in the database and shown on the mailbox page (demo, tests).
+    #[default]
+    Mailbox,
+    /// Sent through `email.smtp_*`.
+    Smtp,
+}
+
+choices!(EmailTransport { "mailbox" => Mailbox, "smtp" => Smtp });
+
+/// SMTP transport security (`email.smtp_tls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SmtpTls {
+    /// Plain text (loopback relays only when a password is used).
+    None,
+    /// Plain connection upgraded with STARTTLS (required).
+    #[default]
+    StartTls,
+    /// TLS from the first byte ("SMTPS").
+    Tls,
+}
+
+choices!(SmtpTls { "none" => None, "starttls" => StartTls, "tls" => Tls });
+
+impl SmtpTls {
+    /// The port used when `smtp_port` is not set: 25, 587 or 465.
+    pub fn default_port(self) -> u16 {
         match self {
-            SecretSource::Inline => f.write_str("set (in the configuration file)"),
-            SecretSource::Env(var) => write!(f, "set (from environment variable {var})"),
-            SecretSource::File(path) => write!(f, "set (from file {})", path.display()),
-            SecretSource::Code => f.write_str("set (in code)"),
+            SmtpTls::None => 25,
+            SmtpTls::StartTls => 587,
+            SmtpTls::Tls => 465,
         }
     }
 }
 
-/// `[database]`: the connection pool and the status look-up cache (PostgreSQL and SQLite files; an in-memory SQLite database
-/// always has one connection).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolConfig {
-    /// Most connections this instance opens (`max_connections`).
-    pub max_connections: u32,
-    /// How long a query waits for a connection, including opening a new one
-    /// (`acquire_timeout_secs`).
-    pub acquire_timeout_secs: u64,
-    /// An idle connection is closed after this long; 0 keeps them (`idle_timeout_secs`).
-    pub idle_timeout_secs: u64,
-    /// Request views the status look-up cache keeps; 0 turns it off (`view_cache_entries`).
-    pub view_cache_entries: u64,
-    /// How long a cached view is served at most (`view_cache_secs`); changes made through any
-    /// instance drop it at once.
-    pub view_cache_secs: u64,
+fn default_from() -> Mailbox {
+    Mailbox::new(
+        Some("tokendesk".to_owned()),
+        lettre::Address::new_dangerous("tokendesk", "localhost"),
+    )
 }
 
-impl Default for PoolConfig {
-    fn default() -> Self {
-        PoolConfig {
-            max_connections: 10,
-            acquire_timeout_secs: 10,
-            idle_timeout_secs: 600,
-            view_cache_entries: 50_000,
-            view_cache_secs: 10,
-        }
+section! {
+    /// `[email]`: how email is sent.
+    #[derive(Debug, Clone)]
+    pub struct EmailKeys in "email" {
+        /// `mailbox` keeps email in the database and shows it at `/mailbox` (demo and tests;
+        /// the inbox holds delivery links, so never in production); `smtp` sends it.
+        transport: EmailTransport = EmailTransport::Mailbox;
+        /// The From: of every email. Required with `transport = "smtp"`.
+        from: Mailbox = default_from();
+        /// SMTP server host name or IP, without scheme or port. Required with
+        /// `transport = "smtp"`.
+        smtp_host: Option<String> = None;
+        /// SMTP port.
+        smtp_port: Option<u16> = None, shown "25, 587 or 465 by `smtp_tls`";
+        /// `starttls` (upgrade a plain connection, required), `tls` (TLS from the first byte)
+        /// or `none` (plain; with a password only to a loopback host).
+        smtp_tls: SmtpTls = SmtpTls::StartTls;
+        /// SMTP user name, if the server needs a login (then a password is required).
+        smtp_user: Option<String> = None;
+        /// SMTP password.
+        smtp_password: Secret = Secret::default();
+        /// 32 bytes (64 hex digits or base64) that keep an unsent delivery email encrypted in
+        /// the database until it is sent. Without it, a delivery email that cannot be sent is
+        /// re-issued (new value, new link) when it is retried.
+        outbox_key: Secret = Secret::default();
     }
 }
 
-/// `[workers]`: how background work is shared between instances.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WorkersConfig {
-    /// How long a worker holds a claimed job or email before another instance may take it over
-    /// (`lease_secs`).
-    pub lease_secs: u64,
-    /// How often the sweep runs, once per period across all instances (`sweep_every_secs`).
-    pub sweep_every_secs: u64,
+/// Every table of the configuration, in the documented order: (table, its keys).
+pub fn sections() -> Vec<(Option<&'static str>, Vec<crate::settings::KeyDoc>)> {
+    use crate::settings::Section;
+    fn entry<S: Section>() -> (Option<&'static str>, Vec<crate::settings::KeyDoc>) {
+        (S::TABLE, S::keys())
+    }
+    vec![
+        entry::<TopKeys>(),
+        entry::<PoolConfig>(),
+        entry::<WorkersConfig>(),
+        entry::<CanvasKeys>(),
+        entry::<AuthConfig>(),
+        entry::<RolesConfig>(),
+        entry::<EmailKeys>(),
+        entry::<Policy>(),
+    ]
 }
 
-impl Default for WorkersConfig {
-    fn default() -> Self {
-        WorkersConfig {
-            lease_secs: 300,
-            sweep_every_secs: 30,
-        }
+/// `[canvas]`, checked: the keys, with the URL and the admin token resolved.
+#[derive(Debug, Clone)]
+pub struct CanvasConfig {
+    /// The keys as given.
+    pub keys: CanvasKeys,
+    /// Base URL of Canvas.
+    pub url: Url,
+    /// Admin token with the create/view/delete access-token permissions.
+    pub admin_token: SecretString,
+    /// Where the admin token came from.
+    pub admin_token_source: SecretSource,
+}
+
+impl std::ops::Deref for CanvasConfig {
+    type Target = CanvasKeys;
+    fn deref(&self) -> &CanvasKeys {
+        &self.keys
     }
 }
+
+impl CanvasConfig {
+    /// Defaults with the given URL and admin token.
+    pub fn new(url: Url, admin_token: SecretString) -> CanvasConfig {
+        CanvasConfig {
+            keys: CanvasKeys::default(),
+            url,
+            admin_token,
+            admin_token_source: SecretSource::Code,
+        }
+    }
+
+    /// The per-request timeout.
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.keys.timeout_secs)
+    }
+
+    /// The Canvas `:user_id` for a login (not URL-encoded; the client encodes path segments).
+    pub fn user_id_for(&self, login: &str) -> String {
+        self.keys.user_id_pattern.replace("{login}", login)
+    }
+}
+
+/// `[email]`, checked: the keys, with SMTP and the outbox key resolved.
+#[derive(Debug, Clone, Default)]
+pub struct EmailConfig {
+    /// The keys as given (secrets resolved).
+    pub keys: EmailKeys,
+    /// SMTP settings; `Some` exactly when `transport` is [`EmailTransport::Smtp`].
+    pub smtp: Option<SmtpConfig>,
+    /// Encrypts unsent delivery emails at rest when set.
+    pub outbox_key: Option<OutboxKey>,
+}
+
+impl std::ops::Deref for EmailConfig {
+    type Target = EmailKeys;
+    fn deref(&self) -> &EmailKeys {
+        &self.keys
+    }
+}
+
 
 /// Query parameters accepted in a PostgreSQL URL (what the driver understands; anything else
 /// is a typo that would otherwise be ignored, e.g. a misspelt `sslmode`).
@@ -367,194 +540,6 @@ impl fmt::Debug for PostgresUrl {
     }
 }
 
-/// Default `canvas.user_id_pattern`.
-pub const DEFAULT_USER_ID_PATTERN: &str = "sis_login_id:{login}";
-
-/// `[canvas]`: the Canvas instance and the admin token tokendesk acts with.
-#[derive(Debug, Clone)]
-pub struct CanvasConfig {
-    /// Base URL of Canvas.
-    pub url: Url,
-    /// Admin token with the create/view/delete access-token permissions.
-    pub admin_token: SecretString,
-    /// Where the admin token came from.
-    pub admin_token_source: SecretSource,
-    /// The root account id (`account_id`).
-    pub account_id: u64,
-    /// How a tokendesk login maps to a Canvas `:user_id`; contains `{login}`.
-    pub user_id_pattern: String,
-    /// Per-request timeout in seconds.
-    pub timeout_secs: u64,
-    /// Retries of a throttled or failed request.
-    pub max_retries: u32,
-}
-
-impl CanvasConfig {
-    /// Defaults with the given URL and admin token.
-    pub fn new(url: Url, admin_token: SecretString) -> CanvasConfig {
-        CanvasConfig {
-            url,
-            admin_token,
-            admin_token_source: SecretSource::Code,
-            account_id: 1,
-            user_id_pattern: DEFAULT_USER_ID_PATTERN.to_owned(),
-            timeout_secs: 30,
-            max_retries: 4,
-        }
-    }
-
-    /// The per-request timeout.
-    pub fn timeout(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(self.timeout_secs)
-    }
-
-    /// The Canvas `:user_id` for a login (not URL-encoded; the client encodes path segments).
-    pub fn user_id_for(&self, login: &str) -> String {
-        self.user_id_pattern.replace("{login}", login)
-    }
-}
-
-/// How people sign in (`auth.mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AuthMode {
-    /// A reverse proxy (SAML/Shibboleth, …) authenticates and sets `auth.header`; the header is
-    /// believed only from `auth.trusted_proxies`.
-    #[default]
-    TrustedHeader,
-    /// Pick a seeded user; for the demo only (loopback `listen` required when loaded from a file).
-    Demo,
-}
-
-impl AuthMode {
-    /// The configuration spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthMode::TrustedHeader => "trusted-header",
-            AuthMode::Demo => "demo",
-        }
-    }
-}
-
-impl fmt::Display for AuthMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// `[auth]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthConfig {
-    /// How people sign in.
-    pub mode: AuthMode,
-    /// The header carrying the login in trusted-header mode.
-    pub header: String,
-    /// Peers whose `header` is believed.
-    pub trusted_proxies: Vec<IpNet>,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig {
-            mode: AuthMode::TrustedHeader,
-            header: "X-Remote-User".to_owned(),
-            trusted_proxies: [
-                Ipv4Net::new(Ipv4Addr::new(127, 0, 0, 0), 8)
-                    .map(IpNet::V4)
-                    .ok(),
-                Ipv6Net::new(Ipv6Addr::LOCALHOST, 128).map(IpNet::V6).ok(),
-            ]
-            .into_iter()
-            .flatten()
-            .collect(),
-        }
-    }
-}
-
-impl AuthConfig {
-    /// Whether a peer address is a trusted proxy (IPv4-mapped IPv6 addresses count as IPv4).
-    pub fn is_trusted_proxy(&self, peer: IpAddr) -> bool {
-        let peer = peer.to_canonical();
-        self.trusted_proxies.iter().any(|net| net.contains(&peer))
-    }
-}
-
-/// `[roles]`: logins holding each role (a person may hold several). Requesters need no entry.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RolesConfig {
-    /// May approve or deny requests.
-    pub approvers: Vec<String>,
-    /// May look anyone up, revoke, re-send links.
-    pub helpdesk: Vec<String>,
-    /// May read and export the audit trail.
-    pub auditors: Vec<String>,
-    /// Everything, plus policy.
-    pub admins: Vec<String>,
-}
-
-/// How email leaves tokendesk (`email.transport`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum EmailTransport {
-    /// Kept in the database and shown on the mailbox page (demo, tests).
-    #[default]
-    Mailbox,
-    /// Sent through `email.smtp_*`.
-    Smtp,
-}
-
-impl EmailTransport {
-    /// The configuration spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EmailTransport::Mailbox => "mailbox",
-            EmailTransport::Smtp => "smtp",
-        }
-    }
-}
-
-impl fmt::Display for EmailTransport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// SMTP transport security (`email.smtp_tls`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SmtpTls {
-    /// Plain text (loopback relays only when a password is used).
-    None,
-    /// Plain connection upgraded with STARTTLS (required).
-    #[default]
-    StartTls,
-    /// TLS from the first byte ("SMTPS").
-    Tls,
-}
-
-impl SmtpTls {
-    /// The configuration spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SmtpTls::None => "none",
-            SmtpTls::StartTls => "starttls",
-            SmtpTls::Tls => "tls",
-        }
-    }
-
-    /// The port used when `smtp_port` is not set: 25, 587 or 465.
-    pub fn default_port(self) -> u16 {
-        match self {
-            SmtpTls::None => 25,
-            SmtpTls::StartTls => 587,
-            SmtpTls::Tls => 465,
-        }
-    }
-}
-
-impl fmt::Display for SmtpTls {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// SMTP settings (present exactly when `email.transport = "smtp"`).
 #[derive(Debug, Clone)]
 pub struct SmtpConfig {
@@ -609,35 +594,66 @@ impl fmt::Debug for OutboxKey {
     }
 }
 
-/// `[email]`.
-#[derive(Debug, Clone)]
-pub struct EmailConfig {
-    /// How mail is sent.
-    pub transport: EmailTransport,
-    /// The From: of every email.
-    pub from: Mailbox,
-    /// SMTP settings; `Some` exactly when `transport` is [`EmailTransport::Smtp`].
-    pub smtp: Option<SmtpConfig>,
-    /// Encrypts unsent delivery emails at rest when set.
-    pub outbox_key: Option<OutboxKey>,
-}
+impl Config {
+    /// Load the configuration: the file at `path` (if any), then the `TOKENDESK_…` variables in
+    /// `env` (pass [`std::env::vars_os`]; other variables are ignored), then validate.
+    /// Returns every problem found, not just the first.
+    pub fn load<I, K, V>(path: Option<&Path>, env: I) -> Result<Config, ConfigErrors>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<std::ffi::OsStr>,
+        V: AsRef<std::ffi::OsStr>,
+    {
+        load::load(path, env)
+    }
 
-/// Default `email.from`.
-pub const DEFAULT_FROM: &str = "tokendesk <tokendesk@localhost>";
+    /// Load from `path`, or else from the file named by `TOKENDESK_CONFIG`, or else from defaults
+    /// only; with the process environment as overrides.
+    pub fn load_from_process(path: Option<&Path>) -> Result<Config, ConfigErrors> {
+        let from_env = std::env::var_os("TOKENDESK_CONFIG")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from);
+        let path = path.map(Path::to_path_buf).or(from_env);
+        Config::load(path.as_deref(), std::env::vars_os())
+    }
 
-impl Default for EmailConfig {
-    fn default() -> Self {
-        EmailConfig {
-            transport: EmailTransport::Mailbox,
-            from: Mailbox::new(
-                Some("tokendesk".to_owned()),
-                lettre::Address::new_dangerous("tokendesk", "localhost"),
-            ),
-            smtp: None,
-            outbox_key: None,
+    /// A configuration for tests: defaults everywhere (trusted-header auth, mailbox email, an
+    /// in-memory SQLite database, loopback `listen` and `public_url`), with the given Canvas.
+    pub fn for_tests(canvas_url: Url, admin_token: SecretString) -> Config {
+        let public_url =
+            Url::parse(&format!("http://{DEFAULT_LISTEN}/")).unwrap_or_else(|_| canvas_url.clone());
+        Config {
+            listen: DEFAULT_LISTEN,
+            public_url,
+            database: DatabaseUrl::SqliteMemory,
+            pool: PoolConfig::default(),
+            workers: WorkersConfig::default(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            terms_text: None,
+            canvas: CanvasConfig::new(canvas_url, admin_token),
+            auth: AuthConfig::default(),
+            roles: RolesConfig::default(),
+            email: EmailConfig::default(),
+            policy: Policy::default(),
+            file: None,
         }
     }
-}
 
-/// `[policy]`: the institution's rules, as numbers (the domain's own type).
-pub use crate::domain::Policy;
+    /// The configuration `tokendesk demo` runs with: SQLite in `data_dir/tokendesk.db`, the
+    /// simulator's URL and admin token, demo sign-in, mailbox email, serving on `listen`.
+    pub fn demo(
+        data_dir: &Path,
+        listen: SocketAddr,
+        canvas_url: Url,
+        admin_token: SecretString,
+    ) -> Config {
+        let mut config = Config::for_tests(canvas_url, admin_token);
+        config.listen = listen;
+        if let Ok(url) = Url::parse(&format!("http://{listen}/")) {
+            config.public_url = url;
+        }
+        config.database = DatabaseUrl::Sqlite(data_dir.join("tokendesk.db"));
+        config.auth.mode = AuthMode::Demo;
+        config
+    }
+}

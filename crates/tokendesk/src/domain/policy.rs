@@ -2,69 +2,34 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Policy values (`[policy]` in the configuration).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Policy {
-    /// A token lives at most this many days after it is created.
-    pub max_lifetime_days: u32,
-    /// A delivery link works this many days after it is sent.
-    pub link_ttl_days: u32,
-    /// How many times the owner may reveal the value.
-    pub max_reveals: u32,
-    /// The purpose must say at least this much.
-    pub purpose_min_chars: u32,
-    /// Requests a person may have waiting (submitted, approved or failed) at once.
-    pub max_open_requests_per_person: u32,
-    /// Live tokens (issued or activated) a person may hold at once.
-    pub max_active_tokens_per_person: u32,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Self {
-            max_lifetime_days: 120,
-            link_ttl_days: 7,
-            max_reveals: 3,
-            purpose_min_chars: 20,
-            max_open_requests_per_person: 1,
-            max_active_tokens_per_person: 2,
-        }
+crate::settings::section! {
+    /// `[policy]`: the institution's rules, as numbers. The defaults are the published process:
+    /// tokens live at most 120 days, links work 7 days.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Policy in "policy" {
+        /// A token lives at most this many days after it is created; a requester may ask for
+        /// an earlier expiry, and an approver may shorten it.
+        max_lifetime_days: u32 = 120, in 1..=3650;
+        /// A delivery link works this many days after it is sent; at most `max_lifetime_days`.
+        link_ttl_days: u32 = 7, in 1..=90;
+        /// How many times the owner may reveal the value from the delivery page.
+        max_reveals: u32 = 3, in 1..=100;
+        /// The purpose must say at least this much (characters).
+        purpose_min_chars: u32 = 20, in 0..=1000;
+        /// Requests a person may have waiting (submitted, approved or failed) at once.
+        max_open_requests_per_person: u32 = 1, in 1..=1000;
+        /// Live tokens (issued or activated) a person may hold at once.
+        max_active_tokens_per_person: u32 = 2, in 1..=1000;
     }
 }
 
 impl Policy {
-    /// Problems with these values, as (field name, message); empty when valid.
+    /// Problems between these values (each one's range is checked as it is read), as (field
+    /// name, message); empty when valid.
     pub fn validate(&self) -> Vec<(&'static str, String)> {
         let mut problems = Vec::new();
-        let mut range = |field: &'static str, value: u32, min: u32, max: u32| {
-            if !(min..=max).contains(&value) {
-                problems.push((
-                    field,
-                    format!("must be between {min} and {max} (got {value})"),
-                ));
-                false
-            } else {
-                true
-            }
-        };
-        let lifetime_ok = range("max_lifetime_days", self.max_lifetime_days, 1, 3650);
-        let ttl_ok = range("link_ttl_days", self.link_ttl_days, 1, 90);
-        range("max_reveals", self.max_reveals, 1, 100);
-        range("purpose_min_chars", self.purpose_min_chars, 0, 1000);
-        range(
-            "max_open_requests_per_person",
-            self.max_open_requests_per_person,
-            1,
-            1000,
-        );
-        range(
-            "max_active_tokens_per_person",
-            self.max_active_tokens_per_person,
-            1,
-            1000,
-        );
-        if lifetime_ok && ttl_ok && self.link_ttl_days > self.max_lifetime_days {
+        if self.link_ttl_days > self.max_lifetime_days {
             problems.push((
                 "link_ttl_days",
                 format!(

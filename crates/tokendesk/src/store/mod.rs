@@ -105,7 +105,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// A pooled connection idle this long is tested (pinged) before it is handed out.
 const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(30);
 
-/// Pool settings.
+/// Pool settings (their defaults are those of `[database]`: see `app::store_options`).
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     pub max_connections: u32,
@@ -115,17 +115,6 @@ pub struct StoreOptions {
     pub idle_timeout: Option<Duration>,
     /// The status look-up cache.
     pub view_cache: ViewCacheOptions,
-}
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        Self {
-            max_connections: 8,
-            acquire_timeout: Duration::from_secs(10),
-            idle_timeout: Some(Duration::from_secs(600)),
-            view_cache: ViewCacheOptions::default(),
-        }
-    }
 }
 
 /// The database.
