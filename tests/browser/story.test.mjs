@@ -111,6 +111,14 @@ test('the story through the pages, accessible on every page', { timeout: 180000 
     return (await page.locator('.flash').textContent()).trim();
   }
 
+  // ---- the demo's sign-in page, in the site's layout ------------------------------------------
+  const newcomer = await person(null);
+  await newcomer.page.goto(`${B}/demo/login`);
+  assert.match(await newcomer.page.locator('h1').textContent(), /Sign in to the tokendesk demo/);
+  assert.equal(await newcomer.page.locator('a.skip').count(), 1, 'the shared layout');
+  await check(newcomer.page, 'demo-sign-in');
+  await newcomer.context.close();
+
   // ---- the requester asks, first with mistakes -----------------------------------------------
   const sam = await person('sam.student');
   await check(sam.page, 'home');

@@ -84,7 +84,7 @@ fn main() -> ExitCode {
 // ---- the baseline server (child) -------------------------------------------------------------
 
 /// The same HTTP stack as tokendesk's: axum, tokio's default multi-threaded runtime, the
-/// `request_context` middleware and body limit, connect info, the same log filter.
+/// common layers (request id, trace, headers) and body limit, connect info, the same log filter.
 fn baseline_server() -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TOKENDESK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -94,19 +94,18 @@ fn baseline_server() -> anyhow::Result<()> {
         .try_init();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let routes = Router::new()
-            .route(
-                "/api/v1/ping",
-                get(|| async {
-                    Json(serde_json::json!({"id": 1, "state": "submitted", "ok": true}))
-                }),
-            )
-            .layer(DefaultBodyLimit::max(
-                tokendesk::config::DEFAULT_MAX_BODY_BYTES,
-            ))
-            .layer(axum::middleware::from_fn(
-                tokendesk::web::middleware::request_context,
-            ));
+        let routes = tokendesk::web::middleware::common_layers(
+            Router::new()
+                .route(
+                    "/api/v1/ping",
+                    get(|| async {
+                        Json(serde_json::json!({"id": 1, "state": "submitted", "ok": true}))
+                    }),
+                )
+                .layer(DefaultBodyLimit::max(
+                    tokendesk::config::DEFAULT_MAX_BODY_BYTES,
+                )),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!("baseline listening on http://{}", listener.local_addr()?);
         axum::serve(

@@ -378,7 +378,6 @@ impl std::ops::Deref for EmailConfig {
     }
 }
 
-
 /// Query parameters accepted in a PostgreSQL URL (what the driver understands; anything else
 /// is a typo that would otherwise be ignored, e.g. a misspelt `sslmode`).
 pub const POSTGRES_URL_PARAMS: &[&str] = &[

@@ -4,24 +4,14 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use askama::Template;
 use axum::Json;
-use axum::extract::rejection::FormRejection;
-use axum::extract::{ConnectInfo, Form, FromRequestParts, State};
-use axum::http::header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
-use rand::Rng as _;
-use serde::{Deserialize, Serialize};
-use sha2::Sha256;
-use zeroize::Zeroizing;
+use axum::http::{HeaderMap, HeaderName};
+use serde::Serialize;
 
 use super::WebState;
-use super::error::{ApiError, ApiResult};
+use super::error::ApiError;
 use crate::app::Ctx;
 use crate::config::{AuthConfig, AuthMode};
 use crate::domain::{Actor, Login};
@@ -29,7 +19,7 @@ use crate::domain::{Actor, Login};
 /// The demo session cookie.
 pub const DEMO_COOKIE: &str = "tokendesk_demo";
 /// How long a demo session lasts.
-const DEMO_SESSION_SECS: i64 = 12 * 60 * 60;
+pub(crate) const DEMO_SESSION_SECS: i64 = 12 * 60 * 60;
 
 /// How people sign in, as the web layer applies it. Cheap to clone.
 #[derive(Clone)]
@@ -43,10 +33,10 @@ struct Inner {
     demo: Option<Demo>,
 }
 
-struct Demo {
-    people: Vec<(Login, String)>,
+pub(crate) struct Demo {
+    pub(crate) people: Vec<(Login, String)>,
     /// Signs session cookies; random per process, so a restart signs everyone out.
-    key: Zeroizing<[u8; 32]>,
+    key: cookie::Key,
 }
 
 /// Why the sign-in settings cannot be used.
@@ -68,13 +58,9 @@ impl WebAuth {
     ) -> Result<WebAuth, WebAuthError> {
         let header = HeaderName::from_bytes(config.header.trim().as_bytes())
             .map_err(|_| WebAuthError::BadHeader(config.header.clone()))?;
-        let demo = (config.mode == AuthMode::Demo).then(|| {
-            let mut key = Zeroizing::new([0u8; 32]);
-            rand::rng().fill_bytes(&mut key[..]);
-            Demo {
-                people: demo_people,
-                key,
-            }
+        let demo = (config.mode == AuthMode::Demo).then(|| Demo {
+            people: demo_people,
+            key: cookie::Key::generate(),
         });
         Ok(WebAuth(Arc::new(Inner {
             config: config.clone(),
@@ -82,6 +68,11 @@ impl WebAuth {
             listen,
             demo,
         })))
+    }
+
+    /// Whether a peer is one of `auth.trusted_proxies`.
+    pub fn is_trusted_proxy(&self, peer: IpAddr) -> bool {
+        self.0.config.is_trusted_proxy(peer)
     }
 
     pub fn mode(&self) -> AuthMode {
@@ -93,21 +84,38 @@ impl WebAuth {
         self.0.demo.is_some() && demo_allowed_on(self.0.listen)
     }
 
-    /// The address to record for a request from `peer`: the first `X-Forwarded-For` hop when
-    /// the peer is a trusted proxy that sent one, else the peer.
+    /// The address to record for a request from `peer`: the peer itself, unless it is a
+    /// trusted proxy; then the right-most `X-Forwarded-For` hop that is not itself a trusted
+    /// proxy. (A proxy appends the address it saw, so everything left of the last hop a trusted
+    /// proxy added is the client's own say, and can be forged.) A hop that is not an address
+    /// stops the walk at the last trusted one.
     pub fn client_addr(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<String> {
-        let peer = peer?;
-        if self.0.config.is_trusted_proxy(peer) {
-            let forwarded = headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .and_then(|hop| hop.trim().parse::<IpAddr>().ok());
-            if let Some(ip) = forwarded {
-                return Some(ip.to_canonical().to_string());
+        let mut client = peer?.to_canonical();
+        if self.0.config.is_trusted_proxy(client) {
+            let hops: Vec<&str> = headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .collect();
+            for hop in hops.iter().rev() {
+                let Ok(ip) = hop.parse::<IpAddr>() else {
+                    break;
+                };
+                client = ip.to_canonical();
+                if !self.0.config.is_trusted_proxy(client) {
+                    break;
+                }
             }
         }
-        Some(peer.to_canonical().to_string())
+        Some(client.to_string())
+    }
+
+    /// The demo sign-in, when it may be used here.
+    pub(crate) fn demo(&self) -> Option<&Demo> {
+        self.0.demo.as_ref().filter(|_| self.demo_allowed())
     }
 
     /// The signed-in login of a request, if any.
@@ -127,8 +135,8 @@ impl WebAuth {
                     return None;
                 }
                 let demo = self.0.demo.as_ref()?;
-                let value = cookie(headers, DEMO_COOKIE)?;
-                demo.verify(value, now)
+                let jar = axum_extra::extract::cookie::CookieJar::from_headers(headers);
+                demo.verify(jar.get(DEMO_COOKIE)?.value(), now)
             }
         }
     }
@@ -140,57 +148,33 @@ pub fn demo_allowed_on(listen: SocketAddr) -> bool {
 }
 
 impl Demo {
-    fn mac(&self, login: &str, issued: i64) -> Option<Hmac<Sha256>> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key[..]).ok()?;
-        mac.update(b"tokendesk-demo-v1\0");
-        mac.update(login.as_bytes());
-        mac.update(b"\0");
-        mac.update(issued.to_string().as_bytes());
-        Some(mac)
+    /// The signed cookie value of a sign-in at `issued`: `login.issued`, signed with this
+    /// process's key (the cookie crate's signed jar).
+    pub(crate) fn sign(&self, login: &Login, issued: i64) -> Option<String> {
+        let mut jar = cookie::CookieJar::new();
+        jar.signed_mut(&self.key).add(cookie::Cookie::new(
+            DEMO_COOKIE,
+            format!("{login}.{issued}"),
+        ));
+        jar.get(DEMO_COOKIE).map(|c| c.value().to_owned())
     }
 
-    /// `base64url(login).issued.base64url(hmac)`.
-    fn sign(&self, login: &Login, issued: i64) -> Option<String> {
-        let tag = self.mac(login.as_str(), issued)?.finalize().into_bytes();
-        Some(format!(
-            "{}.{issued}.{}",
-            URL_SAFE_NO_PAD.encode(login.as_str()),
-            URL_SAFE_NO_PAD.encode(tag)
-        ))
-    }
-
-    fn verify(&self, value: &str, now: i64) -> Option<Login> {
-        let mut parts = value.split('.');
-        let (login, issued, tag) = (parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() {
-            return None;
-        }
-        let login = String::from_utf8(URL_SAFE_NO_PAD.decode(login).ok()?).ok()?;
+    pub(crate) fn verify(&self, value: &str, now: i64) -> Option<Login> {
+        let mut jar = cookie::CookieJar::new();
+        jar.add_original(cookie::Cookie::new(DEMO_COOKIE, value.to_owned()));
+        let verified = jar.signed(&self.key).get(DEMO_COOKIE)?;
+        let (login, issued) = verified.value().rsplit_once('.')?;
         let issued: i64 = issued.parse().ok()?;
-        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
-        self.mac(&login, issued)?.verify_slice(&tag).ok()?;
         if issued > now + 60 || now - issued >= DEMO_SESSION_SECS {
             return None;
         }
-        let login = Login::parse(&login).ok()?;
+        let login = Login::parse(login).ok()?;
         // Only the people of the demo.
         self.people
             .iter()
             .any(|(l, _)| *l == login)
             .then_some(login)
     }
-}
-
-/// The value of a cookie.
-pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
 }
 
 fn peer(parts: &Parts) -> Option<IpAddr> {
@@ -241,126 +225,13 @@ pub async fn me(SignedIn { actor, .. }: SignedIn) -> Json<MeJson> {
     })
 }
 
-// ---------------------------------------------------------------------------------------------
-// Demo sign-in pages
-// ---------------------------------------------------------------------------------------------
-
-const PAGE_CSP: &str =
-    "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
-
-#[derive(Template)]
-#[template(
-    ext = "html",
-    source = r#"<!doctype html>
-<html lang="en">
-<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>Sign in — tokendesk demo</title></head>
-<body>
-<main>
-<h1>Sign in to the tokendesk demo</h1>
-<p>This is a demo: choose who you are.</p>
-<ul>
-{% for person in people %}<li><form method="post" action="/demo/login"><input type="hidden" name="login" value="{{ person.0 }}"><button type="submit">{{ person.1 }} ({{ person.0 }})</button></form></li>
-{% endfor %}</ul>
-<form method="post" action="/demo/logout"><button type="submit">Sign out</button></form>
-</main>
-</body>
-</html>
-"#
-)]
-struct DemoLoginPage<'a> {
-    people: &'a [(Login, String)],
-}
-
-fn demo_refused() -> ApiError {
-    ApiError::forbidden("the demo sign-in works only when tokendesk listens on a loopback address")
-}
-
-fn demo_of(state: &WebState) -> ApiResult<&Demo> {
-    match state.auth.0.demo.as_ref() {
-        Some(demo) if state.auth.demo_allowed() => Ok(demo),
-        _ => Err(demo_refused()),
-    }
-}
-
-/// `GET /demo/login`: the people of the demo, one button each.
-pub async fn demo_page(State(state): State<WebState>) -> ApiResult<Response> {
-    let demo = demo_of(&state)?;
-    let html = DemoLoginPage {
-        people: &demo.people,
-    }
-    .render()
-    .map_err(|e| ApiError::internal(&e))?;
-    Ok((
-        [
-            (
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            ),
-            (CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP)),
-        ],
-        html,
-    )
-        .into_response())
-}
-
-#[derive(Debug, Deserialize)]
-pub struct DemoLoginForm {
-    login: String,
-}
-
-fn redirect_with_cookie(to: &'static str, cookie: String) -> ApiResult<Response> {
-    let cookie = HeaderValue::from_str(&cookie).map_err(|e| ApiError::internal(&e))?;
-    Ok((
-        StatusCode::SEE_OTHER,
-        [
-            (LOCATION, HeaderValue::from_static(to)),
-            (SET_COOKIE, cookie),
-        ],
-    )
-        .into_response())
-}
-
-/// `POST /demo/login` (`login=…`): signs in as one of the demo people, then goes to `/`.
-pub async fn demo_login(
-    State(state): State<WebState>,
-    form: Result<Form<DemoLoginForm>, FormRejection>,
-) -> ApiResult<Response> {
-    let demo = demo_of(&state)?;
-    let Form(form) = form.map_err(|e| ApiError::bad_request("bad_form", e.body_text()))?;
-    let login = Login::parse(&form.login)
-        .ok()
-        .filter(|login| demo.people.iter().any(|(l, _)| l == login))
-        .ok_or_else(|| {
-            ApiError::invalid(vec![crate::domain::FieldError::new(
-                "login",
-                "unknown",
-                "choose one of the people of the demo",
-            )])
-        })?;
-    let value = demo
-        .sign(&login, state.app.now().unix_timestamp())
-        .ok_or_else(|| ApiError::internal(&WebAuthError::Signing))?;
-    tracing::info!(login = %login, "demo sign-in");
-    redirect_with_cookie(
-        "/",
-        format!(
-            "{DEMO_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={DEMO_SESSION_SECS}"
-        ),
-    )
-}
-
-/// `POST /demo/logout`: forgets the session cookie.
-pub async fn demo_logout(State(state): State<WebState>) -> ApiResult<Response> {
-    demo_of(&state)?;
-    redirect_with_cookie(
-        "/demo/login",
-        format!("{DEMO_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"),
-    )
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
+    use axum::http::HeaderValue;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
     use super::*;
 
     fn demo_auth(listen: &str) -> WebAuth {
@@ -418,12 +289,10 @@ mod tests {
 
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
-        let auth = WebAuth::new(
-            &AuthConfig::default(),
-            "127.0.0.1:0".parse().unwrap(),
-            vec![],
-        )
-        .unwrap();
+        // Two proxies in front: one on loopback, the other in 10.0.0.0/8.
+        let mut config = AuthConfig::default();
+        config.trusted_proxies.push("10.0.0.0/8".parse().unwrap());
+        let auth = WebAuth::new(&config, "127.0.0.1:0".parse().unwrap(), vec![]).unwrap();
         let mut headers = HeaderMap::new();
         headers.insert(
             "x-forwarded-for",
@@ -440,5 +309,43 @@ mod tests {
             Some("198.51.100.2")
         );
         assert_eq!(auth.client_addr(None, &headers), None);
+        // The left-most entries are the client's own say: a forged one changes nothing.
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 203.0.113.7, 10.0.0.1"),
+        );
+        let from_proxy = Some("127.0.0.1".parse().unwrap());
+        assert_eq!(
+            auth.client_addr(from_proxy, &headers).as_deref(),
+            Some("203.0.113.7")
+        );
+        // Only proxies we trust: the left-most of them is as far as we can tell.
+        headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.9"));
+        assert_eq!(
+            auth.client_addr(from_proxy, &headers).as_deref(),
+            Some("10.0.0.9")
+        );
+        // Garbage stops the walk at the last address a trusted proxy vouched for.
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("203.0.113.7, not-an-ip, 10.0.0.1"),
+        );
+        assert_eq!(
+            auth.client_addr(from_proxy, &headers).as_deref(),
+            Some("10.0.0.1")
+        );
+        // Without a trusted proxy in front, the header is the client's and is ignored.
+        let direct = WebAuth::new(
+            &AuthConfig::default(),
+            "127.0.0.1:0".parse().unwrap(),
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(
+            direct
+                .client_addr(Some("198.51.100.2".parse().unwrap()), &headers)
+                .as_deref(),
+            Some("198.51.100.2")
+        );
     }
 }

@@ -36,6 +36,9 @@ struct Inner<'a> {
     field: Option<&'a str>,
     #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
     fields: &'a [FieldError],
+    /// The request's id (also in `X-Request-Id`), to quote to the help desk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
 }
 
 impl ApiError {
@@ -147,6 +150,7 @@ impl IntoResponse for ApiError {
                 message: &self.message,
                 field: self.field.as_deref(),
                 fields: &self.fields,
+                request_id: current_request_id().filter(|id| !id.is_empty()),
             },
         };
         (self.status, Json(body)).into_response()

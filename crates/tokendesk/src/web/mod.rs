@@ -7,6 +7,7 @@
 
 mod audit;
 pub mod auth;
+pub mod cookies;
 mod envelopes;
 pub mod error;
 pub mod extract;
@@ -40,6 +41,7 @@ pub struct WebState {
     pub app: App,
     pub auth: WebAuth,
     pub max_body_bytes: usize,
+    pub cookies: cookies::Cookies,
 }
 
 /// The whole web service, with the default body limit.
@@ -87,32 +89,30 @@ pub fn router_with(app: App, auth: WebAuth, options: WebOptions) -> Router {
         pages: pages_config,
     } = options;
     let demo = auth.mode() == AuthMode::Demo;
+    let https = app.public_url().scheme() == "https";
     let state = WebState {
         app,
         auth,
         max_body_bytes,
+        cookies: cookies::Cookies::new(https),
     };
-    let mut router = api(Routes::default())
+    let api_routes = api(Routes::default())
         .router
+        .route("/api/openapi.json", get(openapi::document))
+        .layer(middleware::api_headers());
+    let router = api_routes
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/api/openapi.json", get(openapi::document))
-        .merge(pages::routes_with(pages_config));
-    if demo {
-        router = router
-            .route("/demo/login", get(auth::demo_page).post(auth::demo_login))
-            .route("/demo/logout", post(auth::demo_logout));
-    }
-    router
+        .merge(pages::routes_with(pages_config, demo));
+    let router = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::secure_cookies,
-        ))
-        .layer(axum::middleware::from_fn(middleware::request_context))
-        .with_state(state)
+        .with_state(state.clone());
+    middleware::common_layers(router).layer(axum::middleware::from_fn_with_state(
+        state,
+        middleware::trust_request_id,
+    ))
 }
 
 /// Every route of the JSON API as `(METHOD, /api/v1/path)`, e.g. to check the OpenAPI document.

@@ -472,7 +472,10 @@ async fn signed_out_and_untrusted_peers_get_401() {
 
 #[tokio::test]
 async fn forwarded_for_from_a_trusted_proxy_is_the_client_address() {
-    let api = Api::start(TestDb::sqlite().await).await;
+    // Two proxies: the one on loopback, and 10.1.2.3 before it.
+    let mut auth = AuthConfig::default();
+    auth.trusted_proxies.push("10.0.0.0/8".parse().unwrap());
+    let api = Api::with(TestDb::sqlite().await, auth, DEFAULT_MAX_BODY_BYTES).await;
     let body = json!({"purpose": "grading scripts for my course sections", "expires_on": api.world.today_plus(30)});
     let r = api
         .send(
@@ -491,6 +494,26 @@ async fn forwarded_for_from_a_trusted_proxy_is_the_client_address() {
         .expect(200)
         .json();
     assert_eq!(events[0]["client_addr"], "203.0.113.9", "{events}");
+
+    // A client that writes its own X-Forwarded-For cannot choose the recorded address: the
+    // proxies append what they saw, so the right-most hop no trusted proxy vouches for is it.
+    let r = api
+        .send(
+            Some(STELLA),
+            api.client
+                .post(api.url("/api/v1/requests"))
+                .header("x-forwarded-for", "6.6.6.6, 198.51.100.4, 10.1.2.3")
+                .json(&body),
+        )
+        .await
+        .expect(201);
+    let id = r.json()["id"].as_i64().unwrap();
+    let events = api
+        .get(ADA, &format!("/api/v1/audit?target=request:{id}"))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(events[0]["client_addr"], "198.51.100.4", "{events}");
 }
 
 #[tokio::test]

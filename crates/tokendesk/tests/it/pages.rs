@@ -21,7 +21,10 @@ struct Pages {
 
 impl Pages {
     async fn start() -> Pages {
-        let world = World::new(TestDb::sqlite().await).await;
+        Self::on(World::new(TestDb::sqlite().await).await).await
+    }
+
+    async fn on(world: World) -> Pages {
         let server = serve(
             world.app.clone(),
             AuthConfig::default(),
@@ -459,4 +462,130 @@ async fn the_request_form_shows_the_configured_terms() {
             || page.contains("I will use this token only for &lt;teaching&gt; at Example U."),
         "the configured terms, escaped"
     );
+}
+
+/// Reached over https (its public URL says so), every cookie is `Secure` and `__Host-`
+/// prefixed, so that neither plain http nor another subdomain can see or plant it.
+#[tokio::test]
+async fn cookies_over_https_are_secure_and_host_prefixed() {
+    let p = Pages::on(World::https(TestDb::sqlite().await).await).await;
+    let form = p
+        .get(Some("sam.student"), "/requests/new")
+        .await
+        .expect(200);
+    let cookies: Vec<String> = form
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    let csrf = cookies
+        .iter()
+        .find(|c| c.starts_with("__Host-tokendesk_csrf="))
+        .unwrap_or_else(|| panic!("{cookies:?}"));
+    assert!(
+        csrf.contains("Secure") && csrf.contains("Path=/") && !csrf.contains("Domain"),
+        "{csrf}"
+    );
+    // The field is the cookie's value, sent back under the prefixed name.
+    let value = csrf.split(';').next().unwrap().split_once('=').unwrap().1;
+    let marker = "name=\"csrf\" value=\"";
+    let start = form.text.find(marker).unwrap() + marker.len();
+    assert!(form.text[start..].starts_with(value));
+    // Under the unprefixed name, the same value is not this site's cookie.
+    let fields = vec![
+        (
+            "purpose",
+            "Grading scripts for my course sections".to_owned(),
+        ),
+        ("expires_on", p.world.today_plus(30)),
+        ("ack", "yes".to_owned()),
+        ("csrf", value.to_owned()),
+    ];
+    let plain = format!("tokendesk_csrf={value}");
+    p.post_form("sam.student", "/requests/new", Some(&plain), None, &fields)
+        .await
+        .expect(403);
+    let prefixed = format!("__Host-tokendesk_csrf={value}");
+    let done = p
+        .post_form(
+            "sam.student",
+            "/requests/new",
+            Some(&prefixed),
+            None,
+            &fields,
+        )
+        .await
+        .expect(303);
+    let flash = done
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("__Host-tokendesk_flash="))
+        .expect("a flash cookie");
+    assert!(flash.contains("Secure"), "{flash}");
+}
+
+/// Every answer names its request id; a client's own `X-Request-Id` is kept only from a trusted
+/// proxy, and error pages quote the id.
+#[tokio::test]
+async fn request_ids_come_from_trusted_proxies_or_from_us() {
+    let p = Pages::start().await;
+    // The test client is on loopback, a trusted proxy by default: its id is kept.
+    let r = p
+        .send(
+            p.client
+                .get(format!("{}/healthz", p.server.base))
+                .header("x-request-id", "proxy-7f3a:1"),
+        )
+        .await
+        .expect(200);
+    assert_eq!(r.header("x-request-id").as_deref(), Some("proxy-7f3a:1"));
+    // Not a short token: replaced.
+    let r = p
+        .send(
+            p.client
+                .get(format!("{}/healthz", p.server.base))
+                .header("x-request-id", "a b <c>"),
+        )
+        .await
+        .expect(200);
+    let made = r.header("x-request-id").unwrap();
+    assert!(made != "a b <c>" && made.len() >= 16, "{made}");
+    // An error page shows the id the answer carries.
+    let r = p
+        .send(
+            p.client
+                .get(format!("{}/no/such/page", p.server.base))
+                .header("accept", "text/html"),
+        )
+        .await
+        .expect(404);
+    let id = r.header("x-request-id").unwrap();
+    assert!(r.text.contains(&id), "{}", r.text);
+
+    // From a peer that is not a trusted proxy, a sent id is never used.
+    let untrusted = AuthConfig {
+        trusted_proxies: vec![],
+        ..AuthConfig::default()
+    };
+    let server = serve(
+        p.world.app.clone(),
+        untrusted,
+        vec![],
+        None,
+        DEFAULT_MAX_BODY_BYTES,
+    )
+    .await;
+    let r = p
+        .send(
+            p.client
+                .get(format!("{}/healthz", server.base))
+                .header("x-request-id", "chosen-by-client"),
+        )
+        .await
+        .expect(200);
+    let id = r.header("x-request-id").unwrap();
+    assert_ne!(id, "chosen-by-client");
 }

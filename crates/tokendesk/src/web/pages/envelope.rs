@@ -76,7 +76,7 @@ pub async fn show(
         let url = sign_in_url(&state, &back);
         let demo = url.is_some();
         let mut response = sign_in_needed(url, demo.then(|| id.clone()));
-        if let Some(cookie) = next_cookie(&back).filter(|_| demo) {
+        if let Some(cookie) = next_cookie(&state.cookies, &back).filter(|_| demo) {
             response.headers_mut().append(SET_COOKIE, cookie);
         }
         return Ok(response);

@@ -4,31 +4,36 @@
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::session::{Chrome, Viewer};
+use super::chrome::Chrome;
 use crate::app::AppError;
 use crate::web::ApiError;
+use crate::web::middleware::current_request_id;
 
-/// An error shown as a page.
+/// An error shown as a page: in the signed-in layout when `chrome` is given, with the cookies
+/// that page would have set.
 #[derive(Debug)]
 pub struct PageError {
     pub error: ApiError,
-    viewer: Option<Box<Viewer>>,
+    chrome: Option<Box<Chrome>>,
+    headers: Box<HeaderMap>,
 }
 
 impl PageError {
-    pub fn new(error: ApiError, viewer: Option<Viewer>) -> PageError {
+    /// In the layout `chrome` (titled after the error), setting `headers`' cookies.
+    pub fn new(error: ApiError, chrome: Option<Chrome>, headers: HeaderMap) -> PageError {
         PageError {
             error,
-            viewer: viewer.map(Box::new),
+            chrome: chrome.map(Box::new),
+            headers: Box::new(headers),
         }
     }
 
     /// Without the signed-in layout.
     pub fn plain(error: ApiError) -> PageError {
-        PageError::new(error, None)
+        PageError::new(error, None, HeaderMap::new())
     }
 }
 
@@ -53,6 +58,8 @@ pub struct ErrorPage {
     pub code: &'static str,
     pub message: String,
     pub fields: Vec<String>,
+    /// The request's id, to quote to the help desk (also in the `X-Request-Id` header).
+    pub request_id: Option<String>,
 }
 
 fn heading(status: StatusCode) -> &'static str {
@@ -83,8 +90,11 @@ impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         let status = self.error.status;
         let title = heading(status);
-        let c = match &self.viewer {
-            Some(v) => v.chrome(title),
+        let c = match self.chrome {
+            Some(chrome) => Chrome {
+                title: title.to_owned(),
+                ..*chrome
+            },
             None => Chrome::anonymous(title),
         };
         let page = ErrorPage {
@@ -99,6 +109,7 @@ impl IntoResponse for PageError {
                 .iter()
                 .map(|f| f.message.clone())
                 .collect(),
+            request_id: current_request_id(),
         };
         let mut response = match page.render() {
             Ok(body) => html(status, body),
@@ -107,9 +118,7 @@ impl IntoResponse for PageError {
                 (status, self.error.message).into_response()
             }
         };
-        if let Some(v) = &self.viewer {
-            v.finish(response.headers_mut());
-        }
+        response.headers_mut().extend(*self.headers);
         response
     }
 }

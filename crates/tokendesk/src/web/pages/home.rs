@@ -3,14 +3,14 @@
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::State;
-use axum::http::header::SET_COOKIE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
 use super::error::PageError;
-use super::session::{Chrome, Viewer, clear_next, see_other, take_next};
+use super::session::{Chrome, Viewer, see_other, take_next};
 use crate::app::RequestQuery;
 use crate::web::WebState;
+use crate::web::cookies::Kind;
 
 /// Waiting requests are counted up to this many (the queue lists them all).
 const WAITING_SHOWN: i64 = 50;
@@ -38,9 +38,9 @@ pub async fn show(
     headers: HeaderMap,
     viewer: Viewer,
 ) -> Result<Response, PageError> {
-    if let Some(next) = take_next(&headers) {
+    if let Some(next) = take_next(&state.cookies, &headers) {
         let mut response = see_other(&next);
-        response.headers_mut().append(SET_COOKIE, clear_next());
+        state.cookies.add_clear(response.headers_mut(), Kind::Next);
         return Ok(response);
     }
     let app = &state.app;

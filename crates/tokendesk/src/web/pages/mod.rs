@@ -10,6 +10,8 @@
 
 mod assets;
 mod audit;
+mod chrome;
+pub(crate) mod demo;
 mod envelope;
 pub(crate) mod error;
 mod home;
@@ -22,21 +24,15 @@ mod view;
 
 use std::sync::Arc;
 
-use axum::extract::Request;
 use axum::http::HeaderValue;
-use axum::http::header::{
-    CACHE_CONTROL, CONTENT_SECURITY_POLICY, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
-    X_FRAME_OPTIONS,
-};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::header::{CONTENT_SECURITY_POLICY, X_FRAME_OPTIONS};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::WebState;
 
 pub use error::PageError;
-pub use session::{CSRF_COOKIE, FLASH_COOKIE, NEXT_COOKIE};
 
 /// The policy of every page: scripts and styles from our own files only, nothing inline.
 pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'; connect-src 'self'";
@@ -61,12 +57,18 @@ impl Default for PagesConfig {
 
 /// The pages with the default settings.
 pub fn routes() -> Router<WebState> {
-    routes_with(PagesConfig::default())
+    routes_with(PagesConfig::default(), false)
 }
 
-/// Every page and form route.
-pub fn routes_with(config: PagesConfig) -> Router<WebState> {
-    Router::new()
+/// Every page and form route; with `demo`, the demo's sign-in page too.
+pub fn routes_with(config: PagesConfig, demo: bool) -> Router<WebState> {
+    let mut router = Router::new();
+    if demo {
+        router = router
+            .route("/demo/login", get(demo::page).post(demo::login))
+            .route("/demo/logout", post(demo::logout));
+    }
+    router
         .route("/", get(home::show))
         .route(
             "/requests/new",
@@ -89,20 +91,13 @@ pub fn routes_with(config: PagesConfig) -> Router<WebState> {
         .route("/e/{id}", get(envelope::show))
         .route("/e/{id}/burn", post(envelope::burn))
         .route("/static/{file}", get(assets::serve))
-        .layer(axum::middleware::from_fn(page_headers))
+        .layer(SetResponseHeaderLayer::overriding(
+            CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(PAGE_CSP),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
         .layer(Extension(Arc::new(config)))
-}
-
-/// The security headers of pages (set before the common middleware, which keeps them).
-async fn page_headers(request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
-    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    if !headers.contains_key(CACHE_CONTROL) {
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    }
-    response
 }

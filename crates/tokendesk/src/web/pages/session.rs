@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header::{CONTENT_TYPE, HOST, LOCATION, ORIGIN, SET_COOKIE};
+use axum::http::header::{CONTENT_TYPE, HOST, LOCATION, ORIGIN};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -15,70 +15,20 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngExt as _;
 use serde::de::DeserializeOwned;
+use subtle::ConstantTimeEq as _;
 
 use super::assets;
+pub use super::chrome::{Chrome, Flash, NavItem};
 use super::error::PageError;
 use crate::app::Ctx;
 use crate::config::AuthMode;
 use crate::domain::Actor;
 use crate::web::WebState;
-use crate::web::auth::{SignedIn, cookie};
-
-/// The double-submit CSRF cookie.
-pub const CSRF_COOKIE: &str = "tokendesk_csrf";
-/// The one-time message shown on the page after a form.
-pub const FLASH_COOKIE: &str = "tokendesk_flash";
-/// Where to go back to after signing in (the demo sign-in returns to `/`).
-pub const NEXT_COOKIE: &str = "tokendesk_next";
+use crate::web::auth::SignedIn;
+use crate::web::cookies::{Cookies, Kind};
 
 /// The hidden field carrying the CSRF token.
 const CSRF_FIELD: &str = "csrf";
-
-/// A message left for the next page.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Flash {
-    pub ok: bool,
-    pub message: String,
-}
-
-/// One entry of the navigation.
-#[derive(Debug, Clone)]
-pub struct NavItem {
-    pub href: &'static str,
-    pub label: &'static str,
-    pub current: bool,
-}
-
-/// What the shared layout shows.
-#[derive(Debug, Clone)]
-pub struct Chrome {
-    pub title: String,
-    /// Empty when nobody is signed in.
-    pub login: String,
-    pub roles: String,
-    pub nav: Vec<NavItem>,
-    pub flash: Option<Flash>,
-    pub csrf: String,
-    pub css: &'static str,
-    /// The demo sign-out form is shown.
-    pub demo: bool,
-}
-
-impl Chrome {
-    /// The layout for someone not signed in.
-    pub fn anonymous(title: &str) -> Chrome {
-        Chrome {
-            title: title.to_owned(),
-            login: String::new(),
-            roles: String::new(),
-            nav: Vec::new(),
-            flash: None,
-            csrf: String::new(),
-            css: assets::css_url(),
-            demo: false,
-        }
-    }
-}
 
 /// A signed-in person looking at a page.
 #[derive(Debug, Clone)]
@@ -91,6 +41,7 @@ pub struct Viewer {
     path: String,
     demo: bool,
     mailbox: bool,
+    cookies: Cookies,
 }
 
 fn valid_csrf(value: &str) -> bool {
@@ -105,8 +56,8 @@ fn new_csrf() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn read_flash(headers: &HeaderMap) -> Option<Flash> {
-    let raw = cookie(headers, FLASH_COOKIE)?;
+fn read_flash(cookies: &Cookies, headers: &HeaderMap) -> Option<Flash> {
+    let raw = cookies.get(headers, Kind::Flash)?;
     let (kind, text) = raw.split_once('.')?;
     let text = String::from_utf8(URL_SAFE_NO_PAD.decode(text).ok()?).ok()?;
     let message: String = text.chars().take(300).collect();
@@ -128,8 +79,12 @@ pub fn local_path(raw: &str) -> Option<&str> {
 impl Viewer {
     async fn from_parts(parts: &mut Parts, state: &WebState) -> Option<Viewer> {
         let SignedIn { actor, ctx } = SignedIn::from_request_parts(parts, state).await.ok()?;
-        let (csrf, new_csrf) = match cookie(&parts.headers, CSRF_COOKIE).filter(|v| valid_csrf(v)) {
-            Some(value) => (value.to_owned(), false),
+        let cookies = state.cookies.clone();
+        let (csrf, new_csrf) = match cookies
+            .get(&parts.headers, Kind::Csrf)
+            .filter(|v| valid_csrf(v))
+        {
+            Some(value) => (value, false),
             None => (new_csrf(), true),
         };
         Some(Viewer {
@@ -137,10 +92,11 @@ impl Viewer {
             ctx,
             csrf,
             new_csrf,
-            flash: read_flash(&parts.headers),
+            flash: read_flash(&cookies, &parts.headers),
             path: parts.uri.path().to_owned(),
             demo: state.auth.mode() == AuthMode::Demo,
             mailbox: state.app.uses_mailbox(),
+            cookies,
         })
     }
 
@@ -215,40 +171,30 @@ impl Viewer {
     /// The cookies every answer to this viewer carries.
     pub fn finish(&self, headers: &mut HeaderMap) {
         if self.new_csrf {
-            let value = format!(
-                "{CSRF_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
-                self.csrf
-            );
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                headers.append(SET_COOKIE, v);
-            }
+            self.cookies.add_set(headers, Kind::Csrf, &self.csrf);
         }
         if self.flash.is_some() {
-            headers.append(
-                SET_COOKIE,
-                HeaderValue::from_static(
-                    "tokendesk_flash=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
-                ),
-            );
+            self.cookies.add_clear(headers, Kind::Flash);
         }
     }
 
     /// An error page for this viewer (with the layout).
     pub fn fail(&self, e: impl Into<crate::web::ApiError>) -> PageError {
-        PageError::new(e.into(), Some(self.clone()))
+        let mut headers = HeaderMap::new();
+        self.finish(&mut headers);
+        PageError::new(e.into(), Some(self.chrome("")), headers)
     }
 
     /// 303 to `to` with a flash message.
     pub fn redirect(&self, to: &str, ok: bool, message: &str) -> Response {
         let mut response = see_other(to);
         let value = format!(
-            "{FLASH_COOKIE}={}.{}; Path=/; HttpOnly; SameSite=Strict; Max-Age=120",
+            "{}.{}",
             if ok { "o" } else { "e" },
             URL_SAFE_NO_PAD.encode(message.as_bytes())
         );
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            response.headers_mut().append(SET_COOKIE, v);
-        }
+        self.cookies
+            .add_set(response.headers_mut(), Kind::Flash, &value);
         response
     }
 }
@@ -298,25 +244,16 @@ pub fn sign_in_url(state: &WebState, back_to: &str) -> Option<String> {
 }
 
 /// The cookie remembering where to come back to after signing in.
-pub fn next_cookie(back_to: &str) -> Option<HeaderValue> {
+pub fn next_cookie(cookies: &Cookies, back_to: &str) -> Option<HeaderValue> {
     let path = local_path(back_to).filter(|p| *p != "/")?;
-    let encoded = URL_SAFE_NO_PAD.encode(path.as_bytes());
-    HeaderValue::from_str(&format!(
-        "{NEXT_COOKIE}={encoded}; Path=/; HttpOnly; SameSite=Lax; Max-Age=900"
-    ))
-    .ok()
+    cookies.set(Kind::Next, &URL_SAFE_NO_PAD.encode(path.as_bytes()))
 }
 
 /// The page to go back to after signing in, if one was remembered.
-pub fn take_next(headers: &HeaderMap) -> Option<String> {
-    let raw = cookie(headers, NEXT_COOKIE)?;
+pub fn take_next(cookies: &Cookies, headers: &HeaderMap) -> Option<String> {
+    let raw = cookies.get(headers, Kind::Next)?;
     let path = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).ok()?).ok()?;
     local_path(&path).filter(|p| *p != "/").map(str::to_owned)
-}
-
-/// Forgets the remembered page.
-pub fn clear_next() -> HeaderValue {
-    HeaderValue::from_static("tokendesk_next=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0")
 }
 
 /// Demo: off to the sign-in page (and back afterwards). Behind a proxy: a 401 page explaining
@@ -325,8 +262,10 @@ pub fn sign_in(state: &WebState, back_to: &str) -> Response {
     match sign_in_url(state, back_to) {
         Some(url) => {
             let mut response = see_other(&url);
-            if let Some(cookie) = next_cookie(back_to) {
-                response.headers_mut().append(SET_COOKIE, cookie);
+            if let Some(cookie) = next_cookie(&state.cookies, back_to) {
+                response
+                    .headers_mut()
+                    .append(axum::http::header::SET_COOKIE, cookie);
             }
             response
         }
@@ -348,12 +287,9 @@ fn own_origin(state: &WebState, headers: &HeaderMap, origin: &str) -> bool {
     origin == format!("http://{host}") || origin == format!("https://{host}")
 }
 
+/// Constant-time: how long a comparison takes says nothing about where the two differ.
 fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 impl<T: DeserializeOwned> FromRequest<WebState> for PageForm<T> {
@@ -379,8 +315,8 @@ impl<T: DeserializeOwned> FromRequest<WebState> for PageForm<T> {
             fields.insert(k.into_owned(), v.into_owned());
         }
         let sent = fields.remove(CSRF_FIELD).unwrap_or_default();
-        let expected = cookie(&headers, CSRF_COOKIE).unwrap_or_default();
-        if expected.is_empty() || !same_secret(&sent, expected) {
+        let expected = state.cookies.get(&headers, Kind::Csrf).unwrap_or_default();
+        if expected.is_empty() || !same_secret(&sent, &expected) {
             return Err(PageError::plain(crate::web::ApiError::forbidden(
                 "this form has expired or did not come from this site: go back, reload the page and try again",
             )));

@@ -49,6 +49,25 @@ impl World {
         mailer: Mailer,
         outbox_key: Option<AtRestKey>,
     ) -> World {
+        Self::build(db, sim, mailer, outbox_key, "http://tokendesk.test/").await
+    }
+
+    /// A world whose public URL is `https://tokendesk.test/` (as in production).
+    pub async fn https(db: TestDb) -> World {
+        let sim = SimConfig {
+            throttle: None,
+            ..Default::default()
+        };
+        Self::build(db, sim, Mailer::Mailbox, None, "https://tokendesk.test/").await
+    }
+
+    async fn build(
+        db: TestDb,
+        sim: SimConfig,
+        mailer: Mailer,
+        outbox_key: Option<AtRestKey>,
+        public_url: &str,
+    ) -> World {
         let sim = tokendesk_canvas_sim::start(sim, "127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
@@ -72,7 +91,7 @@ impl World {
             canvas: canvas.clone(),
             canvas_url: sim.base_url().parse().unwrap(),
             canvas_user_pattern: "sis_login_id:{login}".into(),
-            public_url: "http://tokendesk.test/".parse().unwrap(),
+            public_url: public_url.parse().unwrap(),
             mailer,
             outbox_key,
             product_name: "tokendesk".into(),
