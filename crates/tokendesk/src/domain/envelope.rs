@@ -7,7 +7,9 @@ use time::OffsetDateTime;
 
 use super::{Actor, AuditRecord, Change, DomainError, Login, Policy, RequestId};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a delivery envelope is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum EnvelopeState {
     Sealed,
     Revealed,

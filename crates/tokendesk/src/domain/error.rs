@@ -5,7 +5,7 @@ use serde::Serialize;
 use super::request::RequestState;
 
 /// One field that is wrong, with what to do about it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: &'static str,
     pub code: &'static str,

@@ -14,7 +14,8 @@ use super::{
     Actor, AuditRecord, Change, DomainError, Effect, FieldError, Login, Policy, RequestId, SYSTEM,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Where a request is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RequestState {
     Submitted,

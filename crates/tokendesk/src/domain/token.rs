@@ -5,7 +5,8 @@ use std::fmt;
 use super::StateSet;
 
 /// A Canvas token's state as tokendesk last saw it (Canvas's `workflow_state`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum TokenState {
     /// Made for the person; unusable until they activate it in Canvas.
     Pending,

@@ -17,16 +17,20 @@ use crate::domain::AuditRecord;
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// A stored audit event.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     pub seq: i64,
+    /// RFC 3339, UTC.
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: OffsetDateTime,
     pub actor: String,
     pub action: String,
     pub target: String,
     pub outcome: String,
     pub client_addr: Option<String>,
+    /// What the event adds (never a secret).
+    #[schema(value_type = Object)]
     pub details: Value,
     pub prev_hash: String,
     pub hash: String,

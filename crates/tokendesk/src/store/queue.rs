@@ -425,7 +425,8 @@ pub async fn email_seal(
 }
 
 /// A delivered message in the mailbox transport's inbox.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = MailMessage)]
 pub struct MailboxMessage {
     pub id: i64,
     pub to: String,
@@ -433,7 +434,9 @@ pub struct MailboxMessage {
     pub subject: String,
     pub text: String,
     pub html: String,
+    /// RFC 3339, UTC.
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub sent_at: OffsetDateTime,
 }
 

@@ -70,6 +70,11 @@ impl WebAuth {
         })))
     }
 
+    /// The header that carries the login in trusted-header mode.
+    pub fn header_name(&self) -> &str {
+        self.0.config.header.trim()
+    }
+
     /// Whether a peer is one of `auth.trusted_proxies`.
     pub fn is_trusted_proxy(&self, peer: IpAddr) -> bool {
         self.0.config.is_trusted_proxy(peer)
@@ -211,13 +216,26 @@ impl FromRequestParts<WebState> for SignedIn {
     }
 }
 
-/// `GET /api/v1/me`.
-#[derive(Debug, Serialize)]
+/// Who is signed in.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Me)]
 pub struct MeJson {
     pub login: String,
+    /// `requester`, then any of `approver`, `helpdesk`, `auditor`, `admin`.
     pub roles: Vec<&'static str>,
 }
 
+/// Who is signed in, with their roles.
+#[utoipa::path(
+    get,
+    path = "/me",
+    tag = "people",
+    operation_id = "me",
+    responses(
+        (status = 200, description = "The signed-in person", body = MeJson),
+        super::openapi::Always,
+    ),
+)]
 pub async fn me(SignedIn { actor, .. }: SignedIn) -> Json<MeJson> {
     Json(MeJson {
         login: actor.login.to_string(),

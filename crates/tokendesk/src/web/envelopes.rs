@@ -8,28 +8,37 @@ use axum::extract::State;
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::auth::SignedIn;
 use super::error::ApiResult;
 use super::extract::{JsonBody, NoFields, StrPath};
-use super::{Routes, WebState, utc};
+use super::openapi::{Always, Body, Conflicting, Named};
+use super::{WebState, utc};
 use crate::app::EnvelopeView;
+use crate::domain::envelope::EnvelopeState;
 
-pub(super) fn routes(routes: Routes) -> Routes {
-    routes
-        .get("/envelopes/{id}", show)
-        .post("/envelopes/{id}/reveal", reveal)
-        .post("/envelopes/{id}/burn", burn)
+pub(super) fn routes() -> OpenApiRouter<WebState> {
+    OpenApiRouter::new()
+        .routes(routes!(show))
+        .routes(routes!(reveal))
+        .routes(routes!(burn))
 }
 
 /// An envelope as its owner sees it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Envelope)]
 pub struct EnvelopeJson {
     pub id: String,
     pub request_id: i64,
     pub owner: String,
     /// `sealed`, `revealed`, `burned` or `expired`.
-    pub state: &'static str,
+    pub state: EnvelopeState,
+    /// RFC 3339, UTC.
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub expires_at: OffsetDateTime,
     pub reveals_left: u32,
 }
@@ -40,24 +49,42 @@ impl From<EnvelopeView> for EnvelopeJson {
             id: e.id,
             request_id: e.request_id.0,
             owner: e.owner.to_string(),
-            state: e.state.as_str(),
+            state: e.state,
             expires_at: utc(e.expires_at),
             reveals_left: e.reveals_left,
         }
     }
 }
 
-/// What a reveal hands out: AES-256-GCM nonce and ciphertext (tag appended), base64url.
-#[derive(Debug, Serialize)]
+/// What a reveal hands out: AES-256-GCM nonce and ciphertext (tag appended). The key is only in
+/// the owner's emailed link.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Reveal)]
 pub struct RevealJson {
+    /// The 12-byte AES-GCM nonce, base64url without padding.
     pub nonce: String,
+    /// The ciphertext with the 16-byte tag appended, base64url without padding.
     pub ciphertext: String,
     pub reveals_left: u32,
-    pub state: &'static str,
+    pub state: EnvelopeState,
+    /// RFC 3339, UTC.
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub expires_at: OffsetDateTime,
 }
 
+/// An envelope (its owner only; anyone else: not found).
+#[utoipa::path(
+    get,
+    path = "/envelopes/{id}",
+    tag = "envelopes",
+    operation_id = "getEnvelope",
+    params(("id" = String, Path, description = "The envelope")),
+    responses(
+        (status = 200, description = "The envelope", body = EnvelopeJson),
+        Always, Named,
+    ),
+)]
 async fn show(
     State(state): State<WebState>,
     SignedIn { actor, .. }: SignedIn,
@@ -67,6 +94,20 @@ async fn show(
     Ok(Json(envelope.into()))
 }
 
+/// Reveal the sealed value (counted; at most `max_reveals` times): the ciphertext, which the
+/// browser opens with the key from its link.
+#[utoipa::path(
+    post,
+    path = "/envelopes/{id}/reveal",
+    tag = "envelopes",
+    operation_id = "revealEnvelope",
+    params(("id" = String, Path, description = "The envelope")),
+    request_body = NoFields,
+    responses(
+        (status = 200, description = "The sealed value", body = RevealJson),
+        Always, Body, Named, Conflicting,
+    ),
+)]
 async fn reveal(
     State(state): State<WebState>,
     SignedIn { actor, ctx }: SignedIn,
@@ -78,11 +119,24 @@ async fn reveal(
         nonce: sealed.nonce_b64(),
         ciphertext: sealed.ciphertext_b64(),
         reveals_left: view.reveals_left,
-        state: view.state.as_str(),
+        state: view.state,
         expires_at: utc(view.expires_at),
     }))
 }
 
+/// Destroy the envelope ("I have saved it"): its ciphertext is erased.
+#[utoipa::path(
+    post,
+    path = "/envelopes/{id}/burn",
+    tag = "envelopes",
+    operation_id = "burnEnvelope",
+    params(("id" = String, Path, description = "The envelope")),
+    request_body = NoFields,
+    responses(
+        (status = 200, description = "Burned", body = EnvelopeJson),
+        Always, Body, Named, Conflicting,
+    ),
+)]
 async fn burn(
     State(state): State<WebState>,
     SignedIn { actor, ctx }: SignedIn,

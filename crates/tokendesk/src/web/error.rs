@@ -23,17 +23,23 @@ pub struct ApiError {
     pub fields: Vec<FieldError>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
+/// Every error answer of the API.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ApiErrorBody<'a> {
+    error: ApiErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
-struct Inner<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+struct ApiErrorDetail<'a> {
+    /// A stable, machine-readable code, e.g. `not_found`, `wrong_state`, `unknown_field`,
+    /// `required`.
     code: &'a str,
+    /// What went wrong and what to do, for people.
     message: &'a str,
+    /// The field at fault (400: a JSON field; 422: the first invalid field).
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
+    /// 422: every invalid field.
     #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
     fields: &'a [FieldError],
     /// The request's id (also in `X-Request-Id`), to quote to the help desk.
@@ -144,8 +150,8 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body {
-            error: Inner {
+        let body = ApiErrorBody {
+            error: ApiErrorDetail {
                 code: self.code,
                 message: &self.message,
                 field: self.field.as_deref(),

@@ -178,6 +178,7 @@ pub fn bool_param(field: &'static str, raw: Option<&str>) -> Result<bool, ApiErr
 }
 
 /// The body of a call that needs no input: `{}`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Empty)]
 pub struct NoFields {}

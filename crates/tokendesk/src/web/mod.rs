@@ -21,9 +21,8 @@ mod tokens;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::handler::Handler;
 use axum::http::Method;
-use axum::routing::{get, post};
+use axum::routing::get;
 use time::{OffsetDateTime, UtcOffset};
 
 pub use auth::{WebAuth, WebAuthError, demo_allowed_on};
@@ -96,9 +95,12 @@ pub fn router_with(app: App, auth: WebAuth, options: WebOptions) -> Router {
         max_body_bytes,
         cookies: cookies::Cookies::new(https),
     };
-    let api_routes = api(Routes::default())
-        .router
-        .route("/api/openapi.json", get(openapi::document))
+    let (api_router, doc) = api();
+    let doc = openapi::document(doc, state.auth.header_name(), state.app.policy());
+    let json = std::sync::Arc::new(doc.to_pretty_json().unwrap_or_else(|_| "{}".to_owned()));
+    let api_routes = api_router
+        .route("/api/openapi.json", get(openapi::serve))
+        .layer(axum::Extension(json))
         .layer(middleware::api_headers());
     let router = api_routes
         .route("/healthz", get(health::healthz))
@@ -115,18 +117,45 @@ pub fn router_with(app: App, auth: WebAuth, options: WebOptions) -> Router {
     ))
 }
 
-/// Every route of the JSON API as `(METHOD, /api/v1/path)`, e.g. to check the OpenAPI document.
-pub fn api_routes() -> Vec<(Method, String)> {
-    api(Routes::default()).list
+/// The JSON API: its router (paths under [`API_PREFIX`]) and its OpenAPI document, from the
+/// same registrations.
+fn api() -> (Router<WebState>, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi as _;
+    let api = utoipa_axum::router::OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(utoipa_axum::routes!(auth::me))
+        .merge(requests::routes())
+        .merge(tokens::routes())
+        .merge(envelopes::routes())
+        .merge(mailbox::routes())
+        .merge(audit::routes());
+    let (router, doc) = api.split_for_parts();
+    (Router::new().nest(API_PREFIX, router), doc)
 }
 
-fn api(routes: Routes) -> Routes {
-    let routes = routes.get("/me", auth::me);
-    let routes = requests::routes(routes);
-    let routes = tokens::routes(routes);
-    let routes = envelopes::routes(routes);
-    let routes = mailbox::routes(routes);
-    audit::routes(routes)
+/// Every route of the JSON API as `(METHOD, /api/v1/path)`, from its OpenAPI registration.
+pub fn api_routes() -> Vec<(Method, String)> {
+    let (_, doc) = api();
+    let mut routes = Vec::new();
+    for (path, item) in &doc.paths.paths {
+        let methods = [
+            (Method::GET, item.get.is_some()),
+            (Method::POST, item.post.is_some()),
+            (Method::PUT, item.put.is_some()),
+            (Method::DELETE, item.delete.is_some()),
+            (Method::PATCH, item.patch.is_some()),
+        ];
+        for (method, present) in methods {
+            if present {
+                routes.push((method, format!("{API_PREFIX}{path}")));
+            }
+        }
+    }
+    routes
+}
+
+/// The OpenAPI document this configuration serves at `/api/openapi.json`.
+pub fn openapi_document(header: &str, policy: &crate::domain::Policy) -> utoipa::openapi::OpenApi {
+    openapi::document(api().1, header, policy)
 }
 
 /// An unknown address: a page for a browser, the JSON error for everyone else (and the API).
@@ -148,43 +177,6 @@ async fn not_found(
 
 async fn method_not_allowed() -> ApiError {
     ApiError::method_not_allowed()
-}
-
-/// The API's routes as they are added, with the list of them.
-#[derive(Default)]
-pub(crate) struct Routes {
-    router: Router<WebState>,
-    list: Vec<(Method, String)>,
-}
-
-impl Routes {
-    fn get<H, T>(self, path: &str, handler: H) -> Routes
-    where
-        H: Handler<T, WebState>,
-        T: 'static,
-    {
-        self.add(Method::GET, path, get(handler))
-    }
-
-    fn post<H, T>(self, path: &str, handler: H) -> Routes
-    where
-        H: Handler<T, WebState>,
-        T: 'static,
-    {
-        self.add(Method::POST, path, post(handler))
-    }
-
-    fn add(
-        mut self,
-        method: Method,
-        path: &str,
-        route: axum::routing::MethodRouter<WebState>,
-    ) -> Routes {
-        let full = format!("{API_PREFIX}{path}");
-        self.router = self.router.route(&full, route);
-        self.list.push((method, full));
-        self
-    }
 }
 
 /// Times in answers are UTC.

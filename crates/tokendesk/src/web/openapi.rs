@@ -1,40 +1,237 @@
-//! `GET /api/openapi.json`: the API's OpenAPI 3.1 description (hand-written, `openapi.json`).
+//! `GET /api/openapi.json`: the API's OpenAPI 3.1 description, made from the code. Every route
+//! is registered through `utoipa-axum` with its `#[utoipa::path]` (its parameters, body and
+//! every status it can answer with); the API's types carry their schemas (`ToSchema`,
+//! `IntoParams`). What depends on the configuration (the sign-in header's name, the policy's
+//! limits) is filled in when the router is built. The API tests check every JSON answer they
+//! receive against this document.
 
+use std::collections::BTreeMap;
+
+use axum::Extension;
 use axum::http::HeaderValue;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{
+    ContentBuilder, HeaderBuilder, OpenApi as Document, Ref, RefOr, Response, ResponseBuilder,
+};
+use utoipa::{IntoResponses, OpenApi};
 
-/// The document, as served.
-pub const DOCUMENT: &str = include_str!("openapi.json");
+use crate::domain::Policy;
+use crate::web::cookies::Kind;
 
-pub async fn document() -> impl IntoResponse {
-    (
-        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        DOCUMENT,
-    )
+/// The document's fixed parts; the paths come from the routes (see `web::api`).
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "tokendesk API",
+        version = "1",
+        description = include_str!("openapi.md"),
+    ),
+    servers((url = "/api/v1")),
+    tags(
+        (name = "people", description = "Who is signed in"),
+        (name = "requests", description = "Asking for a token, and the decisions on it"),
+        (name = "tokens", description = "The tokens tokendesk created in Canvas"),
+        (name = "envelopes", description = "The sealed delivery of a token's value"),
+        (name = "mailbox", description = "The demo's inbox"),
+        (name = "audit", description = "The audit trail"),
+        (name = "health", description = "For load balancers and monitoring (outside /api/v1)"),
+    ),
+    components(schemas(super::error::ApiErrorBody, crate::domain::FieldError)),
+)]
+pub struct ApiDoc;
+
+/// The operations outside `/api/v1`; their paths say so with a server of their own.
+#[derive(OpenApi)]
+#[openapi(paths(super::health::healthz, super::health::readyz, serve))]
+struct RootDoc;
+
+/// A failure an operation can answer with, documented once.
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    BadBody,
+    BadQuery,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    TooLarge,
+    NotJson,
+    Invalid,
+    Internal,
+    CanvasRefused,
+    Unavailable,
 }
 
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_api_route_is_documented() {
-        let doc: serde_json::Value = serde_json::from_str(DOCUMENT).unwrap();
-        assert_eq!(doc["openapi"].as_str().unwrap(), "3.1.0");
-        let paths = doc["paths"].as_object().unwrap();
-        let routes = super::super::api_routes();
-        assert!(routes.len() >= 16, "{routes:?}");
-        for (method, path) in routes {
-            let key = path.strip_prefix("/api/v1").unwrap();
-            let item = paths
-                .get(key)
-                .unwrap_or_else(|| panic!("{path} is not in openapi.json"));
-            assert!(
-                item.get(method.as_str().to_lowercase()).is_some(),
-                "{method} {path} is not in openapi.json"
-            );
+impl Failure {
+    fn status(self) -> &'static str {
+        match self {
+            Failure::BadBody | Failure::BadQuery => "400",
+            Failure::Unauthorized => "401",
+            Failure::Forbidden => "403",
+            Failure::NotFound => "404",
+            Failure::MethodNotAllowed => "405",
+            Failure::Conflict => "409",
+            Failure::TooLarge => "413",
+            Failure::NotJson => "415",
+            Failure::Invalid => "422",
+            Failure::Internal => "500",
+            Failure::CanvasRefused => "502",
+            Failure::Unavailable => "503",
         }
     }
+
+    fn description(self) -> &'static str {
+        match self {
+            Failure::BadBody => {
+                "The body is not JSON of the right shape: `malformed_json`, `invalid_json` (a field of the wrong type) or `unknown_field`; `field` names the field"
+            }
+            Failure::BadQuery => {
+                "The query string cannot be read (`bad_query`): a parameter of the wrong type or given twice"
+            }
+            Failure::Unauthorized => "Nobody is signed in (`unauthenticated`)",
+            Failure::Forbidden => "Signed in, but not allowed to do this (`forbidden`)",
+            Failure::NotFound => {
+                "Unknown, or not the caller's to see (`not_found`); also a feature that is off here"
+            }
+            Failure::MethodNotAllowed => {
+                "This address does not take that method (`method_not_allowed`)"
+            }
+            Failure::Conflict => {
+                "Not in a state that allows this (`wrong_state`), changed by someone else meanwhile (`conflict`), or a per-person limit (`too_many_open_requests`, `too_many_tokens`, `expiry_passed`, an envelope's `envelope_expired`, `envelope_burned`, `no_reveals_left`, `envelope_empty`)"
+            }
+            Failure::TooLarge => "The body is larger than `max_body_bytes` (`payload_too_large`)",
+            Failure::NotJson => {
+                "The body is not sent as `Content-Type: application/json` (`unsupported_media_type`)"
+            }
+            Failure::Invalid => {
+                "One or more fields are invalid; `field` names the first, `fields` every one, each with its `code` (`required`, `too_short`, `too_long`, `invalid_date`, `out_of_range`, `later_than_requested`, …)"
+            }
+            Failure::Internal => "tokendesk failed (`internal`); the message quotes the request id",
+            Failure::CanvasRefused => {
+                "Canvas refused the change (`canvas_error`); nothing was changed here"
+            }
+            Failure::Unavailable => {
+                "Canvas is not answering (`canvas_unavailable`); nothing was changed, try again later"
+            }
+        }
+    }
+
+    fn response(self) -> RefOr<Response> {
+        let content = ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ApiErrorBody")))
+            .build();
+        let id = HeaderBuilder::new()
+            .description(Some("The request's id, also in the logs"))
+            .build();
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(self.description())
+                .content("application/json", content)
+                .header("X-Request-Id", id)
+                .build(),
+        )
+    }
+}
+
+fn responses(failures: &[Failure]) -> BTreeMap<String, RefOr<Response>> {
+    let mut map = BTreeMap::new();
+    for f in failures {
+        map.insert(f.status().to_owned(), f.response());
+    }
+    map
+}
+
+/// Declares a set of failures as a type for `#[utoipa::path(responses(…))]`.
+macro_rules! failures {
+    ($($(#[$doc:meta])* $name:ident = [$($f:ident),*];)*) => {$(
+        $(#[$doc])*
+        pub struct $name;
+        impl IntoResponses for $name {
+            fn responses() -> BTreeMap<String, RefOr<Response>> {
+                responses(&[$(Failure::$f),*])
+            }
+        }
+    )*};
+}
+
+failures! {
+    /// What every operation can answer with.
+    Always = [Unauthorized, MethodNotAllowed, Internal];
+    /// Operations with a query string.
+    Query = [BadQuery];
+    /// Operations that take a JSON body.
+    Body = [BadBody, TooLarge, NotJson];
+    /// Operations on one thing named in the path.
+    Named = [NotFound];
+    /// Operations some callers may not do.
+    Refusable = [Forbidden];
+    /// Changes that depend on the current state.
+    Conflicting = [Conflict];
+    /// Input checked field by field.
+    Checked = [Invalid];
+    /// Changes made in Canvas first.
+    InCanvas = [CanvasRefused, Unavailable];
+}
+
+/// The document as served: the routes' paths, the sign-in schemes with the configured header,
+/// and the policy's limits on the new-request body.
+pub fn document(mut doc: Document, header: &str, policy: &Policy) -> Document {
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.security_schemes.insert(
+        "trustedHeader".to_owned(),
+        RefOr::T(SecurityScheme::ApiKey(ApiKey::Header(
+            ApiKeyValue::with_description(
+                header,
+                "The login, set by the sign-in proxy; believed only from `auth.trusted_proxies`",
+            ),
+        ))),
+    );
+    components.security_schemes.insert(
+        "demoSession".to_owned(),
+        RefOr::T(SecurityScheme::ApiKey(ApiKey::Cookie(
+            ApiKeyValue::with_description(
+                Kind::Demo.base_name(),
+                "Demo only: set by POST /demo/login",
+            ),
+        ))),
+    );
+    if let Some(RefOr::T(utoipa::openapi::schema::Schema::Object(body))) =
+        components.schemas.get_mut("NewRequestBody")
+        && let Some(RefOr::T(utoipa::openapi::schema::Schema::Object(purpose))) =
+            body.properties.get_mut("purpose")
+    {
+        purpose.min_length = Some(policy.purpose_min_chars.max(1) as usize);
+    }
+    for (path, mut item) in RootDoc::openapi().paths.paths {
+        item.servers = Some(vec![utoipa::openapi::Server::new("/")]);
+        doc.paths.paths.insert(path, item);
+    }
+    if let Some(components) = RootDoc::openapi().components {
+        let target = doc.components.get_or_insert_with(Default::default);
+        target.schemas.extend(components.schemas);
+    }
+    doc.security = Some(vec![
+        SecurityRequirement::new("trustedHeader", Vec::<String>::new()),
+        SecurityRequirement::new("demoSession", Vec::<String>::new()),
+    ]);
+    doc
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    tag = "health",
+    operation_id = "openapi",
+    security(()),
+    responses((status = 200, description = "The OpenAPI 3.1 document", body = serde_json::Value)),
+)]
+pub async fn serve(Extension(json): Extension<std::sync::Arc<String>>) -> impl IntoResponse {
+    (
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        json.as_str().to_owned(),
+    )
 }

@@ -7,52 +7,72 @@ use axum::http::header::LOCATION;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::SignedIn;
 use super::error::ApiResult;
 use super::extract::{IdPath, JsonBody, NoFields, QueryParams, bool_param, int_param};
-use super::{Routes, WebState, utc};
+use super::openapi::{Always, Body, Checked, Conflicting, Named, Query, Refusable};
+use super::{WebState, utc};
 use crate::app::{RequestQuery, RequestView};
 use crate::domain::RequestId;
-use crate::domain::request::{RawNewRequest, Request};
+use crate::domain::policy::{APPLICATION_MAX_CHARS, PURPOSE_MAX_CHARS, REASON_MAX_CHARS};
+use crate::domain::request::{RawNewRequest, Request, RequestState};
 
-pub(super) fn routes(routes: Routes) -> Routes {
-    routes
-        .post("/requests", create)
-        .get("/requests", list)
-        .get("/requests/{id}", show)
-        .post("/requests/{id}/approve", approve)
-        .post("/requests/{id}/deny", deny)
-        .post("/requests/{id}/cancel", cancel)
-        .post("/requests/{id}/retry", retry)
+pub(super) fn routes() -> OpenApiRouter<WebState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(show))
+        .routes(routes!(approve))
+        .routes(routes!(deny))
+        .routes(routes!(cancel))
+        .routes(routes!(retry))
 }
 
 /// A request as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Request)]
 pub struct RequestJson {
     pub id: i64,
-    pub state: &'static str,
+    pub state: RequestState,
+    /// The login of the person who asked.
     pub requester: String,
+    /// What the token is for.
     pub purpose: String,
+    /// The program that will use it.
     pub application: Option<String>,
-    /// The expiry in force (YYYY-MM-DD).
+    /// The expiry in force: the requested one, or an approver's earlier one.
+    #[schema(format = Date)]
     pub expires_on: String,
     /// The expiry the requester asked for.
+    #[schema(format = Date)]
     pub requested_expires_on: String,
+    /// RFC 3339, UTC.
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
+    /// RFC 3339, UTC.
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: OffsetDateTime,
+    /// The approver who approved or denied it.
     pub decided_by: Option<String>,
+    /// Why it was denied, why issuance failed, or why the token was revoked.
     pub reason: Option<String>,
+    /// Once issued (one request, not lists): the token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_id: Option<i64>,
+    /// Once issued (one request, not lists): the delivery envelope.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub envelope_id: Option<String>,
+    /// When the delivery link expires.
     #[serde(
         skip_serializing_if = "Option::is_none",
         with = "time::serde::rfc3339::option"
     )]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub envelope_expires_at: Option<OffsetDateTime>,
 }
 
@@ -60,7 +80,7 @@ impl From<Request> for RequestJson {
     fn from(r: Request) -> RequestJson {
         RequestJson {
             id: r.id.0,
-            state: r.state.as_str(),
+            state: r.state,
             requester: r.requester.to_string(),
             purpose: r.purpose,
             application: r.application,
@@ -89,14 +109,36 @@ impl From<RequestView> for RequestJson {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A new request. The purpose's least length is the policy's `purpose_min_chars`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewRequestBody {
+    /// What the token is for.
+    #[schema(max_length = 200)]
     purpose: Option<String>,
+    /// From tomorrow to `max_lifetime_days` (default 120) after today.
+    #[schema(format = Date)]
     expires_on: Option<String>,
+    /// The program that will use the token.
+    #[schema(max_length = 100)]
     application: Option<String>,
 }
 
+const _: () = assert!(PURPOSE_MAX_CHARS == 200 && APPLICATION_MAX_CHARS == 100);
+
+/// Ask for a token.
+#[utoipa::path(
+    post,
+    path = "/requests",
+    tag = "requests",
+    operation_id = "createRequest",
+    request_body = NewRequestBody,
+    responses(
+        (status = 201, description = "Submitted; the approvers are told", body = RequestJson,
+            headers(("Location" = String, description = "The new request"))),
+        Always, Body, Conflicting, Checked,
+    ),
+)]
 async fn create(
     State(state): State<WebState>,
     SignedIn { actor, ctx }: SignedIn,
@@ -117,14 +159,37 @@ async fn create(
         .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only requests in this state.
+    #[param(value_type = Option<RequestState>)]
     state: Option<String>,
+    /// Only this person's requests (approvers and the help desk; anyone else may name only
+    /// themselves).
     requester: Option<String>,
+    /// Oldest first (the approvers' queue) instead of newest first.
+    #[param(value_type = Option<bool>)]
     queue: Option<String>,
+    /// At most this many.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 
+/// List requests: the caller's own; approvers and the help desk see everyone's (or one
+/// person's, with `requester`). Newest first, or oldest first with `queue=true`. List items
+/// carry no `token_id` or `envelope_id`: read one request for those.
+#[utoipa::path(
+    get,
+    path = "/requests",
+    tag = "requests",
+    operation_id = "listRequests",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The requests", body = Vec<RequestJson>),
+        Always, Query, Refusable, Checked,
+    ),
+)]
 async fn list(
     State(state): State<WebState>,
     SignedIn { actor, .. }: SignedIn,
@@ -140,6 +205,18 @@ async fn list(
     Ok(Json(requests.into_iter().map(RequestJson::from).collect()))
 }
 
+/// One request, with its token and delivery envelope once issued.
+#[utoipa::path(
+    get,
+    path = "/requests/{id}",
+    tag = "requests",
+    operation_id = "getRequest",
+    params(("id" = i64, Path, description = "The request")),
+    responses(
+        (status = 200, description = "The request", body = RequestJson),
+        Always, Named,
+    ),
+)]
 async fn show(
     State(state): State<WebState>,
     SignedIn { actor, .. }: SignedIn,
@@ -149,12 +226,29 @@ async fn show(
     Ok(Json(view.into()))
 }
 
-#[derive(Debug, Deserialize)]
+/// An approval: optionally with an earlier expiry than requested.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApproveBody {
+    /// An earlier expiry than the requester asked for.
+    #[schema(format = Date)]
     expires_on: Option<String>,
 }
 
+/// Approve a submitted request (approvers; not one's own). The token is then created in
+/// Canvas and its link emailed, in the background.
+#[utoipa::path(
+    post,
+    path = "/requests/{id}/approve",
+    tag = "requests",
+    operation_id = "approveRequest",
+    params(("id" = i64, Path, description = "The request")),
+    request_body = ApproveBody,
+    responses(
+        (status = 200, description = "Approved", body = RequestJson),
+        Always, Body, Named, Refusable, Conflicting, Checked,
+    ),
+)]
 async fn approve(
     State(state): State<WebState>,
     SignedIn { actor, ctx }: SignedIn,
@@ -168,12 +262,30 @@ async fn approve(
     Ok(Json(request.into()))
 }
 
-#[derive(Debug, Deserialize)]
+/// Why: a denial or a revocation.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonBody {
+    /// Why, for the person it concerns (required).
+    #[schema(min_length = 1, max_length = 1000)]
     pub reason: Option<String>,
 }
 
+const _: () = assert!(REASON_MAX_CHARS == 1000);
+
+/// Deny a submitted (or failed) request with a reason, which the requester is emailed.
+#[utoipa::path(
+    post,
+    path = "/requests/{id}/deny",
+    tag = "requests",
+    operation_id = "denyRequest",
+    params(("id" = i64, Path, description = "The request")),
+    request_body = ReasonBody,
+    responses(
+        (status = 200, description = "Denied", body = RequestJson),
+        Always, Body, Named, Refusable, Conflicting, Checked,
+    ),
+)]
 async fn deny(
     State(state): State<WebState>,
     SignedIn { actor, ctx }: SignedIn,
@@ -187,6 +299,19 @@ async fn deny(
     Ok(Json(request.into()))
 }
 
+/// Withdraw one's own request before it has a token.
+#[utoipa::path(
+    post,
+    path = "/requests/{id}/cancel",
+    tag = "requests",
+    operation_id = "cancelRequest",
+    params(("id" = i64, Path, description = "The request")),
+    request_body = NoFields,
+    responses(
+        (status = 200, description = "Cancelled", body = RequestJson),
+        Always, Body, Named, Refusable, Conflicting,
+    ),
+)]
 async fn cancel(
     State(state): State<WebState>,
     SignedIn { actor, ctx }: SignedIn,
@@ -197,6 +322,19 @@ async fn cancel(
     Ok(Json(request.into()))
 }
 
+/// Try a failed issuance again (approvers).
+#[utoipa::path(
+    post,
+    path = "/requests/{id}/retry",
+    tag = "requests",
+    operation_id = "retryRequest",
+    params(("id" = i64, Path, description = "The request")),
+    request_body = NoFields,
+    responses(
+        (status = 200, description = "Approved again; issuance is queued", body = RequestJson),
+        Always, Body, Named, Refusable, Conflicting,
+    ),
+)]
 async fn retry(
     State(state): State<WebState>,
     SignedIn { actor, ctx }: SignedIn,

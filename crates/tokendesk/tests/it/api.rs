@@ -29,6 +29,7 @@ fn action_names(events: &Value) -> Vec<String> {
 /// Every endpoint's happy path, in the order of the process.
 async fn story_over_http(db: TestDb) {
     let api = Api::start(db).await;
+    let checked_before = api.checked.load(std::sync::atomic::Ordering::Relaxed);
 
     // Who am I.
     let me = api.get(SAM, "/api/v1/me").await.expect(200).json();
@@ -311,6 +312,11 @@ async fn story_over_http(db: TestDb) {
             );
         }
     }
+    let checked = api.checked.load(std::sync::atomic::Ordering::Relaxed) - checked_before;
+    assert!(
+        checked >= 25,
+        "only {checked} answers were checked against the document"
+    );
 }
 
 #[tokio::test]
@@ -1040,6 +1046,59 @@ async fn the_openapi_document_covers_every_api_route() {
     for path in ["/healthz", "/readyz", "/api/openapi.json"] {
         assert!(doc["paths"][path]["get"].is_object(), "{path}");
     }
+    // The checker every API test goes through does refuse an answer outside the document.
+    let contract = &api.contract;
+    assert!(
+        contract
+            .check(
+                "GET",
+                "/api/v1/me",
+                200,
+                &json!({"login": "sam", "roles": ["requester"]})
+            )
+            .unwrap()
+    );
+    assert!(
+        contract
+            .check("GET", "/api/v1/me", 200, &json!({"login": 7}))
+            .is_err()
+    );
+    assert!(
+        contract
+            .check("GET", "/api/v1/me", 418, &json!({"error": {}}))
+            .is_err(),
+        "an undocumented status"
+    );
+    assert!(
+        contract
+            .check(
+                "GET",
+                "/api/v1/requests/12",
+                404,
+                &json!({"error": {"code": "not_found"}})
+            )
+            .is_err(),
+        "the error shape needs a message"
+    );
+    // The sign-in scheme names the configured header.
+    assert_eq!(
+        doc["components"]["securitySchemes"]["trustedHeader"]["name"],
+        "X-Remote-User"
+    );
+    let renamed = AuthConfig {
+        header: "X-Shib-Eppn".into(),
+        ..AuthConfig::default()
+    };
+    let other = Api::with(TestDb::sqlite().await, renamed, DEFAULT_MAX_BODY_BYTES).await;
+    let doc2 = other.get_anon("/api/openapi.json").await.expect(200).json();
+    assert_eq!(
+        doc2["components"]["securitySchemes"]["trustedHeader"]["name"],
+        "X-Shib-Eppn"
+    );
+    // The policy's limits are in the request body's schema.
+    let purpose = &doc["components"]["schemas"]["NewRequestBody"]["properties"]["purpose"];
+    assert_eq!(purpose["minLength"], 20, "{purpose}");
+    assert_eq!(purpose["maxLength"], 200, "{purpose}");
     // Every reference resolves.
     let text = r.text;
     for piece in text.split("\"$ref\": \"#/").skip(1) {

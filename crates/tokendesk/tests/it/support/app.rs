@@ -13,6 +13,7 @@ use tokendesk::web::{WebAuth, router_with_limit};
 use tokio::task::JoinHandle;
 
 use super::db::TestDb;
+use super::openapi::Contract;
 use super::world::World;
 
 /// The router serving on loopback.
@@ -123,6 +124,10 @@ pub struct Api {
     pub client: reqwest::Client,
     /// Every answer body seen (to scan for secrets).
     pub seen: std::sync::Mutex<Vec<(String, String)>>,
+    /// The served OpenAPI document, which every JSON answer is checked against.
+    pub contract: Contract,
+    /// How many answers were checked against it.
+    pub checked: std::sync::atomic::AtomicUsize,
 }
 
 pub fn client() -> reqwest::Client {
@@ -141,11 +146,22 @@ impl Api {
     pub async fn with(db: TestDb, auth: AuthConfig, max_body_bytes: usize) -> Api {
         let world = World::new(db).await;
         let server = serve(world.app.clone(), auth, vec![], None, max_body_bytes).await;
+        let client = client();
+        let doc: Value = client
+            .get(format!("{}/api/openapi.json", server.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         Api {
             world,
             server,
-            client: client(),
+            client,
             seen: Default::default(),
+            contract: Contract::new(doc),
+            checked: Default::default(),
         }
     }
 
@@ -161,10 +177,30 @@ impl Api {
         };
         let request = builder.build().unwrap();
         let label = format!("{} {}", request.method(), request.url().path());
+        let (method, path) = (
+            request.method().to_string(),
+            request.url().path().to_owned(),
+        );
         let r = self.client.execute(request).await.unwrap();
         let status = r.status().as_u16();
         let headers = r.headers().clone();
         let text = r.text().await.unwrap();
+        let json = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/json"));
+        if json {
+            let body: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{label} answered invalid JSON ({e}): {text}"));
+            match self.contract.check(&method, &path, status, &body) {
+                Ok(true) => {
+                    self.checked
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(false) => {}
+                Err(problem) => panic!("{problem}"),
+            }
+        }
         self.seen.lock().unwrap().push((label, text.clone()));
         Resp {
             status,
