@@ -439,17 +439,7 @@ impl Setting for Vec<String> {
         "list of strings".to_owned()
     }
     fn show(&self) -> String {
-        if self.is_empty() {
-            "`[]`".to_owned()
-        } else {
-            format!(
-                "`[{}]`",
-                self.iter()
-                    .map(|s| format!("\"{s}\""))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        }
+        show_list(self)
     }
     fn parse(found: Found<'_>) -> Result<Self, Problem> {
         match found.value {
@@ -475,6 +465,12 @@ impl Setting for Vec<String> {
             other => Err(expected("a list of strings", other)),
         }
     }
+}
+
+/// A list as the documentation shows it: `["a", "b"]`.
+pub fn show_list<T: std::fmt::Display>(items: &[T]) -> String {
+    let items: Vec<String> = items.iter().map(|s| format!("\"{s}\"")).collect();
+    format!("`[{}]`", items.join(", "))
 }
 
 /// An environment variable's value, unset when empty.

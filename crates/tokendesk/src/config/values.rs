@@ -199,13 +199,7 @@ impl Setting for Vec<IpNet> {
         "list of IP networks".to_owned()
     }
     fn show(&self) -> String {
-        format!(
-            "`[{}]`",
-            self.iter()
-                .map(|n| format!("\"{n}\""))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
+        crate::settings::show_list(self)
     }
     fn parse(found: Found<'_>) -> Result<Self, Problem> {
         let items = <Vec<String>>::parse(found)?;
@@ -237,17 +231,7 @@ impl Setting for Vec<Login> {
         "list of logins".to_owned()
     }
     fn show(&self) -> String {
-        if self.is_empty() {
-            "`[]`".to_owned()
-        } else {
-            format!(
-                "`[{}]`",
-                self.iter()
-                    .map(|l| format!("\"{l}\""))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        }
+        crate::settings::show_list(self)
     }
     fn parse(found: Found<'_>) -> Result<Self, Problem> {
         let items = <Vec<String>>::parse(found)?;

@@ -198,7 +198,7 @@ pub fn format_date(day: Date) -> String {
 // ---------------------------------------------------------------------------------------------
 
 /// One email tokendesk sends: its kind, its recipient and its subject. Its two bodies come
-/// from `templates/email/<name>.txt` and `<name>.html` (declared with [`email_templates!`]),
+/// from `templates/email/<name>.txt` and `<name>.html` (declared with [`email!`]),
 /// rendered with the email itself as `v`; the HTML one escapes what it shows.
 pub trait Email: Bodies {
     /// What the email tells its reader.
@@ -211,15 +211,36 @@ pub trait Email: Bodies {
     fn subject(&self) -> String;
 }
 
-/// The rendered bodies of an email: (plain text, HTML). Implemented by [`email_templates!`].
+/// The rendered bodies of an email: (plain text, HTML). Implemented by [`email!`].
 pub trait Bodies {
     fn bodies(&self) -> Result<(String, String), askama::Error>;
 }
 
-/// Declares the two templates of an email type: `email_templates!(Type, "email/x.txt",
-/// "email/x.html")`.
-macro_rules! email_templates {
-    ($mail:ident, $text:literal, $html:literal) => {
+/// Declares an email type: its kind and its two templates, `email!(Type, EmailKind::X,
+/// "email/x.txt", "email/x.html")`. The type has `to` and `to_name` fields and a
+/// `subject_line()`; its templates also get `greeting()`, the name to greet if any.
+macro_rules! email {
+    ($mail:ident, $kind:expr, $text:literal, $html:literal) => {
+        impl Email for $mail<'_> {
+            const KIND: EmailKind = $kind;
+            fn to(&self) -> &str {
+                self.to
+            }
+            fn to_name(&self) -> Option<&str> {
+                self.to_name
+            }
+            fn subject(&self) -> String {
+                self.subject_line()
+            }
+        }
+
+        impl $mail<'_> {
+            /// The name to greet, if any.
+            fn greeting(&self) -> Option<&str> {
+                non_empty(self.to_name)
+            }
+        }
+
         const _: () = {
             #[derive(Template)]
             #[template(path = $text)]
@@ -279,27 +300,19 @@ pub struct ApprovalMail<'a> {
     pub product_name: &'a str,
 }
 
-email_templates!(ApprovalMail, "email/approval.txt", "email/approval.html");
+email!(
+    ApprovalMail,
+    EmailKind::Delivery,
+    "email/approval.txt",
+    "email/approval.html"
+);
 
-impl Email for ApprovalMail<'_> {
-    const KIND: EmailKind = EmailKind::Delivery;
-    fn to(&self) -> &str {
-        self.to
-    }
-    fn to_name(&self) -> Option<&str> {
-        self.to_name
-    }
-    fn subject(&self) -> String {
+impl ApprovalMail<'_> {
+    fn subject_line(&self) -> String {
         format!(
             "Your Canvas access token is ready (request #{})",
             self.request_id
         )
-    }
-}
-
-impl ApprovalMail<'_> {
-    fn greeting(&self) -> Option<&str> {
-        non_empty(self.to_name)
     }
     fn link(&self) -> &str {
         self.link.expose_secret()
@@ -329,27 +342,19 @@ pub struct DenialMail<'a> {
     pub product_name: &'a str,
 }
 
-email_templates!(DenialMail, "email/denial.txt", "email/denial.html");
+email!(
+    DenialMail,
+    EmailKind::Denied,
+    "email/denial.txt",
+    "email/denial.html"
+);
 
-impl Email for DenialMail<'_> {
-    const KIND: EmailKind = EmailKind::Denied;
-    fn to(&self) -> &str {
-        self.to
-    }
-    fn to_name(&self) -> Option<&str> {
-        self.to_name
-    }
-    fn subject(&self) -> String {
+impl DenialMail<'_> {
+    fn subject_line(&self) -> String {
         format!(
             "Your Canvas access token request #{} was not approved",
             self.request_id
         )
-    }
-}
-
-impl DenialMail<'_> {
-    fn greeting(&self) -> Option<&str> {
-        non_empty(self.to_name)
     }
     fn reason(&self) -> &str {
         self.reason.trim()
@@ -380,31 +385,19 @@ pub struct RevocationMail<'a> {
     pub product_name: &'a str,
 }
 
-email_templates!(
+email!(
     RevocationMail,
+    EmailKind::Revoked,
     "email/revocation.txt",
     "email/revocation.html"
 );
 
-impl Email for RevocationMail<'_> {
-    const KIND: EmailKind = EmailKind::Revoked;
-    fn to(&self) -> &str {
-        self.to
-    }
-    fn to_name(&self) -> Option<&str> {
-        self.to_name
-    }
-    fn subject(&self) -> String {
+impl RevocationMail<'_> {
+    fn subject_line(&self) -> String {
         match self.request_id {
             Some(id) => format!("Your Canvas access token has been revoked (request #{id})"),
             None => "Your Canvas access token has been revoked".to_owned(),
         }
-    }
-}
-
-impl RevocationMail<'_> {
-    fn greeting(&self) -> Option<&str> {
-        non_empty(self.to_name)
     }
     /// Starts with a space when non-empty: "Your Canvas API access token{which} has been
     /// revoked".
@@ -447,32 +440,20 @@ pub struct NewRequestMail<'a> {
     pub product_name: &'a str,
 }
 
-email_templates!(
+email!(
     NewRequestMail,
+    EmailKind::NewRequest,
     "email/new_request.txt",
     "email/new_request.html"
 );
 
-impl Email for NewRequestMail<'_> {
-    const KIND: EmailKind = EmailKind::NewRequest;
-    fn to(&self) -> &str {
-        self.to
-    }
-    fn to_name(&self) -> Option<&str> {
-        self.to_name
-    }
-    fn subject(&self) -> String {
+impl NewRequestMail<'_> {
+    fn subject_line(&self) -> String {
         format!(
             "New Canvas access token request #{} from {}",
             self.request_id,
             one_line(self.requester_name)
         )
-    }
-}
-
-impl NewRequestMail<'_> {
-    fn greeting(&self) -> Option<&str> {
-        non_empty(self.to_name)
     }
     fn purpose(&self) -> &str {
         self.purpose.trim()

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use super::people::login;
 use super::requests::request_row;
-use super::sql::{from_ts, names_in, state, ts};
+use super::sql::{from_ts, names_in, one_row, state, ts};
 use super::tokens::{StoredToken, token_in};
 use super::{StoreError, StoreResult, Tx};
 use crate::domain::RequestId;
@@ -159,11 +159,7 @@ pub async fn update_envelope(tx: &mut Tx, before: &Envelope, next: &Envelope) ->
     .bind(before.state.as_str())
     .execute(&mut **tx)
     .await?;
-    if done.rows_affected() == 1 {
-        Ok(())
-    } else {
-        Err(StoreError::Conflict)
-    }
+    one_row(&done)
 }
 
 static CLOSE_OPEN: LazyLock<String> = LazyLock::new(|| {

@@ -60,22 +60,24 @@ async fn adopt_legacy(
     backend: Backend,
     migrator: &Migrator,
 ) -> StoreResult<()> {
-    if !table_exists(conn, backend, "schema_migrations").await? {
-        return Ok(());
-    }
     // Instances starting at once adopt one after the other.
-    if backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_lock(72201)")
-            .execute(&mut *conn)
-            .await?;
-    }
+    adoption_lock(conn, backend, true).await?;
     let adopted = adopt_locked(conn, backend, migrator).await;
-    if backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_unlock(72201)")
-            .execute(&mut *conn)
-            .await?;
-    }
+    adoption_lock(conn, backend, false).await?;
     adopted
+}
+
+/// Takes (or gives back) the PostgreSQL advisory lock that orders adopting instances.
+async fn adoption_lock(conn: &mut AnyConnection, backend: Backend, take: bool) -> StoreResult<()> {
+    if backend == Backend::Postgres {
+        let sql = if take {
+            "SELECT pg_advisory_lock(72201)"
+        } else {
+            "SELECT pg_advisory_unlock(72201)"
+        };
+        sqlx::query(sql).execute(conn).await?;
+    }
+    Ok(())
 }
 
 async fn adopt_locked(

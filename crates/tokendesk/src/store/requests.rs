@@ -7,7 +7,7 @@ use sqlx::{AnyConnection, Row};
 use time::{Date, OffsetDateTime};
 
 use super::people::login;
-use super::sql::{from_ts, names_in, state, ts};
+use super::sql::{from_ts, names_in, one_row, state, ts};
 use super::{StoreError, StoreResult, Tx};
 use crate::domain::request::{Holdings, NewRequest, Request, RequestState, parse_date};
 use crate::domain::{Login, RequestId};
@@ -87,11 +87,7 @@ pub async fn update_request(tx: &mut Tx, from: RequestState, next: &Request) -> 
     .bind(from.as_str())
     .execute(&mut **tx)
     .await?;
-    if done.rows_affected() == 1 {
-        Ok(())
-    } else {
-        Err(StoreError::Conflict)
-    }
+    one_row(&done)
 }
 
 static HOLDINGS: LazyLock<String> = LazyLock::new(|| {

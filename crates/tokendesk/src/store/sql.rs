@@ -27,6 +27,16 @@ pub(crate) fn names_in<S: StateSet>(keep: impl Fn(S) -> bool) -> String {
         .join(",")
 }
 
+/// A guarded update's outcome: it changed its one row, or the row had moved on (someone else
+/// changed it first), a `Conflict`.
+pub(crate) fn one_row(done: &sqlx::any::AnyQueryResult) -> StoreResult<()> {
+    if done.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict)
+    }
+}
+
 /// Reads a stored state name back.
 pub(crate) fn state<S: StateSet>(what: &str, raw: &str) -> StoreResult<S> {
     S::from_name(raw).ok_or_else(|| StoreError::Corrupt(format!("{what} {raw:?}")))

@@ -482,44 +482,31 @@ async fn forwarded_for_from_a_trusted_proxy_is_the_client_address() {
     let mut auth = AuthConfig::default();
     auth.trusted_proxies.push("10.0.0.0/8".parse().unwrap());
     let api = Api::with(TestDb::sqlite().await, auth, DEFAULT_MAX_BODY_BYTES).await;
-    let body = json!({"purpose": "grading scripts for my course sections", "expires_on": api.world.today_plus(30)});
-    let r = api
-        .send(
-            Some(SAM),
-            api.client
-                .post(api.url("/api/v1/requests"))
-                .header("x-forwarded-for", "203.0.113.9, 10.1.2.3")
-                .json(&body),
-        )
-        .await
-        .expect(201);
-    let id = r.json()["id"].as_i64().unwrap();
-    let events = api
-        .get(ADA, &format!("/api/v1/audit?target=request:{id}"))
-        .await
-        .expect(200)
-        .json();
-    assert_eq!(events[0]["client_addr"], "203.0.113.9", "{events}");
-
+    // The address the audit trail records for a submission sent with `forwarded_for`.
+    let recorded = async |who: &str, forwarded_for: &str| {
+        let body = json!({"purpose": "grading scripts for my course sections", "expires_on": api.world.today_plus(30)});
+        let builder = api
+            .client
+            .post(api.url("/api/v1/requests"))
+            .header("x-forwarded-for", forwarded_for)
+            .json(&body);
+        let id = api.send(Some(who), builder).await.expect(201).json()["id"]
+            .as_i64()
+            .unwrap();
+        let events = api
+            .get(ADA, &format!("/api/v1/audit?target=request:{id}"))
+            .await
+            .expect(200)
+            .json();
+        events[0]["client_addr"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(recorded(SAM, "203.0.113.9, 10.1.2.3").await, "203.0.113.9");
     // A client that writes its own X-Forwarded-For cannot choose the recorded address: the
     // proxies append what they saw, so the right-most hop no trusted proxy vouches for is it.
-    let r = api
-        .send(
-            Some(STELLA),
-            api.client
-                .post(api.url("/api/v1/requests"))
-                .header("x-forwarded-for", "6.6.6.6, 198.51.100.4, 10.1.2.3")
-                .json(&body),
-        )
-        .await
-        .expect(201);
-    let id = r.json()["id"].as_i64().unwrap();
-    let events = api
-        .get(ADA, &format!("/api/v1/audit?target=request:{id}"))
-        .await
-        .expect(200)
-        .json();
-    assert_eq!(events[0]["client_addr"], "198.51.100.4", "{events}");
+    assert_eq!(
+        recorded(STELLA, "6.6.6.6, 198.51.100.4, 10.1.2.3").await,
+        "198.51.100.4"
+    );
 }
 
 #[tokio::test]
