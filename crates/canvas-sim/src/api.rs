@@ -1,13 +1,15 @@
 //! The REST API under `/api/v1`: throttle, latency and failure injection in one gate in front of
 //! every endpoint, then the token and user endpoints.
 
+use std::convert::Infallible;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{OriginalUri, Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::body::Body;
+use axum::extract::{FromRequestParts, OriginalUri, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -18,7 +20,7 @@ use rand::RngExt;
 use serde_json::Value;
 
 use crate::errors::ApiError;
-use crate::model::{Caller, TokenRecord, iso};
+use crate::model::{Caller, Db, TokenCall, TokenRecord, iso};
 use crate::params::Params;
 use crate::throttle::Admission;
 use crate::{Session, Shared, web};
@@ -233,7 +235,7 @@ async fn gate(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Re
 }
 
 /// Authenticates a request and decides who it acts as; the request comes back with its
-/// [`Caller`] (and its body, read once here).
+/// [`Caller`] and its [`Params`] (its body is read once, here).
 async fn admit(shared: &Shared, credential: Credential, req: Request) -> Result<Request, ApiError> {
     let real_user_id = match credential {
         Credential::None => return Err(ApiError::Unauthenticated),
@@ -274,6 +276,7 @@ async fn admit(shared: &Shared, credential: Credential, req: Request) -> Result<
     }
     let mut req = Request::from_parts(parts, Body::from(body));
     req.extensions_mut().insert(caller);
+    req.extensions_mut().insert(Arc::new(params));
     Ok(req)
 }
 
@@ -287,21 +290,40 @@ async fn show_user(
     Ok(Json(db.show_user(caller, user_id)?).into_response())
 }
 
+/// A call by `caller` on the tokens of the person `user_ref` names, now.
+fn token_call(s: &Shared, db: &Db, caller: Caller, user_ref: &str) -> Result<TokenCall, ApiError> {
+    Ok(TokenCall {
+        caller,
+        owner: db.resolve_user(caller.user_id, user_ref)?,
+        now: s.now(),
+        deny: s.unauthorized_status,
+    })
+}
+
+/// Changes the tokens of the person `user_ref` names, writes the state file and answers the
+/// token's JSON.
+fn change_tokens(
+    s: &Shared,
+    caller: Caller,
+    user_ref: &str,
+    change: impl FnOnce(&mut Db, TokenCall) -> Result<Value, ApiError>,
+) -> ApiResult {
+    let mut db = s.db();
+    let call = token_call(s, &db, caller, user_ref)?;
+    let json = change(&mut db, call)?;
+    s.persist(&db);
+    Ok(Json(json).into_response())
+}
+
 async fn create_token(
     State(s): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
+    Extension(params): Extension<Arc<Params>>,
     Path(user_ref): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
 ) -> ApiResult {
-    let params = Params::parse(query.as_deref(), &headers, &body)?;
-    let now = s.now();
-    let mut db = s.db();
-    let owner = db.resolve_user(caller.user_id, &user_ref)?;
-    let json = db.create_token(caller, owner, params.token(), now, s.unauthorized_status)?;
-    s.persist(&db);
-    Ok(Json(json).into_response())
+    change_tokens(&s, caller, &user_ref, |db, call| {
+        db.create_token(call, params.token())
+    })
 }
 
 async fn show_token(
@@ -310,32 +332,19 @@ async fn show_token(
     Path((user_ref, id)): Path<(String, String)>,
 ) -> ApiResult {
     let db = s.db();
-    let owner = db.resolve_user(caller.user_id, &user_ref)?;
-    Ok(Json(db.show_token(caller, owner, &id, s.now(), s.unauthorized_status)?).into_response())
+    let call = token_call(&s, &db, caller, &user_ref)?;
+    Ok(Json(db.show_token(call, &id)?).into_response())
 }
 
 async fn update_token(
     State(s): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
+    Extension(params): Extension<Arc<Params>>,
     Path((user_ref, id)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
 ) -> ApiResult {
-    let params = Params::parse(query.as_deref(), &headers, &body)?;
-    let now = s.now();
-    let mut db = s.db();
-    let owner = db.resolve_user(caller.user_id, &user_ref)?;
-    let json = db.update_token(
-        caller,
-        owner,
-        &id,
-        params.token(),
-        now,
-        s.unauthorized_status,
-    )?;
-    s.persist(&db);
-    Ok(Json(json).into_response())
+    change_tokens(&s, caller, &user_ref, |db, call| {
+        db.update_token(call, &id, params.token())
+    })
 }
 
 async fn delete_token(
@@ -343,29 +352,34 @@ async fn delete_token(
     Extension(caller): Extension<Caller>,
     Path((user_ref, id)): Path<(String, String)>,
 ) -> ApiResult {
-    let now = s.now();
-    let mut db = s.db();
-    let owner = db.resolve_user(caller.user_id, &user_ref)?;
-    let json = db.delete_token(caller, owner, &id, now, s.unauthorized_status)?;
-    s.persist(&db);
-    Ok(Json(json).into_response())
+    change_tokens(&s, caller, &user_ref, |db, call| db.delete_token(call, &id))
 }
 
-/// `per_page`: 10 by default, clamped to 1–100.
-fn per_page(params: &Params) -> usize {
-    params
-        .get("per_page")
-        .and_then(|v| v.trim().parse::<i64>().ok())
-        .map_or(10, |n| n.clamp(1, 100) as usize)
+/// What a list endpoint needs of its request: the parameters, and the path and host its `Link`
+/// URLs are built from.
+struct Listing {
+    params: Arc<Params>,
+    path: String,
+    host: String,
 }
 
-/// `page` of a numbered collection: 1 when absent or unreadable.
-fn page_number(params: &Params) -> usize {
-    params
-        .get("page")
-        .and_then(|p| p.trim().parse::<usize>().ok())
-        .filter(|p| *p >= 1)
-        .unwrap_or(1)
+impl<S: Send + Sync> FromRequestParts<S> for Listing {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Infallible> {
+        let OriginalUri(uri) = OriginalUri::from_request_parts(parts, state).await?;
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        Ok(Listing {
+            // Put there by `admit`, which every API request passes.
+            params: parts.extensions.get().cloned().unwrap_or_default(),
+            path: uri.path().to_owned(),
+            host: host.to_owned(),
+        })
+    }
 }
 
 /// Where `Link` URLs start (`canvas-api.md` §5): a bare path for endpoints Canvas builds with a
@@ -375,69 +389,79 @@ enum LinkBase {
     Absolute,
 }
 
-/// A `Link` header carrying the original query plus `page` and `per_page`, entries joined by a
-/// bare comma.
-fn link_header(
-    headers: &HeaderMap,
-    base: LinkBase,
-    path: &str,
-    params: &Params,
-    per_page: usize,
-    entries: &[(&str, String)],
-) -> Option<HeaderValue> {
-    let origin = match base {
-        LinkBase::Relative => String::new(),
-        LinkBase::Absolute => {
-            let host = headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("localhost");
-            format!("http://{host}")
+impl Listing {
+    /// `per_page`: 10 by default, clamped to 1–100.
+    fn per_page(&self) -> usize {
+        self.params
+            .get("per_page")
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .map_or(10, |n| n.clamp(1, 100) as usize)
+    }
+
+    /// A numbered page of `items` (`page`: 1 when absent or unreadable) and its links:
+    /// `current`, `next` (unless this is the last page), `prev` (unless this is the first),
+    /// `first`, and `last` when the total is counted.
+    fn numbered<T>(&self, items: Vec<T>, with_last: bool) -> (Vec<T>, Vec<(&'static str, String)>) {
+        let per = self.per_page();
+        let page = self
+            .params
+            .get("page")
+            .and_then(|p| p.trim().parse::<usize>().ok())
+            .filter(|p| *p >= 1)
+            .unwrap_or(1);
+        let last = items.len().div_ceil(per).max(1);
+        let mut entries = vec![("current", page.to_string())];
+        if page < last {
+            entries.push(("next", (page + 1).to_string()));
         }
-    };
-    let kept = params.without(&["page", "per_page", "access_token", "api_key"]);
-    let links: Vec<String> = entries
-        .iter()
-        .map(|(rel, page)| {
-            let mut query = url::form_urlencoded::Serializer::new(String::new());
-            for (k, v) in &kept {
-                query.append_pair(k, v);
-            }
-            let mut query = query.finish();
-            if !query.is_empty() {
-                query.push('&');
-            }
-            // `Api.build_links` writes the page as it is (`page=bookmark:…`); its characters
-            // (digits, `bookmark:`, URL-safe base64) need no escaping.
-            format!("<{origin}{path}?{query}page={page}&per_page={per_page}>; rel=\"{rel}\"")
-        })
-        .collect();
-    HeaderValue::from_str(&links.join(",")).ok()
-}
+        if page > 1 {
+            entries.push(("prev", (page - 1).to_string()));
+        }
+        entries.push(("first", "1".to_owned()));
+        if with_last {
+            entries.push(("last", last.to_string()));
+        }
+        let items = items
+            .into_iter()
+            .skip((page - 1).saturating_mul(per))
+            .take(per)
+            .collect();
+        (items, entries)
+    }
 
-fn paginated(items: Vec<Value>, link: Option<HeaderValue>) -> Response {
-    let mut response = Json(Value::Array(items)).into_response();
-    if let Some(link) = link {
-        response.headers_mut().insert(header::LINK, link);
+    /// The items as a JSON array, with a `Link` header that carries the original query plus
+    /// `page` and `per_page`, entries joined by a bare comma.
+    fn respond(&self, base: LinkBase, items: Vec<Value>, entries: &[(&str, String)]) -> Response {
+        let origin = match base {
+            LinkBase::Relative => String::new(),
+            LinkBase::Absolute => format!("http://{}", self.host),
+        };
+        let (path, per_page) = (&self.path, self.per_page());
+        let kept = self
+            .params
+            .without(&["page", "per_page", "access_token", "api_key"]);
+        let links: Vec<String> = entries
+            .iter()
+            .map(|(rel, page)| {
+                let mut query = url::form_urlencoded::Serializer::new(String::new());
+                for (k, v) in &kept {
+                    query.append_pair(k, v);
+                }
+                let mut query = query.finish();
+                if !query.is_empty() {
+                    query.push('&');
+                }
+                // `Api.build_links` writes the page as it is (`page=bookmark:…`); its characters
+                // (digits, `bookmark:`, URL-safe base64) need no escaping.
+                format!("<{origin}{path}?{query}page={page}&per_page={per_page}>; rel=\"{rel}\"")
+            })
+            .collect();
+        let mut response = Json(Value::Array(items)).into_response();
+        if let Ok(link) = HeaderValue::from_str(&links.join(",")) {
+            response.headers_mut().insert(header::LINK, link);
+        }
+        response
     }
-    response
-}
-
-/// A numbered page: `current`, `next` (unless this is the last page), `prev` (unless this is
-/// the first), `first`, and `last` when the total is counted.
-fn numbered_links(page: usize, last: usize, with_last: bool) -> Vec<(&'static str, String)> {
-    let mut entries = vec![("current", page.to_string())];
-    if page < last {
-        entries.push(("next", (page + 1).to_string()));
-    }
-    if page > 1 {
-        entries.push(("prev", (page - 1).to_string()));
-    }
-    entries.push(("first", "1".to_owned()));
-    if with_last {
-        entries.push(("last", last.to_string()));
-    }
-    entries
 }
 
 const BOOKMARK: &str = "bookmark:";
@@ -457,67 +481,53 @@ fn bookmark_after(page: Option<&str>) -> Option<(String, u64)> {
     serde_json::from_slice::<(String, u64)>(&json).ok()
 }
 
+/// A bookmarked page of `tokens` (oldest first) and its links: `current`, `next` (unless this
+/// is the last page) and `first`, never `last`.
+fn bookmarked<'a>(
+    listing: &Listing,
+    tokens: Vec<&'a TokenRecord>,
+) -> (Vec<&'a TokenRecord>, Vec<(&'static str, String)>) {
+    let per = listing.per_page();
+    let raw_page = listing.params.get("page");
+    let after = bookmark_after(raw_page);
+    let rest: Vec<&TokenRecord> = tokens
+        .into_iter()
+        .filter(|t| {
+            after
+                .as_ref()
+                .is_none_or(|(at, id)| (iso(t.created_at), t.id) > (at.clone(), *id))
+        })
+        .collect();
+    let current = match (&after, raw_page) {
+        (Some(_), Some(p)) => p.to_owned(),
+        _ => "first".to_owned(),
+    };
+    let mut entries = vec![("current", current)];
+    if rest.len() > per
+        && let Some(last) = rest.get(per - 1)
+    {
+        entries.push(("next", bookmark_for(last)));
+    }
+    entries.push(("first", "first".to_owned()));
+    (rest.into_iter().take(per).collect(), entries)
+}
+
 async fn user_generated_tokens(
     State(s): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     Path(user_ref): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    OriginalUri(req_uri): OriginalUri,
+    listing: Listing,
 ) -> ApiResult {
-    let params = Params::parse(query.as_deref(), &headers, &Bytes::new())?;
-    let now = s.now();
     let db = s.db();
-    let owner = db.resolve_user(caller.user_id, &user_ref)?;
-    let tokens = db.user_generated_tokens(caller, owner, s.unauthorized_status)?;
-    let per = per_page(&params);
-    let (items, entries): (Vec<&TokenRecord>, _) = match s.pagination {
-        Pagination::Numbered => {
-            let page = page_number(&params);
-            let last = tokens.len().div_ceil(per).max(1);
-            let items = tokens
-                .into_iter()
-                .skip((page - 1).saturating_mul(per))
-                .take(per)
-                .collect();
-            (items, numbered_links(page, last, true))
-        }
-        Pagination::Bookmarks => {
-            let raw_page = params.get("page");
-            let after = bookmark_after(raw_page);
-            let rest: Vec<&TokenRecord> = tokens
-                .into_iter()
-                .filter(|t| {
-                    after
-                        .as_ref()
-                        .is_none_or(|(at, id)| (iso(t.created_at), t.id) > (at.clone(), *id))
-                })
-                .collect();
-            let current = match (&after, raw_page) {
-                (Some(_), Some(p)) => p.to_owned(),
-                _ => "first".to_owned(),
-            };
-            let mut entries = vec![("current", current)];
-            if rest.len() > per
-                && let Some(last) = rest.get(per - 1)
-            {
-                entries.push(("next", bookmark_for(last)));
-            }
-            entries.push(("first", "first".to_owned()));
-            (rest.into_iter().take(per).collect(), entries)
-        }
+    let call = token_call(&s, &db, caller, &user_ref)?;
+    let tokens = db.user_generated_tokens(call)?;
+    let (items, entries) = match s.pagination {
+        Pagination::Numbered => listing.numbered(tokens, true),
+        Pagination::Bookmarks => bookmarked(&listing, tokens),
     };
-    let items: Vec<Value> = items.into_iter().map(|t| t.json(None, now)).collect();
+    let items = items.into_iter().map(|t| t.json(None, call.now)).collect();
     // Built from `api_v1_user_generated_tokens_path`: relative URLs.
-    let link = link_header(
-        &headers,
-        LinkBase::Relative,
-        req_uri.path(),
-        &params,
-        per,
-        &entries,
-    );
-    Ok(paginated(items, link))
+    Ok(listing.respond(LinkBase::Relative, items, &entries))
 }
 
 /// The simulator has one root account, id 1 (`self` also names it).
@@ -545,12 +555,10 @@ async fn account_users(
     State(s): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     Path(account): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    OriginalUri(req_uri): OriginalUri,
+    listing: Listing,
 ) -> ApiResult {
     check_account(&account)?;
-    let params = Params::parse(query.as_deref(), &headers, &Bytes::new())?;
+    let params = &listing.params;
     let include_email = params.all("include[]").iter().any(|i| i == "email");
     let users = s.db().search_users(
         caller,
@@ -558,24 +566,8 @@ async fn account_users(
         include_email,
         s.unauthorized_status,
     )?;
-    let per = per_page(&params);
-    let page = page_number(&params);
-    let last = users.len().div_ceil(per).max(1);
-    let items: Vec<Value> = users
-        .into_iter()
-        .skip((page - 1).saturating_mul(per))
-        .take(per)
-        .collect();
-    let entries = numbered_links(page, last, false);
-    let link = link_header(
-        &headers,
-        LinkBase::Absolute,
-        req_uri.path(),
-        &params,
-        per,
-        &entries,
-    );
-    Ok(paginated(items, link))
+    let (items, entries) = listing.numbered(users, false);
+    Ok(listing.respond(LinkBase::Absolute, items, &entries))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! `canvas-api.md` describes. It stands in for Canvas in tests, demos and benchmarks.
 
 mod api;
+pub mod browser;
 mod errors;
 mod model;
 mod params;

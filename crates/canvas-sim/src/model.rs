@@ -11,7 +11,7 @@ use time::macros::format_description;
 use time::{Date, Duration, OffsetDateTime, PrimitiveDateTime};
 
 use crate::errors::ApiError;
-use crate::seed::{Seed, SeedSettings, SeedTokenState};
+use crate::seed::{Seed, SeedSettings, SeedTokenState, SeedUser};
 use crate::token::{generate_token_value, hash_value, hint_of, random_hex};
 
 /// Canvas's lifetime cap for students creating their own tokens.
@@ -23,40 +23,40 @@ const USED_THRESHOLD: Duration = Duration::minutes(10);
 /// `SearchTermHelper::MIN_SEARCH_TERM_LENGTH` in current Canvas.
 const MIN_SEARCH_TERM: usize = 2;
 
+/// A person in the simulated Canvas: who the seed says they are (without the seed's tokens, which
+/// live on as token records) and when they were created.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct User {
-    pub id: u64,
-    pub name: String,
-    pub login_id: String,
-    pub email: String,
-    pub sis_user_id: Option<String>,
-    pub admin: bool,
-    pub roles: Vec<String>,
+    #[serde(flatten)]
+    pub person: SeedUser,
     pub created_at: OffsetDateTime,
 }
 
 impl User {
     fn sortable_name(&self) -> String {
-        match self.name.rsplit_once(' ') {
+        let name = &self.person.name;
+        match name.rsplit_once(' ') {
             Some((first, last)) => format!("{last}, {first}"),
-            None => self.name.clone(),
+            None => name.clone(),
         }
     }
 
     /// Canvas's `user_has_only_student_enrollments?`.
     fn only_student(&self) -> bool {
-        !self.admin && !self.roles.is_empty() && self.roles.iter().all(|r| r == "student")
+        let p = &self.person;
+        !p.admin && !p.roles.is_empty() && p.roles.iter().all(|r| r == "student")
     }
 
     /// Whether the person may create and update tokens for themselves under the account settings.
     fn may_manage_own(&self, settings: &SeedSettings) -> bool {
-        if self.admin {
+        let p = &self.person;
+        if p.admin {
             return true;
         }
         if settings.limit_personal_access_tokens {
             return false;
         }
-        let student_like = self.roles.iter().all(|r| r == "student" || r == "observer");
+        let student_like = p.roles.iter().all(|r| r == "student" || r == "observer");
         !(settings.restrict_personal_access_tokens_from_students && student_like)
     }
 
@@ -64,22 +64,23 @@ impl User {
     /// holds `read_sis` and `view_user_logins`), the email only when asked for and allowed
     /// (`read_email_addresses`) — `canvas-api.md` §2.
     pub fn json(&self, admin_view: bool, with_email: bool) -> Value {
+        let p = &self.person;
         let mut json = json!({
-            "id": self.id,
-            "name": self.name,
+            "id": p.id,
+            "name": p.name,
             "created_at": iso(self.created_at),
             "sortable_name": self.sortable_name(),
-            "short_name": self.name,
+            "short_name": p.name,
         });
         if let Value::Object(map) = &mut json {
             if admin_view {
-                map.insert("sis_user_id".into(), json!(self.sis_user_id));
+                map.insert("sis_user_id".into(), json!(p.sis_user_id));
                 map.insert("integration_id".into(), Value::Null);
                 map.insert("sis_import_id".into(), Value::Null);
-                map.insert("login_id".into(), json!(self.login_id));
+                map.insert("login_id".into(), json!(p.login_id));
             }
             if with_email {
-                map.insert("email".into(), json!(self.email));
+                map.insert("email".into(), json!(p.email));
             }
         }
         json
@@ -87,15 +88,16 @@ impl User {
 
     /// Account search: SIS id, login, name, email (as substrings, any case) and the numeric id.
     fn matches(&self, term: &str) -> bool {
+        let p = &self.person;
         let term = term.trim().to_lowercase();
-        if term.parse::<u64>() == Ok(self.id) {
+        if term.parse::<u64>() == Ok(p.id) {
             return true;
         }
         [
-            Some(&self.name),
-            Some(&self.login_id),
-            Some(&self.email),
-            self.sis_user_id.as_ref(),
+            Some(&p.name),
+            Some(&p.login_id),
+            Some(&p.email),
+            p.sis_user_id.as_ref(),
         ]
         .into_iter()
         .flatten()
@@ -191,6 +193,27 @@ impl Caller {
     }
 }
 
+/// A call on one person's tokens: who calls, whose tokens they are, the simulator's time, and
+/// the status that answers "not allowed" (401, or 403 on newer instances).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TokenCall {
+    pub caller: Caller,
+    pub owner: u64,
+    pub now: OffsetDateTime,
+    pub deny: StatusCode,
+}
+
+impl TokenCall {
+    /// Canvas answers "not allowed" to the token's owner and "not found" to anyone else.
+    fn refuse(self) -> ApiError {
+        if self.caller.user_id == self.owner {
+            ApiError::Unauthorized(self.deny)
+        } else {
+            ApiError::NotFound
+        }
+    }
+}
+
 /// The `token[...]` parameters of a create or update call.
 #[derive(Debug, Default)]
 pub(crate) struct TokenParams {
@@ -226,16 +249,14 @@ impl Db {
             by_hash: HashMap::new(),
         };
         for u in &seed.users {
+            let person = SeedUser {
+                tokens: Vec::new(),
+                ..u.clone()
+            };
             db.users.insert(
                 u.id,
                 User {
-                    id: u.id,
-                    name: u.name.clone(),
-                    login_id: u.login_id.clone(),
-                    email: u.email.clone(),
-                    sis_user_id: u.sis_user_id.clone(),
-                    admin: u.admin,
-                    roles: u.roles.clone(),
+                    person,
                     created_at: now,
                 },
             );
@@ -343,11 +364,11 @@ impl Db {
         let login = login.to_lowercase();
         self.users
             .values()
-            .find(|u| u.login_id.to_lowercase() == login)
+            .find(|u| u.person.login_id.to_lowercase() == login)
     }
 
     fn is_admin(&self, user_id: u64) -> bool {
-        self.user(user_id).is_some_and(|u| u.admin)
+        self.user(user_id).is_some_and(|u| u.person.admin)
     }
 
     /// `User#can_masquerade?`: oneself, or anyone for an admin (who holds `become_user`).
@@ -369,12 +390,12 @@ impl Db {
                 Some(("sis_user_id", sis)) => self
                     .users
                     .values()
-                    .find(|u| u.sis_user_id.as_deref() == Some(sis.as_str())),
+                    .find(|u| u.person.sis_user_id.as_deref() == Some(sis.as_str())),
                 Some(("sis_login_id", login)) => self.user_by_login(&login),
                 _ => None,
             }
         };
-        found.map(|u| u.id).ok_or(ApiError::NotFound)
+        found.map(|u| u.person.id).ok_or(ApiError::NotFound)
     }
 
     /// `GET /api/v1/users/:id`: one's own profile, or anyone's for an admin. A person the caller
@@ -439,7 +460,7 @@ impl Db {
             .values()
             .filter(|u| everyone || u.matches(term))
             .collect();
-        users.sort_by_key(|u| (u.sortable_name().to_lowercase(), u.id));
+        users.sort_by_key(|u| (u.sortable_name().to_lowercase(), u.person.id));
         Ok(users
             .into_iter()
             .map(|u| u.json(true, include_email))
@@ -486,12 +507,15 @@ impl Db {
     /// the real user's own.
     pub fn create_token(
         &mut self,
-        caller: Caller,
-        owner: u64,
+        call: TokenCall,
         params: TokenParams,
-        now: OffsetDateTime,
-        deny: StatusCode,
     ) -> Result<Value, ApiError> {
+        let TokenCall {
+            caller,
+            owner,
+            now,
+            deny,
+        } = call;
         if !params.present {
             return Err(token_missing());
         }
@@ -532,47 +556,31 @@ impl Db {
     }
 
     /// `GET /api/v1/users/:user_id/tokens/:id`.
-    pub fn show_token(
-        &self,
-        caller: Caller,
-        owner: u64,
-        id: &str,
-        now: OffsetDateTime,
-        deny: StatusCode,
-    ) -> Result<Value, ApiError> {
-        let id = self.find_token(owner, id)?;
-        if !self.may_read(caller.user_id, owner) {
-            return Err(ApiError::Unauthorized(deny));
+    pub fn show_token(&self, call: TokenCall, id: &str) -> Result<Value, ApiError> {
+        let id = self.find_token(call.owner, id)?;
+        if !self.may_read(call.caller.user_id, call.owner) {
+            return Err(ApiError::Unauthorized(call.deny));
         }
         self.tokens
             .get(&id)
-            .map(|t| t.json(None, now))
+            .map(|t| t.json(None, call.now))
             .ok_or(ApiError::NotFound)
-    }
-
-    /// Canvas answers "not allowed" to the token's owner and "not found" to anyone else.
-    fn refuse(&self, caller: Caller, owner: u64, deny: StatusCode) -> ApiError {
-        if caller.user_id == owner {
-            ApiError::Unauthorized(deny)
-        } else {
-            ApiError::NotFound
-        }
     }
 
     /// `PUT /api/v1/users/:user_id/tokens/:id`. An `expires_at` the model cannot read clears the
     /// expiry (§2).
     pub fn update_token(
         &mut self,
-        caller: Caller,
-        owner: u64,
+        call: TokenCall,
         id: &str,
         params: TokenParams,
-        now: OffsetDateTime,
-        deny: StatusCode,
     ) -> Result<Value, ApiError> {
+        let TokenCall {
+            caller, owner, now, ..
+        } = call;
         let id = self.find_token(owner, id)?;
         if !self.may_write(caller.real_user_id, owner) {
-            return Err(self.refuse(caller, owner, deny));
+            return Err(call.refuse());
         }
         if !params.present {
             return Err(token_missing());
@@ -610,39 +618,27 @@ impl Db {
 
     /// `DELETE /api/v1/users/:user_id/tokens/:id`: a soft delete that stops the token at once.
     /// A deleted token is no longer found, so deleting it again is a 404.
-    pub fn delete_token(
-        &mut self,
-        caller: Caller,
-        owner: u64,
-        id: &str,
-        now: OffsetDateTime,
-        deny: StatusCode,
-    ) -> Result<Value, ApiError> {
-        let id = self.find_token(owner, id)?;
-        if !self.may_read(caller.real_user_id, owner) {
-            return Err(self.refuse(caller, owner, deny));
+    pub fn delete_token(&mut self, call: TokenCall, id: &str) -> Result<Value, ApiError> {
+        let id = self.find_token(call.owner, id)?;
+        if !self.may_read(call.caller.real_user_id, call.owner) {
+            return Err(call.refuse());
         }
         let record = self.tokens.get_mut(&id).ok_or(ApiError::NotFound)?;
         record.state = WorkflowState::Deleted;
-        record.updated_at = now;
-        Ok(record.json(None, now))
+        record.updated_at = call.now;
+        Ok(record.json(None, call.now))
     }
 
     /// `GET /api/v1/users/:user_id/user_generated_tokens`: the active and pending tokens
     /// (expired ones too, deleted ones never), oldest first (`created_at`, `id`).
-    pub fn user_generated_tokens(
-        &self,
-        caller: Caller,
-        owner: u64,
-        deny: StatusCode,
-    ) -> Result<Vec<&TokenRecord>, ApiError> {
-        if !self.may_read(caller.user_id, owner) {
-            return Err(ApiError::Unauthorized(deny));
+    pub fn user_generated_tokens(&self, call: TokenCall) -> Result<Vec<&TokenRecord>, ApiError> {
+        if !self.may_read(call.caller.user_id, call.owner) {
+            return Err(ApiError::Unauthorized(call.deny));
         }
         let mut tokens: Vec<&TokenRecord> = self
             .tokens
             .values()
-            .filter(|t| t.user_id == owner && t.state != WorkflowState::Deleted)
+            .filter(|t| t.user_id == call.owner && t.state != WorkflowState::Deleted)
             .collect();
         tokens.sort_by_key(|t| (t.created_at, t.id));
         Ok(tokens)

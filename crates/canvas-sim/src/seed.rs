@@ -42,8 +42,9 @@ pub struct Seed {
     pub users: Vec<SeedUser>,
 }
 
-/// One person in Canvas.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One person in Canvas. It serializes without its tokens (the simulator's state file keeps a
+/// person so, and their tokens as records with hashed values).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub struct SeedUser {
     pub id: u64,
     pub name: String,
@@ -54,6 +55,7 @@ pub struct SeedUser {
     /// Holds the root-account permissions to create, view and delete other people's tokens.
     pub admin: bool,
     pub roles: Vec<String>,
+    #[serde(skip)]
     pub tokens: Vec<SeedToken>,
 }
 

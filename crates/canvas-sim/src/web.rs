@@ -14,16 +14,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
+use crate::browser::{CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE as COOKIE};
 use crate::errors::ApiError;
 use crate::model::{WorkflowState, iso};
 use crate::{Session, Shared};
 
-const COOKIE: &str = "canvas_sim_session";
-/// The cookie Canvas keeps its CSRF token in, for scripts to send back as `X-CSRF-Token`.
-pub(crate) const CSRF_COOKIE: &str = "_csrf_token";
 /// The form field Rails reads the CSRF token from.
 const CSRF_FIELD: &str = "authenticity_token";
-const CSRF_HEADER: &str = "x-csrf-token";
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -126,14 +123,14 @@ async fn login(State(s): State<Arc<Shared>>, Query(q): Query<LoginQuery>) -> Res
             .users
             .values()
             .map(|u| UserRow {
-                name: u.name.clone(),
-                login_id: u.login_id.clone(),
-                admin: u.admin,
+                name: u.person.name.clone(),
+                login_id: u.person.login_id.clone(),
+                admin: u.person.admin,
             })
             .collect();
         return LoginPage { users }.into_response();
     };
-    let user = s.db().user_by_login(&login).map(|u| u.id);
+    let user = s.db().user_by_login(&login).map(|u| u.person.id);
     let Some(user_id) = user else {
         return (
             StatusCode::NOT_FOUND,
@@ -188,7 +185,7 @@ fn settings_page(s: &Shared, session: &Session, error: Option<String>) -> Option
         })
         .collect();
     Some(SettingsPage {
-        name: user.name.clone(),
+        name: user.person.name.clone(),
         tokens,
         error,
         csrf_token: session.csrf_token.clone(),

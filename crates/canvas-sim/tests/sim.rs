@@ -2,10 +2,12 @@
 //! pagination, throttling and Canvas's error shapes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::fmt::Display;
 use std::time::Duration;
 
-use reqwest::{Client, Method, StatusCode};
+use reqwest::{Client, Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
+use tokendesk_canvas_sim::browser::{self, Session};
 use tokendesk_canvas_sim::{
     DEFAULT_ADMIN_TOKEN, DEFAULT_STUDENT_TOKEN, DEFAULT_TEACHER_TOKEN, Pagination, RunningSim,
     SimConfig, ThrottleSettings,
@@ -25,6 +27,39 @@ async fn default_sim() -> RunningSim {
     .await
 }
 
+/// A client that follows no redirect, to see where the simulator sends a browser.
+fn no_redirects() -> Client {
+    Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The time `days` from now, in whole seconds, as RFC 3339.
+fn in_days(days: i64) -> String {
+    (time::OffsetDateTime::now_utc() + time::Duration::days(days))
+        .replace_nanosecond(0)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+/// The date `days` from now (`YYYY-MM-DD`).
+fn date_in_days(days: i64) -> String {
+    (time::OffsetDateTime::now_utc() + time::Duration::days(days))
+        .date()
+        .to_string()
+}
+
+fn token_path(user: impl Display, id: impl Display) -> String {
+    format!("/api/v1/users/{user}/tokens/{id}")
+}
+
+/// The two keys a token is found by: its id and the hint of its value.
+fn id_and_hint(id: u64, value: &str) -> [String; 2] {
+    [id.to_string(), value[..5].to_owned()]
+}
+
 struct Reply {
     status: StatusCode,
     headers: reqwest::header::HeaderMap,
@@ -32,118 +67,8 @@ struct Reply {
 }
 
 impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-}
-
-async fn call(
-    sim: &RunningSim,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-    form: &[(&str, &str)],
-) -> Reply {
-    let mut req = Client::new().request(method, format!("{}{path}", sim.base_url()));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    if !form.is_empty() {
-        let body = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form)
-            .finish();
-        req = req
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body);
-    }
-    let r = req.send().await.unwrap();
-    Reply {
-        status: r.status(),
-        headers: r.headers().clone(),
-        body: r.text().await.unwrap(),
-    }
-}
-
-async fn get(sim: &RunningSim, path: &str, token: &str) -> Reply {
-    call(sim, Method::GET, path, Some(token), &[]).await
-}
-
-/// Creates a token as `token` for `user`; returns (id, value).
-async fn create(sim: &RunningSim, token: &str, user: &str, purpose: &str) -> (u64, String, Value) {
-    let r = call(
-        sim,
-        Method::POST,
-        &format!("/api/v1/users/{user}/tokens"),
-        Some(token),
-        &[
-            ("token[purpose]", purpose),
-            ("token[expires_at]", "2099-01-01T00:00:00Z"),
-        ],
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let j = r.json();
-    (
-        j["id"].as_u64().unwrap(),
-        j["visible_token"].as_str().unwrap().to_owned(),
-        j,
-    )
-}
-
-/// A browser signed in to the simulator: its cookies (session and `_csrf_token`) and the CSRF
-/// token its forms carry.
-struct Browser {
-    client: Client,
-    base: String,
-    cookies: String,
-    csrf: String,
-}
-
-async fn sign_in(sim: &RunningSim, login: &str) -> Browser {
-    let client = Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let r = client
-        .get(format!("{}/login?as={login}", sim.base_url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    let pairs: Vec<String> = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
-        .collect();
-    let csrf = pairs
-        .iter()
-        .find_map(|p| p.strip_prefix("_csrf_token="))
-        .expect("a _csrf_token cookie")
-        .to_owned();
-    assert!(pairs.iter().any(|p| p.starts_with("canvas_sim_session=")));
-    Browser {
-        client,
-        base: sim.base_url().to_owned(),
-        cookies: pairs.join("; "),
-        csrf,
-    }
-}
-
-impl Browser {
-    /// Posts the activation as Canvas's page script does: JSON, with `X-CSRF-Token`.
-    async fn activate(&self, id: u64) -> Reply {
-        self.send(
-            self.client
-                .post(format!("{}/profile/tokens/{id}/activate", self.base))
-                .header("accept", "application/json")
-                .header("x-csrf-token", &self.csrf),
-        )
-        .await
-    }
-
-    async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
-        let r = req.header("cookie", &self.cookies).send().await.unwrap();
+    async fn of(request: RequestBuilder) -> Reply {
+        let r = request.send().await.unwrap();
         Reply {
             status: r.status(),
             headers: r.headers().clone(),
@@ -151,13 +76,188 @@ impl Browser {
         }
     }
 
-    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+
+    /// The `id` of the token in the body.
+    fn id(&self) -> u64 {
+        self.json()["id"].as_u64().unwrap()
+    }
+
+    /// The `visible_token` of the token in the body: its value, right after create or
+    /// regenerate.
+    fn visible_token(&self) -> String {
+        self.json()["visible_token"].as_str().unwrap().to_owned()
+    }
+
+    /// `X-Rate-Limit-Remaining`.
+    fn remaining(&self) -> f64 {
+        self.headers["x-rate-limit-remaining"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+}
+
+/// A form body's names and values.
+type Form<'a> = [(&'a str, &'a str)];
+
+/// The API as one token, or no token at all, calls it.
+#[derive(Clone, Copy)]
+struct Api<'a> {
+    base: &'a str,
+    token: Option<&'a str>,
+}
+
+fn api<'a>(sim: &'a RunningSim, token: &'a str) -> Api<'a> {
+    Api {
+        base: sim.base_url(),
+        token: Some(token),
+    }
+}
+
+fn anonymous(sim: &RunningSim) -> Api<'_> {
+    Api {
+        base: sim.base_url(),
+        token: None,
+    }
+}
+
+impl Api<'_> {
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let request = Client::new().request(method, format!("{}{path}", self.base));
+        match self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// A request with the form as its body (none when the form is empty).
+    async fn call(&self, method: Method, path: &str, form: &Form<'_>) -> Reply {
+        let mut request = self.request(method, path);
+        if !form.is_empty() {
+            request = request.form(form);
+        }
+        Reply::of(request).await
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        self.call(Method::GET, path, &[]).await
+    }
+
+    async fn post(&self, path: &str, form: &Form<'_>) -> Reply {
+        self.call(Method::POST, path, form).await
+    }
+
+    async fn put(&self, path: &str, form: &Form<'_>) -> Reply {
+        self.call(Method::PUT, path, form).await
+    }
+
+    async fn delete(&self, path: &str) -> Reply {
+        self.call(Method::DELETE, path, &[]).await
+    }
+
+    /// `GET /api/v1/users/:user_id`.
+    async fn user(&self, reference: &str) -> Reply {
+        self.get(&format!("/api/v1/users/{reference}")).await
+    }
+
+    /// `GET /api/v1/users/self`.
+    async fn me(&self) -> Reply {
+        self.user("self").await
+    }
+
+    /// `POST /api/v1/users/:user_id/tokens` with this form.
+    async fn create_with(&self, user: &str, form: &Form<'_>) -> Reply {
+        self.post(&format!("/api/v1/users/{user}/tokens"), form)
+            .await
+    }
+
+    /// `POST /api/v1/users/:user_id/tokens` with a purpose and an expiry.
+    async fn create_until(&self, user: &str, purpose: &str, expires_at: &str) -> Reply {
+        let form = [
+            ("token[purpose]", purpose),
+            ("token[expires_at]", expires_at),
+        ];
+        self.create_with(user, &form).await
+    }
+
+    /// Creates a token for `user`, expiring in 2099; returns (id, value, JSON).
+    async fn create(&self, user: &str, purpose: &str) -> (u64, String, Value) {
+        let r = self
+            .create_until(user, purpose, "2099-01-01T00:00:00Z")
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        (r.id(), r.visible_token(), r.json())
+    }
+}
+
+/// A browser signed in to the simulator.
+struct Browser {
+    client: Client,
+    base: String,
+    session: Session,
+}
+
+async fn sign_in(sim: &RunningSim, login: &str) -> Browser {
+    let client = no_redirects();
+    let base = sim.base_url().to_owned();
+    let r = Reply::of(client.get(format!("{base}{}", browser::sign_in_path(login)))).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let session = Session::from_set_cookies(r.headers.get_all("set-cookie"))
+        .expect("a session cookie and a _csrf_token cookie");
+    assert!(
+        session
+            .cookie_header()
+            .split("; ")
+            .any(|p| p.starts_with("canvas_sim_session="))
+    );
+    Browser {
+        client,
+        base,
+        session,
+    }
+}
+
+impl Browser {
+    fn csrf(&self) -> &str {
+        self.session.csrf_token()
+    }
+
+    fn get(&self, path: &str) -> RequestBuilder {
         self.client.get(format!("{}{path}", self.base))
     }
 
-    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+    fn post(&self, path: &str) -> RequestBuilder {
         self.client.post(format!("{}{path}", self.base))
     }
+
+    /// A post to the Activate button of token `id`.
+    fn activation(&self, id: u64) -> RequestBuilder {
+        self.post(&browser::activation_path(id))
+    }
+
+    /// Posts the activation as Canvas's page script does: JSON, with `X-CSRF-Token`.
+    async fn activate(&self, id: u64) -> Reply {
+        let request = self
+            .activation(id)
+            .header("accept", "application/json")
+            .header(browser::CSRF_HEADER, self.csrf());
+        self.send(request).await
+    }
+
+    async fn send(&self, request: RequestBuilder) -> Reply {
+        Reply::of(request.header("cookie", self.session.cookie_header())).await
+    }
+}
+
+/// A token the admin makes for `stella.student` (user 3), pending until she activates it;
+/// returns its id and value.
+async fn pending_for_stella(sim: &RunningSim, purpose: &str) -> (u64, String) {
+    let (id, value, _) = api(sim, DEFAULT_ADMIN_TOKEN).create("3", purpose).await;
+    (id, value)
 }
 
 /// Signs in as `login` in the browser and activates token `id`.
@@ -165,50 +265,81 @@ async fn activate(sim: &RunningSim, login: &str, id: u64) -> Reply {
     sign_in(sim, login).await.activate(id).await
 }
 
-const INVALID: &str = r#"{"errors":[{"message":"Invalid access token."}]}"#;
+/// Canvas's usual error body.
+fn errors(message: &str) -> Value {
+    json!({"errors": [{"message": message}]})
+}
 
-fn assert_invalid_token(r: &Reply) {
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+/// `render_error`'s body: a top-level array with one message.
+fn rendered(message: &str) -> Value {
+    json!([{ "message": message }])
+}
+
+/// The body of a request without credentials.
+fn unauthenticated() -> Value {
+    json!({"status":"unauthenticated","errors":[{"message":"user authorization required"}]})
+}
+
+/// A 401 with Canvas's `WWW-Authenticate` challenge, and this body.
+fn assert_challenged(r: &Reply, body: Value) {
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
     assert_eq!(
         r.headers["www-authenticate"],
         r#"Bearer realm="canvas-lms""#
     );
-    assert_eq!(r.json(), serde_json::from_str::<Value>(INVALID).unwrap());
+    assert_eq!(r.json(), body);
+}
+
+/// A 401 without a challenge, and this body.
+fn assert_unchallenged(r: &Reply, body: Value) {
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    assert!(r.headers.get("www-authenticate").is_none());
+    assert_eq!(r.json(), body);
+}
+
+fn assert_invalid_token(r: &Reply) {
+    assert_challenged(r, errors("Invalid access token."));
 }
 
 fn assert_unauthorized(r: &Reply) {
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
-    assert!(r.headers.get("www-authenticate").is_none());
-    assert_eq!(
-        r.json(),
-        json!({"status":"unauthorized","errors":[{"message":"user not authorized to perform that action"}]})
+    assert_unchallenged(
+        r,
+        json!({"status":"unauthorized","errors":[{"message":"user not authorized to perform that action"}]}),
     );
+}
+
+fn assert_not_found(r: &Reply, what: &str) {
+    assert_eq!(
+        (r.status, r.json()),
+        (
+            StatusCode::NOT_FOUND,
+            errors("The specified resource does not exist.")
+        ),
+        "{what}"
+    );
+}
+
+/// A browser is sent to the login page.
+fn assert_sent_to_login(r: &Reply, what: &str) {
+    assert_eq!(r.status, StatusCode::FOUND, "{what}");
+    assert_eq!(r.headers["location"], "/login");
 }
 
 #[tokio::test]
 async fn users_resolve_in_every_form() {
     let s = default_sim().await;
+    let admin = api(&s, DEFAULT_ADMIN_TOKEN);
     for path in ["self", "1", "sis_login_id:ada.admin", "sis_user_id:A0001"] {
-        let r = get(&s, &format!("/api/v1/users/{path}"), DEFAULT_ADMIN_TOKEN).await;
+        let r = admin.user(path).await;
         assert_eq!(r.status, StatusCode::OK, "{path}");
         assert_eq!(r.json()["login_id"], "ada.admin");
     }
-    let r = get(
-        &s,
-        "/api/v1/users/sis_login_id:sam.student",
-        DEFAULT_ADMIN_TOKEN,
-    )
-    .await;
+    let r = admin.user("sis_login_id:sam.student").await;
     assert_eq!(r.json()["id"], 2);
     assert_eq!(r.json()["sortable_name"], "Student, Sam");
     // No bare login_id: prefix, unknown people are not found.
     for path in ["login_id:sam.student", "sis_login_id:nobody", "999"] {
-        let r = get(&s, &format!("/api/v1/users/{path}"), DEFAULT_ADMIN_TOKEN).await;
-        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
-        assert_eq!(
-            r.json(),
-            json!({"errors":[{"message":"The specified resource does not exist."}]})
-        );
+        assert_not_found(&admin.user(path).await, path);
     }
 }
 
@@ -216,16 +347,12 @@ async fn users_resolve_in_every_form() {
 #[tokio::test]
 async fn another_persons_profile_is_not_found_for_a_non_admin() {
     let s = default_sim().await;
-    let r = get(&s, "/api/v1/users/self", DEFAULT_STUDENT_TOKEN).await;
+    let student = api(&s, DEFAULT_STUDENT_TOKEN);
+    let r = student.me().await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["id"], 2);
     for path in ["1", "3", "sis_login_id:ada.admin", "sis_user_id:S1002"] {
-        let r = get(&s, &format!("/api/v1/users/{path}"), DEFAULT_STUDENT_TOKEN).await;
-        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}: {}", r.body);
-        assert_eq!(
-            r.json(),
-            json!({"errors":[{"message":"The specified resource does not exist."}]})
-        );
+        assert_not_found(&student.user(path).await, path);
     }
 }
 
@@ -234,6 +361,7 @@ async fn another_persons_profile_is_not_found_for_a_non_admin() {
 #[tokio::test]
 async fn sis_login_id_lookups_ignore_case_and_accept_hex() {
     let s = default_sim().await;
+    let admin = api(&s, DEFAULT_ADMIN_TOKEN);
     let hex = |text: &str| -> String { text.bytes().map(|b| format!("{b:02x}")).collect() };
     let paths = [
         "sis_login_id:SAM.Student".to_owned(),
@@ -243,7 +371,7 @@ async fn sis_login_id_lookups_ignore_case_and_accept_hex() {
         format!("hex:sis_user_id:{}", hex("S1001")),
     ];
     for path in &paths {
-        let r = get(&s, &format!("/api/v1/users/{path}"), DEFAULT_ADMIN_TOKEN).await;
+        let r = admin.user(path).await;
         assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
         assert_eq!(r.json()["id"], 2, "{path}");
     }
@@ -253,17 +381,15 @@ async fn sis_login_id_lookups_ignore_case_and_accept_hex() {
         "hex:sis_login_id:zz",
         "hex:sis_login_id:7",
     ] {
-        let r = get(&s, &format!("/api/v1/users/{path}"), DEFAULT_ADMIN_TOKEN).await;
-        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(
+            admin.user(path).await.status,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
     }
     // Tokens are addressed the same way.
-    let (id, _, _) = create(&s, DEFAULT_ADMIN_TOKEN, "sis_login_id:SAM.STUDENT", "case").await;
-    let r = get(
-        &s,
-        &format!("/api/v1/users/sis_login_id:Sam.Student/tokens/{id}"),
-        DEFAULT_ADMIN_TOKEN,
-    )
-    .await;
+    let (id, _, _) = admin.create("sis_login_id:SAM.STUDENT", "case").await;
+    let r = admin.get(&token_path("sis_login_id:Sam.Student", id)).await;
     assert_eq!(r.json()["user_id"], 2);
 }
 
@@ -272,13 +398,13 @@ async fn sis_login_id_lookups_ignore_case_and_accept_hex() {
 #[tokio::test]
 async fn user_fields_are_shown_to_admins_only() {
     let s = default_sim().await;
-    let admin_view = get(&s, "/api/v1/users/2", DEFAULT_ADMIN_TOKEN).await.json();
+    let admin_view = api(&s, DEFAULT_ADMIN_TOKEN).user("2").await.json();
     assert_eq!(admin_view["login_id"], "sam.student");
     assert_eq!(admin_view["email"], "sam.student@example.edu");
     assert_eq!(admin_view["sis_user_id"], "S1001");
     assert_eq!(admin_view["sortable_name"], "Student, Sam");
     for token in [DEFAULT_STUDENT_TOKEN, DEFAULT_TEACHER_TOKEN] {
-        let own = get(&s, "/api/v1/users/self", token).await.json();
+        let own = api(&s, token).me().await.json();
         assert!(own["id"].is_u64() && own["name"].is_string(), "{own}");
         for field in ["login_id", "email", "sis_user_id", "integration_id"] {
             assert!(own.get(field).is_none(), "{field} in {own}");
@@ -289,43 +415,24 @@ async fn user_fields_are_shown_to_admins_only() {
 #[tokio::test]
 async fn credentials_are_required_and_checked() {
     let s = default_sim().await;
-    let r = call(&s, Method::GET, "/api/v1/users/self", None, &[]).await;
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        r.headers["www-authenticate"],
-        r#"Bearer realm="canvas-lms""#
-    );
-    assert_eq!(
-        r.json(),
-        json!({"status":"unauthenticated","errors":[{"message":"user authorization required"}]})
-    );
-    assert_invalid_token(&get(&s, "/api/v1/users/self", "not-a-token").await);
+    assert_challenged(&anonymous(&s).me().await, unauthenticated());
+    assert_invalid_token(&api(&s, "not-a-token").me().await);
     // The access_token parameter works like the header.
-    let r = call(
-        &s,
-        Method::GET,
-        &format!("/api/v1/users/self?access_token={DEFAULT_TEACHER_TOKEN}"),
-        None,
-        &[],
-    )
-    .await;
-    assert_eq!(r.json()["id"], 4);
+    let path = format!("/api/v1/users/self?access_token={DEFAULT_TEACHER_TOKEN}");
+    assert_eq!(anonymous(&s).get(&path).await.json()["id"], 4);
 }
 
 #[tokio::test]
 async fn tokens_made_for_others_are_pending_until_the_owner_activates_them() {
     let s = default_sim().await;
-    let (id, value, json) = create(
-        &s,
-        DEFAULT_ADMIN_TOKEN,
-        "sis_login_id:stella.student",
-        "for scripts",
-    )
-    .await;
+    let admin = api(&s, DEFAULT_ADMIN_TOKEN);
+    let (id, value, json) = admin
+        .create("sis_login_id:stella.student", "for scripts")
+        .await;
     assert_eq!(json["workflow_state"], "pending");
     assert_eq!(json["user_id"], 3);
     assert_eq!(value.len(), 64);
-    assert_invalid_token(&get(&s, "/api/v1/users/self", &value).await);
+    assert_invalid_token(&api(&s, &value).me().await);
     // Only a browser session of the owner activates; another person's session finds nothing.
     assert_eq!(
         activate(&s, "sam.student", id).await.status,
@@ -334,287 +441,152 @@ async fn tokens_made_for_others_are_pending_until_the_owner_activates_them() {
     let r = activate(&s, "stella.student", id).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.json()["workflow_state"], "active");
-    assert_eq!(get(&s, "/api/v1/users/self", &value).await.json()["id"], 3);
+    assert_eq!(api(&s, &value).me().await.json()["id"], 3);
     // Activating again is Canvas's 400.
     let r = activate(&s, "stella.student", id).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.json(), json!({"errors":{"token":["is already active"]}}));
     // An API token cannot use the session route: without a session it is sent to sign in.
-    let r = Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .post(format!("{}/profile/tokens/{id}/activate", s.base_url()))
-        .bearer_auth(&value)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::FOUND);
-    assert_eq!(r.headers()["location"], "/login");
+    let url = format!("{}{}", s.base_url(), browser::activation_path(id));
+    let r = Reply::of(no_redirects().post(url).bearer_auth(&value)).await;
+    assert_sent_to_login(&r, "with a token");
     // Own tokens are active at once.
-    let (_, own, json) = create(&s, DEFAULT_TEACHER_TOKEN, "self", "my own").await;
+    let (_, own, json) = api(&s, DEFAULT_TEACHER_TOKEN)
+        .create("self", "my own")
+        .await;
     assert_eq!(json["workflow_state"], "active");
-    assert_eq!(
-        get(&s, "/api/v1/users/self", &own).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(api(&s, &own).me().await.status, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn show_by_id_or_hint_and_the_value_is_shown_once() {
     let s = default_sim().await;
-    let (id, value, _) = create(&s, DEFAULT_ADMIN_TOKEN, "2", "lookup").await;
+    let admin = api(&s, DEFAULT_ADMIN_TOKEN);
+    let (id, value, _) = admin.create("2", "lookup").await;
     let hint = &value[..5];
-    for key in [id.to_string(), hint.to_owned()] {
-        let r = get(
-            &s,
-            &format!("/api/v1/users/2/tokens/{key}"),
-            DEFAULT_ADMIN_TOKEN,
-        )
-        .await;
+    for key in id_and_hint(id, &value) {
+        let r = admin.get(&token_path(2, key)).await;
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.json()["id"], id);
         assert_eq!(r.json()["visible_token"], format!("{hint}..."));
         assert!(!r.body.contains(&value));
     }
     // The token is not user 3's.
-    let r = get(
-        &s,
-        &format!("/api/v1/users/3/tokens/{id}"),
-        DEFAULT_ADMIN_TOKEN,
-    )
-    .await;
+    let r = admin.get(&token_path(3, id)).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     // The owner may read it; another student gets "not authorized" for a token of that user.
-    assert_eq!(
-        get(
-            &s,
-            &format!("/api/v1/users/self/tokens/{id}"),
-            DEFAULT_STUDENT_TOKEN
-        )
-        .await
-        .status,
-        StatusCode::OK
-    );
-    assert_unauthorized(
-        &get(
-            &s,
-            &format!("/api/v1/users/2/tokens/{id}"),
-            DEFAULT_TEACHER_TOKEN,
-        )
-        .await,
-    );
+    let r = api(&s, DEFAULT_STUDENT_TOKEN)
+        .get(&token_path("self", id))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_unauthorized(&api(&s, DEFAULT_TEACHER_TOKEN).get(&token_path(2, id)).await);
 }
 
 #[tokio::test]
 async fn create_validates_like_canvas() {
     let s = default_sim().await;
-    let post =
-        |token: &'static str, user: &'static str, form: Vec<(&'static str, &'static str)>| {
-            let s = &s;
-            async move {
-                call(
-                    s,
-                    Method::POST,
-                    &format!("/api/v1/users/{user}/tokens"),
-                    Some(token),
-                    &form,
-                )
-                .await
-            }
-        };
-    let r = post(
-        DEFAULT_ADMIN_TOKEN,
-        "2",
-        vec![("token[expires_at]", "2099-01-01")],
-    )
-    .await;
+    let admin = api(&s, DEFAULT_ADMIN_TOKEN);
+    let student = api(&s, DEFAULT_STUDENT_TOKEN);
+    let r = admin
+        .create_with("2", &[("token[expires_at]", "2099-01-01")])
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert_eq!(r.json(), json!([{"message":"token[purpose] is missing"}]));
-    let r = post(DEFAULT_ADMIN_TOKEN, "2", vec![("token[purpose]", "")]).await;
+    assert_eq!(r.json(), rendered("token[purpose] is missing"));
+    let r = admin.create_with("2", &[("token[purpose]", "")]).await;
     assert_eq!(
         r.json(),
         json!({"errors":{"purpose":[{"attribute":"purpose","type":"too_short","message":"too_short"}]}})
     );
     let long = "p".repeat(256);
-    let long: &'static str = Box::leak(long.into_boxed_str());
-    let r = post(DEFAULT_ADMIN_TOKEN, "2", vec![("token[purpose]", long)]).await;
+    let r = admin.create_with("2", &[("token[purpose]", &long)]).await;
     assert_eq!(r.json()["errors"]["purpose"][0]["type"], "too_long");
     // A student's own token obeys the 120-day limit and needs an expiry.
-    let r = post(DEFAULT_STUDENT_TOKEN, "self", vec![("token[purpose]", "x")]).await;
-    assert_eq!(r.json(), json!([{"message":"Expiration date is required"}]));
-    let r = post(
-        DEFAULT_STUDENT_TOKEN,
-        "self",
-        vec![("token[purpose]", "x"), ("token[expires_at]", "2099-01-01")],
-    )
-    .await;
+    let r = student
+        .create_with("self", &[("token[purpose]", "x")])
+        .await;
+    assert_eq!(r.json(), rendered("Expiration date is required"));
+    let r = student.create_until("self", "x", "2099-01-01").await;
     assert_eq!(
         r.json(),
-        json!([{"message":"Expiration date cannot be more than 120 days in the future"}])
+        rendered("Expiration date cannot be more than 120 days in the future")
     );
-    let soon = (time::OffsetDateTime::now_utc() + time::Duration::days(30))
-        .date()
-        .to_string();
-    let soon: &'static str = Box::leak(soon.into_boxed_str());
-    let r = post(
-        DEFAULT_STUDENT_TOKEN,
-        "self",
-        vec![("token[purpose]", "x"), ("token[expires_at]", soon)],
-    )
-    .await;
+    let soon = date_in_days(30);
+    let r = student.create_until("self", "x", &soon).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     // An admin creating for a student is not held to it; a student cannot create for others.
-    assert_eq!(
-        post(DEFAULT_ADMIN_TOKEN, "2", vec![("token[purpose]", "x")])
-            .await
-            .status,
-        StatusCode::OK
-    );
-    assert_unauthorized(
-        &post(
-            DEFAULT_STUDENT_TOKEN,
-            "3",
-            vec![("token[purpose]", "x"), ("token[expires_at]", soon)],
-        )
-        .await,
-    );
-    assert_unauthorized(&post(DEFAULT_TEACHER_TOKEN, "3", vec![("token[purpose]", "x")]).await);
+    let r = admin.create_with("2", &[("token[purpose]", "x")]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_unauthorized(&student.create_until("3", "x", &soon).await);
+    let teacher = api(&s, DEFAULT_TEACHER_TOKEN);
+    assert_unauthorized(&teacher.create_with("3", &[("token[purpose]", "x")]).await);
     // JSON bodies work; malformed JSON is a 400.
-    let r = Client::new()
-        .post(format!("{}/api/v1/users/3/tokens", s.base_url()))
-        .bearer_auth(DEFAULT_ADMIN_TOKEN)
-        .json(&json!({"token": {"purpose": "json", "expires_at": null}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let r = Client::new()
-        .post(format!("{}/api/v1/users/3/tokens", s.base_url()))
-        .bearer_auth(DEFAULT_ADMIN_TOKEN)
+    let post = || admin.request(Method::POST, "/api/v1/users/3/tokens");
+    let body = json!({"token": {"purpose": "json", "expires_at": null}});
+    assert_eq!(Reply::of(post().json(&body)).await.status, StatusCode::OK);
+    let malformed = post()
         .header("content-type", "application/json")
-        .body("{\"token\":")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        .body("{\"token\":");
+    assert_eq!(Reply::of(malformed).await.status, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
 async fn regenerate_replaces_the_value_and_deletion_stops_it() {
     let s = default_sim().await;
-    let (id, old, _) = create(&s, DEFAULT_TEACHER_TOKEN, "self", "regen").await;
-    let r = call(
-        &s,
-        Method::PUT,
-        &format!("/api/v1/users/self/tokens/{id}"),
-        Some(DEFAULT_TEACHER_TOKEN),
-        &[("token[regenerate]", "1"), ("token[purpose]", "renamed")],
-    )
-    .await;
+    let admin = api(&s, DEFAULT_ADMIN_TOKEN);
+    let teacher = api(&s, DEFAULT_TEACHER_TOKEN);
+    let student = api(&s, DEFAULT_STUDENT_TOKEN);
+    let (id, old, _) = teacher.create("self", "regen").await;
+    let form = [("token[regenerate]", "1"), ("token[purpose]", "renamed")];
+    let r = teacher.put(&token_path("self", id), &form).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let new = r.json()["visible_token"].as_str().unwrap().to_owned();
+    let new = r.visible_token();
     assert_eq!(new.len(), 64);
     assert_eq!(r.json()["purpose"], "renamed");
     assert_eq!(r.json()["workflow_state"], "active");
-    assert_invalid_token(&get(&s, "/api/v1/users/self", &old).await);
-    assert_eq!(
-        get(&s, "/api/v1/users/self", &new).await.status,
-        StatusCode::OK
-    );
+    assert_invalid_token(&api(&s, &old).me().await);
+    assert_eq!(api(&s, &new).me().await.status, StatusCode::OK);
     // Regenerated by an admin for someone else: pending again.
-    let r = call(
-        &s,
-        Method::PUT,
-        &format!("/api/v1/users/4/tokens/{id}"),
-        Some(DEFAULT_ADMIN_TOKEN),
-        &[("token[regenerate]", "true")],
-    )
-    .await;
+    let r = admin
+        .put(&token_path(4, id), &[("token[regenerate]", "true")])
+        .await;
     assert_eq!(r.json()["workflow_state"], "pending");
-    let newest = r.json()["visible_token"].as_str().unwrap().to_owned();
-    assert_invalid_token(&get(&s, "/api/v1/users/self", &newest).await);
+    assert_invalid_token(&api(&s, &r.visible_token()).me().await);
     // Another person's update: not found; the owner without rights: not authorized.
-    let r = call(
-        &s,
-        Method::PUT,
-        &format!("/api/v1/users/4/tokens/{id}"),
-        Some(DEFAULT_STUDENT_TOKEN),
-        &[("token[purpose]", "x")],
-    )
-    .await;
+    let r = student
+        .put(&token_path(4, id), &[("token[purpose]", "x")])
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     // Delete: 200 with the token, deleted, refused at once (canvas-api.md §2).
-    let (id2, value2, _) = create(&s, DEFAULT_TEACHER_TOKEN, "self", "to delete").await;
-    let (id3, _, _) = create(&s, DEFAULT_TEACHER_TOKEN, "self", "not the student's").await;
-    let r = call(
-        &s,
-        Method::DELETE,
-        &format!("/api/v1/users/4/tokens/{id2}"),
-        Some(DEFAULT_ADMIN_TOKEN),
-        &[],
-    )
-    .await;
+    let (id2, value2, _) = teacher.create("self", "to delete").await;
+    let (id3, _, _) = teacher.create("self", "not the student's").await;
+    let r = admin.delete(&token_path(4, id2)).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["workflow_state"], "deleted");
     assert_eq!(
-        get(&s, "/api/v1/users/self", &value2).await.json()["errors"][0]["message"],
+        api(&s, &value2).me().await.json()["errors"][0]["message"],
         "Revoked access token."
     );
-    let r = call(
-        &s,
-        Method::DELETE,
-        &format!("/api/v1/users/4/tokens/{id3}"),
-        Some(DEFAULT_STUDENT_TOKEN),
-        &[],
-    )
-    .await;
+    let r = student.delete(&token_path(4, id3)).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
 async fn expiry_is_real() {
     let s = default_sim().await;
-    let in_a_day = (time::OffsetDateTime::now_utc() + time::Duration::days(1))
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap();
-    let r = call(
-        &s,
-        Method::POST,
-        "/api/v1/users/self/tokens",
-        Some(DEFAULT_TEACHER_TOKEN),
-        &[
-            ("token[purpose]", "short"),
-            ("token[expires_at]", &in_a_day),
-        ],
-    )
-    .await;
-    let id = r.json()["id"].as_u64().unwrap();
-    let value = r.json()["visible_token"].as_str().unwrap().to_owned();
-    assert_eq!(
-        get(&s, "/api/v1/users/self", &value).await.status,
-        StatusCode::OK
-    );
+    let teacher = api(&s, DEFAULT_TEACHER_TOKEN);
+    let r = teacher.create_until("self", "short", &in_days(1)).await;
+    let (id, value) = (r.id(), r.visible_token());
+    assert_eq!(api(&s, &value).me().await.status, StatusCode::OK);
     s.advance_clock(Duration::from_secs(2 * 86_400));
-    let r = get(&s, "/api/v1/users/self", &value).await;
+    let r = api(&s, &value).me().await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(r.json()["errors"][0]["message"], "Expired access token.");
-    let r = get(
-        &s,
-        &format!("/api/v1/users/4/tokens/{id}"),
-        DEFAULT_ADMIN_TOKEN,
-    )
-    .await;
+    let r = api(&s, DEFAULT_ADMIN_TOKEN).get(&token_path(4, id)).await;
     assert_eq!(r.json()["can_manually_regenerate"], false);
     // Regenerating an expired token needs a new expiry.
-    let r = call(
-        &s,
-        Method::PUT,
-        &format!("/api/v1/users/self/tokens/{id}"),
-        Some(DEFAULT_TEACHER_TOKEN),
-        &[("token[regenerate]", "1")],
-    )
-    .await;
+    let r = teacher
+        .put(&token_path("self", id), &[("token[regenerate]", "1")])
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(
         r.json(),
@@ -648,14 +620,26 @@ fn rel<'a>(links: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, u)| u.as_str())
 }
 
+/// One field of every item of a JSON array body.
+fn each(reply: &Reply, field: &str) -> Vec<Value> {
+    let items = reply.json().as_array().unwrap().clone();
+    items.iter().map(|t| t[field].clone()).collect()
+}
+
 fn purposes(reply: &Reply) -> Vec<String> {
-    reply
-        .json()
-        .as_array()
-        .unwrap()
+    each(reply, "purpose")
         .iter()
-        .map(|t| t["purpose"].as_str().unwrap().to_owned())
+        .map(|p| p.as_str().unwrap().to_owned())
         .collect()
+}
+
+/// Creates tokens `t0` … `t11` for user 3 (as the admin); returns their purposes.
+async fn twelve_tokens(admin: Api<'_>) -> Vec<String> {
+    let purposes: Vec<String> = (0..12).map(|i| format!("t{i}")).collect();
+    for purpose in &purposes {
+        admin.create("3", purpose).await;
+    }
+    purposes
 }
 
 // canvas-api.md §5: on a single-shard install user_generated_tokens pages by number
@@ -663,25 +647,20 @@ fn purposes(reply: &Reply) -> Vec<String> {
 #[tokio::test]
 async fn user_generated_tokens_page_by_number_with_relative_links() {
     let s = default_sim().await;
-    for i in 0..12 {
-        create(&s, DEFAULT_ADMIN_TOKEN, "3", &format!("t{i}")).await;
-    }
-    let first = get(
-        &s,
-        "/api/v1/users/3/user_generated_tokens?per_page=5",
-        DEFAULT_ADMIN_TOKEN,
-    )
-    .await;
+    let admin = api(&s, DEFAULT_ADMIN_TOKEN);
+    let twelve = twelve_tokens(admin).await;
+    const LIST: &str = "/api/v1/users/3/user_generated_tokens";
+    let first = admin.get(&format!("{LIST}?per_page=5")).await;
     let l = links(&first);
     let names: Vec<&str> = l.iter().map(|(r, _)| r.as_str()).collect();
     assert_eq!(names, ["current", "next", "first", "last"], "{l:?}");
     assert_eq!(
         rel(&l, "next"),
-        Some("/api/v1/users/3/user_generated_tokens?page=2&per_page=5")
+        Some(format!("{LIST}?page=2&per_page=5").as_str())
     );
     assert_eq!(
         rel(&l, "last"),
-        Some("/api/v1/users/3/user_generated_tokens?page=3&per_page=5")
+        Some(format!("{LIST}?page=3&per_page=5").as_str())
     );
     assert_eq!(purposes(&first), ["t0", "t1", "t2", "t3", "t4"]);
     // Follow `next` as a client must: a path, resolved against the Canvas base URL.
@@ -689,67 +668,35 @@ async fn user_generated_tokens_page_by_number_with_relative_links() {
     let mut all = purposes(&first);
     while let Some(path) = url {
         assert!(path.starts_with("/api/v1/"), "{path}");
-        let r = get(&s, &path, DEFAULT_ADMIN_TOKEN).await;
+        let r = admin.get(&path).await;
         all.extend(purposes(&r));
         url = rel(&links(&r), "next").map(str::to_owned);
     }
-    assert_eq!(all, (0..12).map(|i| format!("t{i}")).collect::<Vec<_>>());
+    assert_eq!(all, twelve);
     // page=2 is the second page, with prev; page=999 is empty.
-    let second = get(
-        &s,
-        "/api/v1/users/3/user_generated_tokens?per_page=5&page=2",
-        DEFAULT_ADMIN_TOKEN,
-    )
-    .await;
+    let second = admin.get(&format!("{LIST}?per_page=5&page=2")).await;
     assert_eq!(purposes(&second), ["t5", "t6", "t7", "t8", "t9"]);
-    let l = links(&second);
     assert_eq!(
-        rel(&l, "prev"),
-        Some("/api/v1/users/3/user_generated_tokens?page=1&per_page=5")
+        rel(&links(&second), "prev"),
+        Some(format!("{LIST}?page=1&per_page=5").as_str())
     );
-    let past = get(
-        &s,
-        "/api/v1/users/3/user_generated_tokens?per_page=5&page=999",
-        DEFAULT_ADMIN_TOKEN,
-    )
-    .await;
+    let past = admin.get(&format!("{LIST}?per_page=5&page=999")).await;
     assert_eq!(past.json(), json!([]));
     assert!(rel(&links(&past), "next").is_none());
     // The original query is carried along; the path stays as the client wrote it.
-    let r = get(
-        &s,
-        "/api/v1/users/sis_user_id:S1002/user_generated_tokens?per_page=5&foo=bar",
-        DEFAULT_ADMIN_TOKEN,
-    )
-    .await;
+    let r = admin
+        .get("/api/v1/users/sis_user_id:S1002/user_generated_tokens?per_page=5&foo=bar")
+        .await;
     assert_eq!(
         rel(&links(&r), "next"),
         Some("/api/v1/users/sis_user_id:S1002/user_generated_tokens?foo=bar&page=2&per_page=5")
     );
     // A student may not list someone else's tokens.
-    assert_unauthorized(
-        &get(
-            &s,
-            "/api/v1/users/3/user_generated_tokens",
-            DEFAULT_STUDENT_TOKEN,
-        )
-        .await,
-    );
+    assert_unauthorized(&api(&s, DEFAULT_STUDENT_TOKEN).get(LIST).await);
     // per_page is clamped to 1–100 and defaults to 10.
-    let r = get(
-        &s,
-        "/api/v1/users/3/user_generated_tokens?per_page=0",
-        DEFAULT_ADMIN_TOKEN,
-    )
-    .await;
+    let r = admin.get(&format!("{LIST}?per_page=0")).await;
     assert_eq!(r.json().as_array().unwrap().len(), 1);
-    let r = get(
-        &s,
-        "/api/v1/users/3/user_generated_tokens",
-        DEFAULT_ADMIN_TOKEN,
-    )
-    .await;
-    assert_eq!(r.json().as_array().unwrap().len(), 10);
+    assert_eq!(admin.get(LIST).await.json().as_array().unwrap().len(), 10);
 }
 
 // canvas-api.md §5: a multi-shard instance pages by bookmark (page=first, page=bookmark:…, no
@@ -762,14 +709,13 @@ async fn user_generated_tokens_page_by_bookmark_when_asked() {
         ..Default::default()
     })
     .await;
-    for i in 0..12 {
-        create(&s, DEFAULT_ADMIN_TOKEN, "3", &format!("t{i}")).await;
-    }
+    let admin = api(&s, DEFAULT_ADMIN_TOKEN);
+    let twelve = twelve_tokens(admin).await;
     let mut path = "/api/v1/users/3/user_generated_tokens?per_page=5".to_owned();
     let mut all = Vec::new();
     let mut pages = 0;
     loop {
-        let r = get(&s, &path, DEFAULT_ADMIN_TOKEN).await;
+        let r = admin.get(&path).await;
         pages += 1;
         all.extend(purposes(&r));
         let l = links(&r);
@@ -793,14 +739,11 @@ async fn user_generated_tokens_page_by_bookmark_when_asked() {
         }
     }
     assert_eq!(pages, 3);
-    assert_eq!(all, (0..12).map(|i| format!("t{i}")).collect::<Vec<_>>());
+    assert_eq!(all, twelve);
     // A page number is no bookmark: the first page again.
-    let r = get(
-        &s,
-        "/api/v1/users/3/user_generated_tokens?per_page=5&page=2",
-        DEFAULT_ADMIN_TOKEN,
-    )
-    .await;
+    let r = admin
+        .get("/api/v1/users/3/user_generated_tokens?per_page=5&page=2")
+        .await;
     assert_eq!(purposes(&r), ["t0", "t1", "t2", "t3", "t4"]);
 }
 
@@ -809,55 +752,22 @@ async fn user_generated_tokens_page_by_bookmark_when_asked() {
 #[tokio::test]
 async fn user_generated_tokens_lists_expired_tokens_but_never_deleted_ones() {
     let s = default_sim().await;
-    let in_a_day = (time::OffsetDateTime::now_utc() + time::Duration::days(1))
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap();
-    let r = call(
-        &s,
-        Method::POST,
-        "/api/v1/users/self/tokens",
-        Some(DEFAULT_TEACHER_TOKEN),
-        &[
-            ("token[purpose]", "expiring"),
-            ("token[expires_at]", &in_a_day),
-        ],
-    )
-    .await;
+    let admin = api(&s, DEFAULT_ADMIN_TOKEN);
+    let teacher = api(&s, DEFAULT_TEACHER_TOKEN);
+    let r = teacher.create_until("self", "expiring", &in_days(1)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let (pending, _, _) = create(&s, DEFAULT_ADMIN_TOKEN, "4", "pending").await;
-    let (gone, _, _) = create(&s, DEFAULT_TEACHER_TOKEN, "self", "deleted").await;
-    let r = call(
-        &s,
-        Method::DELETE,
-        &format!("/api/v1/users/self/tokens/{gone}"),
-        Some(DEFAULT_TEACHER_TOKEN),
-        &[],
-    )
-    .await;
+    let (pending, _, _) = admin.create("4", "pending").await;
+    let (gone, _, _) = teacher.create("self", "deleted").await;
+    let r = teacher.delete(&token_path("self", gone)).await;
     assert_eq!(r.status, StatusCode::OK);
     s.advance_clock(Duration::from_secs(2 * 86_400));
-    let r = get(
-        &s,
-        "/api/v1/users/4/user_generated_tokens",
-        DEFAULT_ADMIN_TOKEN,
-    )
-    .await;
+    let r = admin.get("/api/v1/users/4/user_generated_tokens").await;
     assert_eq!(purposes(&r), ["seeded", "expiring", "pending"]);
-    let states: Vec<Value> = r
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["workflow_state"].clone())
-        .collect();
-    assert_eq!(states, [json!("active"), json!("active"), json!("pending")]);
-    assert!(
-        r.json()
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|t| t["id"] == pending)
+    assert_eq!(
+        each(&r, "workflow_state"),
+        [json!("active"), json!("active"), json!("pending")]
     );
+    assert!(each(&r, "id").contains(&json!(pending)));
 }
 
 // canvas-api.md §2 and §5: account search needs 2 characters (answered with `code`), a blank
@@ -866,12 +776,11 @@ async fn user_generated_tokens_lists_expired_tokens_but_never_deleted_ones() {
 #[tokio::test]
 async fn account_user_search_follows_current_canvas() {
     let s = default_sim().await;
-    let r = get(
-        &s,
-        "/api/v1/accounts/1/users?search_term=student&per_page=1&page=2",
-        DEFAULT_ADMIN_TOKEN,
-    )
-    .await;
+    let admin = api(&s, DEFAULT_ADMIN_TOKEN);
+    const USERS: &str = "/api/v1/accounts/1/users";
+    let r = admin
+        .get(&format!("{USERS}?search_term=student&per_page=1&page=2"))
+        .await;
     assert_eq!(r.json()[0]["login_id"], "stella.student");
     assert!(r.json()[0].get("email").is_none(), "no email unless asked");
     let l = links(&r);
@@ -880,33 +789,17 @@ async fn account_user_search_follows_current_canvas() {
     let base = s.base_url();
     assert_eq!(
         rel(&l, "prev"),
-        Some(
-            format!("{base}/api/v1/accounts/1/users?search_term=student&page=1&per_page=1")
-                .as_str()
-        )
+        Some(format!("{base}{USERS}?search_term=student&page=1&per_page=1").as_str())
     );
-    let r = get(
-        &s,
-        "/api/v1/accounts/1/users?search_term=student&page=9",
-        DEFAULT_ADMIN_TOKEN,
-    )
-    .await;
+    let r = admin
+        .get(&format!("{USERS}?search_term=student&page=9"))
+        .await;
     assert_eq!(r.json(), json!([]));
     // Two characters are enough; one is Canvas's 400.
-    let r = get(
-        &s,
-        "/api/v1/accounts/1/users?search_term=st",
-        DEFAULT_ADMIN_TOKEN,
-    )
-    .await;
+    let r = admin.get(&format!("{USERS}?search_term=st")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert!(!r.json().as_array().unwrap().is_empty());
-    let r = get(
-        &s,
-        "/api/v1/accounts/1/users?search_term=s",
-        DEFAULT_ADMIN_TOKEN,
-    )
-    .await;
+    let r = admin.get(&format!("{USERS}?search_term=s")).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(
         r.json(),
@@ -914,54 +807,28 @@ async fn account_user_search_follows_current_canvas() {
     );
     // A blank term lists everyone.
     for query in ["", "?search_term=", "?search_term=%20%20"] {
-        let r = get(
-            &s,
-            &format!("/api/v1/accounts/1/users{query}"),
-            DEFAULT_ADMIN_TOKEN,
-        )
-        .await;
+        let r = admin.get(&format!("{USERS}{query}")).await;
         assert_eq!(r.json().as_array().unwrap().len(), 5, "{query}");
     }
     // Numeric ids match; email only with include[]=email.
-    let r = get(
-        &s,
-        "/api/v1/accounts/1/users?search_term=4&include[]=email",
-        DEFAULT_ADMIN_TOKEN,
-    )
-    .await;
+    let r = admin
+        .get(&format!("{USERS}?search_term=4&include[]=email"))
+        .await;
     assert_eq!(
         r.status,
         StatusCode::BAD_REQUEST,
         "one digit is still too short"
     );
-    let r = get(
-        &s,
-        "/api/v1/accounts/1/users?search_term=04",
-        DEFAULT_ADMIN_TOKEN,
-    )
-    .await;
+    let r = admin.get(&format!("{USERS}?search_term=04")).await;
     assert_eq!(r.json()[0]["id"], 4, "{}", r.body);
-    let r = get(
-        &s,
-        "/api/v1/accounts/1/users?search_term=theo&include[]=email",
-        DEFAULT_ADMIN_TOKEN,
-    )
-    .await;
+    let r = admin
+        .get(&format!("{USERS}?search_term=theo&include[]=email"))
+        .await;
     assert_eq!(r.json()[0]["email"], "theo.teacher@example.edu");
-    assert_unauthorized(
-        &get(
-            &s,
-            "/api/v1/accounts/1/users?search_term=student",
-            DEFAULT_TEACHER_TOKEN,
-        )
-        .await,
-    );
-    assert_eq!(
-        get(&s, "/api/v1/accounts/7/users", DEFAULT_ADMIN_TOKEN)
-            .await
-            .status,
-        StatusCode::NOT_FOUND
-    );
+    let teacher = api(&s, DEFAULT_TEACHER_TOKEN);
+    assert_unauthorized(&teacher.get(&format!("{USERS}?search_term=student")).await);
+    let r = admin.get("/api/v1/accounts/7/users").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -972,25 +839,19 @@ async fn the_bucket_throttles_wide_parallel_clients_only() {
         ..Default::default()
     })
     .await;
+    let admin = api(&s, DEFAULT_ADMIN_TOKEN);
     // Sequential requests are never throttled and report what is left.
     for _ in 0..3 {
-        let r = get(&s, "/api/v1/users/self", DEFAULT_ADMIN_TOKEN).await;
+        let r = admin.me().await;
         assert_eq!(r.status, StatusCode::OK);
-        let left: f64 = r.headers["x-rate-limit-remaining"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let left = r.remaining();
         assert!(left > 590.0 && left <= 600.0, "{left}");
         // canvas-api.md §4: Ruby prints the float, `0.05`, not `0.0500`.
         assert_eq!(r.headers["x-request-cost"], "0.05");
     }
     // 30 at once: about 11 fit under the high-water mark, the rest get hosted Canvas's 429
     // (canvas-api.md §3: the default since 2025-10-08).
-    let replies = futures::future::join_all(
-        (0..30).map(|_| get(&s, "/api/v1/users/self", DEFAULT_ADMIN_TOKEN)),
-    )
-    .await;
+    let replies = futures::future::join_all((0..30).map(|_| admin.me())).await;
     let throttled: Vec<&Reply> = replies
         .iter()
         .filter(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
@@ -1014,12 +875,8 @@ async fn the_bucket_throttles_wide_parallel_clients_only() {
     assert!(!t.headers.contains_key("x-request-cost"));
     assert_eq!(s.stats().throttled as usize, throttled.len());
     // Buckets are per token: another token is unaffected.
-    assert_eq!(
-        get(&s, "/api/v1/users/self", DEFAULT_TEACHER_TOKEN)
-            .await
-            .status,
-        StatusCode::OK
-    );
+    let r = api(&s, DEFAULT_TEACHER_TOKEN).me().await;
+    assert_eq!(r.status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -1030,7 +887,7 @@ async fn injected_failures_and_state_file() {
         ..Default::default()
     })
     .await;
-    let r = get(&s, "/api/v1/users/self", DEFAULT_ADMIN_TOKEN).await;
+    let r = api(&s, DEFAULT_ADMIN_TOKEN).me().await;
     assert!(
         r.status == StatusCode::INTERNAL_SERVER_ERROR
             || r.status == StatusCode::SERVICE_UNAVAILABLE
@@ -1048,7 +905,7 @@ async fn injected_failures_and_state_file() {
         ..Default::default()
     };
     let s = sim(config.clone()).await;
-    let (id, value, _) = create(&s, DEFAULT_ADMIN_TOKEN, "3", "survives").await;
+    let (id, value) = pending_for_stella(&s, "survives").await;
     s.shutdown().await;
     let saved = std::fs::read_to_string(&path).unwrap();
     assert!(!saved.contains(&value), "the state file keeps only hashes");
@@ -1058,10 +915,7 @@ async fn injected_failures_and_state_file() {
         activate(&s, "stella.student", id).await.status,
         StatusCode::OK
     );
-    assert_eq!(
-        get(&s, "/api/v1/users/self", &value).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(api(&s, &value).me().await.status, StatusCode::OK);
     s.shutdown().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -1069,44 +923,17 @@ async fn injected_failures_and_state_file() {
 #[tokio::test]
 async fn the_settings_page_lists_tokens_with_an_activate_button() {
     let s = default_sim().await;
-    let (id, _, _) = create(&s, DEFAULT_ADMIN_TOKEN, "3", "<b>page</b>").await;
-    let client = Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let r = client
-        .get(format!("{}/profile/settings", s.base_url()))
-        .send()
-        .await
-        .unwrap();
+    let (id, _) = pending_for_stella(&s, "<b>page</b>").await;
+    let signed_out = no_redirects().get(format!("{}/profile/settings", s.base_url()));
     assert_eq!(
-        r.status(),
+        Reply::of(signed_out).await.status,
         StatusCode::SEE_OTHER,
         "signed out goes to /login"
     );
-    let r = client
-        .get(format!("{}/login?as=stella.student", s.base_url()))
-        .send()
-        .await
-        .unwrap();
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let page = client
-        .get(format!("{}/profile/settings", s.base_url()))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let stella = sign_in(&s, "stella.student").await;
+    let page = stella.send(stella.get("/profile/settings")).await.body;
     assert!(page.contains("Approved Integrations"));
-    assert!(page.contains(&format!("/profile/tokens/{id}/activate")));
+    assert!(page.contains(&browser::activation_path(id)));
     assert!(page.contains(">Activate</button>"));
     assert!(
         page.contains("&#60;b&#62;page&#60;/b&#62;") || page.contains("&lt;b&gt;page"),
@@ -1120,24 +947,12 @@ async fn the_settings_page_lists_tokens_with_an_activate_button() {
         .expect("the form has an authenticity_token")
         + field.len();
     let csrf = &page[at..at + page[at..].find('"').unwrap()];
-    let r = client
-        .post(format!("{}/profile/tokens/{id}/activate", s.base_url()))
-        .header("cookie", &cookie)
+    let form = stella
+        .activation(id)
         .header("accept", "text/html")
-        .form(&[("authenticity_token", csrf)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    let page = client
-        .get(format!("{}/profile/settings", s.base_url()))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .form(&[("authenticity_token", csrf)]);
+    assert_eq!(stella.send(form).await.status, StatusCode::SEE_OTHER);
+    let page = stella.send(stella.get("/profile/settings")).await.body;
     assert!(!page.contains(">Activate</button>"));
 }
 
@@ -1155,10 +970,8 @@ async fn throttling_can_answer_403_like_older_instances() {
         ..Default::default()
     })
     .await;
-    let replies = futures::future::join_all(
-        (0..20).map(|_| get(&s, "/api/v1/users/self", DEFAULT_ADMIN_TOKEN)),
-    )
-    .await;
+    let admin = api(&s, DEFAULT_ADMIN_TOKEN);
+    let replies = futures::future::join_all((0..20).map(|_| admin.me())).await;
     let throttled: Vec<&Reply> = replies
         .iter()
         .filter(|r| r.status == StatusCode::FORBIDDEN)
@@ -1180,40 +993,23 @@ async fn throttling_can_answer_403_like_older_instances() {
 #[tokio::test]
 async fn deleted_tokens_are_not_found() {
     let s = default_sim().await;
-    let (id, value, _) = create(&s, DEFAULT_ADMIN_TOKEN, "3", "soon deleted").await;
-    let hint = &value[..5];
-    let path = format!("/api/v1/users/3/tokens/{id}");
-    let r = call(&s, Method::DELETE, &path, Some(DEFAULT_ADMIN_TOKEN), &[]).await;
+    let admin = api(&s, DEFAULT_ADMIN_TOKEN);
+    let (id, value, _) = admin.create("3", "soon deleted").await;
+    let r = admin.delete(&token_path(3, id)).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["workflow_state"], "deleted");
-    let not_found = json!({"errors":[{"message":"The specified resource does not exist."}]});
-    for key in [id.to_string(), hint.to_owned()] {
-        let path = format!("/api/v1/users/3/tokens/{key}");
-        let r = get(&s, &path, DEFAULT_ADMIN_TOKEN).await;
-        assert_eq!(
-            (r.status, r.json()),
-            (StatusCode::NOT_FOUND, not_found.clone())
-        );
-        let r = call(
-            &s,
-            Method::PUT,
-            &path,
-            Some(DEFAULT_ADMIN_TOKEN),
-            &[("token[purpose]", "revived?")],
-        )
-        .await;
-        assert_eq!(r.status, StatusCode::NOT_FOUND, "update {key}");
-        let r = call(
-            &s,
-            Method::PUT,
-            &path,
-            Some(DEFAULT_ADMIN_TOKEN),
-            &[("token[regenerate]", "1")],
-        )
-        .await;
-        assert_eq!(r.status, StatusCode::NOT_FOUND, "regenerate {key}");
-        let r = call(&s, Method::DELETE, &path, Some(DEFAULT_ADMIN_TOKEN), &[]).await;
-        assert_eq!(r.status, StatusCode::NOT_FOUND, "second delete {key}");
+    for key in id_and_hint(id, &value) {
+        let path = token_path(3, &key);
+        assert_not_found(&admin.get(&path).await, &key);
+        let calls: [(&str, Method, &Form); 3] = [
+            ("update", Method::PUT, &[("token[purpose]", "revived?")]),
+            ("regenerate", Method::PUT, &[("token[regenerate]", "1")]),
+            ("second delete", Method::DELETE, &[]),
+        ];
+        for (what, method, form) in calls {
+            let r = admin.call(method, &path, form).await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{what} {key}");
+        }
     }
     // Its owner cannot activate it either.
     assert_eq!(
@@ -1228,82 +1024,39 @@ async fn deleted_tokens_are_not_found() {
 #[tokio::test]
 async fn expired_and_revoked_tokens_say_so() {
     let s = default_sim().await;
-    let expiry = (time::OffsetDateTime::now_utc() + time::Duration::days(1))
-        .replace_nanosecond(0)
-        .unwrap()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap();
-    let r = call(
-        &s,
-        Method::POST,
-        "/api/v1/users/self/tokens",
-        Some(DEFAULT_TEACHER_TOKEN),
-        &[("token[purpose]", "a day"), ("token[expires_at]", &expiry)],
-    )
-    .await;
-    let expiring = r.json()["visible_token"].as_str().unwrap().to_owned();
-    let (id, revoked, _) = create(&s, DEFAULT_TEACHER_TOKEN, "self", "revoked").await;
-    call(
-        &s,
-        Method::DELETE,
-        &format!("/api/v1/users/self/tokens/{id}"),
-        Some(DEFAULT_TEACHER_TOKEN),
-        &[],
-    )
-    .await;
-    let (_, pending, _) = create(&s, DEFAULT_ADMIN_TOKEN, "3", "pending").await;
+    let admin = api(&s, DEFAULT_ADMIN_TOKEN);
+    let teacher = api(&s, DEFAULT_TEACHER_TOKEN);
+    let expiry = in_days(1);
+    let expiring = teacher.create_until("self", "a day", &expiry).await;
+    let expiring = expiring.visible_token();
+    let (id, revoked, _) = teacher.create("self", "revoked").await;
+    teacher.delete(&token_path("self", id)).await;
+    let (_, pending, _) = admin.create("3", "pending").await;
     s.advance_clock(Duration::from_secs(2 * 86_400));
 
-    let challenge = |r: &Reply| {
-        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
-        assert_eq!(
-            r.headers["www-authenticate"],
-            r#"Bearer realm="canvas-lms""#
-        );
-    };
-    let r = get(&s, "/api/v1/users/self", &expiring).await;
-    challenge(&r);
-    assert_eq!(
-        r.json(),
-        json!({"errors":[{"message":"Expired access token.","expired_at": expiry}]})
+    assert_challenged(
+        &api(&s, &expiring).me().await,
+        json!({"errors":[{"message":"Expired access token.","expired_at": expiry}]}),
     );
-    let r = get(&s, "/api/v1/users/self", &revoked).await;
-    challenge(&r);
-    assert_eq!(
-        r.json(),
-        json!({"errors":[{"message":"Revoked access token."}]})
+    assert_challenged(
+        &api(&s, &revoked).me().await,
+        errors("Revoked access token."),
     );
-    assert_invalid_token(&get(&s, "/api/v1/users/self", &pending).await);
-    assert_invalid_token(&get(&s, "/api/v1/users/self", "unknown-token-value").await);
+    assert_invalid_token(&api(&s, &pending).me().await);
+    assert_invalid_token(&api(&s, "unknown-token-value").me().await);
 }
 
 // canvas-api.md §2: no `token[...]` at all is `params.require(:token)`'s "token is missing".
 #[tokio::test]
 async fn missing_token_params_say_token_is_missing() {
     let s = default_sim().await;
-    let missing = json!({"errors":[{"message":"token is missing"}]});
-    let r = call(
-        &s,
-        Method::POST,
-        "/api/v1/users/2/tokens",
-        Some(DEFAULT_ADMIN_TOKEN),
-        &[("purpose", "not wrapped")],
-    )
-    .await;
-    assert_eq!(
-        (r.status, r.json()),
-        (StatusCode::BAD_REQUEST, missing.clone())
-    );
-    let (id, _, _) = create(&s, DEFAULT_ADMIN_TOKEN, "2", "to update").await;
-    let r = call(
-        &s,
-        Method::PUT,
-        &format!("/api/v1/users/2/tokens/{id}"),
-        Some(DEFAULT_ADMIN_TOKEN),
-        &[],
-    )
-    .await;
-    assert_eq!((r.status, r.json()), (StatusCode::BAD_REQUEST, missing));
+    let admin = api(&s, DEFAULT_ADMIN_TOKEN);
+    let missing = (StatusCode::BAD_REQUEST, errors("token is missing"));
+    let r = admin.create_with("2", &[("purpose", "not wrapped")]).await;
+    assert_eq!((r.status, r.json()), missing);
+    let (id, _, _) = admin.create("2", "to update").await;
+    let r = admin.put(&token_path(2, id), &[]).await;
+    assert_eq!((r.status, r.json()), missing);
 }
 
 // canvas-api.md §2: an unparseable token[expires_at] is refused ("Invalid expiration date
@@ -1311,58 +1064,27 @@ async fn missing_token_params_say_token_is_missing() {
 #[tokio::test]
 async fn unparseable_expiry_is_refused_only_for_student_only_callers() {
     let s = default_sim().await;
+    let teacher = api(&s, DEFAULT_TEACHER_TOKEN);
     let form = [("token[purpose]", "x"), ("token[expires_at]", "soon")];
-    let r = call(
-        &s,
-        Method::POST,
-        "/api/v1/users/2/tokens",
-        Some(DEFAULT_ADMIN_TOKEN),
-        &form,
-    )
-    .await;
+    let r = api(&s, DEFAULT_ADMIN_TOKEN).create_with("2", &form).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.json()["expires_at"], Value::Null);
-    let r = call(
-        &s,
-        Method::POST,
-        "/api/v1/users/self/tokens",
-        Some(DEFAULT_TEACHER_TOKEN),
-        &form,
-    )
-    .await;
+    let r = teacher.create_with("self", &form).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let id = r.json()["id"].as_u64().unwrap();
-    let r = call(
-        &s,
-        Method::POST,
-        "/api/v1/users/self/tokens",
-        Some(DEFAULT_STUDENT_TOKEN),
-        &form,
-    )
-    .await;
+    let path = token_path("self", r.id());
+    let r = api(&s, DEFAULT_STUDENT_TOKEN)
+        .create_with("self", &form)
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert_eq!(
-        r.json(),
-        json!([{"message":"Invalid expiration date format"}])
-    );
+    assert_eq!(r.json(), rendered("Invalid expiration date format"));
     // Update casts too: an unreadable date clears the expiry.
-    let r = call(
-        &s,
-        Method::PUT,
-        &format!("/api/v1/users/self/tokens/{id}"),
-        Some(DEFAULT_TEACHER_TOKEN),
-        &[("token[expires_at]", "2099-01-01T00:00:00Z")],
-    )
-    .await;
+    let r = teacher
+        .put(&path, &[("token[expires_at]", "2099-01-01T00:00:00Z")])
+        .await;
     assert_eq!(r.json()["expires_at"], "2099-01-01T00:00:00Z");
-    let r = call(
-        &s,
-        Method::PUT,
-        &format!("/api/v1/users/self/tokens/{id}"),
-        Some(DEFAULT_TEACHER_TOKEN),
-        &[("token[expires_at]", "whenever")],
-    )
-    .await;
+    let r = teacher
+        .put(&path, &[("token[expires_at]", "whenever")])
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.json()["expires_at"], Value::Null);
 }
@@ -1381,30 +1103,21 @@ async fn session_requests_to_the_api_are_accepted_and_throttled_by_user() {
         ..Default::default()
     })
     .await;
+    let me = |b: &Browser| b.get("/api/v1/users/self");
     let sam = sign_in(&s, "sam.student").await;
-    let r = sam.send(sam.get("/api/v1/users/self")).await;
+    let r = sam.send(me(&sam)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.json()["id"], 2);
     assert_eq!(r.headers["x-request-cost"], "0.05");
-    let left: f64 = r.headers["x-rate-limit-remaining"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let left = r.remaining();
     assert!(left > 90.0 && left <= 100.0, "{left}");
 
     // Two sessions of one user share a bucket: with room for about two requests in flight,
     // four at once from two sessions are throttled; another user is not.
     let sam2 = sign_in(&s, "sam.student").await;
     let stella = sign_in(&s, "stella.student").await;
-    let replies = futures::future::join_all([
-        sam.send(sam.get("/api/v1/users/self")),
-        sam2.send(sam2.get("/api/v1/users/self")),
-        sam.send(sam.get("/api/v1/users/self")),
-        sam2.send(sam2.get("/api/v1/users/self")),
-        stella.send(stella.get("/api/v1/users/self")),
-    ])
-    .await;
+    let replies =
+        futures::future::join_all([&sam, &sam2, &sam, &sam2, &stella].map(|b| b.send(me(b)))).await;
     let throttled = replies[..4]
         .iter()
         .filter(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
@@ -1426,24 +1139,15 @@ async fn session_requests_to_the_api_are_accepted_and_throttled_by_user() {
         ("token[purpose]", "from the browser"),
         ("token[expires_at]", "2030-01-01"),
     ];
-    let r = sam
-        .send(sam.post("/api/v1/users/self/tokens").form(&body))
-        .await;
+    let create = || sam.post("/api/v1/users/self/tokens").form(&body);
+    let r = sam.send(create()).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
     let r = sam
-        .send(
-            sam.post("/api/v1/users/self/tokens")
-                .header("x-csrf-token", "not-the-token")
-                .form(&body),
-        )
+        .send(create().header(browser::CSRF_HEADER, "not-the-token"))
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     let r = sam
-        .send(
-            sam.post("/api/v1/users/self/tokens")
-                .header("x-csrf-token", &sam.csrf)
-                .form(&body),
-        )
+        .send(create().header(browser::CSRF_HEADER, sam.csrf()))
         .await;
     // The request got through to the controller, which applies the student limit.
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
@@ -1455,50 +1159,33 @@ async fn session_requests_to_the_api_are_accepted_and_throttled_by_user() {
 #[tokio::test]
 async fn activation_redirects_to_login_without_a_session_and_checks_csrf() {
     let s = default_sim().await;
-    let (id, value, _) = create(&s, DEFAULT_ADMIN_TOKEN, "3", "to activate").await;
-    let anonymous = Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let url = format!("{}/profile/tokens/{id}/activate", s.base_url());
+    let (id, value) = pending_for_stella(&s, "to activate").await;
+    let anonymous = no_redirects();
+    let url = format!("{}{}", s.base_url(), browser::activation_path(id));
     for accept in [
         None,
         Some("text/html,application/xhtml+xml,*/*;q=0.8"),
         Some("*/*"),
     ] {
-        let mut req = anonymous.post(&url);
+        let mut request = anonymous.post(&url);
         if let Some(a) = accept {
-            req = req.header("accept", a);
+            request = request.header("accept", a);
         }
-        let r = req.send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::FOUND, "{accept:?}");
-        assert_eq!(r.headers()["location"], "/login");
+        assert_sent_to_login(&Reply::of(request).await, &format!("{accept:?}"));
     }
-    let r = anonymous
-        .post(&url)
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        r.json::<Value>().await.unwrap(),
-        json!({"status":"unauthenticated","errors":[{"message":"user authorization required"}]})
-    );
+    let r = Reply::of(anonymous.post(&url).header("accept", "application/json")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.json(), unauthenticated());
 
     let stella = sign_in(&s, "stella.student").await;
     let no_token = stella
-        .send(
-            stella
-                .post(&format!("/profile/tokens/{id}/activate"))
-                .header("accept", "application/json"),
-        )
+        .send(stella.activation(id).header("accept", "application/json"))
         .await;
     assert_eq!(no_token.status, StatusCode::UNPROCESSABLE_ENTITY);
     let wrong = stella
         .send(
             stella
-                .post(&format!("/profile/tokens/{id}/activate"))
+                .activation(id)
                 .form(&[("authenticity_token", "forged")]),
         )
         .await;
@@ -1508,26 +1195,23 @@ async fn activation_redirects_to_login_without_a_session_and_checks_csrf() {
     let crossed = stella
         .send(
             stella
-                .post(&format!("/profile/tokens/{id}/activate"))
-                .header("x-csrf-token", &sam.csrf),
+                .activation(id)
+                .header(browser::CSRF_HEADER, sam.csrf()),
         )
         .await;
     assert_eq!(crossed.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_invalid_token(&get(&s, "/api/v1/users/self", &value).await);
+    assert_invalid_token(&api(&s, &value).me().await);
     // The form field works as well as the header.
     let r = stella
         .send(
             stella
-                .post(&format!("/profile/tokens/{id}/activate"))
+                .activation(id)
                 .header("accept", "application/json")
-                .form(&[("authenticity_token", stella.csrf.as_str())]),
+                .form(&[("authenticity_token", stella.csrf())]),
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    assert_eq!(
-        get(&s, "/api/v1/users/self", &value).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(api(&s, &value).me().await.status, StatusCode::OK);
 }
 
 // canvas-api.md §2: `as_user_id=N` acts as user N: a token created that way is N's and pending;
@@ -1535,64 +1219,40 @@ async fn activation_redirects_to_login_without_a_session_and_checks_csrf() {
 #[tokio::test]
 async fn as_user_id_acts_as_that_user() {
     let s = default_sim().await;
-    let r = get(&s, "/api/v1/users/self?as_user_id=3", DEFAULT_ADMIN_TOKEN).await;
+    let admin = api(&s, DEFAULT_ADMIN_TOKEN);
+    let r = admin.user("self?as_user_id=3").await;
     assert_eq!(r.json()["id"], 3);
-    let r = get(
-        &s,
-        "/api/v1/users/self?as_user_id=sis_login_id:Sam.Student",
-        DEFAULT_ADMIN_TOKEN,
-    )
-    .await;
+    let r = admin.user("self?as_user_id=sis_login_id:Sam.Student").await;
     assert_eq!(r.json()["id"], 2);
     // Acting as a student-only user: the student limit applies, and the token is theirs and
     // pending, with the admin as real_user_id.
-    let r = call(
-        &s,
-        Method::POST,
-        "/api/v1/users/self/tokens?as_user_id=3",
-        Some(DEFAULT_ADMIN_TOKEN),
-        &[("token[purpose]", "masqueraded")],
-    )
-    .await;
-    assert_eq!(r.json(), json!([{"message":"Expiration date is required"}]));
-    let soon = (time::OffsetDateTime::now_utc() + time::Duration::days(30))
-        .date()
-        .to_string();
-    let r = call(
-        &s,
-        Method::POST,
-        "/api/v1/users/self/tokens",
-        Some(DEFAULT_ADMIN_TOKEN),
-        // as_user_id in the form body works like the query string.
-        &[
-            ("as_user_id", "3"),
-            ("token[purpose]", "masqueraded"),
-            ("token[expires_at]", &soon),
-        ],
-    )
-    .await;
+    let as_user = |user: &str| format!("/api/v1/users/self/tokens?as_user_id={user}");
+    let r = admin
+        .post(&as_user("3"), &[("token[purpose]", "masqueraded")])
+        .await;
+    assert_eq!(r.json(), rendered("Expiration date is required"));
+    let soon = date_in_days(30);
+    let r = admin
+        .create_with(
+            "self",
+            // as_user_id in the form body works like the query string.
+            &[
+                ("as_user_id", "3"),
+                ("token[purpose]", "masqueraded"),
+                ("token[expires_at]", &soon),
+            ],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let token = r.json();
     assert_eq!(token["user_id"], 3);
     assert_eq!(token["real_user_id"], 1);
     assert_eq!(token["workflow_state"], "pending");
-    assert_invalid_token(
-        &get(
-            &s,
-            "/api/v1/users/self",
-            token["visible_token"].as_str().unwrap(),
-        )
-        .await,
-    );
+    assert_invalid_token(&api(&s, &r.visible_token()).me().await);
     // As a teacher (no student limit), still pending.
-    let r = call(
-        &s,
-        Method::POST,
-        "/api/v1/users/self/tokens?as_user_id=4",
-        Some(DEFAULT_ADMIN_TOKEN),
-        &[("token[purpose]", "as theo")],
-    )
-    .await;
+    let r = admin
+        .post(&as_user("4"), &[("token[purpose]", "as theo")])
+        .await;
     assert_eq!(
         (
             r.json()["user_id"].clone(),
@@ -1601,7 +1261,9 @@ async fn as_user_id_acts_as_that_user() {
         (json!(4), json!("pending"))
     );
     // Acting as oneself is no masquerade.
-    let r = get(&s, "/api/v1/users/self?as_user_id=2", DEFAULT_STUDENT_TOKEN).await;
+    let r = api(&s, DEFAULT_STUDENT_TOKEN)
+        .user("self?as_user_id=2")
+        .await;
     assert_eq!(r.json()["id"], 2);
     // Someone the caller may not act as, or nobody: 401 without a challenge.
     for (token, as_user) in [
@@ -1610,15 +1272,10 @@ async fn as_user_id_acts_as_that_user() {
         (DEFAULT_ADMIN_TOKEN, "999"),
         (DEFAULT_ADMIN_TOKEN, "sis_login_id:nobody"),
     ] {
-        let r = get(
-            &s,
-            &format!("/api/v1/users/self?as_user_id={as_user}"),
-            token,
-        )
-        .await;
-        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{as_user}");
-        assert!(r.headers.get("www-authenticate").is_none());
-        assert_eq!(r.json(), json!({"errors":"Invalid as_user_id"}));
+        let r = api(&s, token)
+            .user(&format!("self?as_user_id={as_user}"))
+            .await;
+        assert_unchallenged(&r, json!({"errors":"Invalid as_user_id"}));
     }
 }
 
@@ -1627,37 +1284,32 @@ async fn as_user_id_acts_as_that_user() {
 #[tokio::test]
 async fn last_used_at_moves_at_most_every_ten_minutes() {
     let s = default_sim().await;
-    let (id, value, created) = create(&s, DEFAULT_TEACHER_TOKEN, "self", "used").await;
+    let (id, value, created) = api(&s, DEFAULT_TEACHER_TOKEN).create("self", "used").await;
     assert_eq!(created["last_used_at"], Value::Null);
+    let owner = api(&s, &value);
     let show = || async {
-        get(
-            &s,
-            &format!("/api/v1/users/4/tokens/{id}"),
-            DEFAULT_ADMIN_TOKEN,
-        )
-        .await
-        .json()
+        api(&s, DEFAULT_ADMIN_TOKEN)
+            .get(&token_path(4, id))
+            .await
+            .json()
     };
-    s.advance_clock(Duration::from_secs(60));
-    assert_eq!(
-        get(&s, "/api/v1/users/self", &value).await.status,
-        StatusCode::OK
-    );
-    let first = show().await;
+    // Moves the clock on, uses the token, and shows it as the admin sees it.
+    let use_after = |minutes: u64| {
+        s.advance_clock(Duration::from_secs(minutes * 60));
+        async move { (owner.me().await.status, show().await) }
+    };
+    let (status, first) = use_after(1).await;
+    assert_eq!(status, StatusCode::OK);
     assert!(first["last_used_at"].is_string(), "{first}");
     assert_eq!(first["updated_at"], first["last_used_at"]);
     assert_ne!(first["updated_at"], created["updated_at"]);
-    s.advance_clock(Duration::from_secs(9 * 60));
-    get(&s, "/api/v1/users/self", &value).await;
-    let later = show().await;
+    let (_, later) = use_after(9).await;
     assert_eq!(
         later["last_used_at"], first["last_used_at"],
         "9 minutes: unchanged"
     );
     assert_eq!(later["updated_at"], first["updated_at"]);
-    s.advance_clock(Duration::from_secs(60));
-    get(&s, "/api/v1/users/self", &value).await;
-    let moved = show().await;
+    let (_, moved) = use_after(1).await;
     assert_ne!(
         moved["last_used_at"], first["last_used_at"],
         "10 minutes: moved"

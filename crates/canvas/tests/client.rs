@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 use tokendesk_canvas::{
-    CanvasAccountId, CanvasClient, CanvasError, CanvasTokenId, CanvasUserId, ExposeSecret,
-    NewToken, SecretString, ThrottleConfig, TokenRef, TokenRejection, TokenState, TokenUpdate,
-    UserRef,
+    CanvasAccountId, CanvasClient, CanvasClientBuilder, CanvasError, CanvasTokenId, CanvasUserId,
+    CreatedToken, ExposeSecret, NewToken, SecretString, ThrottleConfig, TokenRef, TokenRejection,
+    TokenState, TokenUpdate, UserRef,
 };
+use tokendesk_canvas_sim::browser::{self, Session};
 use tokendesk_canvas_sim::{
     DEFAULT_ADMIN_TOKEN, DEFAULT_STUDENT_TOKEN, Pagination, RunningSim, Seed, SeedToken, SeedUser,
     SimConfig, ThrottleSettings, generate_token_value,
@@ -24,41 +25,49 @@ const HOARDED_TOKENS: usize = 230;
 const BULK_USERS: u64 = 230;
 
 fn seed() -> Seed {
-    let mut seed = Seed::default();
-    seed.users.push(SeedUser {
-        id: 6,
-        name: "Dana O'Neil".into(),
-        login_id: "dana+qa@example.edu".into(),
-        email: "dana@example.edu".into(),
-        sis_user_id: Some("D 9/1".into()),
-        admin: false,
-        roles: vec!["teacher".into()],
-        tokens: vec![],
-    });
-    seed.users.push(SeedUser {
-        id: HOARDER,
-        name: "Hank Hoarder".into(),
-        login_id: "hank.hoarder".into(),
-        email: "hank@example.edu".into(),
+    // Someone who is not an admin, has no SIS id and no tokens.
+    let person = |id, name: String, login_id: String, email: String, role: &str| SeedUser {
+        id,
+        name,
+        login_id,
+        email,
         sis_user_id: None,
         admin: false,
-        roles: vec!["teacher".into()],
+        roles: vec![role.into()],
+        tokens: vec![],
+    };
+    let mut seed = Seed::default();
+    seed.users.push(SeedUser {
+        sis_user_id: Some("D 9/1".into()),
+        ..person(
+            6,
+            "Dana O'Neil".into(),
+            "dana+qa@example.edu".into(),
+            "dana@example.edu".into(),
+            "teacher",
+        )
+    });
+    seed.users.push(SeedUser {
         tokens: (0..HOARDED_TOKENS)
             .map(|_| SeedToken::active(generate_token_value()))
             .collect(),
+        ..person(
+            HOARDER,
+            "Hank Hoarder".into(),
+            "hank.hoarder".into(),
+            "hank@example.edu".into(),
+            "teacher",
+        )
     });
-    for i in 0..BULK_USERS {
-        seed.users.push(SeedUser {
-            id: 1000 + i,
-            name: format!("Bulk Person {i:03}"),
-            login_id: format!("bulk.person{i}"),
-            email: format!("bulk{i}@example.edu"),
-            sis_user_id: None,
-            admin: false,
-            roles: vec!["student".into()],
-            tokens: vec![],
-        });
-    }
+    seed.users.extend((0..BULK_USERS).map(|i| {
+        person(
+            1000 + i,
+            format!("Bulk Person {i:03}"),
+            format!("bulk.person{i}"),
+            format!("bulk{i}@example.edu"),
+            "student",
+        )
+    }));
     seed
 }
 
@@ -76,22 +85,88 @@ async fn sim() -> RunningSim {
     .await
 }
 
-fn client(sim: &RunningSim, token: &str) -> CanvasClient {
+/// The simulator with `seed()`, taking `millis` over every API request.
+async fn slow_sim(millis: u64) -> RunningSim {
+    start(SimConfig {
+        seed: seed(),
+        latency: Duration::from_millis(millis),
+        ..SimConfig::default()
+    })
+    .await
+}
+
+/// The simulator with `seed()`, and a client with the admin's token.
+async fn sim_and_admin() -> (RunningSim, CanvasClient) {
+    let sim = sim().await;
+    let admin = client(&sim, DEFAULT_ADMIN_TOKEN);
+    (sim, admin)
+}
+
+fn builder(sim: &RunningSim, token: &str) -> CanvasClientBuilder {
     CanvasClient::builder(sim.base_url(), SecretString::from(token))
+}
+
+fn client(sim: &RunningSim, token: &str) -> CanvasClient {
+    builder(sim, token)
         .backoff(Duration::from_millis(5), Duration::from_millis(50))
         .build()
         .unwrap()
 }
 
 fn client_with(sim: &RunningSim, token: &SecretString) -> CanvasClient {
-    CanvasClient::builder(sim.base_url(), token.clone())
+    builder(sim, token.expose_secret())
         .max_retries(0)
         .build()
         .unwrap()
 }
 
+/// Who a token value belongs to, asked without retries.
+async fn whoami(
+    sim: &RunningSim,
+    value: &SecretString,
+) -> Result<tokendesk_canvas::User, CanvasError> {
+    client_with(sim, value).get_user(&UserRef::Self_).await
+}
+
 fn in_days(days: i64) -> OffsetDateTime {
     OffsetDateTime::now_utc() + time::Duration::days(days)
+}
+
+/// Creates a token, which must work.
+async fn create(client: &CanvasClient, user: &UserRef, token: NewToken) -> CreatedToken {
+    client.create_token(user, &token).await.unwrap()
+}
+
+/// Tries to create a token, which must fail.
+async fn create_err(client: &CanvasClient, user: &UserRef, token: NewToken) -> CanvasError {
+    client.create_token(user, &token).await.unwrap_err()
+}
+
+fn assert_not_found<T: std::fmt::Debug>(result: Result<T, CanvasError>) {
+    assert!(
+        matches!(result, Err(CanvasError::NotFound { .. })),
+        "{result:?}"
+    );
+}
+
+/// Lists the tokens of user `HOARDER`; returns them and how many requests that took.
+async fn list_hoarded(admin: &CanvasClient) -> (Vec<tokendesk_canvas::Token>, u64) {
+    let before = admin.stats().requests;
+    let user = UserRef::Id(CanvasUserId(HOARDER));
+    let tokens = admin.list_user_tokens(&user).await.unwrap();
+    (tokens, admin.stats().requests - before)
+}
+
+/// Updates a token of the admin's own, which must work.
+async fn update(
+    admin: &CanvasClient,
+    id: &TokenRef,
+    update: TokenUpdate,
+) -> tokendesk_canvas::Token {
+    admin
+        .update_token(&UserRef::Self_, id, &update)
+        .await
+        .unwrap()
 }
 
 /// Signs in as `login` in the simulator's web UI and activates a pending token, as its owner
@@ -101,27 +176,19 @@ async fn activate(sim: &RunningSim, login: &str, id: CanvasTokenId) {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let response = http
-        .get(format!("{}/login?as={login}", sim.base_url()))
+    let base = sim.base_url();
+    let signed_in = http
+        .get(format!("{base}{}", browser::sign_in_path(login)))
         .send()
         .await
         .unwrap();
-    // The session cookie and `_csrf_token`, whose value goes back as `X-CSRF-Token`.
-    let cookies: Vec<String> = response
-        .headers()
-        .get_all(reqwest::header::SET_COOKIE)
-        .iter()
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
-        .collect();
-    let csrf = cookies
-        .iter()
-        .find_map(|c| c.strip_prefix("_csrf_token="))
-        .expect("login sets a CSRF cookie")
-        .to_owned();
+    let session =
+        Session::from_set_cookies(signed_in.headers().get_all(reqwest::header::SET_COOKIE))
+            .expect("login sets a session and a CSRF cookie");
     let response = http
-        .post(format!("{}/profile/tokens/{id}/activate", sim.base_url()))
-        .header(reqwest::header::COOKIE, cookies.join("; "))
-        .header("x-csrf-token", csrf)
+        .post(format!("{base}{}", browser::activation_path(id)))
+        .header(reqwest::header::COOKIE, session.cookie_header())
+        .header(browser::CSRF_HEADER, session.csrf_token())
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
         .await
@@ -133,8 +200,7 @@ async fn activate(sim: &RunningSim, login: &str, id: CanvasTokenId) {
 
 #[tokio::test]
 async fn get_user_in_all_four_forms() {
-    let sim = sim().await;
-    let admin = client(&sim, DEFAULT_ADMIN_TOKEN);
+    let (sim, admin) = sim_and_admin().await;
 
     let me = admin.get_user(&UserRef::Self_).await.unwrap();
     assert_eq!(me.id, CanvasUserId(ADMIN));
@@ -177,8 +243,7 @@ async fn get_user_in_all_four_forms() {
 // canvas-api.md §5: the account search pages by number with absolute same-host URLs.
 #[tokio::test]
 async fn search_users_follows_absolute_numbered_pages() {
-    let sim = sim().await;
-    let admin = client(&sim, DEFAULT_ADMIN_TOKEN);
+    let (sim, admin) = sim_and_admin().await;
     let before = admin.stats().requests;
     let users = admin
         .search_users(CanvasAccountId(1), "Bulk Person")
@@ -214,17 +279,11 @@ async fn search_users_follows_absolute_numbered_pages() {
 
 #[tokio::test]
 async fn create_for_self_is_active_and_works() {
-    let sim = sim().await;
-    let admin = client(&sim, DEFAULT_ADMIN_TOKEN);
-    let created = admin
-        .create_token(
-            &UserRef::Self_,
-            &NewToken::new("nightly sync")
-                .expires_at(in_days(30))
-                .scopes(["url:GET|/api/v1/users/:id"]),
-        )
-        .await
-        .unwrap();
+    let (sim, admin) = sim_and_admin().await;
+    let new = NewToken::new("nightly sync")
+        .expires_at(in_days(30))
+        .scopes(["url:GET|/api/v1/users/:id"]);
+    let created = create(&admin, &UserRef::Self_, new).await;
     let token = &created.token;
     assert_eq!(token.user_id, CanvasUserId(ADMIN));
     assert_eq!(token.workflow_state, TokenState::Active);
@@ -238,26 +297,17 @@ async fn create_for_self_is_active_and_works() {
     assert_eq!(token.hint(), &value[..5]);
     assert!(!format!("{created:?}").contains(value));
 
-    let me = client_with(&sim, &created.value)
-        .get_user(&UserRef::Self_)
-        .await
-        .unwrap();
+    let me = whoami(&sim, &created.value).await.unwrap();
     assert_eq!(me.id, CanvasUserId(ADMIN));
     sim.shutdown().await;
 }
 
 #[tokio::test]
 async fn create_for_another_user_is_pending_until_activated() {
-    let sim = sim().await;
-    let admin = client(&sim, DEFAULT_ADMIN_TOKEN);
+    let (sim, admin) = sim_and_admin().await;
     let teacher = UserRef::SisLoginId("theo.teacher".into());
-    let created = admin
-        .create_token(
-            &teacher,
-            &NewToken::new("grade export").expires_at(in_days(90)),
-        )
-        .await
-        .unwrap();
+    let new = NewToken::new("grade export").expires_at(in_days(90));
+    let created = create(&admin, &teacher, new).await;
     assert_eq!(created.token.workflow_state, TokenState::Pending);
     assert_eq!(created.token.user_id, CanvasUserId(TEACHER));
 
@@ -281,13 +331,9 @@ async fn create_for_another_user_is_pending_until_activated() {
 
 #[tokio::test]
 async fn show_by_id_and_by_hint() {
-    let sim = sim().await;
-    let admin = client(&sim, DEFAULT_ADMIN_TOKEN);
+    let (sim, admin) = sim_and_admin().await;
     let user = UserRef::Id(CanvasUserId(TEACHER));
-    let created = admin
-        .create_token(&user, &NewToken::new("lookup"))
-        .await
-        .unwrap();
+    let created = create(&admin, &user, NewToken::new("lookup")).await;
     let by_id = admin
         .show_token(&user, &TokenRef::Id(created.token.id))
         .await
@@ -304,59 +350,36 @@ async fn show_by_id_and_by_hint() {
 
 #[tokio::test]
 async fn update_purpose_and_expiry() {
-    let sim = sim().await;
-    let admin = client(&sim, DEFAULT_ADMIN_TOKEN);
-    let created = admin
-        .create_token(&UserRef::Self_, &NewToken::new("before"))
-        .await
-        .unwrap();
+    let (sim, admin) = sim_and_admin().await;
+    let created = create(&admin, &UserRef::Self_, NewToken::new("before")).await;
     let id = TokenRef::Id(created.token.id);
     let expiry =
         OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() + time::Duration::days(10);
-    let updated = admin
-        .update_token(
-            &UserRef::Self_,
-            &id,
-            &TokenUpdate {
-                purpose: Some("after".into()),
-                expires_at: Some(expiry),
-                ..TokenUpdate::default()
-            },
-        )
-        .await
-        .unwrap();
+    let after = TokenUpdate {
+        purpose: Some("after".into()),
+        expires_at: Some(expiry),
+        ..TokenUpdate::default()
+    };
+    let updated = update(&admin, &id, after).await;
     assert_eq!(updated.purpose.as_deref(), Some("after"));
     assert_eq!(updated.expires_at, Some(expiry));
     assert_eq!(updated.visible_token, created.token.visible_token);
     // Omitted fields are unchanged.
-    let again = admin
-        .update_token(
-            &UserRef::Self_,
-            &id,
-            &TokenUpdate {
-                purpose: Some("third".into()),
-                ..TokenUpdate::default()
-            },
-        )
-        .await
-        .unwrap();
+    let third = TokenUpdate {
+        purpose: Some("third".into()),
+        ..TokenUpdate::default()
+    };
+    let again = update(&admin, &id, third).await;
     assert_eq!(again.expires_at, Some(expiry));
     // The value still works.
-    client_with(&sim, &created.value)
-        .get_user(&UserRef::Self_)
-        .await
-        .unwrap();
+    whoami(&sim, &created.value).await.unwrap();
     sim.shutdown().await;
 }
 
 #[tokio::test]
 async fn regenerate_replaces_the_value() {
-    let sim = sim().await;
-    let admin = client(&sim, DEFAULT_ADMIN_TOKEN);
-    let created = admin
-        .create_token(&UserRef::Self_, &NewToken::new("rotating"))
-        .await
-        .unwrap();
+    let (sim, admin) = sim_and_admin().await;
+    let created = create(&admin, &UserRef::Self_, NewToken::new("rotating")).await;
     let regenerated = admin
         .regenerate_token(&UserRef::Self_, &TokenRef::Id(created.token.id), None)
         .await
@@ -372,29 +395,20 @@ async fn regenerate_replaces_the_value() {
         &regenerated.value.expose_secret()[..5]
     );
 
-    let old = client_with(&sim, &created.value)
-        .get_user(&UserRef::Self_)
-        .await;
+    let old = whoami(&sim, &created.value).await;
     assert!(
         matches!(old, Err(CanvasError::InvalidCredentials { .. })),
         "{old:?}"
     );
-    client_with(&sim, &regenerated.value)
-        .get_user(&UserRef::Self_)
-        .await
-        .unwrap();
+    whoami(&sim, &regenerated.value).await.unwrap();
     sim.shutdown().await;
 }
 
 #[tokio::test]
 async fn delete_is_soft_and_stops_the_token() {
-    let sim = sim().await;
-    let admin = client(&sim, DEFAULT_ADMIN_TOKEN);
+    let (sim, admin) = sim_and_admin().await;
     let user = UserRef::Id(CanvasUserId(TEACHER));
-    let created = admin
-        .create_token(&user, &NewToken::new("short-lived"))
-        .await
-        .unwrap();
+    let created = create(&admin, &user, NewToken::new("short-lived")).await;
     activate(&sim, "theo.teacher", created.token.id).await;
     let as_teacher = client_with(&sim, &created.value);
     as_teacher.get_user(&UserRef::Self_).await.unwrap();
@@ -443,15 +457,9 @@ async fn delete_is_soft_and_stops_the_token() {
 
 #[tokio::test]
 async fn expired_token_is_refused() {
-    let sim = sim().await;
-    let admin = client(&sim, DEFAULT_ADMIN_TOKEN);
-    let created = admin
-        .create_token(
-            &UserRef::Self_,
-            &NewToken::new("a day").expires_at(in_days(1)),
-        )
-        .await
-        .unwrap();
+    let (sim, admin) = sim_and_admin().await;
+    let new = NewToken::new("a day").expires_at(in_days(1));
+    let created = create(&admin, &UserRef::Self_, new).await;
     let user = client_with(&sim, &created.value);
     user.get_user(&UserRef::Self_).await.unwrap();
     sim.advance_clock(Duration::from_secs(2 * 86_400));
@@ -500,18 +508,10 @@ async fn list_user_tokens_follows_relative_numbered_pages() {
     );
     let admin = client(&sim, DEFAULT_ADMIN_TOKEN);
     let user = UserRef::Id(CanvasUserId(HOARDER));
-    let created = admin
-        .create_token(&user, &NewToken::new("the newest"))
-        .await
-        .unwrap();
-    let before = admin.stats().requests;
-    let tokens = admin.list_user_tokens(&user).await.unwrap();
+    let created = create(&admin, &user, NewToken::new("the newest")).await;
+    let (tokens, requests) = list_hoarded(&admin).await;
     assert_eq!(tokens.len(), HOARDED_TOKENS + 1);
-    assert_eq!(
-        admin.stats().requests - before,
-        3,
-        "231 tokens at 100 a page"
-    );
+    assert_eq!(requests, 3, "231 tokens at 100 a page");
     assert!(tokens.windows(2).all(|w| w[0].id < w[1].id), "oldest first");
     assert!(tokens.iter().all(|t| t.user_id == CanvasUserId(HOARDER)));
     assert!(tokens.iter().all(|t| t.visible_token.ends_with("...")));
@@ -529,15 +529,9 @@ async fn list_user_tokens_follows_bookmark_pages() {
     })
     .await;
     let admin = client(&sim, DEFAULT_ADMIN_TOKEN);
-    let user = UserRef::Id(CanvasUserId(HOARDER));
-    let before = admin.stats().requests;
-    let tokens = admin.list_user_tokens(&user).await.unwrap();
+    let (tokens, requests) = list_hoarded(&admin).await;
     assert_eq!(tokens.len(), HOARDED_TOKENS);
-    assert_eq!(
-        admin.stats().requests - before,
-        3,
-        "230 tokens at 100 a page"
-    );
+    assert_eq!(requests, 3, "230 tokens at 100 a page");
     assert!(
         tokens.windows(2).all(|w| w[0].id < w[1].id),
         "oldest first, no repeats"
@@ -547,15 +541,10 @@ async fn list_user_tokens_follows_bookmark_pages() {
 
 #[tokio::test]
 async fn show_tokens_in_bulk_stays_under_the_throttle() {
-    let sim = start(SimConfig {
-        seed: seed(),
-        latency: Duration::from_millis(20),
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = slow_sim(20).await;
     let admin = client(&sim, DEFAULT_ADMIN_TOKEN);
     let user = UserRef::Id(CanvasUserId(HOARDER));
-    let tokens = admin.list_user_tokens(&user).await.unwrap();
+    let (tokens, _) = list_hoarded(&admin).await;
     let ids: Vec<TokenRef> = tokens
         .iter()
         .take(120)
@@ -575,14 +564,9 @@ async fn show_tokens_in_bulk_stays_under_the_throttle() {
 
 #[tokio::test]
 async fn throttled_requests_are_retried_and_concurrency_shrinks() {
-    let sim = start(SimConfig {
-        seed: seed(),
-        latency: Duration::from_millis(20),
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = slow_sim(20).await;
     // A governor that badly misjudges Canvas's cost starts far too wide.
-    let admin = CanvasClient::builder(sim.base_url(), SecretString::from(DEFAULT_ADMIN_TOKEN))
+    let admin = builder(&sim, DEFAULT_ADMIN_TOKEN)
         .backoff(Duration::from_millis(20), Duration::from_millis(200))
         .max_retries(20)
         .throttle(ThrottleConfig {
@@ -635,13 +619,8 @@ async fn invalid_token_is_invalid_credentials() {
 async fn student_may_not_create_tokens_for_others() {
     let sim = sim().await;
     let student = client(&sim, DEFAULT_STUDENT_TOKEN);
-    let err = student
-        .create_token(
-            &UserRef::Id(CanvasUserId(3)),
-            &NewToken::new("sneaky").expires_at(in_days(10)),
-        )
-        .await
-        .unwrap_err();
+    let new = NewToken::new("sneaky").expires_at(in_days(10));
+    let err = create_err(&student, &UserRef::Id(CanvasUserId(3)), new).await;
     assert!(matches!(err, CanvasError::NotPermitted { .. }), "{err:?}");
     assert_eq!(sim.stats().api_requests, 1);
 
@@ -658,48 +637,29 @@ async fn student_may_not_create_tokens_for_others() {
         .unwrap_err();
     assert!(matches!(err, CanvasError::NotPermitted { .. }), "{err:?}");
     // canvas-api.md §2: another person's profile is simply not found for a non-admin.
-    let err = student
-        .get_user(&UserRef::Id(CanvasUserId(ADMIN)))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, CanvasError::NotFound { .. }), "{err:?}");
+    assert_not_found(student.get_user(&UserRef::Id(CanvasUserId(ADMIN))).await);
     sim.shutdown().await;
     sim403.shutdown().await;
 }
 
 #[tokio::test]
 async fn missing_things_are_not_found() {
-    let sim = sim().await;
-    let admin = client(&sim, DEFAULT_ADMIN_TOKEN);
-    let err = admin
-        .get_user(&UserRef::Id(CanvasUserId(999_999)))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, CanvasError::NotFound { .. }), "{err:?}");
-    let err = admin
-        .show_token(&UserRef::Self_, &TokenRef::Id(CanvasTokenId(999_999)))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, CanvasError::NotFound { .. }), "{err:?}");
-    let err = admin
-        .get_user(&UserRef::SisLoginId("nobody".into()))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, CanvasError::NotFound { .. }), "{err:?}");
+    let (sim, admin) = sim_and_admin().await;
+    assert_not_found(admin.get_user(&UserRef::Id(CanvasUserId(999_999))).await);
+    let nothing = TokenRef::Id(CanvasTokenId(999_999));
+    assert_not_found(admin.show_token(&UserRef::Self_, &nothing).await);
+    assert_not_found(admin.get_user(&UserRef::SisLoginId("nobody".into())).await);
     assert_eq!(sim.stats().api_requests, 3, "404 is not retried");
     sim.shutdown().await;
 }
 
 #[tokio::test]
 async fn bad_requests_carry_canvas_messages() {
-    let sim = sim().await;
-    let admin = client(&sim, DEFAULT_ADMIN_TOKEN);
+    let (sim, admin) = sim_and_admin().await;
+    let me = UserRef::Self_;
 
     // No purpose: a top-level array.
-    let err = admin
-        .create_token(&UserRef::Self_, &NewToken::new("").expires_at(in_days(5)))
-        .await
-        .unwrap_err();
+    let err = create_err(&admin, &me, NewToken::new("").expires_at(in_days(5))).await;
     assert_eq!(
         err,
         CanvasError::BadRequest {
@@ -708,10 +668,7 @@ async fn bad_requests_carry_canvas_messages() {
     );
 
     // Model validation: `{"errors":{"purpose":[{...}]}}`.
-    let err = admin
-        .create_token(&UserRef::Self_, &NewToken::new("x".repeat(300)))
-        .await
-        .unwrap_err();
+    let err = create_err(&admin, &me, NewToken::new("x".repeat(300))).await;
     assert!(
         matches!(&err, CanvasError::BadRequest { message } if message.starts_with("purpose")),
         "{err:?}"
@@ -719,29 +676,27 @@ async fn bad_requests_carry_canvas_messages() {
 
     // A student is held to 120 days.
     let student = client(&sim, DEFAULT_STUDENT_TOKEN);
-    let err = student
-        .create_token(
-            &UserRef::Self_,
-            &NewToken::new("long").expires_at(in_days(200)),
-        )
-        .await
-        .unwrap_err();
+    let err = create_err(
+        &student,
+        &me,
+        NewToken::new("long").expires_at(in_days(200)),
+    )
+    .await;
     assert!(
         matches!(&err, CanvasError::BadRequest { message } if message.contains("120 days")),
         "{err:?}"
     );
 
     // Regenerating an expired token without a new expiry: `{"errors":{"message":..}}`.
-    let created = admin
-        .create_token(
-            &UserRef::Self_,
-            &NewToken::new("expiring").expires_at(in_days(1)),
-        )
-        .await
-        .unwrap();
+    let created = create(
+        &admin,
+        &me,
+        NewToken::new("expiring").expires_at(in_days(1)),
+    )
+    .await;
     sim.advance_clock(Duration::from_secs(3 * 86_400));
     let err = admin
-        .regenerate_token(&UserRef::Self_, &TokenRef::Id(created.token.id), None)
+        .regenerate_token(&me, &TokenRef::Id(created.token.id), None)
         .await
         .unwrap_err();
     assert!(
@@ -770,7 +725,7 @@ async fn throttled_429_and_403_are_both_throttling() {
             ..SimConfig::default()
         })
         .await;
-        let admin = CanvasClient::builder(sim.base_url(), SecretString::from(DEFAULT_ADMIN_TOKEN))
+        let admin = builder(&sim, DEFAULT_ADMIN_TOKEN)
             .max_retries(0)
             .build()
             .unwrap();
@@ -801,7 +756,7 @@ async fn throttled_429_by_default_is_retried() {
     .await;
     // Two at once: the second is throttled with 429, retried after a backoff, and succeeds.
     let admin = client(&sim, DEFAULT_ADMIN_TOKEN);
-    let wide = CanvasClient::builder(sim.base_url(), SecretString::from(DEFAULT_ADMIN_TOKEN))
+    let wide = builder(&sim, DEFAULT_ADMIN_TOKEN)
         .backoff(Duration::from_millis(100), Duration::from_millis(200))
         .throttle(ThrottleConfig {
             initial_concurrency: 2,
@@ -827,7 +782,7 @@ async fn server_errors_are_retried_then_unavailable() {
         ..SimConfig::default()
     })
     .await;
-    let admin = CanvasClient::builder(sim.base_url(), SecretString::from(DEFAULT_ADMIN_TOKEN))
+    let admin = builder(&sim, DEFAULT_ADMIN_TOKEN)
         .max_retries(2)
         .backoff(Duration::from_millis(1), Duration::from_millis(5))
         .build()
@@ -851,10 +806,7 @@ async fn server_errors_are_retried_then_unavailable() {
     assert_eq!(admin.stats().retries, 2);
 
     // A creation may have happened before the 5xx: it is not retried.
-    let err = admin
-        .create_token(&UserRef::Self_, &NewToken::new("once"))
-        .await
-        .unwrap_err();
+    let err = create_err(&admin, &UserRef::Self_, NewToken::new("once")).await;
     assert!(matches!(err, CanvasError::Unavailable { .. }), "{err:?}");
     assert_eq!(sim.stats().injected_failures, 4, "no retry of a create");
     sim.shutdown().await;
@@ -867,7 +819,7 @@ async fn slow_canvas_times_out() {
         ..SimConfig::default()
     })
     .await;
-    let admin = CanvasClient::builder(sim.base_url(), SecretString::from(DEFAULT_ADMIN_TOKEN))
+    let admin = builder(&sim, DEFAULT_ADMIN_TOKEN)
         .timeout(Duration::from_millis(200))
         .max_retries(1)
         .backoff(Duration::from_millis(1), Duration::from_millis(5))
@@ -877,10 +829,7 @@ async fn slow_canvas_times_out() {
     assert!(matches!(err, CanvasError::Timeout { .. }), "{err:?}");
     assert_eq!(admin.stats().requests, 2, "a read is retried once");
 
-    let err = admin
-        .create_token(&UserRef::Self_, &NewToken::new("slow"))
-        .await
-        .unwrap_err();
+    let err = create_err(&admin, &UserRef::Self_, NewToken::new("slow")).await;
     assert!(matches!(err, CanvasError::Timeout { .. }), "{err:?}");
     assert_eq!(
         admin.stats().requests,
@@ -900,10 +849,7 @@ async fn unreachable_canvas_is_unavailable() {
         .backoff(Duration::from_millis(1), Duration::from_millis(5))
         .build()
         .unwrap();
-    let err = admin
-        .create_token(&UserRef::Self_, &NewToken::new("never"))
-        .await
-        .unwrap_err();
+    let err = create_err(&admin, &UserRef::Self_, NewToken::new("never")).await;
     assert!(
         matches!(err, CanvasError::Unavailable { status: None, .. }),
         "{err:?}"
@@ -915,21 +861,18 @@ async fn unreachable_canvas_is_unavailable() {
 
 #[tokio::test]
 async fn debug_never_shows_the_admin_token() {
-    let client = CanvasClient::builder(
-        "https://canvas.example.edu",
-        SecretString::from(DEFAULT_ADMIN_TOKEN),
-    )
-    .build()
-    .unwrap();
+    let example = || {
+        CanvasClient::builder(
+            "https://canvas.example.edu",
+            SecretString::from(DEFAULT_ADMIN_TOKEN),
+        )
+    };
+    let client = example().build().unwrap();
     let debug = format!("{client:?}");
     assert!(!debug.contains(DEFAULT_ADMIN_TOKEN), "{debug}");
     assert!(!debug.contains(&DEFAULT_ADMIN_TOKEN[..5]), "{debug}");
     assert!(debug.contains("REDACTED"), "{debug}");
-    let builder = CanvasClient::builder(
-        "https://canvas.example.edu",
-        SecretString::from(DEFAULT_ADMIN_TOKEN),
-    );
-    assert!(!format!("{builder:?}").contains(DEFAULT_ADMIN_TOKEN));
+    assert!(!format!("{:?}", example()).contains(DEFAULT_ADMIN_TOKEN));
 
     let bad = CanvasClient::builder("not a url", SecretString::from("t")).build();
     assert!(matches!(bad, Err(CanvasError::InvalidInput { .. })));
