@@ -191,35 +191,27 @@ impl World {
 
     /// Activates a Canvas token the way its owner does, in the simulator's browser pages.
     pub async fn activate_in_canvas(&self, who: &str, canvas_token_id: i64) {
+        use tokendesk_canvas_sim::browser;
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
+        let base = self.sim.base_url();
         let r = client
-            .get(format!("{}/login?as={who}", self.sim.base_url()))
+            .get(format!("{base}{}", browser::sign_in_path(who)))
             .send()
             .await
             .unwrap();
-        // The session cookie and the `_csrf_token` cookie, whose value Canvas's CSRF check
-        // wants back in `X-CSRF-Token`.
-        let cookies: Vec<String> = r
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
-            .collect();
-        let csrf = cookies
-            .iter()
-            .find_map(|c| c.strip_prefix("_csrf_token="))
-            .unwrap()
-            .to_owned();
+        // The session's cookies go back with the activation, its CSRF token as `X-CSRF-Token`.
+        let session =
+            browser::Session::from_set_cookies(r.headers().get_all("set-cookie")).unwrap();
         let r = client
             .post(format!(
-                "{}/profile/tokens/{canvas_token_id}/activate",
-                self.sim.base_url()
+                "{base}{}",
+                browser::activation_path(canvas_token_id)
             ))
-            .header("cookie", cookies.join("; "))
-            .header("x-csrf-token", csrf)
+            .header("cookie", session.cookie_header())
+            .header(browser::CSRF_HEADER, session.csrf_token())
             .header("accept", "application/json")
             .send()
             .await
