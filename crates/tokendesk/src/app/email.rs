@@ -11,7 +11,7 @@ use crate::delivery::email::{DenialMail, NewRequestMail, OutgoingEmail, Revocati
 use crate::delivery::envelope::open_at_rest;
 use crate::domain::envelope::EnvelopeState;
 use crate::domain::request::{self, Request, RequestState};
-use crate::domain::{EmailKind, Login, RequestId, TokenState};
+use crate::domain::{Actor, DomainError, EmailKind, Login, RequestId, TokenState};
 use crate::store::{self, ClaimedEmail, Person, QueuedEmail, StoreError};
 
 use super::work::MAX_ATTEMPTS;
@@ -163,23 +163,8 @@ impl App {
             // Activated, revoked or expired since: there is nothing to deliver any more.
             _ => return Ok(None),
         };
-        let (_, person) = self.resolve_person(&request.requester).await?;
-        let user = UserRef::Id(CanvasUserId(token.canvas_user_id.unsigned_abs()));
-        let canvas_id = TokenRef::Id(CanvasTokenId(token.canvas_token_id.unsigned_abs()));
-        let regenerated = self
-            .parts()
-            .canvas
-            .regenerate_token(&user, &canvas_id, None)
-            .await
-            .map_err(|e| match e {
-                CanvasError::NotFound { .. } => {
-                    WorkError::Permanent("the token no longer exists in Canvas".into())
-                }
-                e => WorkError::canvas(e, "regenerating the token"),
-            })?;
-        let delivery = self.seal_for(&request, &person, &regenerated.value)?;
+        let (delivery, hint) = self.regenerate_and_seal(&request, &token).await?;
         let now = self.now();
-        let hint = regenerated.token.hint().to_owned();
         let details = json!({"envelope_id": delivery.envelope.id, "hint": hint});
         let envelope = delivery.envelope.clone();
         let (nonce, ciphertext) = (delivery.sealed.nonce, delivery.sealed.ciphertext.clone());
@@ -199,5 +184,91 @@ impl App {
         )
         .await?;
         Ok(Some(delivery.email))
+    }
+
+    /// A new value for an issued token (regenerated in Canvas, which puts it back to pending)
+    /// sealed in a new envelope, with its delivery email (in memory), and the new hint.
+    pub(super) async fn regenerate_and_seal(
+        &self,
+        request: &Request,
+        token: &crate::store::StoredToken,
+    ) -> Result<(super::delivery::Delivery, String), WorkError> {
+        let (_, person) = self.resolve_person(&request.requester).await?;
+        let user = UserRef::Id(CanvasUserId(token.canvas_user_id.unsigned_abs()));
+        let canvas_id = TokenRef::Id(CanvasTokenId(token.canvas_token_id.unsigned_abs()));
+        let regenerated = self
+            .parts()
+            .canvas
+            .regenerate_token(&user, &canvas_id, None)
+            .await
+            .map_err(|e| match e {
+                CanvasError::NotFound { .. } => {
+                    WorkError::Permanent("the token no longer exists in Canvas".into())
+                }
+                e => WorkError::canvas(e, "regenerating the token"),
+            })?;
+        let delivery = self.seal_for(request, &person, &regenerated.value)?;
+        Ok((delivery, regenerated.token.hint().to_owned()))
+    }
+
+    /// The help desk sends a new delivery link (while the token is pending and its link was
+    /// never opened, or has expired): a new value regenerated in Canvas, sealed in a new
+    /// envelope; the old envelope is closed; the new link is emailed; all audited.
+    pub async fn resend_link(&self, actor: &Actor, id: RequestId, ctx: &Ctx) -> AppResult<Request> {
+        let view = self.request(actor, id).await?;
+        let delivery_now = self.delivery_of(&view);
+        // Ask the rules first, so that Canvas is not touched for a refused re-send.
+        request::may_resend_link(&view.request, actor, delivery_now)?;
+        let token = view.token.clone().ok_or(DomainError::Conflict {
+            code: "no_token",
+            message: "there is no token to send a link for".into(),
+        })?;
+        let (delivery, hint) = self
+            .regenerate_and_seal(&view.request, &token)
+            .await
+            .map_err(|e| match e {
+                WorkError::Transient(why) => super::AppError::Canvas(CanvasError::Unavailable {
+                    status: None,
+                    detail: why,
+                }),
+                WorkError::Permanent(why) => DomainError::Conflict {
+                    code: "cannot_resend",
+                    message: why,
+                }
+                .into(),
+            })?;
+        let now = self.now();
+        let details = json!({"envelope_id": delivery.envelope.id, "hint": hint});
+        let envelope = delivery.envelope.clone();
+        let (nonce, ciphertext) = (delivery.sealed.nonce, delivery.sealed.ciphertext.clone());
+        let held_until = now + self.workers().lease;
+        let token_id = token.id;
+        let (request, email_id) = self
+            .transition_with(
+                id,
+                ctx,
+                |r| request::link_resent(r, actor, delivery_now, details, now),
+                |tx, r| {
+                    Box::pin(async move {
+                        store::close_envelopes_of(tx, r.id, EnvelopeState::Burned).await?;
+                        store::insert_envelope(tx, &envelope, &nonce, &ciphertext).await?;
+                        store::set_token_hint(tx, token_id, &hint, now).await?;
+                        let email_id = store::enqueue_email(
+                            tx,
+                            EmailKind::Delivery,
+                            Some(r.id),
+                            Some(&r.requester),
+                            &QueuedEmail::Notice,
+                            Some(held_until),
+                            now,
+                        )
+                        .await?;
+                        Ok(email_id)
+                    })
+                },
+            )
+            .await?;
+        self.deliver(email_id, &delivery.email, 1).await?;
+        Ok(request)
     }
 }

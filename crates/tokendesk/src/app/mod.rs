@@ -86,8 +86,8 @@ pub struct AppParts {
     pub canvas: CanvasClient,
     /// Canvas's base URL, for links in emails and pages.
     pub canvas_url: Url,
-    /// How a login maps to a Canvas `:user_id`, with `{login}`.
-    pub canvas_user_pattern: String,
+    /// How a login names its person in Canvas.
+    pub canvas_user_pattern: crate::domain::UserIdPattern,
     /// The base of delivery links and links in emails.
     pub public_url: Url,
     pub mailer: Mailer,
@@ -271,13 +271,40 @@ impl App {
         self.0.wake.notified().await;
     }
 
-    /// The Canvas `:user_id` of a login.
-    pub fn canvas_user_ref(&self, login: &Login) -> tokendesk_canvas::UserRef {
-        let reference = self
-            .parts()
-            .canvas_user_pattern
-            .replace("{login}", login.as_str());
-        tokendesk_canvas::UserRef::parse(&reference)
+    /// The Canvas `:user_id` of a login: exactly one kind of identifier, whatever the login
+    /// says (a login `self` is the SIS login "self", never the admin token's own user).
+    pub fn canvas_user_ref(
+        &self,
+        login: &Login,
+    ) -> Result<tokendesk_canvas::UserRef, crate::domain::FieldError> {
+        use crate::domain::UserIdPattern;
+        use tokendesk_canvas::{CanvasUserId, UserRef};
+        let pattern = self.parts().canvas_user_pattern;
+        pattern.check(login)?;
+        Ok(match pattern {
+            UserIdPattern::SisLogin => UserRef::SisLoginId(login.to_string()),
+            UserIdPattern::SisUser => UserRef::SisUserId(login.to_string()),
+            UserIdPattern::CanvasId => {
+                UserRef::Id(CanvasUserId(login.as_str().parse().map_err(|_| {
+                    crate::domain::FieldError::new("login", "not_a_canvas_id", "not a number")
+                })?))
+            }
+        })
+    }
+
+    /// Whether the person Canvas found for `login` is that person (see
+    /// [`crate::domain::UserIdPattern::owns`]).
+    pub(crate) fn owns_canvas_user(
+        &self,
+        login: &Login,
+        user: &tokendesk_canvas::User,
+    ) -> Result<(), String> {
+        self.parts().canvas_user_pattern.owns(
+            login,
+            user.id.0,
+            user.login_id.as_deref(),
+            user.sis_user_id.as_deref(),
+        )
     }
 
     /// Where a person activates tokens in Canvas.

@@ -30,7 +30,9 @@ impl App {
         login: &crate::domain::Login,
     ) -> Result<(tokendesk_canvas::UserRef, Person), super::WorkError> {
         use tokendesk_canvas::CanvasError;
-        let reference = self.canvas_user_ref(login);
+        let reference = self
+            .canvas_user_ref(login)
+            .map_err(|e| super::WorkError::Permanent(e.message))?;
         let user = self
             .parts()
             .canvas
@@ -42,6 +44,8 @@ impl App {
                 )),
                 other => super::WorkError::canvas(other, "looking the person up in Canvas"),
             })?;
+        self.owns_canvas_user(login, &user)
+            .map_err(super::WorkError::Permanent)?;
         let person = Person {
             login: login.clone(),
             name: Some(user.name.clone()),

@@ -36,6 +36,7 @@ impl App {
     ) -> AppResult<Request> {
         let now = self.now();
         let new = request::parse_new_request(raw, self.policy(), now.date())?;
+        self.can_be_served(&actor.login).await?;
         let mut tx = self.write().await?;
         let me = Person {
             login: actor.login.clone(),
@@ -55,6 +56,81 @@ impl App {
         tx.commit().await.map_err(StoreError::from)?;
         self.wake();
         Ok(created)
+    }
+
+    /// Whether Canvas knows the person, so that a token could be made for them: told at
+    /// submission rather than after an approval. A person tokendesk already found in Canvas is
+    /// not looked up again; when Canvas cannot answer now, the submission goes ahead (issuance
+    /// checks again).
+    async fn can_be_served(&self, login: &crate::domain::Login) -> AppResult<()> {
+        self.canvas_user_ref(login)
+            .map_err(|e| DomainError::Invalid(vec![e]))?;
+        let mut conn = self.read().await?;
+        let known = store::person(&mut conn, login)
+            .await?
+            .is_some_and(|p| p.canvas_user_id.is_some());
+        drop(conn);
+        if known {
+            return Ok(());
+        }
+        match self.resolve_person(login).await {
+            Ok(_) => Ok(()),
+            Err(super::WorkError::Permanent(why)) => {
+                Err(DomainError::Invalid(vec![crate::domain::FieldError::new(
+                    "login",
+                    "not_in_canvas",
+                    format!("a token cannot be made for you: {why}; ask the help desk"),
+                )])
+                .into())
+            }
+            Err(super::WorkError::Transient(why)) => {
+                tracing::warn!(login = %login, error = %why, "cannot look the requester up in Canvas now; submitting anyway");
+                Ok(())
+            }
+        }
+    }
+
+    /// The people who could decide on a request of `requester`: the approvers and admins
+    /// other than the requester (nobody decides on their own request).
+    pub fn possible_approvers(
+        &self,
+        requester: &crate::domain::Login,
+    ) -> Vec<crate::domain::Login> {
+        let roles = &self.parts().roles;
+        let mut people: Vec<crate::domain::Login> = roles
+            .approvers
+            .iter()
+            .chain(roles.admins.iter())
+            .filter(|l| *l != requester)
+            .cloned()
+            .collect();
+        people.sort();
+        people.dedup();
+        people
+    }
+
+    /// Whether the rules let `actor` take `action` on a request now (what the pages offer).
+    pub fn allowed(&self, actor: &Actor, view: &RequestView, action: request::Action) -> bool {
+        request::allowed(
+            &view.request,
+            actor,
+            action,
+            Some(self.delivery_of(view)),
+            self.policy(),
+            self.now(),
+        )
+    }
+
+    /// Where a request's delivery stands now.
+    pub(super) fn delivery_of(&self, view: &RequestView) -> request::Delivery {
+        let now = self.now();
+        request::Delivery {
+            token_pending: view
+                .token
+                .as_ref()
+                .is_some_and(|t| t.state == crate::domain::TokenState::Pending),
+            envelope: view.envelope.as_ref().map(|e| (e.state_at(now), e.reveals)),
+        }
     }
 
     /// One request, if the actor may see it.

@@ -136,7 +136,7 @@ impl App {
                 roles,
                 canvas,
                 canvas_url: config.canvas.url.clone(),
-                canvas_user_pattern: config.canvas.user_id_pattern.clone(),
+                canvas_user_pattern: config.canvas.user_id_pattern,
                 public_url: config.public_url.clone(),
                 mailer,
                 outbox_key: config.email.outbox_key.as_ref().map(|k| k.key().clone()),

@@ -777,15 +777,6 @@ fn build_canvas(keys: CanvasKeys, ctx: &mut Ctx) -> Option<CanvasConfig> {
         Some(text) => http_url(ctx, "canvas.url", text, "the admin token travels over it"),
     };
     let token = required_secret(ctx, "canvas", "admin_token", &keys.admin_token);
-    if !keys.user_id_pattern.contains("{login}") {
-        ctx.invalid(
-            "canvas.user_id_pattern",
-            format!(
-                "`{}` must contain {{login}}, e.g. \"sis_login_id:{{login}}\" or \"{{login}}\"",
-                keys.user_id_pattern
-            ),
-        );
-    }
     let (admin_token, admin_token_source) = token?;
     Some(CanvasConfig {
         url: url?,

@@ -25,7 +25,7 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 use crate::delivery::envelope::AtRestKey;
-use crate::domain::Login;
+use crate::domain::{Login, UserIdPattern};
 use crate::settings::section;
 
 pub use error::{ConfigError, ConfigErrors, ErrorKind, Origin};
@@ -72,8 +72,6 @@ pub struct Config {
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 /// Default `max_body_bytes` (64 KiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
-/// Default `canvas.user_id_pattern`.
-pub const DEFAULT_USER_ID_PATTERN: &str = "sis_login_id:{login}";
 /// Default `email.from`.
 pub const DEFAULT_FROM: &str = "tokendesk <tokendesk@localhost>";
 
@@ -152,9 +150,12 @@ section! {
         admin_token: Secret = Secret::default(), shown "**required**";
         /// The root account id.
         account_id: u64 = 1, in 1..=9223372036854775807;
-        /// How a tokendesk login becomes a Canvas `:user_id`: `sis_login_id:{login}`,
-        /// `sis_user_id:{login}`, or `{login}` for numeric Canvas ids.
-        user_id_pattern: String = DEFAULT_USER_ID_PATTERN.to_owned();
+        /// How a tokendesk login names its person in Canvas: as their SIS login
+        /// (`sis_login_id:{login}`), their SIS user id (`sis_user_id:{login}`), or their numeric
+        /// Canvas id (`{login}`: then only numbers are accepted as logins). Nothing else: text
+        /// around `{login}` could let a login name another person. Issuance also checks that the
+        /// person Canvas finds has that login or SIS id.
+        user_id_pattern: UserIdPattern = UserIdPattern::SisLogin;
         /// Timeout of one Canvas request.
         timeout_secs: u64 = 30, in 1..=600;
         /// Retries of a throttled or failed Canvas request.
@@ -356,7 +357,7 @@ impl CanvasConfig {
 
     /// The Canvas `:user_id` for a login (not URL-encoded; the client encodes path segments).
     pub fn user_id_for(&self, login: &str) -> String {
-        self.keys.user_id_pattern.replace("{login}", login)
+        self.keys.user_id_pattern.as_str().replace("{login}", login)
     }
 }
 

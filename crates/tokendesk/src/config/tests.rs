@@ -182,7 +182,7 @@ fn minimal_file_gets_defaults() {
     assert_eq!(c.database, DatabaseUrl::Sqlite(dir.0.join("tokendesk.db")));
     assert_eq!(c.max_body_bytes, 64 * 1024);
     assert_eq!(c.canvas.account_id, 1);
-    assert_eq!(c.canvas.user_id_pattern, "sis_login_id:{login}");
+    assert_eq!(c.canvas.user_id_pattern.as_str(), "sis_login_id:{login}");
     assert_eq!((c.canvas.timeout_secs, c.canvas.max_retries), (30, 4));
     assert_eq!(c.canvas.admin_token_source, SecretSource::Inline);
     assert_eq!(c.auth, AuthConfig::default());
@@ -843,4 +843,25 @@ fn role_entries_are_logins() {
     )
     .expect("valid");
     assert_eq!(c.roles.admins, vec!["root"], "trimmed, lower-cased, once");
+}
+
+/// check-config refuses a pattern that could let a login name someone else in Canvas.
+#[test]
+fn user_id_patterns_must_tie_a_login_to_one_person() {
+    for (pattern, ok) in [
+        ("sis_login_id:{login}", true),
+        ("sis_user_id:{login}", true),
+        ("{login}", true),
+        ("{login}@example.edu", false),
+        ("sis_login_id:{login}.x", false),
+        ("x:{login}", false),
+    ] {
+        let text = format!("{}user_id_pattern = \"{pattern}\"\n", minimal());
+        let result = load_text("pattern", &text);
+        assert_eq!(result.is_ok(), ok, "{pattern}: {:?}", result.err());
+        if !ok {
+            let errs = result.err().unwrap().to_string();
+            assert!(errs.contains("cannot guarantee"), "{errs}");
+        }
+    }
 }

@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use lettre::message::Mailbox;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::domain::Login;
+use crate::domain::{Login, UserIdPattern};
 use crate::settings::{Found, Problem, Reader, Setting, as_text, type_name};
 
 /// Where a secret came from (shown by `check-config`; the value never is).
@@ -257,6 +257,23 @@ impl Setting for Vec<Login> {
         } else {
             Err(Problem::Items(bad))
         }
+    }
+}
+
+impl Setting for UserIdPattern {
+    fn kind() -> String {
+        UserIdPattern::ALL
+            .iter()
+            .map(|p| format!("`{p}`"))
+            .collect::<Vec<_>>()
+            .join(" \\| ")
+    }
+    fn show(&self) -> String {
+        format!("`{self}`")
+    }
+    fn parse(found: Found<'_>) -> Result<Self, Problem> {
+        let text = String::parse(found)?;
+        UserIdPattern::parse(&text).map_err(Problem::Invalid)
     }
 }
 

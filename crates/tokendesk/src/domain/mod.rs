@@ -13,7 +13,7 @@ pub mod token;
 
 pub use email::EmailKind;
 pub use error::{DomainError, FieldError};
-pub use ids::{Login, RequestId, TokenId};
+pub use ids::{Login, RequestId, TokenId, UserIdPattern, is_bidi_or_invisible};
 pub use policy::Policy;
 pub use roles::{Actor, Roles};
 pub use token::TokenState;

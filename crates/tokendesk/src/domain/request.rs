@@ -391,6 +391,191 @@ fn moved(request: &Request, state: RequestState, now: OffsetDateTime) -> Request
     }
 }
 
+/// What a person may do to a request. The pages offer exactly the actions [`allowed`] says,
+/// and every transition checks the same rule (`may_*`) first, so the two cannot differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Approve,
+    Deny,
+    Cancel,
+    Retry,
+    Revoke,
+    /// The help desk sends a new delivery link.
+    ResendLink,
+}
+
+impl Action {
+    pub const ALL: [Action; 6] = [
+        Action::Approve,
+        Action::Deny,
+        Action::Cancel,
+        Action::Retry,
+        Action::Revoke,
+        Action::ResendLink,
+    ];
+}
+
+/// Where the delivery of an issued token stands, for [`Action::ResendLink`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// The token is still pending in Canvas (not activated).
+    pub token_pending: bool,
+    /// The newest envelope's state now, and how often it was revealed.
+    pub envelope: Option<(super::envelope::EnvelopeState, u32)>,
+}
+
+/// Whether the rules let `actor` take `action` on `request` now (before any input such as a
+/// reason or a date is looked at): the same checks the action's transition makes.
+pub fn allowed(
+    request: &Request,
+    actor: &Actor,
+    action: Action,
+    delivery: Option<Delivery>,
+    policy: &Policy,
+    now: OffsetDateTime,
+) -> bool {
+    match action {
+        Action::Approve => may_approve(request, actor).is_ok(),
+        Action::Deny => may_deny(request, actor).is_ok(),
+        Action::Cancel => may_cancel(request, actor).is_ok(),
+        Action::Retry => may_retry(request, actor, policy, now).is_ok(),
+        Action::Revoke => may_revoke(request, actor).is_ok(),
+        Action::ResendLink => delivery.is_some_and(|d| may_resend_link(request, actor, d).is_ok()),
+    }
+}
+
+/// Approvers approve submitted requests, never their own.
+pub fn may_approve(request: &Request, actor: &Actor) -> Result<(), DomainError> {
+    require_reviewer(request, actor, "approve")?;
+    require_state(request, "approve", &[RequestState::Submitted])
+}
+
+/// Approvers deny submitted (or failed) requests, never their own.
+pub fn may_deny(request: &Request, actor: &Actor) -> Result<(), DomainError> {
+    require_reviewer(request, actor, "deny")?;
+    require_state(
+        request,
+        "deny",
+        &[RequestState::Submitted, RequestState::Failed],
+    )
+}
+
+/// The requester withdraws a request that has no token yet and is not being issued.
+pub fn may_cancel(request: &Request, actor: &Actor) -> Result<(), DomainError> {
+    if !visible_to(request, actor) {
+        return Err(DomainError::NotFound);
+    }
+    if !actor.is(&request.requester) {
+        return Err(DomainError::Forbidden(
+            "only the requester can cancel a request; approvers deny instead".into(),
+        ));
+    }
+    require_state(
+        request,
+        "cancel",
+        &[RequestState::Submitted, RequestState::Failed],
+    )
+}
+
+/// Approvers retry a failed issuance whose expiry is still allowed.
+pub fn may_retry(
+    request: &Request,
+    actor: &Actor,
+    policy: &Policy,
+    now: OffsetDateTime,
+) -> Result<(), DomainError> {
+    if !visible_to(request, actor) {
+        return Err(DomainError::NotFound);
+    }
+    if !actor.roles.can_review() {
+        return Err(DomainError::Forbidden(
+            "only approvers can retry issuance".into(),
+        ));
+    }
+    require_state(request, "retry", &[RequestState::Failed])?;
+    check_expiry("expires_on", request.expires_on, policy, now.date()).map_err(|_| {
+        DomainError::Conflict {
+            code: "expiry_passed",
+            message: format!(
+                "the approved expiry {} is no longer allowed; deny this request and ask for a new one",
+                request.expires_on
+            ),
+        }
+    })
+}
+
+/// The owner or the help desk revokes a live token.
+pub fn may_revoke(request: &Request, actor: &Actor) -> Result<(), DomainError> {
+    let owner = actor.is(&request.requester);
+    if !owner && !actor.roles.can_look_up_people() {
+        return Err(DomainError::NotFound);
+    }
+    if !owner && !actor.roles.can_support() {
+        return Err(DomainError::Forbidden(
+            "only the owner or the help desk can revoke a token".into(),
+        ));
+    }
+    require_state(
+        request,
+        "revoke",
+        &[RequestState::Issued, RequestState::Activated],
+    )
+}
+
+/// The help desk sends a new delivery link while the token is still pending in Canvas and its
+/// link was never opened, or has expired.
+pub fn may_resend_link(
+    request: &Request,
+    actor: &Actor,
+    delivery: Delivery,
+) -> Result<(), DomainError> {
+    use super::envelope::EnvelopeState;
+    if !visible_to(request, actor) {
+        return Err(DomainError::NotFound);
+    }
+    if !actor.roles.can_support() {
+        return Err(DomainError::Forbidden(
+            "only the help desk sends new delivery links".into(),
+        ));
+    }
+    require_state(request, "re-send the link of", &[RequestState::Issued])?;
+    if !delivery.token_pending {
+        return Err(DomainError::Conflict {
+            code: "token_activated",
+            message: "the token is already activated in Canvas: its owner has it".into(),
+        });
+    }
+    match delivery.envelope {
+        Some((EnvelopeState::Expired, _)) => Ok(()),
+        Some((EnvelopeState::Sealed, 0)) | None => Ok(()),
+        _ => Err(DomainError::Conflict {
+            code: "link_opened",
+            message: "the link was opened and has not expired: its owner can still use it; a new link is for a link never opened, or expired".into(),
+        }),
+    }
+}
+
+/// The help desk sent a new delivery link (a new value, a new envelope, the old one closed).
+pub fn link_resent(
+    request: &Request,
+    actor: &Actor,
+    delivery: Delivery,
+    details: serde_json::Value,
+    now: OffsetDateTime,
+) -> Result<Change<Request>, DomainError> {
+    may_resend_link(request, actor, delivery)?;
+    Ok(Change {
+        state: moved(request, RequestState::Issued, now),
+        audit: audit(
+            actor.login.as_str(),
+            "request.resend_link",
+            request,
+            details,
+        ),
+        effects: vec![],
+    })
+}
+
 /// An approver approves, optionally with an earlier expiry; issuance is queued.
 pub fn approve(
     request: &Request,
@@ -399,8 +584,7 @@ pub fn approve(
     policy: &Policy,
     now: OffsetDateTime,
 ) -> Result<Change<Request>, DomainError> {
-    require_reviewer(request, actor, "approve")?;
-    require_state(request, "approve", &[RequestState::Submitted])?;
+    may_approve(request, actor)?;
     let today = now.date();
     let expires_on = match expires_on {
         Some(date) => {
@@ -457,12 +641,7 @@ pub fn deny(
     raw_reason: Option<&str>,
     now: OffsetDateTime,
 ) -> Result<Change<Request>, DomainError> {
-    require_reviewer(request, actor, "deny")?;
-    require_state(
-        request,
-        "deny",
-        &[RequestState::Submitted, RequestState::Failed],
-    )?;
+    may_deny(request, actor)?;
     let reason = reason(raw_reason)?;
     let mut next = moved(request, RequestState::Denied, now);
     next.decided_by = Some(actor.login.clone());
@@ -486,19 +665,7 @@ pub fn cancel(
     actor: &Actor,
     now: OffsetDateTime,
 ) -> Result<Change<Request>, DomainError> {
-    if !visible_to(request, actor) {
-        return Err(DomainError::NotFound);
-    }
-    if !actor.is(&request.requester) {
-        return Err(DomainError::Forbidden(
-            "only the requester can cancel a request; approvers deny instead".into(),
-        ));
-    }
-    require_state(
-        request,
-        "cancel",
-        &[RequestState::Submitted, RequestState::Failed],
-    )?;
+    may_cancel(request, actor)?;
     let next = moved(request, RequestState::Cancelled, now);
     let audit = audit(actor.login.as_str(), "request.cancel", request, json!({}));
     Ok(Change {
@@ -515,24 +682,7 @@ pub fn retry(
     policy: &Policy,
     now: OffsetDateTime,
 ) -> Result<Change<Request>, DomainError> {
-    if !visible_to(request, actor) {
-        return Err(DomainError::NotFound);
-    }
-    if !actor.roles.can_review() {
-        return Err(DomainError::Forbidden(
-            "only approvers can retry issuance".into(),
-        ));
-    }
-    require_state(request, "retry", &[RequestState::Failed])?;
-    check_expiry("expires_on", request.expires_on, policy, now.date()).map_err(|_| {
-        DomainError::Conflict {
-            code: "expiry_passed",
-            message: format!(
-                "the approved expiry {} is no longer allowed; deny this request and ask for a new one",
-                request.expires_on
-            ),
-        }
-    })?;
+    may_retry(request, actor, policy, now)?;
     let mut next = moved(request, RequestState::Approved, now);
     next.reason = None;
     let audit = audit(actor.login.as_str(), "request.retry", request, json!({}));
@@ -607,20 +757,8 @@ pub fn revoke(
     raw_reason: Option<&str>,
     now: OffsetDateTime,
 ) -> Result<Change<Request>, DomainError> {
+    may_revoke(request, actor)?;
     let owner = actor.is(&request.requester);
-    if !owner && !actor.roles.can_look_up_people() {
-        return Err(DomainError::NotFound);
-    }
-    if !owner && !actor.roles.can_support() {
-        return Err(DomainError::Forbidden(
-            "only the owner or the help desk can revoke a token".into(),
-        ));
-    }
-    require_state(
-        request,
-        "revoke",
-        &[RequestState::Issued, RequestState::Activated],
-    )?;
     let reason = reason(raw_reason)?;
     let mut next = moved(request, RequestState::Revoked, now);
     next.reason = Some(reason.clone());
@@ -997,6 +1135,68 @@ mod tests {
             datetime!(2027-02-01 00:00 UTC)
         );
         assert_eq!(canvas_purpose(RequestId(12), "x"), "tokendesk #12: x");
+    }
+
+    /// The pages' actions are the transitions' rules: for every state, actor and action,
+    /// `allowed` says yes exactly when the transition (given good input) goes through.
+    #[test]
+    fn allowed_actions_are_the_transitions() {
+        use super::super::envelope::EnvelopeState;
+        let p = Policy::default();
+        let actors = [sam(), ada(), helpdesk(), actor("eve", Roles::default())];
+        let deliveries = [
+            Delivery {
+                token_pending: true,
+                envelope: Some((EnvelopeState::Sealed, 0)),
+            },
+            Delivery {
+                token_pending: true,
+                envelope: Some((EnvelopeState::Revealed, 1)),
+            },
+            Delivery {
+                token_pending: true,
+                envelope: Some((EnvelopeState::Expired, 1)),
+            },
+            Delivery {
+                token_pending: false,
+                envelope: Some((EnvelopeState::Burned, 1)),
+            },
+        ];
+        let mut yes = 0;
+        for state in RequestState::ALL {
+            let r = request(state);
+            for a in &actors {
+                for d in deliveries {
+                    for action in Action::ALL {
+                        let done = match action {
+                            Action::Approve => approve(&r, a, None, &p, NOW).is_ok(),
+                            Action::Deny => deny(&r, a, Some("no"), NOW).is_ok(),
+                            Action::Cancel => cancel(&r, a, NOW).is_ok(),
+                            Action::Retry => retry(&r, a, &p, NOW).is_ok(),
+                            Action::Revoke => revoke(&r, a, Some("no"), NOW).is_ok(),
+                            Action::ResendLink => link_resent(&r, a, d, json!({}), NOW).is_ok(),
+                        };
+                        assert_eq!(
+                            allowed(&r, a, action, Some(d), &p, NOW),
+                            done,
+                            "{action:?} on {state} by {}",
+                            a.login
+                        );
+                        yes += usize::from(done);
+                    }
+                }
+            }
+        }
+        assert!(yes > 20, "{yes}");
+        // The defect that was: an approved request offered Cancel.
+        assert!(!allowed(
+            &request(RequestState::Approved),
+            &sam(),
+            Action::Cancel,
+            None,
+            &p,
+            NOW
+        ));
     }
 
     #[test]

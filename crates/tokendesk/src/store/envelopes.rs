@@ -90,13 +90,22 @@ pub async fn get_envelope(
     row.map(|r| envelope_row(&r)).transpose()
 }
 
+/// A request's current envelope: its open one if any (a new link closes the old in the same
+/// second), else its newest.
+static CURRENT_ORDER: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "ORDER BY CASE WHEN state IN ({}) THEN 0 ELSE 1 END, created_at DESC, id",
+        names_in::<EnvelopeState>(EnvelopeState::is_open)
+    )
+});
+
 pub async fn envelope_for_request(
     conn: &mut AnyConnection,
     id: RequestId,
 ) -> StoreResult<Option<StoredEnvelope>> {
     let sql = format!(
-        "SELECT {ENVELOPE_COLUMNS} FROM envelopes WHERE request_id = $1 \
-         ORDER BY created_at DESC LIMIT 1"
+        "SELECT {ENVELOPE_COLUMNS} FROM envelopes WHERE request_id = $1 {} LIMIT 1",
+        CURRENT_ORDER.as_str()
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id.0)
@@ -111,7 +120,7 @@ pub async fn request_view(
     conn: &mut AnyConnection,
     id: RequestId,
 ) -> StoreResult<Option<(Request, Option<StoredToken>, Option<Envelope>)>> {
-    let row = sqlx::query(
+    let sql = format!(
         "SELECT r.id, r.requester, r.purpose, r.application, r.requested_expires_on, \
            r.expires_on, r.state, r.decided_by, r.reason, r.created_at, r.updated_at, \
            t.id AS t_id, t.request_id AS t_request_id, t.owner AS t_owner, \
@@ -123,12 +132,14 @@ pub async fn request_view(
          FROM requests r \
          LEFT JOIN tokens t ON t.request_id = r.id \
          LEFT JOIN envelopes e ON e.id = (SELECT id FROM envelopes WHERE request_id = r.id \
-           ORDER BY created_at DESC LIMIT 1) \
+           {} LIMIT 1) \
          WHERE r.id = $1",
-    )
-    .bind(id.0)
-    .fetch_optional(conn)
-    .await?;
+        CURRENT_ORDER.as_str()
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.0)
+        .fetch_optional(conn)
+        .await?;
     let Some(r) = row else { return Ok(None) };
     let token = match r.try_get::<Option<i64>, _>("t_id")? {
         Some(_) => Some(token_in(&r, "t_")?),

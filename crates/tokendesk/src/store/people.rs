@@ -18,10 +18,12 @@ pub struct Person {
     pub canvas_user_id: Option<i64>,
 }
 
-/// A stored login.
+/// A stored login (as it was stored, even under an earlier release's looser rules).
 pub(super) fn login(raw: String) -> StoreResult<Login> {
-    Login::parse(&raw)
-        .map_err(|e| super::StoreError::Corrupt(format!("login {raw:?}: {}", e.message)))
+    if raw.trim().is_empty() {
+        return Err(super::StoreError::Corrupt("an empty login".into()));
+    }
+    Ok(Login::from_stored(&raw))
 }
 
 fn person_row(r: &AnyRow) -> StoreResult<Person> {

@@ -14,7 +14,7 @@ use super::WebState;
 use super::error::ApiError;
 use crate::app::Ctx;
 use crate::config::{AuthConfig, AuthMode};
-use crate::domain::{Actor, Login};
+use crate::domain::{Actor, FieldError, Login};
 
 /// The demo session cookie.
 pub const DEMO_COOKIE: &str = "tokendesk_demo";
@@ -123,25 +123,38 @@ impl WebAuth {
         self.0.demo.as_ref().filter(|_| self.demo_allowed())
     }
 
-    /// The signed-in login of a request, if any.
-    fn login(&self, peer: Option<IpAddr>, headers: &HeaderMap, now: i64) -> Option<Login> {
+    /// The signed-in login of a request, if any. A login the sign-in proxy vouches for that
+    /// tokendesk cannot use (see [`Login::parse`]) is an error naming why, not a silent
+    /// "signed out".
+    fn login(
+        &self,
+        peer: Option<IpAddr>,
+        headers: &HeaderMap,
+        now: i64,
+    ) -> Result<Option<Login>, FieldError> {
         match self.0.config.mode {
             AuthMode::TrustedHeader => {
                 // The header is believed only from a trusted proxy; from anyone else it is ignored.
-                let peer = peer?;
-                if !self.0.config.is_trusted_proxy(peer) {
-                    return None;
+                if !peer.is_some_and(|p| self.0.config.is_trusted_proxy(p)) {
+                    return Ok(None);
                 }
-                let raw = headers.get(&self.0.header)?.to_str().ok()?;
-                Login::parse(raw).ok()
+                let Some(raw) = headers.get(&self.0.header) else {
+                    return Ok(None);
+                };
+                let raw = String::from_utf8_lossy(raw.as_bytes());
+                if raw.trim().is_empty() {
+                    return Ok(None);
+                }
+                Login::parse(&raw).map(Some)
             }
             AuthMode::Demo => {
-                if !self.demo_allowed() {
-                    return None;
-                }
-                let demo = self.0.demo.as_ref()?;
+                let Some(demo) = self.0.demo.as_ref().filter(|_| self.demo_allowed()) else {
+                    return Ok(None);
+                };
                 let jar = axum_extra::extract::cookie::CookieJar::from_headers(headers);
-                demo.verify(jar.get(DEMO_COOKIE)?.value(), now)
+                Ok(jar
+                    .get(DEMO_COOKIE)
+                    .and_then(|c| demo.verify(c.value(), now)))
             }
         }
     }
@@ -204,6 +217,7 @@ impl FromRequestParts<WebState> for SignedIn {
         let login = state
             .auth
             .login(peer, &parts.headers, now)
+            .map_err(|e| ApiError::invalid_login(e.message))?
             .ok_or_else(ApiError::unauthenticated)?;
         tracing::Span::current().record("login", login.as_str());
         let ctx = Ctx {

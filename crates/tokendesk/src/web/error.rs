@@ -71,6 +71,25 @@ impl ApiError {
         )
     }
 
+    /// Signed in by the proxy with a login tokendesk cannot use: not signed in (401), saying
+    /// why, with `field` "login".
+    pub fn invalid_login(why: impl Into<String>) -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            format!(
+                "the sign-in proxy vouched for a login tokendesk cannot use: {}; ask the help desk to have your account's login checked",
+                why.into()
+            ),
+        )
+        .with_field("login")
+    }
+
+    /// Whether this is the refusal of an unusable login (see [`ApiError::invalid_login`]).
+    pub fn is_invalid_login(&self) -> bool {
+        self.status == StatusCode::UNAUTHORIZED && self.field.as_deref() == Some("login")
+    }
+
     pub fn forbidden(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
     }

@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 use super::auth::SignedIn;
 use super::error::ApiResult;
 use super::extract::{IdPath, JsonBody, NoFields, QueryParams, bool_param, int_param};
-use super::openapi::{Always, Body, Checked, Conflicting, Named, Query, Refusable};
+use super::openapi::{Always, Body, Checked, Conflicting, InCanvas, Named, Query, Refusable};
 use super::{WebState, utc};
 use crate::app::{RequestQuery, RequestView};
 use crate::domain::RequestId;
@@ -29,6 +29,7 @@ pub(super) fn routes() -> OpenApiRouter<WebState> {
         .routes(routes!(deny))
         .routes(routes!(cancel))
         .routes(routes!(retry))
+        .routes(routes!(resend_link))
 }
 
 /// A request as the API shows it.
@@ -343,4 +344,30 @@ async fn retry(
 ) -> ApiResult<Json<RequestJson>> {
     let request = state.app.retry(&actor, RequestId(id), &ctx).await?;
     Ok(Json(request.into()))
+}
+
+/// Send a new delivery link (the help desk), while the token is still pending in Canvas and its
+/// link was never opened or has expired: the token gets a new value in Canvas, sealed in a new
+/// envelope; the old link stops working; the owner is emailed the new one.
+#[utoipa::path(
+    post,
+    path = "/requests/{id}/resend-link",
+    tag = "requests",
+    operation_id = "resendLink",
+    params(("id" = i64, Path, description = "The request")),
+    request_body = NoFields,
+    responses(
+        (status = 200, description = "Sent: the request with its new envelope", body = RequestJson),
+        Always, Body, Named, Refusable, Conflicting, InCanvas,
+    ),
+)]
+async fn resend_link(
+    State(state): State<WebState>,
+    SignedIn { actor, ctx }: SignedIn,
+    IdPath(id): IdPath,
+    JsonBody(NoFields {}): JsonBody<NoFields>,
+) -> ApiResult<Json<RequestJson>> {
+    state.app.resend_link(&actor, RequestId(id), &ctx).await?;
+    let view = state.app.request(&actor, RequestId(id)).await?;
+    Ok(Json(view.into()))
 }

@@ -360,8 +360,25 @@ async fn deny_cancel_and_retry() {
     .await
     .expect(200);
 
-    // Someone Canvas does not know: issuance fails for good, then an approver may retry.
+    // Someone Canvas does not know is told so when they submit.
+    let r = api
+        .post(
+            "nobody.known",
+            "/api/v1/requests",
+            json!({"purpose": "grading scripts for my course sections", "expires_on": api.world.today_plus(30)}),
+        )
+        .await
+        .expect_error(422, "not_in_canvas");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Canvas has no user")
+    );
+    // Submitted while Canvas could not tell: issuance fails for good, then an approver may retry.
+    api.world.sim.set_fail_rate(1.0);
     let id = api.submit("nobody.known").await;
+    api.world.sim.set_fail_rate(0.0);
     api.post(ADA, &format!("/api/v1/requests/{id}/approve"), json!({}))
         .await
         .expect(200);
@@ -461,6 +478,28 @@ async fn signed_out_and_untrusted_peers_get_401() {
     api.get("two words", "/api/v1/me")
         .await
         .expect_error(401, "unauthenticated");
+    // A login that is not a plain identifier is refused, saying why.
+    for (login, why) in [
+        ("../audit", "`/`"),
+        ("..", "only dots"),
+        ("eve\u{202E}nimda", "reorder or hide"),
+    ] {
+        let r = api
+            .send(
+                None,
+                api.client
+                    .get(api.url("/api/v1/me"))
+                    .header("X-Remote-User", login),
+            )
+            .await
+            .expect_error(401, "unauthenticated");
+        assert_eq!(r.field(), "login");
+        assert!(
+            r.code() == "unauthenticated" && r.text.contains(why),
+            "{}",
+            r.text
+        );
+    }
 
     // When loopback is not a trusted proxy, the header from it is ignored.
     let auth = AuthConfig {
@@ -1252,4 +1291,69 @@ async fn trusted_header_mode_has_no_demo_pages() {
     api.get_anon("/demo/login")
         .await
         .expect_error(404, "not_found");
+}
+
+/// The help desk sends a new delivery link while the token is pending and its link was never
+/// opened (or has expired): a new value, a new envelope, the old one closed, all audited.
+#[tokio::test]
+async fn the_help_desk_sends_a_new_link() {
+    let api = Api::start(TestDb::sqlite().await).await;
+    let issued = api.issued(SAM).await;
+    let id = issued["id"].as_i64().unwrap();
+    let old_envelope = issued["envelope_id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/requests/{id}/resend-link");
+    // Only the help desk.
+    api.post(SAM, &path, json!({}))
+        .await
+        .expect_error(403, "forbidden");
+    let (_, old_key) = api.world.link_for(SAM).await;
+    let sent = api.post(THEO, &path, json!({})).await.expect(200).json();
+    let new_envelope = sent["envelope_id"].as_str().unwrap().to_owned();
+    assert_ne!(new_envelope, old_envelope);
+    // The old link is closed; the new one opens and holds a working (pending) token.
+    let old = api
+        .get(SAM, &format!("/api/v1/envelopes/{old_envelope}"))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(old["state"], "burned");
+    let (link_id, key) = api.world.link_for(SAM).await;
+    assert_eq!(link_id, new_envelope);
+    assert_ne!(key, old_key);
+    let value = api.world.reveal_value(SAM).await;
+    let token = api
+        .get(SAM, &format!("/api/v1/tokens/{}", sent["token_id"]))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(
+        &value[..5],
+        token["hint"].as_str().unwrap(),
+        "the hint follows the new value"
+    );
+    // Audited, by the help desk.
+    let events = api
+        .get(
+            ADA,
+            &format!("/api/v1/audit?target=request:{id}&action=request.resend_link"),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(events[0]["actor"], THEO, "{events}");
+    // Now opened and not expired: the owner can still use it, so no new link.
+    api.post(THEO, &path, json!({}))
+        .await
+        .expect_error(409, "link_opened");
+    // Once it has expired, it may be sent again.
+    api.world.clock.advance(time::Duration::days(8));
+    api.post(THEO, &path, json!({})).await.expect(200);
+    // Activated: the owner has the token; nothing more to send.
+    api.world
+        .activate_in_canvas(SAM, token["canvas_token_id"].as_i64().unwrap())
+        .await;
+    tokendesk::jobs::sweep(&api.world.app).await.unwrap();
+    api.post(THEO, &path, json!({}))
+        .await
+        .expect_error(409, "wrong_state");
 }

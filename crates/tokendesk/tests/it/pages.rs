@@ -358,6 +358,9 @@ async fn page_render_times_with_a_thousand_requests() {
     let seeded = Instant::now();
     let expires = p.world.today_plus(60);
     for i in 0..1000 {
+        p.world
+            .known_person(&format!("user{i:04}"), 10_000 + i)
+            .await;
         let who = p.world.actor(&format!("user{i:04}"));
         let raw = RawNewRequest {
             purpose: Some(format!(
@@ -588,4 +591,140 @@ async fn request_ids_come_from_trusted_proxies_or_from_us() {
         .expect(200);
     let id = r.header("x-request-id").unwrap();
     assert_ne!(id, "chosen-by-client");
+}
+
+/// The request page offers exactly the actions the rules allow, for every state a request
+/// reaches and every role (the defect: Cancel on an approved request, which always failed).
+#[tokio::test]
+async fn the_request_page_offers_exactly_the_allowed_actions() {
+    use tokendesk::domain::RequestId;
+    use tokendesk::domain::request::Action;
+    let p = Pages::start().await;
+    let w = &p.world;
+    let ada = w.actor("ada.admin");
+    let ctx = Ctx::default();
+    let buttons = [
+        (Action::Approve, ">Approve</button>"),
+        (Action::Deny, ">Deny</button>"),
+        (Action::Retry, ">Retry</button>"),
+        (Action::ResendLink, ">Send a new link</button>"),
+        (Action::Cancel, ">Cancel</button>"),
+        (Action::Revoke, ">Revoke</button>"),
+    ];
+    let people = [
+        "sam.student",
+        "stella.student",
+        "nobody.here",
+        "ada.admin",
+        "theo.teacher",
+    ];
+    let mut states = std::collections::BTreeSet::new();
+    let mut offered_any = 0;
+    let mut check = async |id: RequestId| {
+        for who in people {
+            let actor = w.actor(who);
+            let Ok(view) = w.app.request(&actor, id).await else {
+                continue;
+            };
+            let page = p
+                .get(Some(who), &format!("/requests/{}", id.0))
+                .await
+                .expect(200);
+            for (action, text) in buttons {
+                let offered = page.text.contains(text);
+                let allowed = w.app.allowed(&actor, &view, action)
+                    && (action != Action::Revoke || view.token.is_some());
+                assert_eq!(
+                    offered, allowed,
+                    "{action:?} on a {} request, for {who}",
+                    view.request.state
+                );
+                offered_any += usize::from(offered);
+            }
+            states.insert(view.request.state.as_str());
+        }
+    };
+    let sam = w.submit("sam.student").await;
+    check(sam).await; // submitted
+    w.app.approve(&ada, sam, None, &ctx).await.unwrap();
+    check(sam).await; // approved
+    tokendesk::jobs::drain(&w.app).await.unwrap();
+    check(sam).await; // issued
+    let stella = w.submit("stella.student").await;
+    w.app
+        .deny(&ada, stella, Some("use the course token"), &ctx)
+        .await
+        .unwrap();
+    check(stella).await; // denied
+    let stella = w.submit("stella.student").await;
+    w.app
+        .cancel(&w.actor("stella.student"), stella, &ctx)
+        .await
+        .unwrap();
+    check(stella).await; // cancelled
+    w.sim.set_fail_rate(1.0);
+    let nobody = w.submit("nobody.here").await;
+    w.sim.set_fail_rate(0.0);
+    w.app.approve(&ada, nobody, None, &ctx).await.unwrap();
+    tokendesk::jobs::drain(&w.app).await.unwrap();
+    check(nobody).await; // failed
+    let token = w.app.request(&ada, sam).await.unwrap().token.unwrap();
+    w.app
+        .revoke(
+            &w.actor("sam.student"),
+            token.id,
+            Some("no longer needed"),
+            &ctx,
+        )
+        .await
+        .unwrap();
+    check(sam).await; // revoked
+    let names: Vec<&str> = states.into_iter().collect();
+    assert_eq!(
+        names,
+        [
+            "approved",
+            "cancelled",
+            "denied",
+            "failed",
+            "issued",
+            "revoked",
+            "submitted"
+        ],
+    );
+    assert!(offered_any >= 8, "{offered_any}");
+}
+
+/// A login stored by an earlier release (`../audit` was accepted then) is encoded in every
+/// link, so it cannot point at another page; signing in with such a login is refused.
+#[tokio::test]
+async fn logins_in_links_are_encoded() {
+    let p = Pages::start().await;
+    let mut tx = p.world.db.store.write().await.unwrap();
+    tokendesk::store::upsert_person(
+        &mut tx,
+        &tokendesk::store::Person {
+            login: tokendesk::domain::Login::from_stored("../audit"),
+            name: Some("Old Login".into()),
+            email: None,
+            canvas_user_id: None,
+        },
+        p.world.app.now(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let people = p
+        .get(Some("theo.teacher"), "/people?q=audit")
+        .await
+        .expect(200);
+    assert!(
+        people.text.contains("href=\"/people/..%2Faudit\""),
+        "{}",
+        people.text
+    );
+    assert!(!people.text.contains("href=\"/people/../audit\""));
+    let refused = p.get(Some("../audit"), "/me").await;
+    assert_eq!(refused.status, 401, "{}", refused.text);
+    assert!(refused.text.contains("cannot use"), "{}", refused.text);
 }

@@ -488,7 +488,10 @@ async fn issuance_that_keeps_failing_ends_failed_and_can_be_retried() {
 async fn an_unknown_canvas_person_fails_at_once() {
     let w = World::new(TestDb::sqlite().await).await;
     let ada = w.actor("ada.admin");
+    // Submitted while Canvas could not say who is who (told at once otherwise).
+    w.sim.set_fail_rate(1.0);
     let id = w.submit("nobody.here").await;
+    w.sim.set_fail_rate(0.0);
     w.app
         .approve(&ada, id, None, &Ctx::default())
         .await
@@ -497,4 +500,53 @@ async fn an_unknown_canvas_person_fails_at_once() {
     let r = w.app.request(&ada, id).await.unwrap().request;
     assert_eq!(r.state, RequestState::Failed);
     assert!(r.reason.unwrap().contains("Canvas has no user"));
+}
+
+/// With `canvas.user_id_pattern = "{login}"` (numeric Canvas ids), a login such as `self` or
+/// `sis_login_id:stella.student` cannot name another Canvas user: it is refused at once, and
+/// nothing is made in Canvas.
+#[tokio::test]
+async fn a_login_cannot_name_another_canvas_user() {
+    let w = World::tweaked(TestDb::sqlite().await, |parts| {
+        parts.canvas_user_pattern = tokendesk::domain::UserIdPattern::CanvasId;
+    })
+    .await;
+    let before = w.sim.stats();
+    for attacker in [
+        "self",
+        "sis_login_id:stella.student",
+        "sis_user_id:a0001",
+        "1x",
+    ] {
+        let raw = tokendesk::domain::request::RawNewRequest {
+            purpose: Some("grading scripts for my course sections".into()),
+            expires_on: Some(w.today_plus(30)),
+            application: None,
+        };
+        let err = w
+            .app
+            .submit(&w.actor(attacker), &raw, &Ctx::default())
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("not a number"),
+            "{attacker}: {err}"
+        );
+    }
+    assert_eq!(w.sim.stats(), before, "Canvas was not even asked");
+    // A real numeric id is that person.
+    let id = w.submit("2").await;
+    w.app
+        .approve(&w.actor("ada.admin"), id, None, &Ctx::default())
+        .await
+        .unwrap();
+    tokendesk::jobs::drain(&w.app).await.unwrap();
+    let view = w.app.request(&w.actor("ada.admin"), id).await.unwrap();
+    assert_eq!(
+        view.request.state,
+        RequestState::Issued,
+        "{:?}",
+        view.request.reason
+    );
+    assert_eq!(view.token.unwrap().canvas_user_id, 2);
 }

@@ -12,13 +12,15 @@ use super::error::PageError;
 use super::session::{Chrome, Viewer};
 use super::view::{LinkRow, RequestRow, TokenRow};
 use crate::app::RequestQuery;
-use crate::domain::request::RequestState;
+use crate::domain::request::{self, Action, RequestState};
 use crate::web::WebState;
 
 /// One of my requests, with its delivery link when there is one.
 pub struct MyRequest {
     pub r: RequestRow,
     pub link: Option<LinkRow>,
+    /// The rules let me cancel it.
+    pub can_cancel: bool,
 }
 
 #[derive(Template, WebTemplate)]
@@ -52,9 +54,11 @@ pub async fn show(State(state): State<WebState>, viewer: Viewer) -> Result<Respo
         } else {
             None
         };
+        let can_cancel = request::allowed(r, actor, Action::Cancel, None, app.policy(), now);
         requests.push(MyRequest {
             r: RequestRow::new(r),
             link,
+            can_cancel,
         });
     }
     let states: HashMap<i64, RequestState> = list.iter().map(|r| (r.id.0, r.state)).collect();

@@ -79,6 +79,7 @@ pub fn routes_with(config: PagesConfig, demo: bool) -> Router<WebState> {
         .route("/requests/{id}/deny", post(requests::deny))
         .route("/requests/{id}/cancel", post(requests::cancel))
         .route("/requests/{id}/retry", post(requests::retry))
+        .route("/requests/{id}/resend-link", post(requests::resend_link))
         .route("/tokens/{id}/revoke", post(requests::revoke))
         .route("/me", get(me::show))
         .route("/queue", get(requests::queue))

@@ -20,6 +20,8 @@ use crate::web::WebState;
 pub struct PersonRow {
     pub login: String,
     pub name: String,
+    /// `/people/{login}`, the login percent-encoded.
+    pub href: String,
 }
 
 #[derive(Template, WebTemplate)]
@@ -55,6 +57,7 @@ pub async fn search(
         people: found
             .into_iter()
             .map(|p| PersonRow {
+                href: format!("/people/{}", p.login.path_segment()),
                 login: p.login.to_string(),
                 name: p.name.unwrap_or_default(),
             })
@@ -96,15 +99,11 @@ pub async fn show(
         .map_err(|e| viewer.fail(e))?;
     let states: HashMap<i64, RequestState> = list.iter().map(|r| (r.id.0, r.state)).collect();
     let login = crate::domain::Login::parse(&login)
-        .map(|l| l.to_string())
-        .unwrap_or(login);
+        .map_err(|e| viewer.fail(crate::web::ApiError::invalid(vec![e])))?;
     let page = PersonPage {
-        c: viewer.chrome(&login),
-        back: format!(
-            "/people/{}",
-            url::form_urlencoded::byte_serialize(login.as_bytes()).collect::<String>()
-        ),
-        login,
+        c: viewer.chrome(login.as_str()),
+        back: format!("/people/{}", login.path_segment()),
+        login: login.to_string(),
         requests: list.iter().map(RequestRow::new).collect(),
         tokens: tokens
             .iter()

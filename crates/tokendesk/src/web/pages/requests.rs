@@ -17,7 +17,7 @@ use super::error::PageError;
 use super::session::{Chrome, PageForm, Viewer, local_path};
 use super::view::{self, LinkRow, RequestRow, TokenRow};
 use crate::app::{AppError, RequestQuery};
-use crate::domain::request::{self, RawNewRequest, RequestState};
+use crate::domain::request::{self, Action, RawNewRequest, RequestState};
 use crate::domain::{DomainError, FieldError, RequestId, TokenId};
 use crate::web::{ApiError, WebState};
 
@@ -187,10 +187,12 @@ pub struct RequestPage {
     pub token: Option<TokenRow>,
     pub link: Option<LinkRow>,
     pub mailbox: bool,
-    pub can_decide: bool,
+    pub can_approve: bool,
+    pub can_deny: bool,
     pub can_retry: bool,
     pub can_cancel: bool,
     pub can_revoke: bool,
+    pub can_resend: bool,
     pub min_date: String,
     /// This page, for the forms to come back to.
     pub back: String,
@@ -255,10 +257,12 @@ pub async fn show(
             .filter(|_| own)
             .map(|e| LinkRow::new(e, now)),
         mailbox: viewer.mailbox(),
-        can_decide: roles.can_review() && !own && state_now == RequestState::Submitted,
-        can_retry: roles.can_review() && state_now == RequestState::Failed,
-        can_cancel: own && state_now.is_open(),
-        can_revoke: v.token.is_some() && state_now.holds_token() && (own || roles.can_support()),
+        can_approve: app.allowed(&viewer.actor, &v, Action::Approve),
+        can_deny: app.allowed(&viewer.actor, &v, Action::Deny),
+        can_retry: app.allowed(&viewer.actor, &v, Action::Retry),
+        can_cancel: app.allowed(&viewer.actor, &v, Action::Cancel),
+        can_revoke: v.token.is_some() && app.allowed(&viewer.actor, &v, Action::Revoke),
+        can_resend: app.allowed(&viewer.actor, &v, Action::ResendLink),
         min_date: view::date(today.next_day().unwrap_or(today)),
         back: format!("/requests/{}", id.0),
         history,
@@ -368,6 +372,24 @@ pub async fn retry(
     after(&viewer, &format!("/requests/{}", id.0), result)
 }
 
+/// `POST /requests/{id}/resend-link`: the help desk sends a new delivery link.
+pub async fn resend_link(
+    State(state): State<WebState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    PageForm(_): PageForm<DecisionForm>,
+) -> Result<Response, PageError> {
+    let id = RequestId(id_of(&id)?);
+    let result = state.app.resend_link(&viewer.actor, id, &viewer.ctx).await;
+    let result = result.map(|r| {
+        format!(
+            "Request #{}: a new link was emailed to {}; the old one no longer works.",
+            r.id, r.requester
+        )
+    });
+    after(&viewer, &format!("/requests/{}", id.0), result)
+}
+
 /// `POST /tokens/{id}/revoke` (`reason` required; `back`: the page to return to).
 pub async fn revoke(
     State(state): State<WebState>,
@@ -401,6 +423,8 @@ pub struct QueuePage {
     pub requester: String,
     pub states: Vec<&'static str>,
     pub error: Option<String>,
+    /// Waiting requests only their own requester could approve (shown to admins).
+    pub stuck: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -426,13 +450,24 @@ pub async fn queue(
         oldest_first: true,
         limit: Some(200),
     };
-    let (rows, error) = match state.app.requests(&viewer.actor, &query).await {
-        Ok(list) => (list.iter().map(RequestRow::new).collect(), None),
+    let (list, error) = match state.app.requests(&viewer.actor, &query).await {
+        Ok(list) => (list, None),
         Err(AppError::Domain(DomainError::Invalid(fields))) => {
             (Vec::new(), fields.first().map(|f| f.message.clone()))
         }
         Err(e) => return Err(viewer.fail(e)),
     };
+    // Admins are told of waiting requests nobody but their requester could approve.
+    let stuck: Vec<String> = if viewer.actor.roles.admin {
+        list.iter()
+            .filter(|r| r.state == RequestState::Submitted)
+            .filter(|r| state.app.possible_approvers(&r.requester).is_empty())
+            .map(|r| format!("#{} ({})", r.id, r.requester))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let rows = list.iter().map(RequestRow::new).collect();
     let status = if error.is_some() {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
@@ -445,6 +480,7 @@ pub async fn queue(
         requester: q.requester,
         states: RequestState::ALL.iter().map(|s| s.as_str()).collect(),
         error,
+        stuck,
     };
     Ok(viewer.page(status, &page))
 }

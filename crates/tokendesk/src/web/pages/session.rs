@@ -77,8 +77,16 @@ pub fn local_path(raw: &str) -> Option<&str> {
 }
 
 impl Viewer {
-    async fn from_parts(parts: &mut Parts, state: &WebState) -> Option<Viewer> {
-        let SignedIn { actor, ctx } = SignedIn::from_request_parts(parts, state).await.ok()?;
+    /// The viewer, `None` when nobody is signed in; `Err` for a login tokendesk cannot use.
+    async fn from_parts(
+        parts: &mut Parts,
+        state: &WebState,
+    ) -> Result<Option<Viewer>, crate::web::ApiError> {
+        let SignedIn { actor, ctx } = match SignedIn::from_request_parts(parts, state).await {
+            Ok(signed_in) => signed_in,
+            Err(e) if e.is_invalid_login() => return Err(e),
+            Err(_) => return Ok(None),
+        };
         let cookies = state.cookies.clone();
         let (csrf, new_csrf) = match cookies
             .get(&parts.headers, Kind::Csrf)
@@ -87,7 +95,7 @@ impl Viewer {
             Some(value) => (value, false),
             None => (new_csrf(), true),
         };
-        Some(Viewer {
+        Ok(Some(Viewer {
             actor,
             ctx,
             csrf,
@@ -97,7 +105,7 @@ impl Viewer {
             demo: state.auth.mode() == AuthMode::Demo,
             mailbox: state.app.uses_mailbox(),
             cookies,
-        })
+        }))
     }
 
     /// Whether email goes to the mailbox page.
@@ -211,11 +219,12 @@ impl FromRequestParts<WebState> for Viewer {
 
     async fn from_request_parts(parts: &mut Parts, state: &WebState) -> Result<Self, Response> {
         match Viewer::from_parts(parts, state).await {
-            Some(viewer) => Ok(viewer),
-            None => Err(sign_in(
+            Ok(Some(viewer)) => Ok(viewer),
+            Ok(None) => Err(sign_in(
                 state,
                 parts.uri.path_and_query().map_or("/", |p| p.as_str()),
             )),
+            Err(e) => Err(PageError::plain(e).into_response()),
         }
     }
 }
@@ -224,13 +233,16 @@ impl FromRequestParts<WebState> for Viewer {
 pub struct MaybeViewer(pub Option<Viewer>);
 
 impl FromRequestParts<WebState> for MaybeViewer {
-    type Rejection = std::convert::Infallible;
+    type Rejection = Response;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &WebState,
     ) -> Result<Self, Self::Rejection> {
-        Ok(MaybeViewer(Viewer::from_parts(parts, state).await))
+        Viewer::from_parts(parts, state)
+            .await
+            .map(MaybeViewer)
+            .map_err(|e| PageError::plain(e).into_response())
     }
 }
 

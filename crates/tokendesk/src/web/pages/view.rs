@@ -82,8 +82,6 @@ pub struct RequestRow {
     pub created: String,
     pub decided_by: String,
     pub reason: String,
-    /// The requester may still cancel it.
-    pub open: bool,
 }
 
 impl RequestRow {
@@ -104,7 +102,6 @@ impl RequestRow {
                 .map(ToString::to_string)
                 .unwrap_or_default(),
             reason: r.reason.clone().unwrap_or_default(),
-            open: r.state.is_open(),
         }
     }
 }

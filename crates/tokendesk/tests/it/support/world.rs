@@ -49,7 +49,32 @@ impl World {
         mailer: Mailer,
         outbox_key: Option<AtRestKey>,
     ) -> World {
-        Self::build(db, sim, mailer, outbox_key, "http://tokendesk.test/").await
+        Self::build(
+            db,
+            sim,
+            mailer,
+            outbox_key,
+            "http://tokendesk.test/",
+            |_| {},
+        )
+        .await
+    }
+
+    /// The default world with its service's parts changed by `tweak` (policy, roles, …).
+    pub async fn tweaked(db: TestDb, tweak: impl FnOnce(&mut AppParts)) -> World {
+        let sim = SimConfig {
+            throttle: None,
+            ..Default::default()
+        };
+        Self::build(
+            db,
+            sim,
+            Mailer::Mailbox,
+            None,
+            "http://tokendesk.test/",
+            tweak,
+        )
+        .await
     }
 
     /// A world whose public URL is `https://tokendesk.test/` (as in production).
@@ -58,7 +83,15 @@ impl World {
             throttle: None,
             ..Default::default()
         };
-        Self::build(db, sim, Mailer::Mailbox, None, "https://tokendesk.test/").await
+        Self::build(
+            db,
+            sim,
+            Mailer::Mailbox,
+            None,
+            "https://tokendesk.test/",
+            |_| {},
+        )
+        .await
     }
 
     async fn build(
@@ -67,6 +100,7 @@ impl World {
         mailer: Mailer,
         outbox_key: Option<AtRestKey>,
         public_url: &str,
+        tweak: impl FnOnce(&mut AppParts),
     ) -> World {
         let sim = tokendesk_canvas_sim::start(sim, "127.0.0.1:0".parse().unwrap())
             .await
@@ -79,7 +113,7 @@ impl World {
             .unwrap();
         let clock = Arc::new(ManualClock::default());
         let set = |names: &[&str]| names.iter().map(|n| login(n)).collect();
-        let app = App::new(AppParts {
+        let mut parts = AppParts {
             store: db.store.clone(),
             policy: Policy::default(),
             roles: RoleBook {
@@ -90,13 +124,15 @@ impl World {
             },
             canvas: canvas.clone(),
             canvas_url: sim.base_url().parse().unwrap(),
-            canvas_user_pattern: "sis_login_id:{login}".into(),
+            canvas_user_pattern: tokendesk::domain::UserIdPattern::SisLogin,
             public_url: public_url.parse().unwrap(),
             mailer,
             outbox_key,
             product_name: "tokendesk".into(),
             clock: clock.clone(),
-        });
+        };
+        tweak(&mut parts);
+        let app = App::new(parts);
         World {
             sim,
             canvas,
@@ -112,6 +148,25 @@ impl World {
 
     pub fn today_plus(&self, days: i64) -> String {
         (self.app.now().date() + time::Duration::days(days)).to_string()
+    }
+
+    /// Records `who` as found in Canvas before (with a made-up Canvas id), so that submissions
+    /// need no look-up: for seeding many people the simulator does not have.
+    pub async fn known_person(&self, who: &str, canvas_id: i64) {
+        let mut tx = self.db.store.write().await.unwrap();
+        tokendesk::store::upsert_person(
+            &mut tx,
+            &tokendesk::store::Person {
+                login: login(who),
+                name: Some(who.to_owned()),
+                email: Some(format!("{who}@example.edu")),
+                canvas_user_id: Some(canvas_id),
+            },
+            self.app.now(),
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
     }
 
     /// `sam.student` asks for a token valid 30 days.
