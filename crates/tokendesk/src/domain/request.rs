@@ -202,6 +202,16 @@ fn text(
             format!("{field} contains control characters"),
         ));
     }
+    if let Some(c) = value.chars().find(|c| super::is_bidi_or_invisible(*c)) {
+        return Err(FieldError::new(
+            field,
+            "invisible_characters",
+            format!(
+                "{field} contains U+{:04X}, a character that reorders or hides text (so that what an approver reads is not what was written); remove it",
+                u32::from(c)
+            ),
+        ));
+    }
     if chars == 0 && min == 0 {
         return Ok(None);
     }
@@ -963,6 +973,37 @@ mod tests {
             parse_new_request(&with_app, &p, today).unwrap().application,
             None
         );
+    }
+
+    #[test]
+    fn text_that_reorders_itself_is_refused() {
+        let p = Policy::default();
+        let mut r = raw("grading scripts \u{202E}for my course", "2027-01-31");
+        r.application = Some("tool\u{2066}.py".into());
+        match parse_new_request(&r, &p, NOW.date()) {
+            Err(DomainError::Invalid(errors)) => {
+                let fields: Vec<(&str, &str)> = errors.iter().map(|e| (e.field, e.code)).collect();
+                assert_eq!(
+                    fields,
+                    [
+                        ("purpose", "invisible_characters"),
+                        ("application", "invisible_characters")
+                    ]
+                );
+                assert!(errors[0].message.contains("U+202E"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let submitted = request(RequestState::Submitted);
+        assert!(matches!(
+            deny(&submitted, &ada(), Some("no \u{202D}reason"), NOW),
+            Err(DomainError::Invalid(_))
+        ));
+        let issued = request(RequestState::Issued);
+        assert!(matches!(
+            revoke(&issued, &sam(), Some("\u{200F}x"), NOW),
+            Err(DomainError::Invalid(_))
+        ));
     }
 
     #[test]

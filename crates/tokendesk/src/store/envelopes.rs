@@ -156,6 +156,9 @@ pub async fn request_view(
 /// closed envelopes lose their ciphertext in the same statement.
 pub async fn update_envelope(tx: &mut Tx, before: &Envelope, next: &Envelope) -> StoreResult<()> {
     let erase = !next.state.is_open();
+    if erase {
+        tx.erases();
+    }
     let done = sqlx::query(
         "UPDATE envelopes SET state = $1, reveals = $2, \
            nonce = CASE WHEN $3 THEN NULL ELSE nonce END, \
@@ -189,6 +192,7 @@ pub async fn close_envelopes_of(
     state: EnvelopeState,
 ) -> StoreResult<u64> {
     debug_assert!(!state.is_open(), "closing as an open state");
+    tx.erases();
     let done = sqlx::query(sqlx::AssertSqlSafe(CLOSE_OPEN.as_str()))
         .bind(state.as_str())
         .bind(id.0)
@@ -207,6 +211,7 @@ static EXPIRE_DUE: LazyLock<String> = LazyLock::new(|| {
 
 /// Expires open envelopes whose time has passed and erases their ciphertext; returns their ids.
 pub async fn expire_envelopes(tx: &mut Tx, now: OffsetDateTime) -> StoreResult<Vec<String>> {
+    tx.erases();
     let rows = sqlx::query(sqlx::AssertSqlSafe(EXPIRE_DUE.as_str()))
         .bind(EnvelopeState::Expired.as_str())
         .bind(ts(now))

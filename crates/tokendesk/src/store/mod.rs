@@ -162,7 +162,8 @@ impl Store {
                     Box::pin(async move {
                         conn.execute(sqlx::raw_sql(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
+                             PRAGMA secure_delete = ON;",
                         ))
                         .await?;
                         Ok(())
@@ -251,13 +252,20 @@ impl Store {
     pub async fn write(&self) -> StoreResult<Tx> {
         let Some(writers) = &self.writers else {
             let conn = self.pool.acquire().await?;
-            return Tx::begin(conn, None, self.backend, self.views.clone()).await;
+            return Tx::begin(conn, None, None, self.backend, self.views.clone()).await;
         };
         let conn = writers.pool.acquire().await?;
         let turn = tokio::time::timeout(self.acquire_timeout, writers.turn.clone().lock_owned())
             .await
             .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))?;
-        Tx::begin(conn, Some(turn), self.backend, self.views.clone()).await
+        Tx::begin(
+            conn,
+            Some(turn),
+            Some(writers.pool.clone()),
+            self.backend,
+            self.views.clone(),
+        )
+        .await
     }
 
     /// The status look-up: a request with its token and newest envelope, from the cache when

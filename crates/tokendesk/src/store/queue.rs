@@ -351,12 +351,13 @@ pub async fn claim_email(
 /// whose body only the mailbox transport keeps (it is the demo's inbox); any sealed body is
 /// dropped.
 pub async fn email_done(
-    conn: &mut AnyConnection,
+    tx: &mut super::Tx,
     id: i64,
     sent: &OutgoingEmail,
     keep_body: bool,
     now: OffsetDateTime,
 ) -> StoreResult<()> {
+    tx.erases();
     sqlx::query(
         "UPDATE emails SET state = $7, sent_at = $1, locked_until = NULL, sealed_body = NULL, \
          to_addr = $2, subject = $3, body_text = $4, body_html = $5 WHERE id = $6",
@@ -368,18 +369,21 @@ pub async fn email_done(
     .bind(keep_body.then_some(sent.html.as_str()))
     .bind(id)
     .bind(Queue::Emails.state(QueueState::Finished))
-    .execute(conn)
+    .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
 /// Puts an email back for another attempt, or gives up (`dead`, sealed body dropped).
 pub async fn email_retry(
-    conn: &mut AnyConnection,
+    tx: &mut super::Tx,
     id: i64,
     error: &str,
     run_after: Option<OffsetDateTime>,
 ) -> StoreResult<()> {
+    if run_after.is_none() {
+        tx.erases();
+    }
     sqlx::query(
         "UPDATE emails SET state = $1, run_after = COALESCE($2, run_after), locked_until = NULL, \
          last_error = $3, sealed_body = CASE WHEN $2 IS NULL THEN NULL ELSE sealed_body END \
@@ -393,7 +397,7 @@ pub async fn email_retry(
     .bind(run_after.map(ts))
     .bind(error)
     .bind(id)
-    .execute(conn)
+    .execute(&mut **tx)
     .await?;
     Ok(())
 }

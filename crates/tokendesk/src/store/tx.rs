@@ -96,6 +96,21 @@ async fn changed_requests(conn: &mut AnyConnection, capture: Capture) -> StoreRe
     Ok(ids)
 }
 
+/// Copies every WAL frame into the database file and truncates the WAL to nothing.
+async fn checkpoint(writers: &AnyPool) -> Result<(), sqlx::Error> {
+    let mut conn = writers.acquire().await?;
+    let row = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .fetch_one(&mut *conn)
+        .await?;
+    let busy: i64 = row.try_get(0)?;
+    if busy != 0 {
+        tracing::warn!(
+            "the WAL checkpoint after an erasure was blocked by a reader; it completes at the next one"
+        );
+    }
+    Ok(())
+}
+
 /// A write transaction: derefs to the connection; `commit` or `rollback` it. Dropped, it rolls
 /// back (sqlx sends the rollback at once, before the turn passes on).
 #[derive(Debug)]
@@ -106,6 +121,10 @@ pub struct Tx {
     turn: Option<OwnedMutexGuard<()>>,
     capture: Capture,
     views: Arc<ViewCache>,
+    /// SQLite: where to checkpoint the WAL from when this transaction erased a secret.
+    writers: Option<AnyPool>,
+    /// This transaction erased a secret (a ciphertext, a sealed email).
+    erased: bool,
 }
 
 /// Where the database notes the requests a transaction changed.
@@ -121,6 +140,7 @@ impl Tx {
     pub(super) async fn begin(
         conn: sqlx::pool::PoolConnection<sqlx::Any>,
         turn: Option<OwnedMutexGuard<()>>,
+        writers: Option<AnyPool>,
         backend: Backend,
         views: Arc<ViewCache>,
     ) -> StoreResult<Tx> {
@@ -150,7 +170,16 @@ impl Tx {
             turn,
             capture,
             views,
+            writers,
+            erased: false,
         })
+    }
+
+    /// Notes that this transaction erases a secret: on SQLite, once it commits, the WAL is
+    /// checkpointed and truncated, so that the erased bytes are left in no file (with
+    /// `secure_delete`, the database's own pages are overwritten as the value is erased).
+    pub(super) fn erases(&mut self) {
+        self.erased = true;
     }
 
     /// Commits, then forgets the views of the requests it changed. It runs to the end even if
@@ -162,6 +191,8 @@ impl Tx {
             turn,
             capture,
             views,
+            writers,
+            erased,
         } = self;
         tokio::spawn(async move {
             let changed = match changed_requests(&mut tx, capture).await {
@@ -174,6 +205,12 @@ impl Tx {
             // Even a failed commit may have committed: forget the views either way, and before
             // the next writer's turn, so that no one reads a view older than a write they saw.
             views.changed(&changed);
+            if let (true, Ok(()), Some(writers)) = (erased, &done, writers) {
+                // Still this writer's turn: nobody writes between the erasure and this.
+                if let Err(e) = checkpoint(&writers).await {
+                    tracing::warn!(error = %e, "cannot checkpoint the WAL after erasing a secret");
+                }
+            }
             drop(turn);
             done
         })

@@ -118,6 +118,25 @@ impl WebAuth {
         Some(client.to_string())
     }
 
+    /// What a browser's CSRF token is bound to: its session (the demo's signed session, which
+    /// changes at every sign-in), or the login the sign-in proxy vouches for.
+    pub(crate) fn session_binding(
+        &self,
+        peer: Option<IpAddr>,
+        headers: &HeaderMap,
+        now: i64,
+    ) -> Option<String> {
+        let login = self.login(peer, headers, now).ok()??;
+        match self.0.config.mode {
+            AuthMode::Demo => {
+                let jar = axum_extra::extract::cookie::CookieJar::from_headers(headers);
+                let session = jar.get(DEMO_COOKIE)?.value().to_owned();
+                Some(format!("demo:{session}"))
+            }
+            AuthMode::TrustedHeader => Some(format!("login:{login}")),
+        }
+    }
+
     /// The demo sign-in, when it may be used here.
     pub(crate) fn demo(&self) -> Option<&Demo> {
         self.0.demo.as_ref().filter(|_| self.demo_allowed())

@@ -13,7 +13,7 @@ use axum_extra::extract::cookie::{Cookie, CookieJar, Key, SameSite, SignedCookie
 pub enum Kind {
     /// The demo sign-in (its value signed by the demo sign-in itself, with when it was made).
     Demo,
-    /// The CSRF token of a browser (bound to who is signed in; see `pages::session`).
+    /// The CSRF token of a browser, bound to its session ([`Cookies::mint_csrf`]).
     Csrf,
     /// The one-time message shown on the page after a form (signed).
     Flash,
@@ -77,6 +77,50 @@ impl Cookies {
             key: Key::generate(),
             secure,
         }
+    }
+
+    /// A CSRF token bound to a session (see `pages::session`): `nonce.tag`, the tag an
+    /// HMAC-SHA256 under this process's key of the session's binding and the nonce. A token
+    /// planted in a browser, or taken from another session, does not verify.
+    pub fn mint_csrf(&self, binding: &str) -> String {
+        use base64::Engine as _;
+        use rand::RngExt as _;
+        let nonce: [u8; 16] = rand::rng().random();
+        let nonce = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(nonce);
+        let tag = self.csrf_tag(binding, &nonce);
+        format!("{nonce}.{tag}")
+    }
+
+    /// Whether `token` was minted here for `binding`.
+    pub fn csrf_is_bound(&self, binding: &str, token: &str) -> bool {
+        use subtle::ConstantTimeEq as _;
+        let Some((nonce, tag)) = token.split_once('.') else {
+            return false;
+        };
+        let ok_form = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !ok_form(nonce) || !ok_form(tag) {
+            return false;
+        }
+        let expected = self.csrf_tag(binding, nonce);
+        bool::from(expected.as_bytes().ct_eq(tag.as_bytes()))
+    }
+
+    fn csrf_tag(&self, binding: &str, nonce: &str) -> String {
+        use base64::Engine as _;
+        use hmac::Mac as _;
+        let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(self.key.signing()) else {
+            return String::new();
+        };
+        mac.update(b"tokendesk-csrf-v2\0");
+        mac.update(binding.as_bytes());
+        mac.update(b"\0");
+        mac.update(nonce.as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
     }
 
     /// The name a cookie has here.

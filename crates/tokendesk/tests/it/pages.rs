@@ -728,3 +728,106 @@ async fn logins_in_links_are_encoded() {
     assert_eq!(refused.status, 401, "{}", refused.text);
     assert!(refused.text.contains("cannot use"), "{}", refused.text);
 }
+
+/// Every rejection of a page is an HTML page, of the API the JSON error: an unreadable path
+/// segment, or a query key given twice, never the framework's own text.
+#[tokio::test]
+async fn rejections_are_pages_or_json_never_plain_text() {
+    let p = Pages::start().await;
+    for (who, path, status) in [
+        ("theo.teacher", "/people/%FF", 404),
+        ("sam.student", "/e/%FF", 404),
+        ("sam.student", "/requests/%FF", 404),
+        ("ada.admin", "/queue?state=submitted&state=denied", 400),
+        ("theo.teacher", "/people?q=a&q=b", 400),
+        ("ada.admin", "/audit?actor=a&actor=b", 400),
+    ] {
+        let r = p.get(Some(who), path).await;
+        assert_eq!(r.status, status, "{path}: {}", r.text);
+        assert!(
+            r.header("content-type").unwrap().starts_with("text/html"),
+            "{path}: {:?}",
+            r.header("content-type")
+        );
+        assert!(r.text.contains("<h1>"), "{path}: {}", r.text);
+    }
+    for (path, status, code) in [
+        ("/api/v1/requests/%FF", 404, "not_found"),
+        ("/api/v1/envelopes/%FF", 404, "not_found"),
+        (
+            "/api/v1/requests?state=submitted&state=denied",
+            400,
+            "bad_query",
+        ),
+        ("/api/v1/audit?limit=1&limit=2", 400, "bad_query"),
+    ] {
+        let r = p.get(Some("ada.admin"), path).await;
+        assert_eq!(r.status, status, "{path}: {}", r.text);
+        assert_eq!(r.json()["error"]["code"], code, "{path}: {}", r.text);
+    }
+}
+
+/// A CSRF token is bound to its session: a cookie planted in the browser with a matching field,
+/// or another person's token, is refused.
+#[tokio::test]
+async fn csrf_tokens_are_bound_to_the_session() {
+    let p = Pages::start().await;
+    let fields = |csrf: &str| -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "purpose",
+                "Grading scripts for my course sections".to_owned(),
+            ),
+            ("expires_on", p.world.today_plus(30)),
+            ("ack", "yes".to_owned()),
+            ("csrf", csrf.to_owned()),
+        ]
+    };
+    // Planted: a value of the attacker's choosing in both the cookie and the field.
+    let planted = "A".repeat(43);
+    p.post_form(
+        "sam.student",
+        "/requests/new",
+        Some(&format!("tokendesk_csrf={planted}")),
+        None,
+        &fields(&planted),
+    )
+    .await
+    .expect(403);
+    // Another person's genuine token, used for sam.
+    let stellas = p
+        .get(Some("stella.student"), "/requests/new")
+        .await
+        .expect(200);
+    let (cookie, field) = csrf_of(&stellas);
+    p.post_form(
+        "sam.student",
+        "/requests/new",
+        Some(&cookie),
+        None,
+        &fields(&field),
+    )
+    .await
+    .expect(403);
+    // The page gives sam a token of his own instead of reusing stella's.
+    let sams = p
+        .send(
+            p.client
+                .get(format!("{}/requests/new", p.server.base))
+                .header("X-Remote-User", "sam.student")
+                .header("Cookie", &cookie),
+        )
+        .await
+        .expect(200);
+    let (own_cookie, own_field) = csrf_of(&sams);
+    assert_ne!(own_field, field);
+    p.post_form(
+        "sam.student",
+        "/requests/new",
+        Some(&own_cookie),
+        None,
+        &fields(&own_field),
+    )
+    .await
+    .expect(303);
+}

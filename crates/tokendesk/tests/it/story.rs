@@ -550,3 +550,71 @@ async fn a_login_cannot_name_another_canvas_user() {
     );
     assert_eq!(view.token.unwrap().canvas_user_id, 2);
 }
+
+/// After a burn, the envelope's ciphertext is in none of SQLite's files (database, WAL, shared
+/// memory): `secure_delete` overwrites it as it is erased, and the WAL is checkpointed and
+/// truncated. With the mailbox transport the link's key is in the same file, so a ciphertext
+/// left behind would be the token.
+#[tokio::test]
+async fn an_erased_ciphertext_is_in_no_file() {
+    let w = World::new(TestDb::sqlite().await).await;
+    let id = w.issued("sam.student").await;
+    let (envelope_id, _) = w.link_for("sam.student").await;
+    let mut conn = w.db.store.pool().acquire().await.unwrap();
+    let stored = store::get_envelope(&mut conn, &envelope_id)
+        .await
+        .unwrap()
+        .unwrap();
+    drop(conn);
+    let (nonce, ciphertext) = stored.sealed.unwrap();
+    assert!(ciphertext.len() >= 32);
+    let path =
+        w.db.url
+            .strip_prefix("sqlite://")
+            .and_then(|p| p.split('?').next())
+            .unwrap()
+            .to_owned();
+    let files = || {
+        ["", "-wal", "-shm"]
+            .iter()
+            .filter_map(|suffix| {
+                std::fs::read(format!("{path}{suffix}"))
+                    .ok()
+                    .map(|b| (*suffix, b))
+            })
+            .collect::<Vec<_>>()
+    };
+    let holds = |bytes: &[u8], needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    assert!(
+        files().iter().any(|(_, b)| holds(b, &ciphertext[..16])),
+        "the ciphertext is on disk while the envelope is open"
+    );
+    w.reveal_value("sam.student").await;
+    w.app
+        .burn(&w.actor("sam.student"), &envelope_id, &Ctx::default())
+        .await
+        .unwrap();
+    for (suffix, bytes) in files() {
+        for piece in [
+            &ciphertext[..16],
+            &ciphertext[ciphertext.len() - 16..],
+            &nonce[..],
+        ] {
+            assert!(
+                !holds(&bytes, piece),
+                "erased bytes are still in {path}{suffix} ({} bytes)",
+                bytes.len()
+            );
+        }
+    }
+    assert_eq!(
+        w.app
+            .request(&w.actor("sam.student"), id)
+            .await
+            .unwrap()
+            .envelope
+            .unwrap()
+            .state,
+        tokendesk::domain::envelope::EnvelopeState::Burned
+    );
+}

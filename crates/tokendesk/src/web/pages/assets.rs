@@ -4,6 +4,7 @@
 use std::sync::LazyLock;
 
 use axum::extract::Path;
+use axum::extract::rejection::PathRejection;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -45,7 +46,8 @@ pub fn reveal_js_url() -> &'static str {
 }
 
 /// `GET /static/{file}`: only the current versions exist.
-pub async fn serve(Path(file): Path<String>) -> Response {
+pub async fn serve(file: Result<Path<String>, PathRejection>) -> Response {
+    let file = file.map(|Path(f)| f).unwrap_or_default();
     for asset in [&*CSS, &*JS] {
         if asset.url.strip_prefix("/static/") == Some(file.as_str()) {
             return (

@@ -3,14 +3,14 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::error::PageError;
-use super::session::{Chrome, Viewer};
+use super::session::{Chrome, PageQuery, Viewer};
 use super::view;
 use crate::app::{AppError, AuditQuery};
 use crate::domain::DomainError;
@@ -87,7 +87,7 @@ pub struct AuditPage {
 pub async fn show(
     State(state): State<WebState>,
     viewer: Viewer,
-    Query(f): Query<AuditForm>,
+    PageQuery(f): PageQuery<AuditForm>,
 ) -> Result<Response, PageError> {
     let after = f.after.trim().parse::<i64>().ok();
     let (events, error) = match state
@@ -183,7 +183,7 @@ fn download(content_type: &'static str, name: &'static str, body: String) -> Res
 pub async fn export_jsonl(
     State(state): State<WebState>,
     viewer: Viewer,
-    Query(f): Query<AuditForm>,
+    PageQuery(f): PageQuery<AuditForm>,
 ) -> Result<Response, PageError> {
     let events = all_events(&state, &viewer, &f).await?;
     let mut body = String::new();
@@ -204,7 +204,7 @@ pub async fn export_jsonl(
 pub async fn export_csv(
     State(state): State<WebState>,
     viewer: Viewer,
-    Query(f): Query<AuditForm>,
+    PageQuery(f): PageQuery<AuditForm>,
 ) -> Result<Response, PageError> {
     let events = all_events(&state, &viewer, &f).await?;
     let mut body = format!("{}\r\n", crate::store::AuditEvent::CSV_HEADER);

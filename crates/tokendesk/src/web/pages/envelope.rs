@@ -4,14 +4,14 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::header::SET_COOKIE;
 use axum::response::Response;
 use serde::Deserialize;
 
 use super::error::{PageError, sign_in_needed};
-use super::session::{Chrome, MaybeViewer, PageForm, Viewer, next_cookie, sign_in_url};
+use super::session::{Chrome, MaybeViewer, PageForm, PagePath, Viewer, next_cookie, sign_in_url};
 use super::{assets, view};
 use crate::app::{AppError, EnvelopeView};
 use crate::domain::envelope::EnvelopeState;
@@ -66,7 +66,7 @@ impl EnvelopePage {
 pub async fn show(
     State(state): State<WebState>,
     MaybeViewer(viewer): MaybeViewer,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
 ) -> Result<Response, PageError> {
     let Some(viewer) = viewer else {
         let back = format!(
@@ -102,7 +102,7 @@ pub struct Empty {}
 pub async fn burn(
     State(state): State<WebState>,
     viewer: Viewer,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
     PageForm(Empty {}): PageForm<Empty>,
 ) -> Result<Response, PageError> {
     let to = format!(

@@ -5,13 +5,13 @@ use std::collections::HashMap;
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
 use super::error::PageError;
-use super::session::{Chrome, Viewer};
+use super::session::{Chrome, PagePath, PageQuery, Viewer};
 use super::view::{RequestRow, TokenRow};
 use crate::app::RequestQuery;
 use crate::domain::request::RequestState;
@@ -42,7 +42,7 @@ pub struct SearchQuery {
 pub async fn search(
     State(state): State<WebState>,
     viewer: Viewer,
-    Query(query): Query<SearchQuery>,
+    PageQuery(query): PageQuery<SearchQuery>,
 ) -> Result<Response, PageError> {
     let term = query.q.unwrap_or_default();
     let found = state
@@ -81,7 +81,7 @@ pub struct PersonPage {
 pub async fn show(
     State(state): State<WebState>,
     viewer: Viewer,
-    Path(login): Path<String>,
+    PagePath(login): PagePath<String>,
 ) -> Result<Response, PageError> {
     let app = &state.app;
     let query = RequestQuery {

@@ -7,14 +7,14 @@ use std::sync::Arc;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Extension;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
 use super::PagesConfig;
 use super::error::PageError;
-use super::session::{Chrome, PageForm, Viewer, local_path};
+use super::session::{Chrome, PageForm, PagePath, PageQuery, Viewer, local_path};
 use super::view::{self, LinkRow, RequestRow, TokenRow};
 use crate::app::{AppError, RequestQuery};
 use crate::domain::request::{self, Action, RawNewRequest, RequestState};
@@ -204,7 +204,7 @@ pub struct RequestPage {
 pub async fn show(
     State(state): State<WebState>,
     viewer: Viewer,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
 ) -> Result<Response, PageError> {
     let id = RequestId(id_of(&id)?);
     let app = &state.app;
@@ -307,7 +307,7 @@ fn after(
 pub async fn approve(
     State(state): State<WebState>,
     viewer: Viewer,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
     PageForm(form): PageForm<DecisionForm>,
 ) -> Result<Response, PageError> {
     let id = RequestId(id_of(&id)?);
@@ -329,7 +329,7 @@ pub async fn approve(
 pub async fn deny(
     State(state): State<WebState>,
     viewer: Viewer,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
     PageForm(form): PageForm<DecisionForm>,
 ) -> Result<Response, PageError> {
     let id = RequestId(id_of(&id)?);
@@ -350,7 +350,7 @@ pub async fn deny(
 pub async fn cancel(
     State(state): State<WebState>,
     viewer: Viewer,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
     PageForm(_): PageForm<DecisionForm>,
 ) -> Result<Response, PageError> {
     let id = RequestId(id_of(&id)?);
@@ -363,7 +363,7 @@ pub async fn cancel(
 pub async fn retry(
     State(state): State<WebState>,
     viewer: Viewer,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
     PageForm(_): PageForm<DecisionForm>,
 ) -> Result<Response, PageError> {
     let id = RequestId(id_of(&id)?);
@@ -376,7 +376,7 @@ pub async fn retry(
 pub async fn resend_link(
     State(state): State<WebState>,
     viewer: Viewer,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
     PageForm(_): PageForm<DecisionForm>,
 ) -> Result<Response, PageError> {
     let id = RequestId(id_of(&id)?);
@@ -394,7 +394,7 @@ pub async fn resend_link(
 pub async fn revoke(
     State(state): State<WebState>,
     viewer: Viewer,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
     PageForm(form): PageForm<DecisionForm>,
 ) -> Result<Response, PageError> {
     let id = TokenId(id_of(&id)?);
@@ -438,7 +438,7 @@ pub struct QueueQuery {
 pub async fn queue(
     State(state): State<WebState>,
     viewer: Viewer,
-    Query(q): Query<QueueQuery>,
+    PageQuery(q): PageQuery<QueueQuery>,
 ) -> Result<Response, PageError> {
     if !viewer.actor.roles.can_review() {
         return Err(viewer.fail(ApiError::forbidden("only approvers see the queue")));

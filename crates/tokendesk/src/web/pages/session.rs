@@ -13,7 +13,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rand::RngExt as _;
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq as _;
 
@@ -44,16 +43,18 @@ pub struct Viewer {
     cookies: Cookies,
 }
 
-fn valid_csrf(value: &str) -> bool {
-    value.len() == 43
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-fn new_csrf() -> String {
-    let bytes: [u8; 32] = rand::rng().random();
-    URL_SAFE_NO_PAD.encode(bytes)
+/// What the CSRF token of a request's session is bound to (see [`Cookies::mint_csrf`]).
+fn binding_of(
+    state: &WebState,
+    headers: &HeaderMap,
+    extensions: &axum::http::Extensions,
+) -> Option<String> {
+    let peer = extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|axum::extract::ConnectInfo(a)| a.ip());
+    state
+        .auth
+        .session_binding(peer, headers, state.app.now().unix_timestamp())
 }
 
 fn read_flash(cookies: &Cookies, headers: &HeaderMap) -> Option<Flash> {
@@ -67,11 +68,18 @@ fn read_flash(cookies: &Cookies, headers: &HeaderMap) -> Option<Flash> {
     })
 }
 
-/// A path of this site (`/…`, not `//…`), safe to redirect to.
+/// A clean absolute path of this site (`/…`), safe to redirect to: only the characters of a
+/// URL's path and query (RFC 3986), never a second `/` after the first, and no fragment.
+/// (Browsers drop tabs and line breaks from an address, so `/\t/evil.example/` would become
+/// `//evil.example/`: anything outside the set is refused, not cleaned.)
 pub fn local_path(raw: &str) -> Option<&str> {
-    let ok = raw.starts_with('/')
+    let clean = raw
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b));
+    let ok = clean
+        && raw.starts_with('/')
         && !raw.starts_with("//")
-        && !raw.contains(['\\', '\r', '\n', '#'])
+        && !raw.starts_with("/?")
         && raw.len() <= 512;
     ok.then_some(raw)
 }
@@ -88,12 +96,13 @@ impl Viewer {
             Err(_) => return Ok(None),
         };
         let cookies = state.cookies.clone();
+        let binding = binding_of(state, &parts.headers, &parts.extensions).unwrap_or_default();
         let (csrf, new_csrf) = match cookies
             .get(&parts.headers, Kind::Csrf)
-            .filter(|v| valid_csrf(v))
+            .filter(|v| cookies.csrf_is_bound(&binding, v))
         {
             Some(value) => (value, false),
-            None => (new_csrf(), true),
+            None => (cookies.mint_csrf(&binding), true),
         };
         Ok(Some(Viewer {
             actor,
@@ -285,6 +294,36 @@ pub fn sign_in(state: &WebState, back_to: &str) -> Response {
     }
 }
 
+/// A path parameter of a page. One that cannot be read (not UTF-8, say) names nothing: the
+/// "not found" page, never the framework's text.
+pub struct PagePath<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<WebState> for PagePath<T> {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &WebState) -> Result<Self, PageError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| PagePath(v))
+            .map_err(|_| PageError::plain(crate::web::ApiError::not_found()))
+    }
+}
+
+/// A page's query string. One that cannot be read (a key given twice, a value of the wrong
+/// kind) is a 400 page saying so.
+pub struct PageQuery<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<WebState> for PageQuery<T> {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &WebState) -> Result<Self, PageError> {
+        crate::web::extract::QueryParams::<T>::from_request_parts(parts, state)
+            .await
+            .map(|crate::web::extract::QueryParams(v)| PageQuery(v))
+            .map_err(PageError::plain)
+    }
+}
+
 /// A form POST: the CSRF field must match the cookie, and a browser's `Origin`, when it names
 /// one, must be this site. The other fields become `T` (all text).
 pub struct PageForm<T>(pub T);
@@ -309,6 +348,7 @@ impl<T: DeserializeOwned> FromRequest<WebState> for PageForm<T> {
 
     async fn from_request(req: Request, state: &WebState) -> Result<Self, PageError> {
         let headers = req.headers().clone();
+        let binding = binding_of(state, &headers, req.extensions());
         // With `Referrer-Policy: no-referrer` browsers send `Origin: null` on form posts: that
         // says nothing, so the CSRF token decides; a real other origin is refused outright.
         if let Some(origin) = headers.get(ORIGIN) {
@@ -328,7 +368,12 @@ impl<T: DeserializeOwned> FromRequest<WebState> for PageForm<T> {
         }
         let sent = fields.remove(CSRF_FIELD).unwrap_or_default();
         let expected = state.cookies.get(&headers, Kind::Csrf).unwrap_or_default();
-        if expected.is_empty() || !same_secret(&sent, &expected) {
+        // Double submit, and the token must be this session's: a cookie planted in the
+        // browser (by a sibling site, a network attacker) or another person's token is refused.
+        let bound = binding
+            .as_deref()
+            .is_some_and(|b| state.cookies.csrf_is_bound(b, &expected));
+        if expected.is_empty() || !same_secret(&sent, &expected) || !bound {
             return Err(PageError::plain(crate::web::ApiError::forbidden(
                 "this form has expired or did not come from this site: go back, reload the page and try again",
             )));
@@ -361,6 +406,21 @@ mod tests {
         assert_eq!(local_path("https://evil.example/"), None);
         assert_eq!(local_path("/\\evil"), None);
         assert_eq!(local_path("/e/abc#key"), None);
+        // Browsers drop tabs and line breaks, which would leave `//evil.example/`.
+        for bad in [
+            "/\t/evil.example/",
+            "/\n/evil.example",
+            "/\r/x",
+            "/ /x",
+            "/\u{0}/x",
+            "/é",
+        ] {
+            assert_eq!(local_path(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            local_path("/requests/12?x=1&y=%20"),
+            Some("/requests/12?x=1&y=%20")
+        );
     }
 
     #[test]
@@ -368,6 +428,11 @@ mod tests {
         assert!(same_secret("abc", "abc"));
         assert!(!same_secret("abc", "abd"));
         assert!(!same_secret("abc", "ab"));
-        assert!(valid_csrf(&new_csrf()));
+        let cookies = crate::web::cookies::Cookies::new(false);
+        let token = cookies.mint_csrf("login:sam");
+        assert!(cookies.csrf_is_bound("login:sam", &token));
+        assert!(!cookies.csrf_is_bound("login:stella", &token));
+        assert!(!cookies.csrf_is_bound("login:sam", &"A".repeat(43)));
+        assert!(!crate::web::cookies::Cookies::new(false).csrf_is_bound("login:sam", &token));
     }
 }
