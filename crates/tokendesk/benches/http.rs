@@ -40,7 +40,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead as _, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
@@ -108,11 +107,11 @@ fn baseline_server() -> anyhow::Result<()> {
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!("baseline listening on http://{}", listener.local_addr()?);
-        axum::serve(
-            listener,
-            routes.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await?;
+        let (_stop, stopped) = tokio::sync::watch::channel(false);
+        let options = tokendesk::server::HttpOptions::from_limits(
+            &tokendesk::config::LimitsConfig::default(),
+        );
+        tokendesk::server::serve(listener, routes, options, stopped).await?;
         Ok(())
     })
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod delivery;
 pub mod domain;
 pub mod jobs;
+pub mod limits;
 pub mod server;
 pub mod settings;
 pub mod store;

@@ -65,7 +65,7 @@ impl App {
                     format!("envelope:{id}"),
                     "not the owner",
                 );
-                self.record(&record, ctx).await?;
+                self.record_refusal(&record, ctx).await?;
                 return Err(DomainError::NotFound.into());
             }
             Err(e) => return Err(e.into()),

@@ -109,7 +109,13 @@ struct Inner {
     instance: String,
     /// Wakes the workers when work is queued.
     wake: tokio::sync::Notify,
+    /// How many refusals of each person the audit trail has recorded lately.
+    refusals: crate::limits::RateLimiter,
 }
+
+/// The audit trail records so many refusals of one person (such as opening somebody else's
+/// envelope), then only logs them until the hour's allowance refills: probing cannot flood it.
+pub const REFUSAL_RECORDS: crate::limits::Rate = crate::limits::Rate::per_hour(10);
 
 /// Where a request came from, for the audit trail.
 #[derive(Debug, Clone, Default)]
@@ -185,6 +191,7 @@ impl App {
             workers,
             instance,
             wake: tokio::sync::Notify::new(),
+            refusals: crate::limits::RateLimiter::default(),
         }))
     }
 
@@ -440,6 +447,28 @@ impl App {
         self.audit(&mut tx, record, ctx).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(())
+    }
+
+    /// Records a refusal of `record.actor`, unless they have had [`REFUSAL_RECORDS`] lately; then
+    /// it is only logged.
+    async fn record_refusal(&self, record: &AuditRecord, ctx: &Ctx) -> AppResult<()> {
+        let actor = record.actor.as_str();
+        let limit = crate::limits::Limit::RefusalRecord;
+        if self
+            .0
+            .refusals
+            .check(limit, actor, REFUSAL_RECORDS)
+            .is_err()
+        {
+            tracing::warn!(
+                actor,
+                action = record.action,
+                target = %record.target,
+                "refusal not recorded in the audit trail: too many from this person this hour"
+            );
+            return Ok(());
+        }
+        self.record(record, ctx).await
     }
 }
 

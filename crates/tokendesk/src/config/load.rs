@@ -15,8 +15,8 @@ use url::Url;
 use super::error::{ConfigErrors, ErrorKind, Origin};
 use super::{
     AuthConfig, AuthMode, CanvasConfig, CanvasKeys, Config, DatabaseUrl, EmailConfig, EmailKeys,
-    EmailTransport, OutboxKey, Policy, PoolConfig, RolesConfig, SecretSource, SmtpConfig,
-    SmtpCredentials, SmtpTls, TopKeys, WorkersConfig, sections,
+    EmailTransport, LimitsConfig, OutboxKey, Policy, PoolConfig, RolesConfig, SecretSource,
+    SmtpConfig, SmtpCredentials, SmtpTls, TopKeys, WorkersConfig, sections,
 };
 use crate::settings::{Found, KeyDoc, Problem, ReadContext, Reader, Section, env_value, type_name};
 
@@ -571,6 +571,7 @@ where
     let roles: RolesConfig = read(&dict, &figment, &mut ctx);
     let email: EmailKeys = read(&dict, &figment, &mut ctx);
     let policy: Policy = read(&dict, &figment, &mut ctx);
+    let limits: LimitsConfig = read(&dict, &figment, &mut ctx);
 
     // 4. What involves several keys, or the file's place.
     let built = build(top, canvas, auth, email, &policy, &mut ctx);
@@ -588,6 +589,7 @@ where
             roles,
             email: parts.email,
             policy,
+            limits,
             file: ctx.file.clone(),
         }),
         _ => Err(ctx.errors),

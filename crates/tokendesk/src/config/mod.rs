@@ -64,6 +64,8 @@ pub struct Config {
     pub email: EmailConfig,
     /// `[policy]`.
     pub policy: Policy,
+    /// `[limits]`.
+    pub limits: LimitsConfig,
     /// The file this configuration was loaded from, if any.
     pub file: Option<PathBuf>,
 }
@@ -229,6 +231,31 @@ section! {
     }
 }
 
+section! {
+    /// `[limits]`: how often one person, or one address, may do a thing (each `0` turns its
+    /// limit off), and how long a slow client may take. Over a limit, pages and the API answer
+    /// `429` with `Retry-After`. Each instance counts on its own.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct LimitsConfig in "limits" {
+        /// Requests a person may submit per hour.
+        submissions_per_hour: u32 = 10, in 0..=100000;
+        /// Reveals a person may make per hour, over all their envelopes (each envelope also
+        /// allows only `policy.max_reveals`).
+        reveals_per_hour: u32 = 30, in 0..=100000;
+        /// Envelope look-ups (the delivery page, the envelope API, reveals and burns) a person,
+        /// and an address, may make per minute: what guessing envelope ids costs.
+        envelope_lookups_per_minute: u32 = 30, in 0..=100000;
+        /// Sign-ins an address may make per minute.
+        sign_ins_per_minute: u32 = 20, in 0..=100000;
+        /// A client must have sent a request's headers this many seconds after it began (or
+        /// after it connected); then the connection is closed.
+        header_timeout_secs: u64 = 10, in 1..=300;
+        /// A client must have sent a request's body within this many seconds; then it is
+        /// answered `408`.
+        body_timeout_secs: u64 = 30, in 1..=600;
+    }
+}
+
 /// How email leaves tokendesk (`email.transport`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EmailTransport {
@@ -316,6 +343,7 @@ pub fn sections() -> Vec<(Option<&'static str>, Vec<crate::settings::KeyDoc>)> {
         entry::<RolesConfig>(),
         entry::<EmailKeys>(),
         entry::<Policy>(),
+        entry::<LimitsConfig>(),
     ]
 }
 
@@ -635,6 +663,7 @@ impl Config {
             roles: RolesConfig::default(),
             email: EmailConfig::default(),
             policy: Policy::default(),
+            limits: LimitsConfig::default(),
             file: None,
         }
     }

@@ -214,11 +214,31 @@ impl Demo {
     }
 }
 
-fn peer(parts: &Parts) -> Option<IpAddr> {
-    parts
-        .extensions
+/// The address of the connection a request came in on, when the server recorded one.
+pub fn peer_of(extensions: &axum::http::Extensions) -> Option<IpAddr> {
+    extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip())
+}
+
+fn peer(parts: &Parts) -> Option<IpAddr> {
+    peer_of(&parts.extensions)
+}
+
+/// Where a request came from ([`WebAuth::client_addr`]), whether or not anybody is signed in.
+pub struct ClientAddr(pub Option<String>);
+
+impl FromRequestParts<WebState> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &WebState,
+    ) -> Result<Self, std::convert::Infallible> {
+        Ok(ClientAddr(
+            state.auth.client_addr(peer(parts), &parts.headers),
+        ))
+    }
 }
 
 /// A signed-in person and where the request came from. Rejects with 401 when nobody is.

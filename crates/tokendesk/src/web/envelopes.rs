@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 use super::auth::SignedIn;
 use super::error::ApiResult;
 use super::extract::{JsonBody, NoFields, StrPath};
-use super::openapi::{Always, Body, Conflicting, Named};
+use super::openapi::{Always, Body, Conflicting, Limited, Named};
 use super::{WebState, utc};
 use crate::app::EnvelopeView;
 use crate::domain::envelope::EnvelopeState;
@@ -82,14 +82,15 @@ pub struct RevealJson {
     params(("id" = String, Path, description = "The envelope")),
     responses(
         (status = 200, description = "The envelope", body = EnvelopeJson),
-        Always, Named,
+        Always, Named, Limited,
     ),
 )]
 async fn show(
     State(state): State<WebState>,
-    SignedIn { actor, .. }: SignedIn,
+    SignedIn { actor, ctx }: SignedIn,
     StrPath(id): StrPath,
 ) -> ApiResult<Json<EnvelopeJson>> {
+    state.limit_envelope_lookup(&actor, &ctx)?;
     let envelope = state.app.envelope(&actor, &id).await?;
     Ok(Json(envelope.into()))
 }
@@ -105,7 +106,7 @@ async fn show(
     request_body = NoFields,
     responses(
         (status = 200, description = "The sealed value", body = RevealJson),
-        Always, Body, Named, Conflicting,
+        Always, Body, Named, Conflicting, Limited,
     ),
 )]
 async fn reveal(
@@ -114,6 +115,11 @@ async fn reveal(
     StrPath(id): StrPath,
     JsonBody(NoFields {}): JsonBody<NoFields>,
 ) -> ApiResult<Json<RevealJson>> {
+    state.limit_envelope_lookup(&actor, &ctx)?;
+    state.limit(
+        crate::limits::Limit::Reveal,
+        &format!("login:{}", actor.login),
+    )?;
     let (sealed, view) = state.app.reveal(&actor, &id, &ctx).await?;
     Ok(Json(RevealJson {
         nonce: sealed.nonce_b64(),
@@ -134,7 +140,7 @@ async fn reveal(
     request_body = NoFields,
     responses(
         (status = 200, description = "Burned", body = EnvelopeJson),
-        Always, Body, Named, Conflicting,
+        Always, Body, Named, Conflicting, Limited,
     ),
 )]
 async fn burn(
@@ -143,6 +149,7 @@ async fn burn(
     StrPath(id): StrPath,
     JsonBody(NoFields {}): JsonBody<NoFields>,
 ) -> ApiResult<Json<EnvelopeJson>> {
+    state.limit_envelope_lookup(&actor, &ctx)?;
     let envelope = state.app.burn(&actor, &id, &ctx).await?;
     Ok(Json(envelope.into()))
 }

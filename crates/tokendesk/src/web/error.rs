@@ -21,6 +21,8 @@ pub struct ApiError {
     pub field: Option<String>,
     /// Every wrong field (422).
     pub fields: Vec<FieldError>,
+    /// 429: how many seconds until it may be tried again (`Retry-After`).
+    pub retry_after: Option<u32>,
 }
 
 /// Every error answer of the API.
@@ -55,6 +57,24 @@ impl ApiError {
             message: message.into(),
             field: None,
             fields: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    /// 429: over a rate limit; `wait` until the next one is allowed.
+    pub fn too_many(what: &str, wait: std::time::Duration) -> ApiError {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let secs = u32::try_from(secs).unwrap_or(u32::MAX);
+        ApiError {
+            retry_after: Some(secs.max(1)),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                format!(
+                    "too many {what} for now; try again in {} second(s)",
+                    secs.max(1)
+                ),
+            )
         }
     }
 
@@ -141,6 +161,7 @@ impl ApiError {
             message,
             field,
             fields,
+            retry_after: None,
         }
     }
 
@@ -178,7 +199,13 @@ impl IntoResponse for ApiError {
                 request_id: current_request_id().filter(|id| !id.is_empty()),
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 

@@ -34,15 +34,31 @@ impl<T: DeserializeOwned> FromRequest<WebState> for JsonBody<T> {
         if !is_json(req.headers()) {
             return Err(ApiError::unsupported_media_type());
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::too_large(state.max_body_bytes)
-            } else {
-                ApiError::bad_request("unreadable_body", "the request body could not be read")
-            }
-        })?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| body_error(&e, state.max_body_bytes))?;
         parse_json(&bytes).map(JsonBody)
     }
+}
+
+/// Why a body could not be read: too large (413), too slow (408, `limits.body_timeout_secs`),
+/// or broken (400).
+pub fn body_error(e: &axum::extract::rejection::BytesRejection, limit: usize) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::too_large(limit);
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body did not arrive in time",
+            );
+        }
+        source = err.source();
+    }
+    ApiError::bad_request("unreadable_body", "the request body could not be read")
 }
 
 /// Parses a JSON body; the error names the field when there is one.

@@ -41,6 +41,44 @@ pub struct WebState {
     pub auth: WebAuth,
     pub max_body_bytes: usize,
     pub cookies: cookies::Cookies,
+    /// `[limits]`, and the buckets they are counted in.
+    pub limits: crate::config::LimitsConfig,
+    pub limiter: std::sync::Arc<crate::limits::RateLimiter>,
+}
+
+impl WebState {
+    /// Counts one `limit`ed action by `who` (a login or an address); 429 when over the limit.
+    pub fn limit(&self, limit: crate::limits::Limit, who: &str) -> Result<(), ApiError> {
+        use crate::limits::{Limit, Rate};
+        let l = &self.limits;
+        let (rate, what) = match limit {
+            Limit::Submit => (Rate::per_hour(l.submissions_per_hour), "requests"),
+            Limit::Reveal => (Rate::per_hour(l.reveals_per_hour), "reveals"),
+            Limit::EnvelopeLookup => (
+                Rate::per_minute(l.envelope_lookups_per_minute),
+                "delivery link look-ups",
+            ),
+            Limit::SignIn => (Rate::per_minute(l.sign_ins_per_minute), "sign-ins"),
+            Limit::RefusalRecord => (crate::app::REFUSAL_RECORDS, "refusals"),
+        };
+        self.limiter
+            .check(limit, who, rate)
+            .map_err(|wait| ApiError::too_many(what, wait))
+    }
+
+    /// Envelope look-ups are counted per person and per address.
+    pub fn limit_envelope_lookup(
+        &self,
+        actor: &crate::domain::Actor,
+        ctx: &crate::app::Ctx,
+    ) -> Result<(), ApiError> {
+        use crate::limits::Limit;
+        self.limit(Limit::EnvelopeLookup, &format!("login:{}", actor.login))?;
+        if let Some(addr) = &ctx.client_addr {
+            self.limit(Limit::EnvelopeLookup, &format!("addr:{addr}"))?;
+        }
+        Ok(())
+    }
 }
 
 /// The whole web service, with the default body limit.
@@ -55,7 +93,7 @@ pub fn router_with_limit(app: App, auth: WebAuth, max_body_bytes: usize) -> Rout
         auth,
         WebOptions {
             max_body_bytes,
-            pages: pages::PagesConfig::default(),
+            ..WebOptions::default()
         },
     )
 }
@@ -66,6 +104,17 @@ pub struct WebOptions {
     /// Request bodies over this are refused with 413.
     pub max_body_bytes: usize,
     pub pages: pages::PagesConfig,
+    pub limits: crate::config::LimitsConfig,
+}
+
+impl Default for WebOptions {
+    fn default() -> Self {
+        WebOptions {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            pages: pages::PagesConfig::default(),
+            limits: crate::config::LimitsConfig::default(),
+        }
+    }
 }
 
 impl WebOptions {
@@ -77,6 +126,7 @@ impl WebOptions {
         WebOptions {
             max_body_bytes: config.max_body_bytes,
             pages,
+            limits: config.limits,
         }
     }
 }
@@ -86,6 +136,7 @@ pub fn router_with(app: App, auth: WebAuth, options: WebOptions) -> Router {
     let WebOptions {
         max_body_bytes,
         pages: pages_config,
+        limits,
     } = options;
     let demo = auth.mode() == AuthMode::Demo;
     let https = app.public_url().scheme() == "https";
@@ -94,6 +145,8 @@ pub fn router_with(app: App, auth: WebAuth, options: WebOptions) -> Router {
         auth,
         max_body_bytes,
         cookies: cookies::Cookies::new(https),
+        limits,
+        limiter: Default::default(),
     };
     let (api_router, doc) = api();
     let doc = openapi::document(doc, state.auth.header_name(), state.app.policy());
@@ -110,6 +163,9 @@ pub fn router_with(app: App, auth: WebAuth, options: WebOptions) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            std::time::Duration::from_secs(limits.body_timeout_secs),
+        ))
         .with_state(state.clone());
     middleware::common_layers(router).layer(axum::middleware::from_fn_with_state(
         state,

@@ -60,6 +60,7 @@ enum Failure {
     TooLarge,
     NotJson,
     Invalid,
+    TooMany,
     Internal,
     CanvasRefused,
     Unavailable,
@@ -77,6 +78,7 @@ impl Failure {
             Failure::TooLarge => "413",
             Failure::NotJson => "415",
             Failure::Invalid => "422",
+            Failure::TooMany => "429",
             Failure::Internal => "500",
             Failure::CanvasRefused => "502",
             Failure::Unavailable => "503",
@@ -108,6 +110,9 @@ impl Failure {
             }
             Failure::Invalid => {
                 "One or more fields are invalid; `field` names the first, `fields` every one, each with its `code` (`required`, `too_short`, `too_long`, `invalid_date`, `out_of_range`, `later_than_requested`, …)"
+            }
+            Failure::TooMany => {
+                "Over a rate limit of `[limits]` (`too_many_requests`); `Retry-After` says when to try again"
             }
             Failure::Internal => "tokendesk failed (`internal`); the message quotes the request id",
             Failure::CanvasRefused => {
@@ -174,6 +179,8 @@ failures! {
     Checked = [Invalid];
     /// Changes made in Canvas first.
     InCanvas = [CanvasRefused, Unavailable];
+    /// Rate-limited operations.
+    Limited = [TooMany];
 }
 
 /// The document as served: the routes' paths, the sign-in schemes with the configured header,

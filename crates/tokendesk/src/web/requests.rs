@@ -14,7 +14,9 @@ use utoipa_axum::routes;
 use super::auth::SignedIn;
 use super::error::ApiResult;
 use super::extract::{IdPath, JsonBody, NoFields, QueryParams, bool_param, int_param};
-use super::openapi::{Always, Body, Checked, Conflicting, InCanvas, Named, Query, Refusable};
+use super::openapi::{
+    Always, Body, Checked, Conflicting, InCanvas, Limited, Named, Query, Refusable,
+};
 use super::{WebState, utc};
 use crate::app::{RequestQuery, RequestView};
 use crate::domain::RequestId;
@@ -137,7 +139,7 @@ const _: () = assert!(PURPOSE_MAX_CHARS == 200 && APPLICATION_MAX_CHARS == 100);
     responses(
         (status = 201, description = "Submitted; the approvers are told", body = RequestJson,
             headers(("Location" = String, description = "The new request"))),
-        Always, Body, Conflicting, Checked,
+        Always, Body, Conflicting, Checked, Limited,
     ),
 )]
 async fn create(
@@ -145,6 +147,10 @@ async fn create(
     SignedIn { actor, ctx }: SignedIn,
     JsonBody(body): JsonBody<NewRequestBody>,
 ) -> ApiResult<Response> {
+    state.limit(
+        crate::limits::Limit::Submit,
+        &format!("login:{}", actor.login),
+    )?;
     let raw = RawNewRequest {
         purpose: body.purpose,
         expires_on: body.expires_on,

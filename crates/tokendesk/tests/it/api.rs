@@ -4,9 +4,10 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
-use tokendesk::config::{AuthConfig, AuthMode, DEFAULT_MAX_BODY_BYTES};
+use tokendesk::config::{AuthConfig, AuthMode};
 use tokendesk::delivery::envelope::Sealed;
 use tokendesk::domain::Login;
+use tokendesk::web::WebOptions;
 
 use crate::support::app::{Api, Resp, client, serve};
 use crate::support::db::TestDb;
@@ -506,7 +507,7 @@ async fn signed_out_and_untrusted_peers_get_401() {
         trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
         ..AuthConfig::default()
     };
-    let api = Api::with(TestDb::sqlite().await, auth, DEFAULT_MAX_BODY_BYTES).await;
+    let api = Api::with(TestDb::sqlite().await, auth, WebOptions::default()).await;
     api.get(ADA, "/api/v1/me")
         .await
         .expect_error(401, "unauthenticated");
@@ -520,7 +521,7 @@ async fn forwarded_for_from_a_trusted_proxy_is_the_client_address() {
     // Two proxies: the one on loopback, and 10.1.2.3 before it.
     let mut auth = AuthConfig::default();
     auth.trusted_proxies.push("10.0.0.0/8".parse().unwrap());
-    let api = Api::with(TestDb::sqlite().await, auth, DEFAULT_MAX_BODY_BYTES).await;
+    let api = Api::with(TestDb::sqlite().await, auth, WebOptions::default()).await;
     // The address the audit trail records for a submission sent with `forwarded_for`.
     let recorded = async |who: &str, forwarded_for: &str| {
         let body = json!({"purpose": "grading scripts for my course sections", "expires_on": api.world.today_plus(30)});
@@ -756,7 +757,15 @@ async fn state_changes_need_the_json_content_type_415() {
 
 #[tokio::test]
 async fn oversized_bodies_are_413() {
-    let api = Api::with(TestDb::sqlite().await, AuthConfig::default(), 1024).await;
+    let api = Api::with(
+        TestDb::sqlite().await,
+        AuthConfig::default(),
+        WebOptions {
+            max_body_bytes: 1024,
+            ..WebOptions::default()
+        },
+    )
+    .await;
     let big = json!({"purpose": "x".repeat(2000), "expires_on": api.world.today_plus(30)});
     let r = api
         .post(SAM, "/api/v1/requests", big)
@@ -930,7 +939,7 @@ async fn canvas_down_during_revoke_is_503_and_changes_nothing() {
         AuthConfig::default(),
         vec![],
         None,
-        DEFAULT_MAX_BODY_BYTES,
+        WebOptions::default(),
     )
     .await;
     let r = client()
@@ -1115,7 +1124,7 @@ async fn the_openapi_document_covers_every_api_route() {
         header: "X-Shib-Eppn".into(),
         ..AuthConfig::default()
     };
-    let other = Api::with(TestDb::sqlite().await, renamed, DEFAULT_MAX_BODY_BYTES).await;
+    let other = Api::with(TestDb::sqlite().await, renamed, WebOptions::default()).await;
     let doc2 = other.get_anon("/api/openapi.json").await.expect(200).json();
     assert_eq!(
         doc2["components"]["securitySchemes"]["trustedHeader"]["name"],
@@ -1151,7 +1160,7 @@ async fn demo_server(listen: Option<std::net::SocketAddr>) -> (World, crate::sup
         auth,
         people,
         listen,
-        DEFAULT_MAX_BODY_BYTES,
+        WebOptions::default(),
     )
     .await;
     (world, server)
@@ -1356,4 +1365,78 @@ async fn the_help_desk_sends_a_new_link() {
     api.post(THEO, &path, json!({}))
         .await
         .expect_error(409, "wrong_state");
+}
+
+/// Over a `[limits]` limit the answer is 429 with `Retry-After` and nothing is stored; other
+/// people are not held back; probing envelope ids soon stops, and refusals stop filling the trail.
+#[tokio::test]
+async fn over_a_limit_is_429_with_retry_after_and_nothing_is_stored() {
+    let limits = tokendesk::config::LimitsConfig {
+        submissions_per_hour: 2,
+        envelope_lookups_per_minute: 14,
+        ..Default::default()
+    };
+    let options = WebOptions {
+        limits,
+        ..WebOptions::default()
+    };
+    let api = Api::with(TestDb::sqlite().await, AuthConfig::default(), options).await;
+    let issued = api.issued(SAM).await;
+    api.submit(SAM).await;
+    let refused = api
+        .post(
+            SAM,
+            "/api/v1/requests",
+            json!({"purpose": "grading scripts for my course sections",
+                   "expires_on": api.world.today_plus(30)}),
+        )
+        .await
+        .expect_error(429, "too_many_requests");
+    let wait: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    // Two an hour: the next one is allowed half an hour after the first.
+    assert!((1..=1800).contains(&wait), "Retry-After: {wait}");
+    assert!(refused.text.contains("try again in"), "{}", refused.text);
+    let mine = api.get(SAM, "/api/v1/requests").await.expect(200).json();
+    assert_eq!(mine.as_array().unwrap().len(), 2, "{mine}");
+    api.submit(STELLA).await;
+
+    // Stella tries Sam's envelope: not found, and recorded, ten times an hour at most.
+    let envelope = issued["envelope_id"].as_str().unwrap();
+    for _ in 0..12 {
+        api.post(
+            STELLA,
+            &format!("/api/v1/envelopes/{envelope}/reveal"),
+            json!({}),
+        )
+        .await
+        .expect_error(404, "not_found");
+    }
+    // Two more look-ups this minute, then 429.
+    for guess in ["AAAAAAAAAAAAAAAAAAAAAA", "BBBBBBBBBBBBBBBBBBBBBB"] {
+        api.get(STELLA, &format!("/api/v1/envelopes/{guess}"))
+            .await
+            .expect(404);
+    }
+    let probing = api
+        .get(STELLA, "/api/v1/envelopes/CCCCCCCCCCCCCCCCCCCCCC")
+        .await
+        .expect_error(429, "too_many_requests");
+    assert!(probing.header("retry-after").is_some());
+    // Sam, from the same address, is held back too: look-ups are counted per address as well.
+    api.get(SAM, &format!("/api/v1/envelopes/{envelope}"))
+        .await
+        .expect_error(429, "too_many_requests");
+    let trail = api
+        .get(
+            ADA,
+            "/api/v1/audit?action=envelope.reveal&actor=stella.student",
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(
+        trail.as_array().unwrap().len(),
+        tokendesk::app::REFUSAL_RECORDS.count as usize,
+        "{trail}"
+    );
 }

@@ -6,8 +6,9 @@ use std::time::{Duration as StdDuration, Instant};
 
 use time::Duration;
 use tokendesk::app::Ctx;
-use tokendesk::config::{AuthConfig, DEFAULT_MAX_BODY_BYTES};
+use tokendesk::config::AuthConfig;
 use tokendesk::domain::request::RawNewRequest;
+use tokendesk::web::WebOptions;
 
 use crate::support::app::{Resp, Server, client, serve};
 use crate::support::db::TestDb;
@@ -25,12 +26,16 @@ impl Pages {
     }
 
     async fn on(world: World) -> Pages {
+        Self::with_options(world, WebOptions::default()).await
+    }
+
+    async fn with_options(world: World, options: WebOptions) -> Pages {
         let server = serve(
             world.app.clone(),
             AuthConfig::default(),
             vec![],
             None,
-            DEFAULT_MAX_BODY_BYTES,
+            options,
         )
         .await;
         Pages {
@@ -354,7 +359,16 @@ async fn pages_by_role_and_errors_as_pages() {
 /// server's time).
 #[tokio::test]
 async fn page_render_times_with_a_thousand_requests() {
-    let p = Pages::start().await;
+    // Thirty-three looks at one delivery page are more than its look-up limit: this measures
+    // rendering, so the limits are off.
+    let options = WebOptions {
+        limits: tokendesk::config::LimitsConfig {
+            envelope_lookups_per_minute: 0,
+            ..Default::default()
+        },
+        ..WebOptions::default()
+    };
+    let p = Pages::with_options(World::new(TestDb::sqlite().await).await, options).await;
     let seeded = Instant::now();
     let expires = p.world.today_plus(60);
     for i in 0..1000 {
@@ -433,24 +447,19 @@ async fn page_render_times_with_a_thousand_requests() {
 
 #[tokio::test]
 async fn the_request_form_shows_the_configured_terms() {
-    use tokendesk::web::{WebAuth, WebOptions, router_with};
+    use tokendesk::web::{WebAuth, router_with};
     let world = World::new(TestDb::sqlite().await).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let auth = WebAuth::new(&AuthConfig::default(), addr, vec![]).unwrap();
-    let mut options = WebOptions {
-        max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-        pages: Default::default(),
-    };
+    let mut options = WebOptions::default();
     options.pages.terms = "I will use this token only for <teaching> at Example U.".into();
-    let routes = router_with(world.app.clone(), auth, options);
-    tokio::spawn(async move {
-        let _ = axum::serve(
-            listener,
-            routes.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .await;
-    });
+    let http = tokendesk::server::HttpOptions::from_limits(&options.limits);
+    let _server = crate::support::app::serve_router(
+        listener,
+        router_with(world.app.clone(), auth, options),
+        http,
+    );
     let page = reqwest::Client::new()
         .get(format!("http://{addr}/requests/new"))
         .header("X-Remote-User", "sam.student")
@@ -578,7 +587,7 @@ async fn request_ids_come_from_trusted_proxies_or_from_us() {
         untrusted,
         vec![],
         None,
-        DEFAULT_MAX_BODY_BYTES,
+        WebOptions::default(),
     )
     .await;
     let r = p
@@ -830,4 +839,121 @@ async fn csrf_tokens_are_bound_to_the_session() {
     )
     .await
     .expect(303);
+}
+
+/// Over a limit a page says so, and when to try again (with `Retry-After`); the form is not
+/// stored.
+#[tokio::test]
+async fn over_a_limit_the_page_says_when_to_try_again() {
+    let options = WebOptions {
+        limits: tokendesk::config::LimitsConfig {
+            submissions_per_hour: 1,
+            ..Default::default()
+        },
+        ..WebOptions::default()
+    };
+    let p = Pages::with_options(World::new(TestDb::sqlite().await).await, options).await;
+    let mut statuses = vec![];
+    for _ in 0..2 {
+        let form = p
+            .get(Some("sam.student"), "/requests/new")
+            .await
+            .expect(200);
+        let (cookie, field) = csrf_of(&form);
+        let fields: Vec<(&str, String)> = vec![
+            ("purpose", "Grading scripts for my course sections".into()),
+            ("expires_on", p.world.today_plus(30)),
+            ("application", String::new()),
+            ("ack", "yes".into()),
+            ("csrf", field),
+        ];
+        let r = p
+            .post_form("sam.student", "/requests/new", Some(&cookie), None, &fields)
+            .await;
+        statuses.push(r.status);
+        if r.status == 429 {
+            assert!(r.header("retry-after").is_some());
+            assert!(
+                r.header("content-type").unwrap().starts_with("text/html"),
+                "a page"
+            );
+            assert!(r.text.contains("try again in"), "{}", r.text);
+        }
+    }
+    assert_eq!(statuses, vec![303, 429]);
+    let mine = p
+        .world
+        .app
+        .requests(&p.world.actor("sam.student"), &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(mine.len(), 1);
+}
+
+/// A client that sends its request head too slowly is cut off at `limits.header_timeout_secs`,
+/// one that sends its body too slowly gets 408 after `limits.body_timeout_secs`.
+#[tokio::test]
+async fn slow_clients_are_cut_off() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let options = WebOptions {
+        limits: tokendesk::config::LimitsConfig {
+            header_timeout_secs: 1,
+            body_timeout_secs: 1,
+            ..Default::default()
+        },
+        ..WebOptions::default()
+    };
+    let p = Pages::with_options(World::new(TestDb::sqlite().await).await, options).await;
+    let addr = p.server.base.trim_start_matches("http://").to_owned();
+
+    // Half a head, then nothing: the server closes the connection without an answer.
+    let started = Instant::now();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(StdDuration::from_secs(10), slow.read_to_end(&mut answer))
+        .await
+        .expect("the server closes a slow connection");
+    assert!(read.is_ok() || answer.is_empty(), "{read:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= StdDuration::from_millis(900) && waited < StdDuration::from_secs(5),
+        "closed after {waited:?}"
+    );
+
+    // A kept-alive connection that idles is closed too.
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(StdDuration::from_secs(10), idle.read_to_end(&mut answer))
+        .await
+        .expect("the server closes an idle connection")
+        .unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    // A whole head, then a body that never comes: 408 with an error page or JSON.
+    let mut trickle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    trickle
+        .write_all(
+            b"POST /api/v1/requests HTTP/1.1\r\nHost: x\r\nX-Remote-User: sam.student\r\n\
+              Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"purpose\"",
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(StdDuration::from_secs(10), trickle.read_to_end(&mut answer))
+        .await
+        .expect("the server answers a slow body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
 }

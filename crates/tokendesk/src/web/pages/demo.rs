@@ -13,7 +13,7 @@ use super::chrome::Chrome;
 use super::error::PageError;
 use super::session::see_other;
 use crate::domain::{FieldError, Login};
-use crate::web::auth::Demo;
+use crate::web::auth::{ClientAddr, Demo};
 use crate::web::cookies::Kind;
 use crate::web::{ApiError, WebState};
 
@@ -59,9 +59,14 @@ pub struct DemoLoginForm {
 /// `POST /demo/login` (`login=…`): signs in as one of the demo people, then goes to `/`.
 pub async fn login(
     State(state): State<WebState>,
+    ClientAddr(addr): ClientAddr,
     form: Result<Form<DemoLoginForm>, FormRejection>,
 ) -> Result<Response, Response> {
     let demo = demo_of(&state).map_err(IntoResponse::into_response)?;
+    let addr = addr.unwrap_or_default();
+    state
+        .limit(crate::limits::Limit::SignIn, &format!("addr:{addr}"))
+        .map_err(|e| PageError::plain(e).into_response())?;
     let Form(form) = form.map_err(|e| {
         PageError::plain(ApiError::bad_request("bad_form", e.body_text())).into_response()
     })?;

@@ -81,6 +81,9 @@ pub async fn show(
         }
         return Ok(response);
     };
+    state
+        .limit_envelope_lookup(&viewer.actor, &viewer.ctx)
+        .map_err(|e| viewer.fail(e))?;
     let envelope = state
         .app
         .envelope(&viewer.actor, &id)
@@ -109,6 +112,9 @@ pub async fn burn(
         "/e/{}",
         url::form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>()
     );
+    state
+        .limit_envelope_lookup(&viewer.actor, &viewer.ctx)
+        .map_err(|e| viewer.fail(e))?;
     match state.app.burn(&viewer.actor, &id, &viewer.ctx).await {
         Ok(_) => Ok(viewer.redirect(&to, true, "Done: the link is closed and the sealed copy is erased. Remember to activate the token in Canvas.")),
         Err(AppError::Domain(e @ (crate::domain::DomainError::WrongState { .. } | crate::domain::DomainError::Conflict { .. } | crate::domain::DomainError::Forbidden(_)))) => {

@@ -119,6 +119,11 @@ impl IntoResponse for PageError {
             }
         };
         response.headers_mut().extend(*self.headers);
+        if let Some(secs) = self.error.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
         response
     }
 }

@@ -137,6 +137,12 @@ pub async fn submit(
     viewer: Viewer,
     PageForm(form): PageForm<NewRequestForm>,
 ) -> Result<Response, PageError> {
+    state
+        .limit(
+            crate::limits::Limit::Submit,
+            &format!("login:{}", viewer.actor.login),
+        )
+        .map_err(|e| viewer.fail(e))?;
     let raw = RawNewRequest {
         purpose: Some(form.purpose.clone()),
         expires_on: Some(form.expires_on.clone()),

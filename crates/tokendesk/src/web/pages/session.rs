@@ -49,9 +49,7 @@ fn binding_of(
     headers: &HeaderMap,
     extensions: &axum::http::Extensions,
 ) -> Option<String> {
-    let peer = extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|axum::extract::ConnectInfo(a)| a.ip());
+    let peer = crate::web::auth::peer_of(extensions);
     state
         .auth
         .session_binding(peer, headers, state.app.now().unix_timestamp())
@@ -359,9 +357,9 @@ impl<T: DeserializeOwned> FromRequest<WebState> for PageForm<T> {
                 )));
             }
         }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|_| PageError::plain(crate::web::ApiError::too_large(state.max_body_bytes)))?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            PageError::plain(crate::web::extract::body_error(&e, state.max_body_bytes))
+        })?;
         let mut fields: HashMap<String, String> = HashMap::new();
         for (k, v) in url::form_urlencoded::parse(&bytes) {
             fields.insert(k.into_owned(), v.into_owned());

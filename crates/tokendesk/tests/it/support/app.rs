@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 use tokendesk::app::App;
-use tokendesk::config::{AuthConfig, DEFAULT_MAX_BODY_BYTES};
+use tokendesk::config::AuthConfig;
 use tokendesk::domain::Login;
-use tokendesk::web::{WebAuth, router_with_limit};
+use tokendesk::web::{WebAuth, WebOptions, router_with};
 use tokio::task::JoinHandle;
 
 use super::db::TestDb;
@@ -35,18 +35,26 @@ pub async fn serve(
     auth: AuthConfig,
     demo_people: Vec<(Login, String)>,
     listen: Option<SocketAddr>,
-    max_body_bytes: usize,
+    options: WebOptions,
 ) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let web_auth = WebAuth::new(&auth, listen.unwrap_or(addr), demo_people).unwrap();
-    let routes = router_with_limit(app, web_auth, max_body_bytes);
+    let http = tokendesk::server::HttpOptions::from_limits(&options.limits);
+    serve_router(listener, router_with(app, web_auth, options), http)
+}
+
+/// Serves `routes` on `listener` the way `tokendesk serve` does.
+pub fn serve_router(
+    listener: tokio::net::TcpListener,
+    routes: axum::Router,
+    options: tokendesk::server::HttpOptions,
+) -> Server {
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
-        let _ = axum::serve(
-            listener,
-            routes.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await;
+        let _stop = stop;
+        let _ = tokendesk::server::serve(listener, routes, options, stopped).await;
     });
     Server {
         base: format!("http://{addr}"),
@@ -140,15 +148,15 @@ pub fn client() -> reqwest::Client {
 impl Api {
     /// Trusted-header sign-in trusting loopback, the default body limit.
     pub async fn start(db: TestDb) -> Api {
-        Self::with(db, AuthConfig::default(), DEFAULT_MAX_BODY_BYTES).await
+        Self::with(db, AuthConfig::default(), WebOptions::default()).await
     }
 
-    pub async fn with(db: TestDb, auth: AuthConfig, max_body_bytes: usize) -> Api {
+    pub async fn with(db: TestDb, auth: AuthConfig, options: WebOptions) -> Api {
         let world = World::new(db).await;
         // The document this server serves (the coverage test reads it over HTTP too).
         let doc = tokendesk::web::openapi_document(&auth.header, world.app.policy());
         let doc = serde_json::to_value(&doc).unwrap();
-        let server = serve(world.app.clone(), auth, vec![], None, max_body_bytes).await;
+        let server = serve(world.app.clone(), auth, vec![], None, options).await;
         Api {
             world,
             server,

@@ -1,5 +1,9 @@
 //! Running the service: the HTTP server and the workers, started together and stopped cleanly.
 
+mod http;
+
+pub use http::{HttpOptions, serve};
+
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
@@ -66,17 +70,8 @@ pub async fn start(
     let routes = router_with(app.clone(), auth, WebOptions::from_config(config));
     let (stop, stopped) = watch::channel(false);
     let workers = crate::jobs::spawn_workers(app.clone(), stopped.clone());
-    let mut stopped_server = stopped;
-    let server = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            routes.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stopped_server.wait_for(|stop| *stop).await;
-        })
-        .await
-    });
+    let options = HttpOptions::from_limits(&config.limits);
+    let server = tokio::spawn(serve(listener, routes, options, stopped));
     Ok(RunningServer {
         addr,
         app,
