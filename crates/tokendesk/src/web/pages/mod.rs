@@ -60,38 +60,64 @@ pub fn routes() -> Router<WebState> {
     routes_with(PagesConfig::default(), false)
 }
 
-/// Every page and form route; with `demo`, the demo's sign-in page too.
+/// A page or form route: its path and methods, as [`routes_with`] registers it.
+#[derive(Debug, Clone, Copy)]
+pub struct PageRoute {
+    pub path: &'static str,
+    /// Lower case: `get`, `post`.
+    pub methods: &'static [&'static str],
+}
+
+/// Declares a list of routes once: the list ([`PageRoute`]s, for tests and documents) and a
+/// function adding them to a router.
+macro_rules! page_routes {
+    ($list:ident, $add:ident: $( $path:literal => $m:ident($h:path) $(, $ms:ident($hs:path))* ;)*) => {
+        pub const $list: &[PageRoute] = &[
+            $( PageRoute { path: $path, methods: &[stringify!($m) $(, stringify!($ms))*] } ),*
+        ];
+
+        fn $add(router: Router<WebState>) -> Router<WebState> {
+            router $( .route($path, $m($h) $(.$ms($hs))*) )*
+        }
+    };
+}
+
+page_routes! { DEMO_ROUTES, add_demo_routes:
+    "/demo/login" => get(demo::page), post(demo::login);
+    "/demo/logout" => post(demo::logout);
+}
+
+page_routes! { ROUTES, add_routes:
+    "/" => get(home::show);
+    "/requests/new" => get(requests::new_form), post(requests::submit);
+    "/requests/{id}" => get(requests::show);
+    "/requests/{id}/approve" => post(requests::approve);
+    "/requests/{id}/deny" => post(requests::deny);
+    "/requests/{id}/cancel" => post(requests::cancel);
+    "/requests/{id}/retry" => post(requests::retry);
+    "/requests/{id}/resend-link" => post(requests::resend_link);
+    "/tokens/{id}/revoke" => post(requests::revoke);
+    "/me" => get(me::show);
+    "/queue" => get(requests::queue);
+    "/people" => get(people::search);
+    "/people/{login}" => get(people::show);
+    "/audit" => get(audit::show);
+    "/audit/export.jsonl" => get(audit::export_jsonl);
+    "/audit/export.csv" => get(audit::export_csv);
+    "/mailbox" => get(mailbox::show);
+    "/e/{id}" => get(envelope::show);
+    "/e/{id}/burn" => post(envelope::burn);
+    "/static/{file}" => get(assets::serve);
+}
+
+/// Every page and form route ([`ROUTES`]); with `demo`, the demo's sign-in page too
+/// ([`DEMO_ROUTES`]).
 pub fn routes_with(config: PagesConfig, demo: bool) -> Router<WebState> {
     let mut router = Router::new();
     if demo {
-        router = router
-            .route("/demo/login", get(demo::page).post(demo::login))
-            .route("/demo/logout", post(demo::logout));
+        router = add_demo_routes(router);
     }
-    router
-        .route("/", get(home::show))
-        .route(
-            "/requests/new",
-            get(requests::new_form).post(requests::submit),
-        )
-        .route("/requests/{id}", get(requests::show))
-        .route("/requests/{id}/approve", post(requests::approve))
-        .route("/requests/{id}/deny", post(requests::deny))
-        .route("/requests/{id}/cancel", post(requests::cancel))
-        .route("/requests/{id}/retry", post(requests::retry))
-        .route("/requests/{id}/resend-link", post(requests::resend_link))
-        .route("/tokens/{id}/revoke", post(requests::revoke))
-        .route("/me", get(me::show))
-        .route("/queue", get(requests::queue))
-        .route("/people", get(people::search))
-        .route("/people/{login}", get(people::show))
-        .route("/audit", get(audit::show))
-        .route("/audit/export.jsonl", get(audit::export_jsonl))
-        .route("/audit/export.csv", get(audit::export_csv))
-        .route("/mailbox", get(mailbox::show))
-        .route("/e/{id}", get(envelope::show))
-        .route("/e/{id}/burn", post(envelope::burn))
-        .route("/static/{file}", get(assets::serve))
+    add_routes(router)
         .layer(SetResponseHeaderLayer::overriding(
             CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(PAGE_CSP),

@@ -294,12 +294,12 @@ fn after(
 ) -> Result<Response, PageError> {
     match result {
         Ok(message) => Ok(viewer.redirect(to, true, &message)),
-        // Refusals a person can act on are shown on the page they came from.
+        // Refusals a person can act on are shown on the page they came from; what they may
+        // not do at all is a 403 page, as in the API.
         Err(AppError::Domain(
             e @ (DomainError::Invalid(_)
             | DomainError::WrongState { .. }
-            | DomainError::Conflict { .. }
-            | DomainError::Forbidden(_)),
+            | DomainError::Conflict { .. }),
         )) => {
             let message = ApiError::from(e).message;
             Ok(viewer.redirect(to, false, &message))

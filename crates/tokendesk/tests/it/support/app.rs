@@ -152,7 +152,11 @@ impl Api {
     }
 
     pub async fn with(db: TestDb, auth: AuthConfig, options: WebOptions) -> Api {
-        let world = World::new(db).await;
+        Self::on(World::new(db).await, auth, options).await
+    }
+
+    /// `world`'s app served with `auth` and `options`.
+    pub async fn on(world: World, auth: AuthConfig, options: WebOptions) -> Api {
         // The document this server serves (the coverage test reads it over HTTP too).
         let doc = tokendesk::web::openapi_document(&auth.header, world.app.policy());
         let doc = serde_json::to_value(&doc).unwrap();
