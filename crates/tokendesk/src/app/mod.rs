@@ -23,8 +23,8 @@ use url::Url;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use envelopes::EnvelopeView;
-pub use reads::AuditQuery;
-pub use requests::{RequestQuery, RequestView};
+pub use reads::{AUDIT_LIST, AuditQuery, MAILBOX_LIST};
+pub use requests::{REQUEST_LIST, RequestQuery, RequestView};
 pub use setup::{connect_store, connection_string, database_url, open_store, store_options};
 pub use sweep::SweepReport;
 pub use work::{MAX_ATTEMPTS, WorkError, backoff};

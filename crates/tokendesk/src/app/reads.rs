@@ -49,6 +49,17 @@ fn text_filter(raw: Option<&str>) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// `GET /api/v1/mailbox`: how many messages a list answers with.
+pub const MAILBOX_LIST: crate::domain::ListSize = crate::domain::ListSize {
+    default: 200,
+    max: 200,
+};
+/// `GET /api/v1/audit`: how many events a page of the trail answers with.
+pub const AUDIT_LIST: crate::domain::ListSize = crate::domain::ListSize {
+    default: 500,
+    max: 5000,
+};
+
 impl App {
     /// Delivered messages (mailbox transport only), newest first, at most `limit` (1–200,
     /// default 200): everyone's for admins (optionally one login's), one's own for others.
@@ -72,7 +83,9 @@ impl App {
             "only admins can read other people's mail",
         )?;
         let mut conn = self.read().await?;
-        let limit = limit.unwrap_or(200).clamp(1, 200);
+        let limit = MAILBOX_LIST
+            .check(limit)
+            .map_err(|e| DomainError::Invalid(vec![e]))?;
         Ok(store::mailbox(&mut conn, to.as_ref(), limit).await?)
     }
 
@@ -103,6 +116,21 @@ impl App {
             .map_err(|e| errors.push(e))
             .ok()
             .flatten();
+        let after_seq = match query.after_seq {
+            Some(n) if n < 0 => {
+                errors.push(FieldError::new(
+                    "after_seq",
+                    "out_of_range",
+                    format!("after_seq must be 0 or more (not {n})"),
+                ));
+                0
+            }
+            n => n.unwrap_or(0),
+        };
+        let limit = AUDIT_LIST
+            .check(query.limit)
+            .map_err(|e| errors.push(e))
+            .unwrap_or_default();
         if !errors.is_empty() {
             return Err(DomainError::Invalid(errors).into());
         }
@@ -112,8 +140,8 @@ impl App {
             target: text_filter(query.target.as_deref()),
             since,
             until,
-            after_seq: query.after_seq.unwrap_or(0).max(0),
-            limit: query.limit.unwrap_or(500).clamp(1, 5000),
+            after_seq,
+            limit,
         };
         let mut conn = self.read().await?;
         Ok(store::list_audit(&mut conn, &filter).await?)

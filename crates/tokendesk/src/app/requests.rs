@@ -26,6 +26,12 @@ pub struct RequestQuery {
     pub limit: Option<i64>,
 }
 
+/// `GET /api/v1/requests`: how many requests a list answers with.
+pub const REQUEST_LIST: crate::domain::ListSize = crate::domain::ListSize {
+    default: 200,
+    max: 1000,
+};
+
 impl App {
     /// A person asks for a token.
     pub async fn submit(
@@ -169,7 +175,9 @@ impl App {
             requester,
             state,
             oldest_first: query.oldest_first,
-            limit: query.limit.unwrap_or(200).clamp(1, 1000),
+            limit: REQUEST_LIST
+                .check(query.limit)
+                .map_err(|e| DomainError::Invalid(vec![e]))?,
         };
         let mut conn = self.read().await?;
         Ok(store::list_requests(&mut conn, &filter).await?)

@@ -22,6 +22,28 @@ impl FieldError {
     }
 }
 
+/// How many items a list answers with: `default` unless asked, from 1 to `max` when asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListSize {
+    pub default: i64,
+    pub max: i64,
+}
+
+impl ListSize {
+    /// The size asked for in `limit`, checked.
+    pub fn check(self, asked: Option<i64>) -> Result<i64, FieldError> {
+        match asked {
+            None => Ok(self.default),
+            Some(n) if (1..=self.max).contains(&n) => Ok(n),
+            Some(n) => Err(FieldError::new(
+                "limit",
+                "out_of_range",
+                format!("limit must be from 1 to {} (not {n})", self.max),
+            )),
+        }
+    }
+}
+
 /// A refusal by the rules; each maps to one HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {

@@ -12,7 +12,7 @@ pub mod roles;
 pub mod token;
 
 pub use email::EmailKind;
-pub use error::{DomainError, FieldError};
+pub use error::{DomainError, FieldError, ListSize};
 pub use ids::{Login, RequestId, TokenId, UserIdPattern, is_bidi_or_invisible};
 pub use policy::Policy;
 pub use roles::{Actor, Roles};

@@ -254,10 +254,13 @@ impl Store {
             let conn = self.pool.acquire().await?;
             return Tx::begin(conn, None, None, self.backend, self.views.clone()).await;
         };
-        let conn = writers.pool.acquire().await?;
+        // The turn first, then a connection: a writer waiting for its turn holds no connection,
+        // so the writer whose turn it is can always get the one it checkpoints with after an
+        // erasure (see `Tx::commit`).
         let turn = tokio::time::timeout(self.acquire_timeout, writers.turn.clone().lock_owned())
             .await
             .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))?;
+        let conn = writers.pool.acquire().await?;
         Tx::begin(
             conn,
             Some(turn),

@@ -41,6 +41,9 @@ pub struct AuditParams {
     limit: Option<String>,
 }
 
+// The schema says what the app checks.
+const _: () = assert!(crate::app::AUDIT_LIST.max == 5000);
+
 /// The audit trail, oldest first (auditors and admins).
 #[utoipa::path(
     get,

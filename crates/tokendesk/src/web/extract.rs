@@ -68,6 +68,13 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     } else {
         bytes
     };
+    // Every body is an object: serde would take `[]` for a struct without fields.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "the body must be a JSON object, such as {} or {\"reason\": \"…\"}",
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -120,7 +127,8 @@ fn json_error(path: &str, e: &serde_json::Error) -> ApiError {
     }
 }
 
-/// Query parameters; a malformed query string is a 400.
+/// Query parameters; a malformed query string, or a parameter given empty (`?state=`: leave it
+/// out instead), is a 400.
 #[derive(Debug)]
 pub struct QueryParams<T>(pub T);
 
@@ -128,6 +136,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        if let Some((name, _)) =
+            url::form_urlencoded::parse(query.as_bytes()).find(|(_, value)| value.trim().is_empty())
+        {
+            let name: String = name.chars().take(40).collect();
+            return Err(ApiError::bad_request(
+                "bad_query",
+                format!("the query parameter {name:?} is empty: leave it out, or give it a value"),
+            )
+            .with_field(name));
+        }
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(q)| QueryParams(q))

@@ -29,6 +29,9 @@ pub struct MailboxQuery {
     limit: Option<String>,
 }
 
+// The schema says what the app checks.
+const _: () = assert!(crate::app::MAILBOX_LIST.max == 200);
+
 /// The demo's inbox (the mailbox transport only; 404 when email goes by SMTP): delivered
 /// messages, newest first.
 #[utoipa::path(

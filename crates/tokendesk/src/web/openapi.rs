@@ -224,7 +224,44 @@ pub fn document(mut doc: Document, header: &str, policy: &Policy) -> Document {
         SecurityRequirement::new("trustedHeader", Vec::<String>::new()),
         SecurityRequirement::new("demoSession", Vec::<String>::new()),
     ]);
+    add_links(&mut doc);
     doc
+}
+
+/// Where the ids in an answer lead (OpenAPI links): `(operation, status, field, target)`; the
+/// target takes the field's value as its `id`. Clients and stateful fuzzers follow them.
+pub const LINKS: &[(&str, &str, &str, &str)] = &[
+    ("createRequest", "201", "id", "getRequest"),
+    ("createRequest", "201", "id", "approveRequest"),
+    ("createRequest", "201", "id", "denyRequest"),
+    ("createRequest", "201", "id", "cancelRequest"),
+    ("getRequest", "200", "id", "retryRequest"),
+    ("getRequest", "200", "id", "resendLink"),
+    ("getRequest", "200", "token_id", "getToken"),
+    ("getRequest", "200", "token_id", "revokeToken"),
+    ("getRequest", "200", "envelope_id", "getEnvelope"),
+    ("getRequest", "200", "envelope_id", "revealEnvelope"),
+    ("getRequest", "200", "envelope_id", "burnEnvelope"),
+];
+
+fn add_links(doc: &mut Document) {
+    use utoipa::openapi::link::Link;
+    for item in doc.paths.paths.values_mut() {
+        for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+            let Some(id) = operation.operation_id.clone() else {
+                continue;
+            };
+            for (_, status, field, target) in LINKS.iter().filter(|(from, ..)| *from == id) {
+                if let Some(RefOr::T(response)) = operation.responses.responses.get_mut(*status) {
+                    let link = Link::builder()
+                        .operation_id(*target)
+                        .parameter("id", format!("$response.body#/{field}"))
+                        .build();
+                    response.links.insert((*target).to_owned(), RefOr::T(link));
+                }
+            }
+        }
+    }
 }
 
 /// This document.
@@ -241,4 +278,48 @@ pub async fn serve(Extension(json): Extension<std::sync::Arc<String>>) -> impl I
         [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
         json.as_str().to_owned(),
     )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::LINKS;
+
+    /// Every link starts at an answer that exists, with the field it names, and leads to an
+    /// operation that exists.
+    #[test]
+    fn every_link_is_placed_and_leads_somewhere() {
+        let doc = crate::web::openapi_document("X-Remote-User", &Default::default());
+        let doc = serde_json::to_value(&doc).unwrap();
+        let mut operations = std::collections::BTreeMap::new();
+        for item in doc["paths"].as_object().unwrap().values() {
+            for op in item.as_object().unwrap().values() {
+                if let Some(id) = op.get("operationId").and_then(|v| v.as_str()) {
+                    operations.insert(id.to_owned(), op.clone());
+                }
+            }
+        }
+        let schema_of = |response: &serde_json::Value| {
+            let reference = response["content"]["application/json"]["schema"]["$ref"]
+                .as_str()
+                .unwrap_or_default()
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            doc["components"]["schemas"][reference].clone()
+        };
+        for (from, status, field, target) in LINKS {
+            let response = &operations[*from]["responses"][*status];
+            assert_eq!(
+                response["links"][*target]["operationId"], *target,
+                "{from} {status} → {target}"
+            );
+            assert!(operations.contains_key(*target), "{target} exists");
+            assert!(
+                schema_of(response)["properties"].get(*field).is_some(),
+                "{from} {status} answers with {field}"
+            );
+        }
+    }
 }

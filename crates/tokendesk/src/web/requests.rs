@@ -116,11 +116,11 @@ impl From<RequestView> for RequestJson {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewRequestBody {
-    /// What the token is for.
-    #[schema(max_length = 200)]
+    /// What the token is for (required; a missing one is a 422 naming the field).
+    #[schema(max_length = 200, required = true, nullable = false)]
     purpose: Option<String>,
-    /// From tomorrow to `max_lifetime_days` (default 120) after today.
-    #[schema(format = Date)]
+    /// From tomorrow to `max_lifetime_days` (default 120) after today (required).
+    #[schema(format = Date, required = true, nullable = false)]
     expires_on: Option<String>,
     /// The program that will use the token.
     #[schema(max_length = 100)]
@@ -182,6 +182,9 @@ pub struct ListQuery {
     #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
+
+// The schema says what the app checks.
+const _: () = assert!(crate::app::REQUEST_LIST.max == 1000);
 
 /// List requests: the caller's own; approvers and the help desk see everyone's (or one
 /// person's, with `requester`). Newest first, or oldest first with `queue=true`. List items
@@ -273,8 +276,8 @@ async fn approve(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonBody {
-    /// Why, for the person it concerns (required).
-    #[schema(min_length = 1, max_length = 1000)]
+    /// Why, for the person it concerns (required; a missing one is a 422 naming the field).
+    #[schema(min_length = 1, max_length = 1000, required = true, nullable = false)]
     pub reason: Option<String>,
 }
 

@@ -670,6 +670,12 @@ async fn malformed_bodies_are_400_naming_the_field() {
     api.post_raw(STELLA, "/api/v1/requests", json_ct, "[]")
         .await
         .expect_error(400, "invalid_json");
+    // An operation without fields takes `{}` (or nothing), not any JSON at all.
+    for body in ["[]", "\"x\"", "7", "null"] {
+        api.post_raw(SAM, &format!("/api/v1/requests/{id}/cancel"), json_ct, body)
+            .await
+            .expect_error(400, "invalid_json");
+    }
     let r = api
         .post(
             STELLA,
@@ -1439,4 +1445,35 @@ async fn over_a_limit_is_429_with_retry_after_and_nothing_is_stored() {
         tokendesk::app::REFUSAL_RECORDS.count as usize,
         "{trail}"
     );
+}
+
+/// List sizes and paging are checked, not quietly clamped; a parameter given empty is refused.
+#[tokio::test]
+async fn list_parameters_out_of_range_are_refused() {
+    let api = Api::start(TestDb::sqlite().await).await;
+    for (path, field) in [
+        ("/api/v1/requests?limit=0", "limit"),
+        ("/api/v1/requests?limit=1001", "limit"),
+        ("/api/v1/mailbox?limit=201", "limit"),
+        ("/api/v1/audit?limit=5001", "limit"),
+        ("/api/v1/audit?after_seq=-1", "after_seq"),
+    ] {
+        let r = api.get(ADA, path).await.expect_error(422, "out_of_range");
+        assert_eq!(r.field(), field, "{path}");
+        assert!(r.text.contains("must be"), "{}", r.text);
+    }
+    api.get(ADA, "/api/v1/requests?limit=1000")
+        .await
+        .expect(200);
+    api.get(ADA, "/api/v1/audit?limit=5000&after_seq=0")
+        .await
+        .expect(200);
+    for path in [
+        "/api/v1/requests?state=",
+        "/api/v1/tokens?owner=",
+        "/api/v1/audit?actor=%20",
+    ] {
+        let r = api.get(ADA, path).await.expect_error(400, "bad_query");
+        assert!(r.text.contains("is empty"), "{}", r.text);
+    }
 }

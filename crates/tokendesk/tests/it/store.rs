@@ -315,6 +315,32 @@ async fn tokens_and_envelopes() {
     }
 }
 
+/// Writers that erase secrets, many at once, all commit: the one whose turn it is checkpoints the
+/// WAL after its erasure with a connection of its own, which the writers waiting for their turn
+/// must not be holding (they once were, and everyone waited for the pool to time out).
+#[tokio::test]
+async fn erasing_writers_at_once_all_get_through() {
+    let db = TestDb::sqlite().await;
+    let started = std::time::Instant::now();
+    let writers = (0..16).map(|_| {
+        let store = db.store.clone();
+        async move {
+            let mut tx = store.write().await?;
+            store::expire_envelopes(&mut tx, NOW).await?;
+            tx.commit().await?;
+            Ok::<_, tokendesk::store::StoreError>(())
+        }
+    });
+    let done = futures::future::join_all(writers).await;
+    let failed: Vec<_> = done.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "sixteen small writes took {:?}",
+        started.elapsed()
+    );
+}
+
 /// Many writers at once all commit, each exactly once; one that gives up (dropped without a
 /// commit) leaves nothing behind and does not hold up the next.
 #[tokio::test]
