@@ -447,3 +447,103 @@ roles = ["student"]
         }
     }
 }
+
+/// Fuzz target: seed files, any text, and seeds built with clashing ids, logins and token values
+/// whose verdict (and the line an error names) is known in advance.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod fuzz {
+    use std::collections::HashSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    struct User {
+        id: u64,
+        login: String,
+        tokens: Vec<String>,
+    }
+
+    fn user() -> impl Strategy<Value = User> {
+        let token = prop_oneof![
+            // Plausible, and likely to repeat.
+            "[ab]{16}",
+            "1~[a-zA-Z0-9]{20}",
+            // Too short, or with a character Canvas never uses.
+            "[a-z]{1,15}",
+            "[a-z]{10}-[a-z]{10}",
+        ];
+        (
+            0u64..5,
+            "[a-cA-C]{1,2}",
+            proptest::collection::vec(token, 0..3),
+        )
+            .prop_map(|(id, login, tokens)| User { id, login, tokens })
+    }
+
+    /// Lines of a user block: `[[users]]`, id, name, login_id, email, tokens.
+    const TOKENS_LINE: usize = 5;
+    const BLOCK: usize = 6;
+
+    fn text_of(users: &[User]) -> String {
+        let mut text = String::new();
+        for (i, u) in users.iter().enumerate() {
+            let tokens: Vec<String> = u.tokens.iter().map(|t| format!("{t:?}")).collect();
+            text.push_str(&format!(
+                "[[users]]\nid = {}\nname = \"Person {i}\"\nlogin_id = {:?}\nemail = \"{}@example.edu\"\ntokens = [{}]\n",
+                u.id,
+                u.login,
+                u.login,
+                tokens.join(", ")
+            ));
+        }
+        text
+    }
+
+    /// The line of the first thing wrong, in the order the parser checks, or `None`.
+    fn first_problem(users: &[User]) -> Option<usize> {
+        let (mut ids, mut logins, mut values) = (HashSet::new(), HashSet::new(), HashSet::new());
+        for (i, u) in users.iter().enumerate() {
+            let start = i * BLOCK + 1;
+            if u.id == 0 || !ids.insert(u.id) {
+                return Some(start + 1);
+            }
+            if !logins.insert(u.login.to_lowercase()) {
+                return Some(start + 3);
+            }
+            for t in &u.tokens {
+                if !crate::token::plausible_value(t) || !values.insert(t.clone()) {
+                    return Some(start + TOKENS_LINE);
+                }
+            }
+        }
+        None
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_is_refused_or_accepted_without_panicking(text in "\\PC{0,300}") {
+            if let Err(e) = Seed::from_toml(&text) {
+                prop_assert!(!e.to_string().is_empty());
+            }
+        }
+
+        #[test]
+        fn clashes_are_found_on_their_line(users in proptest::collection::vec(user(), 1..5)) {
+            let text = text_of(&users);
+            match (Seed::from_toml(&text), first_problem(&users)) {
+                (Ok(seed), None) => prop_assert_eq!(seed.users.len(), users.len()),
+                (Err(SeedError::Invalid { line, .. }), Some(expected)) => {
+                    prop_assert_eq!(line, expected, "{}", text)
+                }
+                (got, expected) => {
+                    return Err(TestCaseError::fail(format!(
+                        "expected a problem on line {expected:?}, got {got:?}\n{text}"
+                    )))
+                }
+            }
+        }
+    }
+}

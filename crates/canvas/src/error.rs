@@ -417,3 +417,87 @@ mod tests {
         assert!(e.contains("expired at 2030-01-02T03:04:05Z"), "{e}");
     }
 }
+
+/// Fuzz target: Canvas error bodies, any bytes under any status, and every documented shape
+/// around any message.
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// What a message may be at most once shortened (the cut, then `…`).
+    const MOST: usize = MAX_MESSAGE + '…'.len_utf8();
+
+    fn message_of(e: &CanvasError) -> Option<&str> {
+        match e {
+            CanvasError::InvalidCredentials { message, .. }
+            | CanvasError::NotPermitted { message }
+            | CanvasError::NotFound { message }
+            | CanvasError::BadRequest { message } => Some(message),
+            _ => None,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_body_under_any_status_is_classified(
+            status in 100u16..600,
+            www_authenticate in any::<bool>(),
+            body in proptest::collection::vec(any::<u8>(), 0..400),
+        ) {
+            let e = classify(status, www_authenticate, &body);
+            match status {
+                429 => prop_assert!(matches!(e, CanvasError::Throttled), "{:?}", e),
+                500..=599 => prop_assert!(e.is_transient(), "{:?}", e),
+                404 => prop_assert!(matches!(e, CanvasError::NotFound { .. }), "{:?}", e),
+                400 | 422 => prop_assert!(matches!(e, CanvasError::BadRequest { .. }), "{:?}", e),
+                _ => {}
+            }
+            if let Some(message) = message_of(&e) {
+                prop_assert!(!message.is_empty() && message.len() <= MOST, "{:?}", message);
+                prop_assert_eq!(message.trim(), message);
+            }
+            // The error says what to do whatever the body held.
+            prop_assert!(!e.to_string().is_empty());
+        }
+
+        #[test]
+        fn every_shape_gives_its_message(
+            message in "[A-Za-z][\\PC]{0,400}",
+            shape in 0usize..6,
+        ) {
+            let quoted = serde_json::to_string(&message).unwrap();
+            let body = match shape {
+                0 => format!(r#"[{{"message":{quoted}}}]"#),
+                1 => format!(r#"{{"errors":[{{"message":{quoted}}}]}}"#),
+                2 => format!(r#"{{"errors":{{"message":{quoted}}}}}"#),
+                3 => format!(r#"{{"message":{quoted}}}"#),
+                4 => format!(r#"{{"errors":{quoted}}}"#),
+                _ => message.clone(),
+            };
+            let expected = if shape == 5 {
+                message.lines().next().unwrap_or_default().trim().to_owned()
+            } else {
+                message.trim().to_owned()
+            };
+            let expected = truncate(expected);
+            prop_assert_eq!(error_message(body.as_bytes()), Some(expected).filter(|m| !m.is_empty()));
+        }
+
+        #[test]
+        fn an_expired_token_says_when(secs in 0i64..4_000_000_000) {
+            let at = OffsetDateTime::from_unix_timestamp(secs).unwrap();
+            let body = format!(
+                r#"{{"errors":[{{"message":"Expired access token.","expired_at":"{}"}}]}}"#,
+                at.format(&Rfc3339).unwrap()
+            );
+            let e = classify(401, true, body.as_bytes());
+            let CanvasError::InvalidCredentials { reason, .. } = e else {
+                return Err(TestCaseError::fail(format!("{e:?}")));
+            };
+            prop_assert_eq!(reason, TokenRejection::Expired { expired_at: Some(at) });
+        }
+    }
+}

@@ -9,6 +9,8 @@
 
 pub mod docs;
 mod error;
+#[cfg(test)]
+mod fuzz;
 mod load;
 mod report;
 #[cfg(test)]

@@ -800,3 +800,85 @@ mod tests {
         assert!(open_at_rest(&key, b"", &empty).unwrap().is_empty());
     }
 }
+
+/// Fuzz target: the envelope decoder. Ids, link keys and at-rest keys of any text parse or are
+/// refused (never echoing the input); whatever is sealed opens to itself; any change to the
+/// nonce, the ciphertext, the id or the key refuses to open; any stored blob opens or is refused.
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn any_text_is_an_id_a_key_or_a_refusal(text in "\\PC{0,60}") {
+            match EnvelopeId::parse(&text) {
+                Ok(id) => prop_assert_eq!(id.as_str(), text.as_str()),
+                Err(e) => {
+                    prop_assert!(text.len() != ID_LEN || !text.bytes().all(is_base64url_byte));
+                    if text.len() > 3 {
+                        prop_assert!(!e.to_string().contains(text.as_str()), "{}", e);
+                    }
+                }
+            }
+            if let Err(e) = EnvelopeKey::from_fragment(&text) && text.len() > 3 {
+                prop_assert!(!e.to_string().contains(text.as_str()), "{}", e);
+            }
+            if let Err(e) = AtRestKey::parse(&text) && text.len() > 3 {
+                prop_assert!(!e.to_string().contains(text.as_str()), "{}", e);
+            }
+        }
+
+        #[test]
+        fn what_is_sealed_opens_to_itself_and_nothing_else(
+            value in "\\PC{0,200}",
+            flip in any::<prop::sample::Index>(),
+            bit in 0u8..8,
+            part in 0usize..4,
+        ) {
+            let id = EnvelopeId::generate();
+            let key = EnvelopeKey::generate();
+            let sealed = seal(&id, &key, &SecretString::from(value.clone())).unwrap();
+            // The key as the link carries it works as well as the key itself.
+            let from_link = EnvelopeKey::from_fragment(key.to_fragment().expose_secret()).unwrap();
+            let opened = open(&id, &from_link, &sealed).unwrap();
+            prop_assert_eq!(opened.expose_secret(), value.as_str());
+
+            let mut changed = sealed.clone();
+            let refused = match part {
+                0 => {
+                    changed.nonce[flip.index(NONCE_LEN)] ^= 1 << bit;
+                    open(&id, &key, &changed)
+                }
+                1 => {
+                    let at = flip.index(changed.ciphertext.len());
+                    changed.ciphertext[at] ^= 1 << bit;
+                    open(&id, &key, &changed)
+                }
+                2 => open(&EnvelopeId::generate(), &key, &sealed),
+                _ => open(&id, &EnvelopeKey::generate(), &sealed),
+            };
+            prop_assert!(matches!(refused, Err(EnvelopeError::Open)), "{:?}", refused.map(|_| ()));
+        }
+
+        #[test]
+        fn any_stored_blob_opens_or_is_refused(
+            blob in proptest::collection::vec(any::<u8>(), 0..100),
+            aad in proptest::collection::vec(any::<u8>(), 0..20),
+            plaintext in proptest::collection::vec(any::<u8>(), 0..100),
+        ) {
+            let key = AtRestKey::generate();
+            prop_assert!(open_at_rest(&key, &aad, &blob).is_err());
+            let sealed = seal_at_rest(&key, &aad, &plaintext).unwrap();
+            let opened = open_at_rest(&key, &aad, &sealed).unwrap();
+            prop_assert_eq!(opened.as_slice(), plaintext.as_slice());
+            prop_assert!(open_at_rest(&key, b"another row", &sealed).is_err() || aad == b"another row");
+            // Cut anywhere, it no longer opens.
+            for cut in [0, 1, NONCE_LEN, sealed.len() - 1] {
+                prop_assert!(open_at_rest(&key, &aad, &sealed[..cut]).is_err());
+            }
+        }
+    }
+}
