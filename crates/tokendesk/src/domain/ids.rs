@@ -209,7 +209,8 @@ impl UserIdPattern {
             UserIdPattern::CanvasId => ("id", Some(id.to_string())),
         };
         match reported {
-            Some(r) if r.trim().eq_ignore_ascii_case(login.as_str()) => Ok(()),
+            // Logins are lower-cased as Canvas compares them: in full Unicode, not ASCII only.
+            Some(r) if r.trim().to_lowercase() == login.as_str() => Ok(()),
             Some(r) => Err(format!(
                 "the Canvas user found for {login} (Canvas id {id}) has the {what} `{r}`, not `{login}`: refused, nothing was created"
             )),
@@ -288,6 +289,8 @@ mod tests {
         let sam = Login::parse("sam.student").unwrap();
         let by_login = UserIdPattern::SisLogin;
         assert!(by_login.owns(&sam, 2, Some("Sam.Student"), None).is_ok());
+        let emile = Login::parse("Émile.Zola").unwrap();
+        assert!(by_login.owns(&emile, 5, Some("ÉMILE.ZOLA"), None).is_ok());
         let other = by_login.owns(&sam, 1, Some("ada.admin"), None).unwrap_err();
         assert!(other.contains("`ada.admin`, not `sam.student`"), "{other}");
         assert!(

@@ -5,6 +5,7 @@ mod api;
 mod authz;
 mod cli;
 mod db_copy;
+mod docs;
 mod email;
 mod instances;
 mod pages;
