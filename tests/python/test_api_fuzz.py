@@ -62,8 +62,11 @@ class Process:
 
     def __init__(self, args: list[str], log: Path):
         self.log = open(log, "w+")
+        # tokendesk refuses TOKENDESK_* variables it does not know (a typo is an error), and
+        # the test runner sets TOKENDESK_BIN: the service gets only the configuration file.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENDESK_")}
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=self.log, text=True)
+                                     stderr=self.log, text=True, env=env)
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._drain, daemon=True).start()
 
@@ -173,7 +176,9 @@ def test_the_api_answers_every_generated_request_within_its_document(service, wh
         [st, "run", f"{url}/api/openapi.json",
          "--header", f"X-Remote-User: {who}",
          "--checks", "all", "--exclude-checks", EXCLUDED_CHECKS,
-         "--max-time", str(seconds), "--workers", "2",
+         # One worker: schemathesis on Python 3.11 with threads can hit a CPython AST bug
+         # ("AST constructor recursion depth mismatch") in its own code.
+         "--max-time", str(seconds), "--workers", "1",
          "--report", "ndjson,junit", "--report-dir", str(reports),
          "--no-color"],
         capture_output=True, text=True, timeout=seconds + 300, cwd=reports,

@@ -127,15 +127,16 @@ fn json_error(path: &str, e: &serde_json::Error) -> ApiError {
     }
 }
 
-/// Query parameters; a malformed query string, or a parameter given empty (`?state=`: leave it
-/// out instead), is a 400.
+/// Query parameters of the API; a malformed query string, or a parameter given empty
+/// (`?state=`: leave it out instead), is a 400. (Pages take empty fields, as forms send them:
+/// see [`parse_query`].)
 #[derive(Debug)]
 pub struct QueryParams<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or_default();
         if let Some((name, _)) =
             url::form_urlencoded::parse(query.as_bytes()).find(|(_, value)| value.trim().is_empty())
@@ -147,11 +148,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
             )
             .with_field(name));
         }
-        Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|Query(q)| QueryParams(q))
-            .map_err(|e| ApiError::bad_request("bad_query", e.body_text()))
+        parse_query(parts).map(QueryParams)
     }
+}
+
+/// The query string as `T`; a malformed one is a 400.
+pub fn parse_query<T: DeserializeOwned>(parts: &Parts) -> Result<T, ApiError> {
+    Query::<T>::try_from_uri(&parts.uri)
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request("bad_query", e.body_text()))
 }
 
 /// A numeric id in the path; anything else is simply not found.

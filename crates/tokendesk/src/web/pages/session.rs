@@ -314,10 +314,9 @@ pub struct PageQuery<T>(pub T);
 impl<T: DeserializeOwned + Send> FromRequestParts<WebState> for PageQuery<T> {
     type Rejection = PageError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &WebState) -> Result<Self, PageError> {
-        crate::web::extract::QueryParams::<T>::from_request_parts(parts, state)
-            .await
-            .map(|crate::web::extract::QueryParams(v)| PageQuery(v))
+    async fn from_request_parts(parts: &mut Parts, _state: &WebState) -> Result<Self, PageError> {
+        crate::web::extract::parse_query(parts)
+            .map(PageQuery)
             .map_err(PageError::plain)
     }
 }
