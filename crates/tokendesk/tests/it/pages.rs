@@ -976,3 +976,39 @@ async fn page_filters_may_be_left_empty() {
         .expect(200);
     p.get(Some("ada.admin"), "/people?q=").await.expect(200);
 }
+
+/// A request whose only possible approver is its own requester is named on the queue, for the
+/// admins; another approver makes the notice go.
+#[tokio::test]
+async fn the_queue_names_requests_nobody_else_can_approve() {
+    // ada.admin is the only approver.
+    let p = Pages::start().await;
+    let own = p.world.submit("ada.admin").await;
+    p.world.submit("sam.student").await;
+    let queue = p.get(Some("ada.admin"), "/queue").await.expect(200);
+    assert!(
+        queue
+            .text
+            .contains(&format!("Nobody can approve #{} (ada.admin)", own.0)),
+        "{}",
+        queue.text
+    );
+    assert!(
+        !queue.text.contains("(sam.student):"),
+        "sam's can be approved by ada"
+    );
+
+    let p = Pages::on(
+        World::tweaked(TestDb::sqlite().await, |parts| {
+            parts
+                .roles
+                .approvers
+                .insert(tokendesk::domain::Login::parse("theo.teacher").unwrap());
+        })
+        .await,
+    )
+    .await;
+    p.world.submit("ada.admin").await;
+    let queue = p.get(Some("ada.admin"), "/queue").await.expect(200);
+    assert!(!queue.text.contains("Nobody can approve"), "{}", queue.text);
+}
