@@ -7,7 +7,10 @@ use tokendesk_canvas::{CanvasError, CanvasTokenId, CanvasUserId, TokenRef, UserR
 
 use super::delivery::outbox_aad;
 use super::{App, AppResult, Ctx, WorkError, backoff};
-use crate::delivery::email::{DenialMail, NewRequestMail, OutgoingEmail, RevocationMail, compose};
+use crate::delivery::email::{
+    DenialMail, DigestItem, DigestMail, ExpiredUnusedMail, ExtendedMail, NewRequestMail,
+    OutgoingEmail, ReminderMail, RevocationMail, UnusedWarningMail, compose,
+};
 use crate::delivery::envelope::open_at_rest;
 use crate::domain::envelope::EnvelopeState;
 use crate::domain::request::{self, Request, RequestState};
@@ -95,11 +98,60 @@ impl App {
         let to = person.email.clone().ok_or_else(|| {
             WorkError::Permanent(format!("no email address is known for {login}"))
         })?;
-        let request = self.request_of(claimed.request_id).await?;
         let name = person.name.as_deref();
         let portal = self.page_url("/requests/new");
         let product_name = &self.parts().product_name;
+        if kind == EmailKind::Digest {
+            return self
+                .compose_digest(&to, name, login, claimed.created_at)
+                .await;
+        }
+        let request = self.request_of(claimed.request_id).await?;
+        let token_url = {
+            let mut conn = self.read().await?;
+            let token = store::token_for_request(&mut conn, request.id).await?;
+            token.map_or_else(
+                || self.page_url("/me"),
+                |t| self.page_url(&format!("/tokens/{}", t.id)),
+            )
+        };
         let composed = match kind {
+            EmailKind::Reminder => compose(&ReminderMail {
+                to: &to,
+                to_name: name,
+                request_id: request.id.0,
+                purpose: &request.purpose,
+                expires_on: request.expires_on,
+                days_left: (request.expires_on - self.now().date()).whole_days(),
+                token_url: &token_url,
+                product_name,
+            }),
+            EmailKind::ExpiredUnused => compose(&ExpiredUnusedMail {
+                to: &to,
+                to_name: name,
+                request_id: request.id.0,
+                reason: request.reason.as_deref().unwrap_or(""),
+                portal_url: &portal,
+                product_name,
+            }),
+            EmailKind::Extended => compose(&ExtendedMail {
+                to: &to,
+                to_name: name,
+                request_id: request.id.0,
+                expires_on: request.expires_on,
+                token_url: &token_url,
+                product_name,
+            }),
+            EmailKind::UnusedWarning => compose(&UnusedWarningMail {
+                to: &to,
+                to_name: name,
+                request_id: request.id.0,
+                days: self.policy().revoke_unused_days,
+                revoke_on: (claimed.created_at + super::lifecycle::UNUSED_WARNING).date(),
+                token_url: &token_url,
+                product_name,
+            }),
+            EmailKind::Digest => unreachable_digest()?,
             EmailKind::NewRequest => {
                 let requester = self.recipient(request.requester.as_str()).await.ok();
                 let review = self.page_url(&format!("/requests/{}", request.id));
@@ -148,6 +200,50 @@ impl App {
         composed
             .map(Some)
             .map_err(|e| WorkError::Permanent(format!("composing: {e}")))
+    }
+
+    /// An approver's digest: every request still waiting (but their own), oldest first, those
+    /// that arrived in the digest's period marked new. Nothing when none is left waiting.
+    async fn compose_digest(
+        &self,
+        to: &str,
+        name: Option<&str>,
+        login: &str,
+        queued_at: time::OffsetDateTime,
+    ) -> Result<Option<OutgoingEmail>, WorkError> {
+        let period = time::Duration::minutes(i64::from(
+            self.parts().notify.approver_digest_minutes.max(1),
+        ));
+        let mut conn = self.read().await?;
+        let waiting =
+            store::submitted_since(&mut conn, time::OffsetDateTime::UNIX_EPOCH, 200).await?;
+        drop(conn);
+        let items: Vec<DigestItem> = waiting
+            .iter()
+            .filter(|r| r.requester.as_str() != login)
+            .map(|r| DigestItem {
+                request_id: r.id.0,
+                requester: r.requester.to_string(),
+                purpose: r.purpose.clone(),
+                expires_on: r.requested_expires_on,
+                renews: r.renews.map(|id| id.0),
+                new: r.created_at > queued_at - period,
+                url: self.page_url(&format!("/requests/{}", r.id)),
+            })
+            .collect();
+        if items.is_empty() {
+            return Ok(None);
+        }
+        let queue = self.page_url("/queue");
+        compose(&DigestMail {
+            to,
+            to_name: name,
+            items: &items,
+            queue_url: &queue,
+            product_name: &self.parts().product_name,
+        })
+        .map(Some)
+        .map_err(|e| WorkError::Permanent(format!("composing: {e}")))
     }
 
     /// The delivery email's link was lost (its key lived only in the memory of a sender that
@@ -271,4 +367,12 @@ impl App {
         self.deliver(email_id, &delivery.email, 1).await?;
         Ok(request)
     }
+}
+
+/// A digest names no request: it is composed before the request is looked up.
+fn unreachable_digest()
+-> Result<Result<OutgoingEmail, crate::delivery::email::EmailError>, WorkError> {
+    Err(WorkError::Permanent(
+        "a digest is composed on its own".into(),
+    ))
 }

@@ -83,6 +83,10 @@ impl App {
         store::update_envelope(&mut tx, &stored.envelope, &change.state).await?;
         self.audit(&mut tx, &change.audit, ctx).await?;
         tx.commit().await.map_err(StoreError::from)?;
+        // The owner is about to activate the token: ask Canvas soon.
+        if let Err(e) = self.check_soon(stored.envelope.request_id).await {
+            tracing::warn!(error = %e, "cannot move the activation check forward");
+        }
         Ok((Sealed { nonce, ciphertext }, self.view(&change.state)))
     }
 

@@ -45,7 +45,7 @@ impl App {
     }
 
     /// Ends a job that has nothing (more) to do.
-    async fn job_finished(&self, job: &ClaimedJob) -> Result<(), WorkError> {
+    pub(super) async fn job_finished(&self, job: &ClaimedJob) -> Result<(), WorkError> {
         let mut tx = self.write().await?;
         store::job_done(&mut tx, job.id, self.now()).await?;
         tx.commit().await.map_err(StoreError::from)?;

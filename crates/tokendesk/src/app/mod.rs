@@ -2,13 +2,16 @@
 //! changes, and writes the new state, its audit event and its follow-up work in one transaction.
 //! The web layer (JSON API and pages) and the CLI call these; none of them re-implements a rule.
 
+mod calendar;
 mod clock;
 mod delivery;
 mod email;
 mod envelopes;
 mod issue;
+mod lifecycle;
 mod people;
 mod reads;
+mod reconcile;
 mod requests;
 mod setup;
 mod sweep;
@@ -95,6 +98,8 @@ pub struct AppParts {
     pub outbox_key: Option<AtRestKey>,
     pub product_name: String,
     pub clock: Arc<dyn Clock>,
+    /// `[notify]`.
+    pub notify: crate::config::NotifyConfig,
 }
 
 /// The running service; cheap to clone.
@@ -166,6 +171,8 @@ pub struct WorkerSettings {
     pub lease: time::Duration,
     /// The sweep runs once per this period across all instances.
     pub sweep_every: std::time::Duration,
+    /// Reconciliation with Canvas runs once per this period across all instances.
+    pub reconcile_every: std::time::Duration,
 }
 
 impl Default for WorkerSettings {
@@ -173,6 +180,7 @@ impl Default for WorkerSettings {
         WorkerSettings {
             lease: time::Duration::minutes(5),
             sweep_every: std::time::Duration::from_secs(30),
+            reconcile_every: std::time::Duration::from_secs(3600),
         }
     }
 }
@@ -356,18 +364,31 @@ impl App {
         also: impl for<'t> FnOnce(&'t mut Tx, &'t Request) -> BoxFuture<'t, AppResult<T>> + Send,
     ) -> AppResult<(Request, T)> {
         let mut tx = self.write().await?;
-        let current = store::get_request(&mut tx, id)
+        let next = self.step(&mut tx, id, ctx, decide).await?;
+        let extra = also(&mut tx, &next).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        self.wake();
+        Ok((next, extra))
+    }
+
+    /// One transition inside a transaction the caller commits: reads the request, asks the
+    /// domain, writes the new state, its audit event and its follow-up work.
+    async fn step(
+        &self,
+        tx: &mut Tx,
+        id: RequestId,
+        ctx: &Ctx,
+        decide: impl FnOnce(&Request) -> Result<Change<Request>, DomainError>,
+    ) -> AppResult<Request> {
+        let current = store::get_request(tx, id)
             .await?
             .ok_or(DomainError::NotFound)?;
         let change = decide(&current)?;
-        store::update_request(&mut tx, current.state, &change.state).await?;
-        self.audit(&mut tx, &change.audit, ctx).await?;
-        self.apply_effects(&mut tx, id, &current.requester, &change.effects)
+        store::update_request(tx, current.state, &change.state).await?;
+        self.audit(tx, &change.audit, ctx).await?;
+        self.apply_effects(tx, id, &current.requester, &change.effects)
             .await?;
-        let extra = also(&mut tx, &change.state).await?;
-        tx.commit().await.map_err(StoreError::from)?;
-        self.wake();
-        Ok((change.state, extra))
+        Ok(change.state)
     }
 
     /// [`App::transition_with`] with nothing more to write.
@@ -396,6 +417,30 @@ impl App {
                 Effect::IssueToken => {
                     store::enqueue_job(tx, store::JobKind::IssueToken, Some(request), now).await?;
                 }
+                Effect::DeleteToken => {
+                    store::enqueue_job(tx, store::JobKind::DeleteToken, Some(request), now).await?;
+                }
+                Effect::ExtendToken => {
+                    store::enqueue_job(tx, store::JobKind::ExtendToken, Some(request), now).await?;
+                }
+                Effect::NotifyExpiredUnused | Effect::NotifyExtended => {
+                    let kind = match effect {
+                        Effect::NotifyExtended => EmailKind::Extended,
+                        _ => EmailKind::ExpiredUnused,
+                    };
+                    store::enqueue_email(
+                        tx,
+                        kind,
+                        Some(request),
+                        Some(requester),
+                        &QueuedEmail::Notice,
+                        None,
+                        now,
+                    )
+                    .await?;
+                }
+                // With a digest, the approvers hear of it in their next one (see the sweep).
+                Effect::NotifyApprovers if self.parts().notify.approver_digest_minutes > 0 => {}
                 Effect::NotifyApprovers => {
                     for reviewer in self.parts().roles.reviewers() {
                         if &reviewer != requester {

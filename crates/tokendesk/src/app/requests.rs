@@ -40,8 +40,19 @@ impl App {
         raw: &RawNewRequest,
         ctx: &Ctx,
     ) -> AppResult<Request> {
+        let new = request::parse_new_request(raw, self.policy(), self.now().date())?;
+        self.submit_new(actor, new, ctx).await
+    }
+
+    /// Records a validated new request (or renewal) of `actor`, if the rules let them have
+    /// another, with its audit event and the approvers' notice.
+    pub(super) async fn submit_new(
+        &self,
+        actor: &Actor,
+        new: request::NewRequest,
+        ctx: &Ctx,
+    ) -> AppResult<Request> {
         let now = self.now();
-        let new = request::parse_new_request(raw, self.policy(), now.date())?;
         self.can_be_served(&actor.login).await?;
         let mut tx = self.write().await?;
         let me = Person {

@@ -128,6 +128,7 @@ impl App {
                 i64::try_from(config.workers.lease_secs).unwrap_or(i64::MAX),
             ),
             sweep_every: Duration::from_secs(config.workers.sweep_every_secs),
+            reconcile_every: Duration::from_secs(config.workers.reconcile_every_secs),
         };
         Ok(App::with_workers(
             AppParts {
@@ -141,6 +142,7 @@ impl App {
                 mailer,
                 outbox_key: config.email.outbox_key.as_ref().map(|k| k.key().clone()),
                 product_name: "tokendesk".to_owned(),
+                notify: config.notify,
                 clock,
             },
             workers,

@@ -1,17 +1,13 @@
 //! The periodic sweep: close envelopes whose time is up, expire requests whose token has passed
-//! its date, and follow activation in Canvas (pending → active), noticing tokens deleted there.
+//! its date, follow activation in Canvas, end tokens never put to use, send reminders and
+//! digests, retire renewed tokens and unused ones. Each part works through everything due, in
+//! batches; what fails is left for the next sweep.
 
-use std::collections::BTreeMap;
-
-use tokendesk_canvas::{
-    CanvasError, CanvasTokenId, CanvasUserId, TokenRef, TokenState as CanvasState, UserRef,
-};
-
+use super::lifecycle::BATCH;
 use super::{App, AppResult, Ctx};
-use crate::domain::TokenState;
 use crate::domain::envelope::{self, EnvelopeState};
-use crate::domain::request::{self, RequestState};
-use crate::store::{self, StoreError, StoredToken};
+use crate::domain::request;
+use crate::store::{self, StoreError};
 
 /// What one sweep did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -20,8 +16,18 @@ pub struct SweepReport {
     pub requests_expired: usize,
     pub activated: usize,
     pub gone_from_canvas: usize,
+    /// Pending tokens asked about that are still pending.
+    pub checked: usize,
     /// Tokens whose state Canvas could not tell this time.
     pub unknown: usize,
+    /// Tokens never revealed or never activated, deleted and their requests ended.
+    pub never_used: usize,
+    pub reminded: usize,
+    /// Renewed tokens retired once their renewal's token was active.
+    pub replaced: usize,
+    pub warned_unused: usize,
+    pub revoked_unused: usize,
+    pub digests: usize,
 }
 
 impl App {
@@ -38,92 +44,56 @@ impl App {
         tx.commit().await.map_err(StoreError::from)?;
         report.envelopes_expired = closed.len();
 
-        let mut conn = self.read().await?;
-        let due = store::expiring_requests(&mut conn, now.date(), 500).await?;
-        let pending = store::pending_tokens(&mut conn, 1000).await?;
-        drop(conn);
-        for r in due {
-            let expired = self
-                .transition_with(
-                    r.id,
-                    &Ctx::system(),
-                    |r| request::expire(r, now),
-                    |tx, r| {
-                        Box::pin(async move {
-                            store::close_envelopes_of(tx, r.id, EnvelopeState::Expired).await?;
-                            Ok(())
-                        })
-                    },
-                )
-                .await;
-            if expired.is_ok() {
-                report.requests_expired += 1;
-            }
-        }
+        self.expire_due(&mut report).await?;
+        self.check_due_activations(&mut report).await?;
+        self.retire_replaced(&mut report).await?;
+        self.expire_unused(&mut report).await?;
+        self.send_reminders(&mut report).await?;
+        self.revoke_unused(&mut report).await?;
+        self.send_digests(&mut report).await?;
+        Ok(report)
+    }
 
-        // Ask Canvas about every pending token, one person at a time, under the client's
-        // governor.
-        let mut by_user: BTreeMap<i64, Vec<StoredToken>> = BTreeMap::new();
-        for t in pending
-            .into_iter()
-            .filter(|t| t.state == TokenState::Pending)
-        {
-            by_user.entry(t.canvas_user_id).or_default().push(t);
-        }
-        for (user_id, tokens) in by_user {
-            let user = UserRef::Id(CanvasUserId(user_id.unsigned_abs()));
-            let refs: Vec<TokenRef> = tokens
-                .iter()
-                .map(|t| TokenRef::Id(CanvasTokenId(t.canvas_token_id.unsigned_abs())))
-                .collect();
-            let answers = self.parts().canvas.show_tokens(&user, refs).await;
-            for (token, answer) in tokens.iter().zip(answers) {
-                let gone = match answer {
-                    Ok(t) if t.workflow_state == CanvasState::Active => false,
-                    Ok(t) if t.workflow_state == CanvasState::Deleted => true,
-                    Err(CanvasError::NotFound { .. }) => true,
-                    Ok(_) => continue,
-                    Err(e) => {
-                        tracing::warn!(token.id = %token.id, error = %e, "cannot read a token's state in Canvas");
-                        report.unknown += 1;
-                        continue;
-                    }
-                };
-                let state = if gone {
-                    TokenState::Deleted
-                } else {
-                    TokenState::Active
-                };
-                let token_id = token.id;
-                let result = self
+    /// Requests whose token has passed its date end `expired` (the token is then deleted in
+    /// Canvas by a job, with `policy.delete_expired`).
+    async fn expire_due(&self, report: &mut SweepReport) -> AppResult<()> {
+        let policy = *self.policy();
+        loop {
+            let now = self.now();
+            let mut conn = self.read().await?;
+            let due = store::expiring_requests(&mut conn, now.date(), BATCH).await?;
+            drop(conn);
+            if due.is_empty() {
+                return Ok(());
+            }
+            let mut progress = false;
+            for r in due {
+                let expired = self
                     .transition_with(
-                        token.request_id,
+                        r.id,
                         &Ctx::system(),
-                        |r| {
-                            if gone {
-                                request::gone_from_canvas(r, now)
-                            } else {
-                                request::activated(r, now)
-                            }
-                        },
+                        |r| request::expire(r, &policy, now),
                         |tx, r| {
                             Box::pin(async move {
-                                store::set_token_state(tx, token_id, state, now).await?;
-                                store::close_envelopes_of(tx, r.id, EnvelopeState::Burned).await?;
+                                store::close_envelopes_of(tx, r.id, EnvelopeState::Expired).await?;
                                 Ok(())
                             })
                         },
                     )
                     .await;
-                match result {
-                    Ok((r, ())) if r.state == RequestState::Activated => report.activated += 1,
-                    Ok(_) => report.gone_from_canvas += 1,
+                match expired {
+                    Ok(_) => {
+                        report.requests_expired += 1;
+                        progress = true;
+                    }
                     Err(e) => {
-                        tracing::warn!(token.id = %token.id, error = %e, "activation not recorded")
+                        tracing::warn!(request.id = %r.id, error = %e, "cannot expire a request now")
                     }
                 }
             }
+            if !progress {
+                return Ok(());
+            }
         }
-        Ok(report)
     }
 }

@@ -71,7 +71,7 @@ impl App {
 
 impl App {
     /// Deletes the token in Canvas; a token Canvas no longer has counts as deleted.
-    async fn delete_in_canvas(&self, token: &StoredToken) -> Result<(), CanvasError> {
+    pub(super) async fn delete_in_canvas(&self, token: &StoredToken) -> Result<(), CanvasError> {
         let user = UserRef::Id(CanvasUserId(token.canvas_user_id.unsigned_abs()));
         let id = TokenRef::Id(CanvasTokenId(token.canvas_token_id.unsigned_abs()));
         match self.parts().canvas.delete_token(&user, &id).await {

@@ -67,6 +67,8 @@ impl App {
     pub async fn run_job(&self, job: ClaimedJob) -> AppResult<()> {
         let outcome = match job.kind {
             JobKind::IssueToken => self.issue(&job).await,
+            JobKind::ExtendToken => self.extend(&job).await,
+            JobKind::DeleteToken => self.delete_token_job(&job).await,
         };
         let now = self.now();
         match outcome {
@@ -88,10 +90,24 @@ impl App {
             Err(WorkError::Transient(why) | WorkError::Permanent(why)) => {
                 tracing::error!(job.id = job.id, attempts = job.attempts, error = %why, "job gave up");
                 match job.kind {
-                    JobKind::IssueToken => self.give_up_issuance(&job, &why).await,
+                    // A renewal that cannot be extended fails like an issuance: an approver
+                    // sees why and may retry or deny.
+                    JobKind::IssueToken | JobKind::ExtendToken => {
+                        self.give_up_issuance(&job, &why).await
+                    }
+                    JobKind::DeleteToken => self.give_up_deletion(&job, &why).await,
                 }
             }
         }
+    }
+
+    /// A token that could not be deleted in Canvas: the job is buried (the token has expired
+    /// there anyway; reconciliation keeps comparing it).
+    async fn give_up_deletion(&self, job: &ClaimedJob, why: &str) -> AppResult<()> {
+        let mut tx = self.write().await?;
+        store::job_retry(&mut tx, job.id, why, None, self.now()).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
     }
 
     /// Claims the next email that is due.

@@ -15,8 +15,8 @@ use url::Url;
 use super::error::{ConfigErrors, ErrorKind, Origin};
 use super::{
     AuthConfig, AuthMode, CanvasConfig, CanvasKeys, Config, DatabaseUrl, EmailConfig, EmailKeys,
-    EmailTransport, LimitsConfig, OutboxKey, Policy, PoolConfig, RolesConfig, SecretSource,
-    SmtpConfig, SmtpCredentials, SmtpTls, TopKeys, WorkersConfig, sections,
+    EmailTransport, LimitsConfig, NotifyConfig, OutboxKey, Policy, PoolConfig, RolesConfig,
+    SecretSource, SmtpConfig, SmtpCredentials, SmtpTls, TopKeys, WorkersConfig, sections,
 };
 use crate::settings::{Found, KeyDoc, Problem, ReadContext, Reader, Section, env_value, type_name};
 
@@ -572,6 +572,7 @@ where
     let email: EmailKeys = read(&dict, &figment, &mut ctx);
     let policy: Policy = read(&dict, &figment, &mut ctx);
     let limits: LimitsConfig = read(&dict, &figment, &mut ctx);
+    let notify: NotifyConfig = read(&dict, &figment, &mut ctx);
 
     // 4. What involves several keys, or the file's place.
     let built = build(top, canvas, auth, email, &policy, &mut ctx);
@@ -590,6 +591,7 @@ where
             email: parts.email,
             policy,
             limits,
+            notify,
             file: ctx.file.clone(),
         }),
         _ => Err(ctx.errors),

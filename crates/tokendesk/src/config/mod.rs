@@ -68,6 +68,8 @@ pub struct Config {
     pub policy: Policy,
     /// `[limits]`.
     pub limits: LimitsConfig,
+    /// `[notify]`.
+    pub notify: NotifyConfig,
     /// The file this configuration was loaded from, if any.
     pub file: Option<PathBuf>,
 }
@@ -139,6 +141,9 @@ section! {
         /// The sweep runs once per this period across all instances sharing the database (each
         /// instance checks; the first to claim the period runs it).
         sweep_every_secs: u64 = 30, in 1..=86400;
+        /// Reconciliation (every live token compared with Canvas, one listing per person) runs
+        /// once per this period across all instances.
+        reconcile_every_secs: u64 = 3600, in 60..=604800;
     }
 }
 
@@ -258,6 +263,16 @@ section! {
     }
 }
 
+section! {
+    /// `[notify]`: how people are told of things.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct NotifyConfig in "notify" {
+        /// Approvers get one email per this many minutes listing the requests that arrived
+        /// (with links to each); `0` sends one email per request instead.
+        approver_digest_minutes: u32 = 60, in 0..=10080;
+    }
+}
+
 /// How email leaves tokendesk (`email.transport`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EmailTransport {
@@ -346,6 +361,7 @@ pub fn sections() -> Vec<(Option<&'static str>, Vec<crate::settings::KeyDoc>)> {
         entry::<EmailKeys>(),
         entry::<Policy>(),
         entry::<LimitsConfig>(),
+        entry::<NotifyConfig>(),
     ]
 }
 
@@ -666,6 +682,7 @@ impl Config {
             email: EmailConfig::default(),
             policy: Policy::default(),
             limits: LimitsConfig::default(),
+            notify: NotifyConfig::default(),
             file: None,
         }
     }

@@ -95,6 +95,14 @@ max_reveals = 2
 purpose_min_chars = 10
 max_open_requests_per_person = 2
 max_active_tokens_per_person = 3
+activation_grace_days = 10
+reminder_days = [7, 30, 1]
+delete_expired = false
+renewal = "extend"
+revoke_unused_days = 60
+
+[notify]
+approver_digest_minutes = 15
 "#;
 
 fn full_dir(name: &str) -> (TempDir, PathBuf) {
@@ -167,9 +175,16 @@ fn full_valid_file() {
             max_reveals: 2,
             purpose_min_chars: 10,
             max_open_requests_per_person: 2,
-            max_active_tokens_per_person: 3
+            max_active_tokens_per_person: 3,
+            activation_grace_days: 10,
+            reminder_days: crate::domain::policy::ReminderDays::new(&[30, 7, 1]).unwrap(),
+            delete_expired: false,
+            renewal: crate::domain::policy::RenewalMode::Extend,
+            revoke_unused_days: 60,
         }
     );
+    assert_eq!(c.policy.reminder_days.days(), &[30, 7, 1]);
+    assert_eq!(c.notify.approver_digest_minutes, 15);
 }
 
 #[test]
@@ -864,4 +879,43 @@ fn user_id_patterns_must_tie_a_login_to_one_person() {
             assert!(errs.contains("cannot guarantee"), "{errs}");
         }
     }
+}
+
+#[test]
+fn reminder_days_are_a_short_list_of_days() {
+    for (value, wanted) in [
+        ("[14, 3]", Ok(vec![14u16, 3])),
+        ("[3, 14, 3]", Ok(vec![14, 3])),
+        ("[]", Ok(vec![])),
+        ("[0]", Err("each day must be from 1 to 365, not 0")),
+        ("[400]", Err("each day must be from 1 to 365, not 400")),
+        ("[1, 2, 3, 4, 5]", Err("at most 4 reminders, not 5")),
+        ("\"14\"", Err("expected a list of days such as [14, 3]")),
+        (
+            "[\"x\"]",
+            Err("expected a list of whole numbers, but item 1 is a string"),
+        ),
+    ] {
+        let text = format!("{}[policy]\nreminder_days = {value}\n", minimal());
+        match (load_text("reminders", &text), wanted) {
+            (Ok(c), Ok(days)) => assert_eq!(c.policy.reminder_days.days(), &days[..], "{value}"),
+            (Err(e), Err(message)) => {
+                assert!(e.to_string().contains(message), "{value}: {e}");
+                assert!(
+                    e.to_string().contains("policy.reminder_days"),
+                    "{value}: {e}"
+                );
+            }
+            (got, wanted) => panic!("{value}: got {got:?}, wanted {wanted:?}"),
+        }
+    }
+    let env = [
+        ("TOKENDESK_CANVAS__URL", "https://c.example.edu"),
+        ("TOKENDESK_CANVAS__ADMIN_TOKEN", TOKEN),
+        ("TOKENDESK_POLICY__REMINDER_DAYS", "30, 1"),
+        ("TOKENDESK_POLICY__RENEWAL", "extend"),
+    ];
+    let c = Config::load(None, env).unwrap();
+    assert_eq!(c.policy.reminder_days.days(), &[30, 1]);
+    assert_eq!(c.policy.renewal, crate::domain::policy::RenewalMode::Extend);
 }

@@ -321,7 +321,7 @@ impl ApprovalMail<'_> {
         format_datetime(self.link_expires_at)
     }
     fn token_expires(&self) -> String {
-        format_date(self.token_expires_on)
+        expiry_text(self.token_expires_on)
     }
 }
 
@@ -459,8 +459,208 @@ impl NewRequestMail<'_> {
         self.purpose.trim()
     }
     fn expires(&self) -> String {
-        format_date(self.expires_on)
+        expiry_text(self.expires_on)
     }
+}
+
+/// "Your token expires soon": the day and instant, and where to renew it.
+#[derive(Debug, Clone, Copy)]
+pub struct ReminderMail<'a> {
+    pub to: &'a str,
+    pub to_name: Option<&'a str>,
+    pub request_id: i64,
+    pub purpose: &'a str,
+    pub expires_on: Date,
+    /// Days left until `expires_on`.
+    pub days_left: i64,
+    /// The token's page, with Renew.
+    pub token_url: &'a str,
+    pub product_name: &'a str,
+}
+
+email!(
+    ReminderMail,
+    EmailKind::Reminder,
+    "email/reminder.txt",
+    "email/reminder.html"
+);
+
+impl ReminderMail<'_> {
+    fn subject_line(&self) -> String {
+        format!(
+            "Your Canvas access token expires on {} (request #{})",
+            format_date(self.expires_on),
+            self.request_id
+        )
+    }
+    fn expires(&self) -> String {
+        expiry_text(self.expires_on)
+    }
+    fn when(&self) -> String {
+        match self.days_left {
+            0 => "today".to_owned(),
+            1 => "tomorrow".to_owned(),
+            n => format!("in {n} days"),
+        }
+    }
+    fn purpose(&self) -> &str {
+        self.purpose.trim()
+    }
+}
+
+/// "Your token was never put to use and was removed": why, and how to ask again.
+#[derive(Debug, Clone, Copy)]
+pub struct ExpiredUnusedMail<'a> {
+    pub to: &'a str,
+    pub to_name: Option<&'a str>,
+    pub request_id: i64,
+    pub reason: &'a str,
+    /// Where to ask for a new token.
+    pub portal_url: &'a str,
+    pub product_name: &'a str,
+}
+
+email!(
+    ExpiredUnusedMail,
+    EmailKind::ExpiredUnused,
+    "email/expired_unused.txt",
+    "email/expired_unused.html"
+);
+
+impl ExpiredUnusedMail<'_> {
+    fn subject_line(&self) -> String {
+        format!(
+            "Your Canvas access token was never used and has been removed (request #{})",
+            self.request_id
+        )
+    }
+    fn reason(&self) -> &str {
+        self.reason.trim()
+    }
+}
+
+/// "Your token's expiry was moved" (a renewal that extends the same token).
+#[derive(Debug, Clone, Copy)]
+pub struct ExtendedMail<'a> {
+    pub to: &'a str,
+    pub to_name: Option<&'a str>,
+    pub request_id: i64,
+    pub expires_on: Date,
+    pub token_url: &'a str,
+    pub product_name: &'a str,
+}
+
+email!(
+    ExtendedMail,
+    EmailKind::Extended,
+    "email/extended.txt",
+    "email/extended.html"
+);
+
+impl ExtendedMail<'_> {
+    fn subject_line(&self) -> String {
+        format!(
+            "Your Canvas access token now expires on {} (request #{})",
+            format_date(self.expires_on),
+            self.request_id
+        )
+    }
+    fn expires(&self) -> String {
+        expiry_text(self.expires_on)
+    }
+}
+
+/// "Your token has not been used for a while and will be revoked".
+#[derive(Debug, Clone, Copy)]
+pub struct UnusedWarningMail<'a> {
+    pub to: &'a str,
+    pub to_name: Option<&'a str>,
+    pub request_id: i64,
+    /// How long it has been unused (`policy.revoke_unused_days`).
+    pub days: u32,
+    /// The day it is revoked unless it is used before.
+    pub revoke_on: Date,
+    pub token_url: &'a str,
+    pub product_name: &'a str,
+}
+
+email!(
+    UnusedWarningMail,
+    EmailKind::UnusedWarning,
+    "email/unused_warning.txt",
+    "email/unused_warning.html"
+);
+
+impl UnusedWarningMail<'_> {
+    fn subject_line(&self) -> String {
+        format!(
+            "Your Canvas access token has not been used for {} days (request #{})",
+            self.days, self.request_id
+        )
+    }
+    fn revoke_on(&self) -> String {
+        format_date(self.revoke_on)
+    }
+}
+
+/// One request in an approver's digest.
+#[derive(Debug, Clone)]
+pub struct DigestItem {
+    pub request_id: i64,
+    pub requester: String,
+    pub purpose: String,
+    pub expires_on: Date,
+    /// The request it renews, if it is a renewal.
+    pub renews: Option<i64>,
+    /// Whether it arrived since the previous digest.
+    pub new: bool,
+    pub url: String,
+}
+
+impl DigestItem {
+    fn expires(&self) -> String {
+        expiry_text(self.expires_on)
+    }
+    fn purpose(&self) -> &str {
+        self.purpose.trim()
+    }
+}
+
+/// "Requests are waiting for your review": every waiting request, the new ones marked, each
+/// with its link. One per approver per `notify.approver_digest_minutes`.
+#[derive(Debug, Clone)]
+pub struct DigestMail<'a> {
+    pub to: &'a str,
+    pub to_name: Option<&'a str>,
+    pub items: &'a [DigestItem],
+    /// The queue page.
+    pub queue_url: &'a str,
+    pub product_name: &'a str,
+}
+
+email!(
+    DigestMail,
+    EmailKind::Digest,
+    "email/digest.txt",
+    "email/digest.html"
+);
+
+impl DigestMail<'_> {
+    fn subject_line(&self) -> String {
+        let new = self.items.iter().filter(|i| i.new).count();
+        match (self.items.len(), new) {
+            (1, _) => "A Canvas access token request is waiting for your review".to_owned(),
+            (n, new) if new > 0 && new < n => {
+                format!("{n} Canvas access token requests are waiting for your review ({new} new)")
+            }
+            (n, _) => format!("{n} Canvas access token requests are waiting for your review"),
+        }
+    }
+}
+
+/// A token's expiry as people read it (see [`crate::domain::request::expiry_text`]).
+pub fn expiry_text(day: Date) -> String {
+    crate::domain::request::expiry_text(day)
 }
 
 fn non_empty(s: Option<&str>) -> Option<&str> {

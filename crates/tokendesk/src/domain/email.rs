@@ -15,6 +15,17 @@ pub enum EmailKind {
     Denied,
     /// To the owner: their token was revoked, and why.
     Revoked,
+    /// To the owner: their token expires soon (`policy.reminder_days`); how to renew it.
+    Reminder,
+    /// To the owner: their token was never opened or activated, was deleted, and how to ask
+    /// again.
+    ExpiredUnused,
+    /// To the owner: their token's expiry was moved (a renewal under `renewal = "extend"`).
+    Extended,
+    /// To the owner: their token has not been used for a while and will be revoked.
+    UnusedWarning,
+    /// To an approver: the requests that arrived since the last digest.
+    Digest,
 }
 
 impl StateSet for EmailKind {
@@ -23,6 +34,11 @@ impl StateSet for EmailKind {
         EmailKind::NewRequest,
         EmailKind::Denied,
         EmailKind::Revoked,
+        EmailKind::Reminder,
+        EmailKind::ExpiredUnused,
+        EmailKind::Extended,
+        EmailKind::UnusedWarning,
+        EmailKind::Digest,
     ];
 
     fn as_str(self) -> &'static str {
@@ -31,6 +47,11 @@ impl StateSet for EmailKind {
             EmailKind::NewRequest => "new_request",
             EmailKind::Denied => "denied",
             EmailKind::Revoked => "revoked",
+            EmailKind::Reminder => "reminder",
+            EmailKind::ExpiredUnused => "expired_unused",
+            EmailKind::Extended => "extended",
+            EmailKind::UnusedWarning => "unused_warning",
+            EmailKind::Digest => "digest",
         }
     }
 }

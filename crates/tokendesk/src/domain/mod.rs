@@ -46,6 +46,14 @@ pub enum Effect {
     NotifyDenied,
     /// Tell the owner their token was revoked.
     NotifyRevoked,
+    /// Delete the request's token in Canvas (it expired, or a renewal replaced it).
+    DeleteToken,
+    /// Move the expiry of the token a renewal renews, in Canvas (`policy.renewal = "extend"`).
+    ExtendToken,
+    /// Tell the owner their token was never put to use, was deleted, and how to ask again.
+    NotifyExpiredUnused,
+    /// Tell the owner their token's expiry was moved.
+    NotifyExtended,
 }
 
 /// The result of a transition: the new state, its audit event, and what must follow.

@@ -118,8 +118,10 @@ pub struct Request {
     pub updated_at: OffsetDateTime,
     /// The approver who approved or denied it.
     pub decided_by: Option<Login>,
-    /// Why it was denied, why issuance failed, or why the token was revoked.
+    /// Why it was denied, why issuance failed, or why the token was revoked or expired.
     pub reason: Option<String>,
+    /// The earlier request whose token this one renews.
+    pub renews: Option<RequestId>,
 }
 
 /// A validated new request.
@@ -128,6 +130,8 @@ pub struct NewRequest {
     pub purpose: String,
     pub application: Option<String>,
     pub expires_on: Date,
+    /// The earlier request whose token this one renews.
+    pub renews: Option<RequestId>,
 }
 
 /// The raw fields of a request form or API body.
@@ -285,6 +289,7 @@ pub fn parse_new_request(
             purpose,
             application,
             expires_on,
+            renews: None,
         }),
         _ => Err(DomainError::Invalid(errors)),
     }
@@ -307,7 +312,8 @@ pub fn submit(
             ),
         });
     }
-    if holdings.live_tokens >= policy.max_active_tokens_per_person {
+    // A renewal replaces the token it renews: it does not add one.
+    if new.renews.is_none() && holdings.live_tokens >= policy.max_active_tokens_per_person {
         return Err(DomainError::Conflict {
             code: "too_many_tokens",
             message: format!(
@@ -319,13 +325,18 @@ pub fn submit(
     let _ = now;
     let audit = AuditRecord {
         actor: actor.login.to_string(),
-        action: "request.submit",
+        action: if new.renews.is_some() {
+            "request.renew"
+        } else {
+            "request.submit"
+        },
         target: String::new(),
         outcome: "ok",
         details: json!({
             "expires_on": new.expires_on.to_string(),
             "application": new.application,
             "purpose_chars": new.purpose.chars().count(),
+            "renews": new.renews.map(|id| id.0),
         }),
     };
     Ok(Change {
@@ -412,16 +423,19 @@ pub enum Action {
     Revoke,
     /// The help desk sends a new delivery link.
     ResendLink,
+    /// The owner asks for a renewal of a live token.
+    Renew,
 }
 
 impl Action {
-    pub const ALL: [Action; 6] = [
+    pub const ALL: [Action; 7] = [
         Action::Approve,
         Action::Deny,
         Action::Cancel,
         Action::Retry,
         Action::Revoke,
         Action::ResendLink,
+        Action::Renew,
     ];
 }
 
@@ -451,6 +465,7 @@ pub fn allowed(
         Action::Retry => may_retry(request, actor, policy, now).is_ok(),
         Action::Revoke => may_revoke(request, actor).is_ok(),
         Action::ResendLink => delivery.is_some_and(|d| may_resend_link(request, actor, d).is_ok()),
+        Action::Renew => may_renew(request, actor).is_ok(),
     }
 }
 
@@ -640,7 +655,7 @@ pub fn approve(
     Ok(Change {
         state: next,
         audit,
-        effects: vec![Effect::IssueToken],
+        effects: vec![issuance_of(request, policy)],
     })
 }
 
@@ -685,6 +700,59 @@ pub fn cancel(
     })
 }
 
+/// What issues an approved request's token: a new token, or (a renewal under
+/// `policy.renewal = "extend"`) the renewed token's expiry moved in Canvas.
+fn issuance_of(request: &Request, policy: &Policy) -> Effect {
+    match (request.renews, policy.renewal) {
+        (Some(_), super::policy::RenewalMode::Extend) => Effect::ExtendToken,
+        _ => Effect::IssueToken,
+    }
+}
+
+/// The owner of a live token asks to renew it: a new request, marked as renewing the old one,
+/// with the old purpose (and application) unless new ones are given. `expires_on` is checked
+/// as for any request.
+pub fn renewal(
+    old: &Request,
+    actor: &Actor,
+    raw: &RawNewRequest,
+    policy: &Policy,
+    today: Date,
+) -> Result<NewRequest, DomainError> {
+    may_renew(old, actor)?;
+    let given = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let raw = RawNewRequest {
+        purpose: given(&raw.purpose).or_else(|| Some(old.purpose.clone())),
+        application: given(&raw.application).or_else(|| old.application.clone()),
+        expires_on: raw.expires_on.clone(),
+    };
+    let mut new = parse_new_request(&raw, policy, today)?;
+    new.renews = Some(old.id);
+    Ok(new)
+}
+
+/// The owner renews a token that is live (issued or activated).
+pub fn may_renew(request: &Request, actor: &Actor) -> Result<(), DomainError> {
+    if !visible_to(request, actor) {
+        return Err(DomainError::NotFound);
+    }
+    if !actor.is(&request.requester) {
+        return Err(DomainError::Forbidden(
+            "only the token's owner can ask to renew it".into(),
+        ));
+    }
+    require_state(
+        request,
+        "renew",
+        &[RequestState::Issued, RequestState::Activated],
+    )
+}
+
 /// An approver retries a failed issuance.
 pub fn retry(
     request: &Request,
@@ -699,7 +767,7 @@ pub fn retry(
     Ok(Change {
         state: next,
         audit,
-        effects: vec![Effect::IssueToken],
+        effects: vec![issuance_of(request, policy)],
     })
 }
 
@@ -800,7 +868,7 @@ pub fn gone_from_canvas(
         &[RequestState::Issued, RequestState::Activated],
     )?;
     let mut next = moved(request, RequestState::Revoked, now);
-    next.reason = Some("the token was deleted in Canvas".into());
+    next.reason = Some("revoked in Canvas: the token was deleted there".into());
     Ok(Change {
         state: next,
         audit: audit(SYSTEM, "token.gone_from_canvas", request, json!({})),
@@ -808,8 +876,12 @@ pub fn gone_from_canvas(
     })
 }
 
-/// The token's expiry date has come.
-pub fn expire(request: &Request, now: OffsetDateTime) -> Result<Change<Request>, DomainError> {
+/// The token's expiry date has come; with `policy.delete_expired` it is deleted in Canvas too.
+pub fn expire(
+    request: &Request,
+    policy: &Policy,
+    now: OffsetDateTime,
+) -> Result<Change<Request>, DomainError> {
     require_state(
         request,
         "expire",
@@ -824,13 +896,170 @@ pub fn expire(request: &Request, now: OffsetDateTime) -> Result<Change<Request>,
     Ok(Change {
         state: moved(request, RequestState::Expired, now),
         audit: audit(SYSTEM, "request.expire", request, json!({})),
+        effects: if policy.delete_expired {
+            vec![Effect::DeleteToken]
+        } else {
+            vec![]
+        },
+    })
+}
+
+/// Why a delivered token was never put to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unused {
+    /// Its delivery link expired before it was revealed.
+    LinkExpiredUnrevealed,
+    /// It was not activated in Canvas within `policy.activation_grace_days` of issuance.
+    NotActivated { days: u32 },
+}
+
+impl Unused {
+    /// The request's reason, for its owner.
+    pub fn reason(self) -> String {
+        match self {
+            Unused::LinkExpiredUnrevealed => {
+                "the delivery link expired before the token was revealed; the token was deleted in Canvas".to_owned()
+            }
+            Unused::NotActivated { days } => format!(
+                "the token was not activated in Canvas within {days} days of delivery; it was deleted there"
+            ),
+        }
+    }
+}
+
+/// A delivered token that was never put to use (deleted in Canvas before this is recorded):
+/// the request ends `expired`, and its owner is told how to ask again.
+pub fn expire_unused(
+    request: &Request,
+    why: Unused,
+    now: OffsetDateTime,
+) -> Result<Change<Request>, DomainError> {
+    require_state(request, "expire", &[RequestState::Issued])?;
+    let mut next = moved(request, RequestState::Expired, now);
+    next.reason = Some(why.reason());
+    Ok(Change {
+        state: next,
+        audit: audit(
+            SYSTEM,
+            "request.expire_unused",
+            request,
+            json!({"reason": why.reason()}),
+        ),
+        effects: vec![Effect::NotifyExpiredUnused],
+    })
+}
+
+/// A renewal's new token was activated (or the old one ran out): the old token is retired, and
+/// deleted in Canvas.
+pub fn replaced(
+    old: &Request,
+    by: RequestId,
+    now: OffsetDateTime,
+) -> Result<Change<Request>, DomainError> {
+    require_state(
+        old,
+        "replace",
+        &[RequestState::Issued, RequestState::Activated],
+    )?;
+    let mut next = moved(old, RequestState::Expired, now);
+    next.reason = Some(format!("replaced by the renewed token of request #{by}"));
+    Ok(Change {
+        state: next,
+        audit: audit(SYSTEM, "request.replace", old, json!({"by": by.0})),
+        effects: vec![Effect::DeleteToken],
+    })
+}
+
+/// A renewal under `policy.renewal = "extend"`: the renewed token's expiry was moved in Canvas
+/// and the token now belongs to the renewal (`state` is the token's: issued while pending).
+pub fn extended(
+    renewal: &Request,
+    state: RequestState,
+    now: OffsetDateTime,
+) -> Result<Change<Request>, DomainError> {
+    require_state(renewal, "extend", &[RequestState::Approved])?;
+    let old = renewal.renews.ok_or_else(|| DomainError::Conflict {
+        code: "not_a_renewal",
+        message: format!("request #{} renews no token", renewal.id),
+    })?;
+    Ok(Change {
+        state: moved(renewal, state, now),
+        audit: audit(
+            SYSTEM,
+            "request.extend",
+            renewal,
+            json!({"renews": old.0, "expires_on": renewal.expires_on.to_string()}),
+        ),
+        effects: vec![Effect::NotifyExtended],
+    })
+}
+
+/// The request whose token a renewal extended: it ends, its token carried over.
+pub fn carried_over(
+    old: &Request,
+    by: &Request,
+    now: OffsetDateTime,
+) -> Result<Change<Request>, DomainError> {
+    require_state(
+        old,
+        "renew",
+        &[RequestState::Issued, RequestState::Activated],
+    )?;
+    let mut next = moved(old, RequestState::Expired, now);
+    next.reason = Some(format!(
+        "renewed by request #{}: the same token now expires on {}",
+        by.id, by.expires_on
+    ));
+    Ok(Change {
+        state: next,
+        audit: audit(SYSTEM, "request.carry_over", old, json!({"by": by.id.0})),
         effects: vec![],
+    })
+}
+
+/// An active token unused in Canvas for `days` days, seven days after its owner was warned
+/// (deleted in Canvas before this is recorded).
+pub fn unused_revoked(
+    request: &Request,
+    days: u32,
+    now: OffsetDateTime,
+) -> Result<Change<Request>, DomainError> {
+    require_state(request, "revoke", &[RequestState::Activated])?;
+    let reason = format!("the token was not used in Canvas for {days} days");
+    let mut next = moved(request, RequestState::Revoked, now);
+    next.reason = Some(reason.clone());
+    Ok(Change {
+        state: next,
+        audit: audit(
+            SYSTEM,
+            "token.revoke_unused",
+            request,
+            json!({"reason": reason}),
+        ),
+        effects: vec![Effect::NotifyRevoked],
     })
 }
 
 /// The Canvas purpose of the token made for a request.
 pub fn canvas_purpose(id: RequestId, purpose: &str) -> String {
     format!("tokendesk #{id}: {purpose}")
+}
+
+/// How a token's expiry is named to people, everywhere (pages, emails, the calendar): the day
+/// they chose and the instant it ends, e.g. `2026-12-31 (ends 2027-01-01 00:00 UTC)`.
+pub fn expiry_text(expires_on: Date) -> String {
+    let end = canvas_expiry(expires_on);
+    format!(
+        "{expires_on} (ends {} {:02}:{:02} UTC)",
+        end.date(),
+        end.hour(),
+        end.minute()
+    )
+}
+
+/// The day a token's end-of-day expiry instant belongs to (the inverse of [`canvas_expiry`]).
+pub fn expiry_day(expires_at: OffsetDateTime) -> Date {
+    (expires_at.to_offset(time::UtcOffset::UTC) - Duration::SECOND).date()
 }
 
 /// The instant a token made for `expires_on` stops working in Canvas: the end of that day, UTC.
@@ -898,6 +1127,7 @@ mod tests {
             application: None,
             requested_expires_on: date!(2027 - 01 - 31),
             expires_on: date!(2027 - 01 - 31),
+            renews: None,
             state,
             created_at: NOW,
             updated_at: NOW,
@@ -1163,12 +1393,15 @@ mod tests {
             Err(DomainError::WrongState { .. })
         ));
         assert!(matches!(
-            expire(&issued, NOW),
+            expire(&issued, &Policy::default(), NOW),
             Err(DomainError::Conflict { .. })
         ));
         let later = datetime!(2027-01-31 00:00 UTC);
         assert_eq!(
-            expire(&issued, later).unwrap().state.state,
+            expire(&issued, &Policy::default(), later)
+                .unwrap()
+                .state
+                .state,
             RequestState::Expired
         );
         assert_eq!(
@@ -1216,6 +1449,9 @@ mod tests {
                             Action::Retry => retry(&r, a, &p, NOW).is_ok(),
                             Action::Revoke => revoke(&r, a, Some("no"), NOW).is_ok(),
                             Action::ResendLink => link_resent(&r, a, d, json!({}), NOW).is_ok(),
+                            Action::Renew => {
+                                renewal(&r, a, &raw("", "2027-01-15"), &p, NOW.date()).is_ok()
+                            }
                         };
                         assert_eq!(
                             allowed(&r, a, action, Some(d), &p, NOW),

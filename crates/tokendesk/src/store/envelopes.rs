@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use super::people::login;
 use super::requests::request_row;
-use super::sql::{from_ts, names_in, one_row, state, ts};
+use super::sql::{from_ts, names_in, one_row, select_list, state, ts};
 use super::tokens::{StoredToken, token_in};
 use super::{StoreError, StoreResult, Tx};
 use crate::domain::RequestId;
@@ -33,7 +33,7 @@ fn envelope_row(r: &AnyRow) -> StoreResult<StoredEnvelope> {
 }
 
 /// The envelope (without its sealed content) whose columns are named `{prefix}id`, … .
-fn envelope_in(r: &AnyRow, prefix: &str) -> StoreResult<Envelope> {
+pub(super) fn envelope_in(r: &AnyRow, prefix: &str) -> StoreResult<Envelope> {
     let col = |name: &str| format!("{prefix}{name}");
     let reveals: i64 = r.try_get(col("reveals").as_str())?;
     Ok(Envelope {
@@ -77,6 +77,9 @@ pub async fn insert_envelope(
 
 const ENVELOPE_COLUMNS: &str =
     "id, request_id, owner, state, reveals, nonce, ciphertext, created_at, expires_at";
+/// An envelope's columns without its sealed content.
+pub(super) const ENVELOPE_VIEW_COLUMNS: &str =
+    "id, request_id, owner, state, reveals, created_at, expires_at";
 
 pub async fn get_envelope(
     conn: &mut AnyConnection,
@@ -121,19 +124,15 @@ pub async fn request_view(
     id: RequestId,
 ) -> StoreResult<Option<(Request, Option<StoredToken>, Option<Envelope>)>> {
     let sql = format!(
-        "SELECT r.id, r.requester, r.purpose, r.application, r.requested_expires_on, \
-           r.expires_on, r.state, r.decided_by, r.reason, r.created_at, r.updated_at, \
-           t.id AS t_id, t.request_id AS t_request_id, t.owner AS t_owner, \
-           t.canvas_user_id AS t_canvas_user_id, t.canvas_token_id AS t_canvas_token_id, \
-           t.hint AS t_hint, t.state AS t_state, t.expires_at AS t_expires_at, \
-           t.created_at AS t_created_at, t.updated_at AS t_updated_at, \
-           e.id AS e_id, e.request_id AS e_request_id, e.owner AS e_owner, e.state AS e_state, \
-           e.reveals AS e_reveals, e.created_at AS e_created_at, e.expires_at AS e_expires_at \
+        "SELECT {}, {}, {} \
          FROM requests r \
          LEFT JOIN tokens t ON t.request_id = r.id \
          LEFT JOIN envelopes e ON e.id = (SELECT id FROM envelopes WHERE request_id = r.id \
            {} LIMIT 1) \
          WHERE r.id = $1",
+        select_list("r", super::requests::REQUEST_COLUMNS, ""),
+        select_list("t", super::tokens::TOKEN_COLUMNS, "t_"),
+        select_list("e", ENVELOPE_VIEW_COLUMNS, "e_"),
         CURRENT_ORDER.as_str()
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))

@@ -5,6 +5,7 @@
 mod audit;
 mod copy;
 mod envelopes;
+mod lifecycle;
 mod migrate;
 mod people;
 mod periodic;
@@ -28,6 +29,12 @@ pub use envelopes::{
     StoredEnvelope, close_envelopes_of, envelope_for_request, expire_envelopes, get_envelope,
     insert_envelope, request_view, update_envelope,
 };
+pub use lifecycle::{
+    Orphan, SeenOrphan, WithToken, calendar_owner, calendar_secret, delete_orphan, drop_calendar,
+    expiring_by, forget_orphans_except, get_orphan, list_orphans, note_once, noticed_at,
+    pending_deliveries, renewal_chain, renewals_of, replaceable, saw_orphan, set_calendar,
+    submitted_since, unused_since,
+};
 pub use migrate::AppliedMigration;
 pub use people::{Person, person, search_people, upsert_person};
 pub use periodic::{PeriodicRun, claim_period, periodic_run};
@@ -41,8 +48,9 @@ pub use requests::{
     update_request,
 };
 pub use tokens::{
-    StoredToken, get_token, insert_token, list_tokens, pending_tokens, set_token_hint,
-    set_token_state, token_for_request,
+    StoredToken, due_activation_checks, get_token, insert_token, list_tokens,
+    live_tokens_of_next_people, move_token, pending_tokens, record_canvas_view, schedule_check,
+    set_token_expiry, set_token_hint, set_token_state, token_for_request, tokens_of_canvas_user,
 };
 use tx::SqliteWriters;
 pub use tx::Tx;

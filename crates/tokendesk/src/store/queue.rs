@@ -16,14 +16,24 @@ use crate::domain::{EmailKind, Login, RequestId, StateSet};
 pub enum JobKind {
     /// Create the token in Canvas, seal it, send the link.
     IssueToken,
+    /// Delete the request's token in Canvas (it expired, or a renewal replaced it).
+    DeleteToken,
+    /// Move the expiry of the token a renewal renews, and hand the token to the renewal.
+    ExtendToken,
 }
 
 impl StateSet for JobKind {
-    const ALL: &'static [JobKind] = &[JobKind::IssueToken];
+    const ALL: &'static [JobKind] = &[
+        JobKind::IssueToken,
+        JobKind::DeleteToken,
+        JobKind::ExtendToken,
+    ];
 
     fn as_str(self) -> &'static str {
         match self {
             JobKind::IssueToken => "issue_token",
+            JobKind::DeleteToken => "delete_token",
+            JobKind::ExtendToken => "extend_token",
         }
     }
 }
@@ -303,6 +313,8 @@ pub struct ClaimedEmail {
     pub to_login: Option<String>,
     pub attempts: u32,
     pub email: QueuedEmail,
+    /// When it was queued.
+    pub created_at: OffsetDateTime,
 }
 
 pub async fn claim_email(
@@ -311,7 +323,7 @@ pub async fn claim_email(
     lease: Duration,
 ) -> StoreResult<Option<ClaimedEmail>> {
     let columns = "id, kind, request_id, to_login, to_addr, subject, body_text, body_html, \
-                   sealed_body, attempts";
+                   sealed_body, attempts, created_at";
     let Some(r) = claim_row(store, Queue::Emails, columns, now, lease, None).await? else {
         return Ok(None);
     };
@@ -344,6 +356,7 @@ pub async fn claim_email(
         to_login: r.try_get("to_login")?,
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
         email,
+        created_at: super::sql::from_ts(r.try_get("created_at")?)?,
     }))
 }
 

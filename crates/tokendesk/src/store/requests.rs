@@ -13,7 +13,7 @@ use crate::domain::request::{Holdings, NewRequest, Request, RequestState, parse_
 use crate::domain::{Login, RequestId};
 
 pub(super) const REQUEST_COLUMNS: &str = "id, requester, purpose, application, requested_expires_on, \
-     expires_on, state, decided_by, reason, created_at, updated_at";
+     expires_on, state, decided_by, reason, created_at, updated_at, renews";
 
 fn date(raw: &str) -> StoreResult<Date> {
     parse_date("date", raw).map_err(|_| StoreError::Corrupt(format!("date {raw:?}")))
@@ -36,6 +36,7 @@ pub(super) fn request_row(r: &AnyRow) -> StoreResult<Request> {
             .map(login)
             .transpose()?,
         reason: r.try_get("reason")?,
+        renews: r.try_get::<Option<i64>, _>("renews")?.map(RequestId),
     })
 }
 
@@ -47,7 +48,7 @@ pub async fn insert_request(
 ) -> StoreResult<Request> {
     let sql = format!(
         "INSERT INTO requests (requester, purpose, application, requested_expires_on, expires_on, \
-         state, created_at, updated_at) VALUES ($1, $2, $3, $4, $4, $5, $6, $6) \
+         state, created_at, updated_at, renews) VALUES ($1, $2, $3, $4, $4, $5, $6, $6, $7) \
          RETURNING {REQUEST_COLUMNS}"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -57,6 +58,7 @@ pub async fn insert_request(
         .bind(new.expires_on.to_string())
         .bind(RequestState::Submitted.as_str())
         .bind(ts(now))
+        .bind(new.renews.map(|id| id.0))
         .fetch_one(&mut **tx)
         .await?;
     request_row(&row)

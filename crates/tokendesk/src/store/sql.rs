@@ -37,6 +37,23 @@ pub(crate) fn one_row(done: &sqlx::any::AnyQueryResult) -> StoreResult<()> {
     }
 }
 
+/// `columns` (a comma-separated list) of the table aliased `alias` in a joined select, each
+/// renamed with `prefix` (`t.id AS t_id, …`; no renaming when `prefix` is empty).
+pub(crate) fn select_list(alias: &str, columns: &str, prefix: &str) -> String {
+    columns
+        .split(',')
+        .map(str::trim)
+        .map(|c| {
+            if prefix.is_empty() {
+                format!("{alias}.{c}")
+            } else {
+                format!("{alias}.{c} AS {prefix}{c}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Reads a stored state name back.
 pub(crate) fn state<S: StateSet>(what: &str, raw: &str) -> StoreResult<S> {
     S::from_name(raw).ok_or_else(|| StoreError::Corrupt(format!("{what} {raw:?}")))

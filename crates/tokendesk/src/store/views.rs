@@ -352,6 +352,7 @@ mod tests {
                 reason: None,
                 created_at: now,
                 updated_at: now,
+                renews: None,
             },
             None,
             None,

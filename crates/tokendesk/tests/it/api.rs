@@ -1367,6 +1367,7 @@ async fn the_help_desk_sends_a_new_link() {
     api.world
         .activate_in_canvas(SAM, token["canvas_token_id"].as_i64().unwrap())
         .await;
+    api.world.clock.advance(time::Duration::minutes(10));
     tokendesk::jobs::sweep(&api.world.app).await.unwrap();
     api.post(THEO, &path, json!({}))
         .await

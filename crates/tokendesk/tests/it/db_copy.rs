@@ -65,6 +65,30 @@ async fn sqlite_copies_to_postgres_with_its_audit_chain() {
         .await
         .unwrap();
     tokendesk::jobs::sweep(&world.app).await.unwrap();
+    // A notice sent once, a calendar feed, an orphan found in Canvas.
+    let mut tx = world.db.store.write().await.unwrap();
+    let now = world.app.now();
+    store::note_once(&mut tx, issued, "expiry:14", now)
+        .await
+        .unwrap();
+    store::set_calendar(&mut tx, &world::login("sam.student"), "feedsecret", now)
+        .await
+        .unwrap();
+    store::saw_orphan(
+        &mut tx,
+        &store::SeenOrphan {
+            canvas_user_id: 2,
+            canvas_token_id: 99,
+            owner: None,
+            purpose: "tokendesk #77: left behind",
+            hint: "abcde",
+            canvas_expires_at: None,
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
     store::claim_period(
         &world.db.store,
         "sweep",
@@ -138,6 +162,7 @@ async fn sqlite_copies_to_postgres_with_its_audit_chain() {
             purpose: "a request made after the move".into(),
             application: None,
             expires_on: world.app.now().date() + time::Duration::days(10),
+            renews: None,
         },
         world.app.now(),
     )

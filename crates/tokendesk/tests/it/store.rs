@@ -25,6 +25,7 @@ fn new_request(purpose: &str) -> NewRequest {
         purpose: purpose.into(),
         application: Some("grader".into()),
         expires_on: date!(2027 - 01 - 31),
+        renews: None,
     }
 }
 
@@ -823,8 +824,8 @@ async fn a_database_made_by_the_earlier_runner_migrates_cleanly() {
                 .await
                 .unwrap();
         let expected: Vec<i64> = match db.backend() {
-            store::Backend::Sqlite => vec![1, 2],
-            store::Backend::Postgres => vec![1, 2, 3, 4],
+            store::Backend::Sqlite => vec![1, 2, 5],
+            store::Backend::Postgres => vec![1, 2, 3, 4, 5],
         };
         assert_eq!(versions, expected, "{:?}", db.backend());
         let legacy = sqlx::query("SELECT 1 FROM schema_migrations")

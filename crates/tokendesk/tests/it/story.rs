@@ -135,6 +135,8 @@ async fn the_story(db: TestDb) {
     w.activate_in_canvas("sam.student", token.canvas_token_id)
         .await;
     assert_eq!(w.canvas_status(&value).await, 200);
+    // A revealed token is looked at again a minute later.
+    w.clock.advance(Duration::minutes(1));
     let report = tokendesk::jobs::sweep(&w.app).await.unwrap();
     assert_eq!(report.activated, 1);
     let view = w.app.request(&sam, id).await.unwrap();

@@ -68,6 +68,7 @@ async fn every_change_reaches_the_cache(db: TestDb) {
     warm(&w, id).await;
     w.activate_in_canvas("sam.student", token.canvas_token_id)
         .await;
+    w.clock.advance(Days::minutes(1));
     tokendesk::jobs::sweep(&w.app).await.unwrap();
     assert_eq!(agree(&w, id, "activation").await, RequestState::Activated);
     warm(&w, id).await;
@@ -90,15 +91,26 @@ async fn every_change_reaches_the_cache(db: TestDb) {
         RequestState::Cancelled
     );
 
-    // The sweep: the envelope expires unopened, then the token.
-    let expiring = w.issued("sam.student").await;
-    warm(&w, expiring).await;
+    // The sweep: an envelope expires unopened, and its token ends, never put to use.
+    let unopened = w.issued("sam.student").await;
+    warm(&w, unopened).await;
     w.clock.advance(Days::days(8));
     let report = tokendesk::jobs::sweep(&w.app).await.unwrap();
-    assert_eq!(report.envelopes_expired, 1);
-    agree(&w, expiring, "envelope expiry").await;
+    assert_eq!((report.envelopes_expired, report.never_used), (1, 1));
+    assert_eq!(
+        agree(&w, unopened, "envelope expiry").await,
+        RequestState::Expired
+    );
+    // A token in use expires at its date.
+    let expiring = w.issued("sam.student").await;
+    w.reveal_value("sam.student").await;
+    let token = w.app.request(&sam, expiring).await.unwrap().token.unwrap();
+    w.activate_in_canvas("sam.student", token.canvas_token_id)
+        .await;
+    w.clock.advance(Days::minutes(1));
+    tokendesk::jobs::sweep(&w.app).await.unwrap();
     warm(&w, expiring).await;
-    w.clock.advance(Days::days(30));
+    w.clock.advance(Days::days(31));
     let report = tokendesk::jobs::sweep(&w.app).await.unwrap();
     assert_eq!(report.requests_expired, 1);
     assert_eq!(

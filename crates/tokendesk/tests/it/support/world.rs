@@ -129,6 +129,11 @@ impl World {
             mailer,
             outbox_key,
             product_name: "tokendesk".into(),
+            // Most tests follow one request: its approvers hear of it at once. The digest
+            // (the default, every 60 minutes) has tests of its own.
+            notify: tokendesk::config::NotifyConfig {
+                approver_digest_minutes: 0,
+            },
             clock: clock.clone(),
         };
         tweak(&mut parts);
