@@ -26,10 +26,13 @@ use url::Url;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use envelopes::EnvelopeView;
+pub use lifecycle::ActivationCheck;
 pub use reads::{AUDIT_LIST, AuditQuery, MAILBOX_LIST};
+pub use reconcile::ReconcileReport;
 pub use requests::{REQUEST_LIST, RequestQuery, RequestView};
 pub use setup::{connect_store, connection_string, database_url, open_store, store_options};
 pub use sweep::SweepReport;
+pub use tokens::TokenPageView;
 pub use work::{MAX_ATTEMPTS, WorkError, backoff};
 
 use crate::delivery::email::SmtpSender;

@@ -80,3 +80,54 @@ impl App {
         }
     }
 }
+
+/// What a token's page shows.
+#[derive(Debug, Clone)]
+pub struct TokenPageView {
+    pub token: StoredToken,
+    pub request: Request,
+    /// The requests this one renews, newest first (not including `request`).
+    pub earlier: Vec<Request>,
+    /// Renewals of this token waiting or holding a token.
+    pub renewals: Vec<Request>,
+    /// The audit events of the token's request and the requests it renews, oldest first.
+    pub history: Vec<crate::store::AuditEvent>,
+}
+
+impl App {
+    /// A token's page: its owner, the help desk and admins.
+    pub async fn token_page(&self, actor: &Actor, id: TokenId) -> AppResult<TokenPageView> {
+        let (token, request) = self.token(actor, id).await?;
+        if !actor.is(&token.owner) && !actor.roles.can_support() {
+            return Err(DomainError::Forbidden(
+                "a token's page is for its owner and the help desk".into(),
+            )
+            .into());
+        }
+        let mut conn = self.read().await?;
+        let mut chain = store::renewal_chain(&mut conn, request.id).await?;
+        let earlier = chain.split_off(1.min(chain.len()));
+        let renewals = store::renewals_of(&mut conn, request.id).await?;
+        let mut history = Vec::new();
+        for r in std::iter::once(&request).chain(earlier.iter()) {
+            let filter = store::AuditFilter {
+                actor: None,
+                action: None,
+                target: Some(format!("request:{}", r.id)),
+                since: None,
+                until: None,
+                after_seq: 0,
+                limit: 500,
+            };
+            history.extend(store::list_audit(&mut conn, &filter).await?);
+        }
+        history.sort_by_key(|e| e.seq);
+        Ok(TokenPageView {
+            token,
+            request,
+            earlier,
+            renewals,
+            history,
+        })
+    }
+}

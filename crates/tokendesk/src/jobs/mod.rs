@@ -74,15 +74,62 @@ pub async fn sweep_if_due(app: &App) -> AppResult<Option<SweepReport>> {
     app.sweep().await.map(Some)
 }
 
+/// The name of reconciliation in `periodic_runs`.
+pub const RECONCILE: &str = "reconcile";
+
+/// Runs reconciliation if no instance has run it in the current period (`[workers]
+/// reconcile_every_secs`).
+pub async fn reconcile_if_due(app: &App) -> AppResult<Option<crate::app::ReconcileReport>> {
+    let period = Duration::try_from(app.workers().reconcile_every).unwrap_or(Duration::MAX);
+    let claim = period - (period / 20_i32).min(Duration::SECOND);
+    if !app.claim_period(RECONCILE, claim).await? {
+        return Ok(None);
+    }
+    let report = app.reconcile().await?;
+    tracing::info!(
+        people = report.people,
+        tokens = report.tokens,
+        gone = report.gone,
+        activated = report.activated,
+        expiry_corrected = report.expiry_corrected,
+        orphans_found = report.orphans_found,
+        failed = report.failed,
+        "reconcile: pass done"
+    );
+    Ok(Some(report))
+}
+
 /// Starts the workers; they stop when `shutdown` turns true, after the work in hand. Jobs and
-/// emails are drained in one loop; the sweep runs in a loop of its own, so that a long sweep
-/// never holds up issuance.
+/// emails are drained in one loop; the sweep and reconciliation run in loops of their own, so
+/// that neither holds up issuance.
 pub fn spawn_workers(app: App, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let sweeper = tokio::spawn(sweep_loop(app.clone(), shutdown.clone()));
+        let reconciler = tokio::spawn(reconcile_loop(app.clone(), shutdown.clone()));
         work_loop(app, shutdown).await;
         let _ = sweeper.await;
+        let _ = reconciler.await;
     })
+}
+
+async fn reconcile_loop(app: App, mut shutdown: watch::Receiver<bool>) {
+    // Checked once a minute; runs once per period across the instances.
+    let mut tick =
+        tokio::time::interval(StdDuration::from_secs(60).min(app.workers().reconcile_every));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = reconcile_if_due(&app).await {
+                    tracing::error!(error = %e, "reconcile failed");
+                }
+            }
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+    }
 }
 
 async fn work_loop(app: App, mut shutdown: watch::Receiver<bool>) {

@@ -36,7 +36,7 @@ pub use lifecycle::{
     submitted_since, unused_since,
 };
 pub use migrate::AppliedMigration;
-pub use people::{Person, person, search_people, upsert_person};
+pub use people::{Person, people_in_canvas, person, search_people, upsert_person};
 pub use periodic::{PeriodicRun, claim_period, periodic_run};
 pub use queue::{
     ClaimedEmail, ClaimedJob, JobKind, MailboxMessage, QueuedEmail, claim_email, claim_job,
@@ -48,9 +48,9 @@ pub use requests::{
     update_request,
 };
 pub use tokens::{
-    StoredToken, due_activation_checks, get_token, insert_token, list_tokens,
-    live_tokens_of_next_people, move_token, pending_tokens, record_canvas_view, schedule_check,
-    set_token_expiry, set_token_hint, set_token_state, token_for_request, tokens_of_canvas_user,
+    StoredToken, due_activation_checks, get_token, insert_token, list_tokens, move_token,
+    record_canvas_view, schedule_check, set_token_expiry, set_token_hint, set_token_state,
+    token_for_request, tokens_of_canvas_users,
 };
 use tx::SqliteWriters;
 pub use tx::Tx;

@@ -85,3 +85,23 @@ pub async fn search_people(
     .await?;
     rows.iter().map(person_row).collect()
 }
+
+/// The next `limit` people tokendesk found in Canvas, by Canvas user id after `after`:
+/// reconciliation lists each one's tokens.
+pub async fn people_in_canvas(
+    conn: &mut AnyConnection,
+    after: i64,
+    limit: i64,
+) -> StoreResult<Vec<(i64, Login)>> {
+    let rows = sqlx::query(
+        "SELECT canvas_user_id, login FROM people WHERE canvas_user_id > $1 \
+         ORDER BY canvas_user_id LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, login(r.try_get(1)?)?)))
+        .collect()
+}

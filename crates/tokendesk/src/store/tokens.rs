@@ -265,40 +265,24 @@ pub async fn due_activation_checks(
     rows.iter().map(token_row).collect()
 }
 
-static LIVE_OF_USERS: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT {TOKEN_COLUMNS} FROM tokens WHERE state IN ({}) AND canvas_user_id > $1 \
-         AND canvas_user_id <= (SELECT MAX(canvas_user_id) FROM (SELECT DISTINCT canvas_user_id \
-           FROM tokens WHERE state IN ({}) AND canvas_user_id > $1 ORDER BY canvas_user_id LIMIT $2) AS batch) \
-         ORDER BY canvas_user_id, id",
-        names_in::<TokenState>(TokenState::is_live),
-        names_in::<TokenState>(TokenState::is_live)
-    )
-});
-
-/// The live tokens of the next `people` Canvas users after `after` (by Canvas user id), every
-/// token of each: reconciliation walks them in batches.
-pub async fn live_tokens_of_next_people(
+/// Every token tokendesk made for these Canvas users (any state), by user then id.
+pub async fn tokens_of_canvas_users(
     conn: &mut AnyConnection,
-    after: i64,
-    people: i64,
+    users: &[i64],
 ) -> StoreResult<Vec<StoredToken>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(LIVE_OF_USERS.as_str()))
-        .bind(after)
-        .bind(people)
-        .fetch_all(conn)
-        .await?;
-    rows.iter().map(token_row).collect()
-}
-
-/// Every token tokendesk made for a Canvas user (live or not), to tell orphans from its own.
-pub async fn tokens_of_canvas_user(
-    conn: &mut AnyConnection,
-    canvas_user_id: i64,
-) -> StoreResult<Vec<StoredToken>> {
-    let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE canvas_user_id = $1 ORDER BY id");
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Whole numbers only: safe to inline.
+    let ids = users
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let sql = format!(
+        "SELECT {TOKEN_COLUMNS} FROM tokens WHERE canvas_user_id IN ({ids}) ORDER BY canvas_user_id, id"
+    );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(canvas_user_id)
         .fetch_all(conn)
         .await?;
     rows.iter().map(token_row).collect()
@@ -318,22 +302,4 @@ pub async fn set_token_hint(
         .execute(&mut **tx)
         .await?;
     Ok(())
-}
-
-static PENDING: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT {TOKEN_COLUMNS} FROM tokens WHERE state IN ({}) AND request_id IN \
-         (SELECT id FROM requests WHERE state = $1) ORDER BY id LIMIT $2",
-        names_in::<TokenState>(TokenState::is_live)
-    )
-});
-
-/// Tokens tokendesk believes are live in Canvas for a request that is still issued.
-pub async fn pending_tokens(conn: &mut AnyConnection, limit: i64) -> StoreResult<Vec<StoredToken>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(PENDING.as_str()))
-        .bind(RequestState::Issued.as_str())
-        .bind(limit)
-        .fetch_all(conn)
-        .await?;
-    rows.iter().map(token_row).collect()
 }

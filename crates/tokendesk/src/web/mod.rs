@@ -7,6 +7,7 @@
 
 mod audit;
 pub mod auth;
+mod calendar;
 pub mod cookies;
 mod envelopes;
 pub mod error;
@@ -15,6 +16,7 @@ mod health;
 mod mailbox;
 pub mod middleware;
 mod openapi;
+mod orphans;
 pub mod pages;
 mod requests;
 mod tokens;
@@ -183,7 +185,9 @@ fn api() -> (Router<WebState>, utoipa::openapi::OpenApi) {
         .merge(tokens::routes())
         .merge(envelopes::routes())
         .merge(mailbox::routes())
-        .merge(audit::routes());
+        .merge(audit::routes())
+        .merge(orphans::routes())
+        .merge(calendar::routes());
     let (router, doc) = api.split_for_parts();
     (Router::new().nest(API_PREFIX, router), doc)
 }

@@ -36,6 +36,7 @@ use crate::web::cookies::Kind;
         (name = "envelopes", description = "The sealed delivery of a token's value"),
         (name = "mailbox", description = "The demo's inbox"),
         (name = "audit", description = "The audit trail"),
+        (name = "orphans", description = "Tokens in Canvas that say tokendesk made them, unknown to it"),
         (name = "health", description = "For load balancers and monitoring (outside /api/v1)"),
     ),
     components(schemas(super::error::ApiErrorBody, crate::domain::FieldError)),
@@ -242,6 +243,8 @@ pub const LINKS: &[(&str, &str, &str, &str)] = &[
     ("getRequest", "200", "envelope_id", "getEnvelope"),
     ("getRequest", "200", "envelope_id", "revealEnvelope"),
     ("getRequest", "200", "envelope_id", "burnEnvelope"),
+    ("getRequest", "200", "token_id", "checkActivation"),
+    ("getRequest", "200", "token_id", "renewToken"),
 ];
 
 fn add_links(doc: &mut Document) {

@@ -62,8 +62,10 @@ pub struct RequestJson {
     pub updated_at: OffsetDateTime,
     /// The approver who approved or denied it.
     pub decided_by: Option<String>,
-    /// Why it was denied, why issuance failed, or why the token was revoked.
+    /// Why it was denied, why issuance failed, or why the token was revoked or expired.
     pub reason: Option<String>,
+    /// The earlier request whose token this one renews.
+    pub renews: Option<i64>,
     /// Once issued (one request, not lists): the token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_id: Option<i64>,
@@ -93,6 +95,7 @@ impl From<Request> for RequestJson {
             updated_at: utc(r.updated_at),
             decided_by: r.decided_by.map(|l| l.to_string()),
             reason: r.reason,
+            renews: r.renews.map(|id| id.0),
             token_id: None,
             envelope_id: None,
             envelope_expires_at: None,

@@ -72,6 +72,13 @@ const MATRIX: &[(&str, &str, [u16; 7])] = &[
     ("GET",  "/api/v1/mailbox",                     [401, 200, 200, 200, 200, 200, 200]),
     ("GET",  "/api/v1/mailbox?to=sam.student",      [401, 200, 403, 403, 403, 403, 200]),
     ("GET",  "/api/v1/audit",                       [401, 403, 403, 403, 403, 200, 200]),
+    ("POST", "/api/v1/tokens/{id}/check-activation", [401, 200, 404, 403, 403, 404, 403]),
+    ("POST", "/api/v1/tokens/{id}/renew",           [401, 201, 404, 403, 403, 404, 403]),
+    ("GET",  "/api/v1/me/calendar",                 [401, 200, 200, 200, 200, 200, 200]),
+    ("POST", "/api/v1/me/calendar",                 [401, 200, 200, 200, 200, 200, 200]),
+    ("POST", "/api/v1/me/calendar/stop",            [401, 200, 200, 200, 200, 200, 200]),
+    ("GET",  "/api/v1/orphans",                     [401, 403, 403, 403, 403, 403, 200]),
+    ("POST", "/api/v1/orphans/{id}/delete",         [401, 403, 403, 403, 403, 403, 200]),
     // The pages (a refused form is a page too; 303 is a form that went through).
     ("GET",  "/",                                   [401, 200, 200, 200, 200, 200, 200]),
     ("GET",  "/me",                                 [401, 200, 200, 200, 200, 200, 200]),
@@ -84,6 +91,16 @@ const MATRIX: &[(&str, &str, [u16; 7])] = &[
     ("POST", "/requests/{id}/retry",                [401, 403, 404, 303, 403, 404, 303]),
     ("POST", "/requests/{id}/resend-link",          [401, 403, 404, 403, 303, 404, 303]),
     ("POST", "/tokens/{id}/revoke",                 [401, 303, 404, 403, 303, 404, 303]),
+    // A token's page: its owner, the help desk and admins (approvers see the request page).
+    ("GET",  "/tokens/{id}",                        [401, 200, 404, 403, 200, 404, 200]),
+    ("POST", "/tokens/{id}/renew",                  [401, 303, 404, 403, 403, 404, 403]),
+    ("POST", "/tokens/{id}/check-activation",       [401, 303, 404, 403, 403, 404, 403]),
+    ("POST", "/me/calendar",                        [401, 303, 303, 303, 303, 303, 303]),
+    ("POST", "/me/calendar/stop",                   [401, 303, 303, 303, 303, 303, 303]),
+    // The feed's address is its key: whoever has it reads it, signed in or not.
+    ("GET",  "/calendar/{file}",                    [200, 200, 200, 200, 200, 200, 200]),
+    ("GET",  "/orphans",                            [401, 403, 403, 403, 403, 403, 200]),
+    ("POST", "/orphans/{id}/delete",                [401, 403, 403, 403, 403, 403, 303]),
     ("GET",  "/queue",                              [401, 403, 403, 200, 403, 403, 200]),
     ("GET",  "/people",                             [401, 403, 403, 200, 200, 403, 200]),
     ("GET",  "/people?q=sam",                       [401, 403, 403, 200, 200, 403, 200]),
@@ -110,6 +127,10 @@ enum Needs {
     Failed,
     /// A request of the owner's, issued, its link never opened.
     Issued,
+    /// A token in Canvas that says tokendesk made it, found by reconciliation.
+    Orphan,
+    /// The owner's calendar feed.
+    Calendar,
 }
 
 fn needs(method: &str, path: &str) -> Needs {
@@ -126,6 +147,10 @@ fn needs(method: &str, path: &str) -> Needs {
         || path.contains("/e/{id}")
     {
         Needs::Issued
+    } else if path.contains("/orphans/{id}") {
+        Needs::Orphan
+    } else if path.starts_with("/calendar/") {
+        Needs::Calendar
     } else if method == "GET" && path.starts_with("/api/v1/mailbox") || path == "/mailbox" {
         // Something in the owner's mailbox.
         Needs::Issued
@@ -140,6 +165,9 @@ struct Objects {
     request: Option<i64>,
     token: Option<i64>,
     envelope: Option<String>,
+    orphan: Option<i64>,
+    /// The calendar feed's file name (`SECRET.ics`).
+    calendar: Option<String>,
 }
 
 /// The service with a person of each role, the limits off (the matrix asks a lot in a minute).
@@ -203,6 +231,41 @@ async fn make(api: &Api, needs: Needs) -> Objects {
                 request: r["id"].as_i64(),
                 token: r["token_id"].as_i64(),
                 envelope: r["envelope_id"].as_str().map(str::to_owned),
+                ..Objects::default()
+            };
+        }
+        Needs::Orphan => {
+            // A token left in Canvas that tokendesk does not know, found by reconciliation.
+            api.world
+                .canvas
+                .create_token(
+                    &tokendesk_canvas::UserRef::SisLoginId(OWNER.into()),
+                    &tokendesk_canvas::NewToken::new("tokendesk #999999: left behind".to_owned()),
+                )
+                .await
+                .unwrap();
+            api.world.app.reconcile().await.unwrap();
+            let orphans = api
+                .world
+                .app
+                .orphans(&api.world.actor(ADMIN))
+                .await
+                .unwrap();
+            return Objects {
+                orphan: orphans.iter().map(|o| o.id).max(),
+                ..Objects::default()
+            };
+        }
+        Needs::Calendar => {
+            let url = api
+                .world
+                .app
+                .new_calendar(&api.world.actor(OWNER), &Default::default())
+                .await
+                .unwrap();
+            return Objects {
+                calendar: url.rsplit('/').next().map(str::to_owned),
+                ..Objects::default()
             };
         }
     };
@@ -214,14 +277,21 @@ async fn make(api: &Api, needs: Needs) -> Objects {
 
 /// The path with its parameters filled in.
 fn fill(path: &str, objects: &Objects, asset: &str) -> String {
-    let id = if path.contains("/tokens/") {
+    let id = if path.contains("/orphans/") {
+        objects.orphan.map(|o| o.to_string())
+    } else if path.contains("/tokens/") {
         objects.token.map(|t| t.to_string())
     } else if path.contains("/envelopes/") || path.starts_with("/e/") {
         objects.envelope.clone()
     } else {
         objects.request.map(|r| r.to_string())
     };
-    let mut filled = path.replace("{login}", OWNER).replace("{file}", asset);
+    let file = if path.starts_with("/calendar/") {
+        objects.calendar.clone().unwrap_or_default()
+    } else {
+        asset.to_owned()
+    };
+    let mut filled = path.replace("{login}", OWNER).replace("{file}", &file);
     if let Some(id) = id {
         filled = filled.replace("{id}", &id);
     }
@@ -236,6 +306,8 @@ fn api_body(api: &Api, path: &str) -> Value {
             "purpose": "grading scripts for my course sections",
             "expires_on": api.world.today_plus(30),
         })
+    } else if path.ends_with("/renew") {
+        json!({"expires_on": api.world.today_plus(60)})
     } else if path.ends_with("/deny") || path.ends_with("/revoke") {
         json!({"reason": "the matrix asks"})
     } else {
@@ -253,6 +325,11 @@ fn form_fields(api: &Api, path: &str) -> Vec<(&'static str, String)> {
         ]
     } else if path.ends_with("/deny") || path.ends_with("/revoke") {
         vec![("reason", "the matrix asks".into())]
+    } else if path.ends_with("/renew") {
+        vec![
+            ("expires_on", api.world.today_plus(60)),
+            ("purpose", "Grading scripts for my course sections".into()),
+        ]
     } else {
         vec![]
     }

@@ -34,6 +34,8 @@ pub struct EnvelopePage {
     pub reveal_url: String,
     pub canvas_settings_url: String,
     pub js: &'static str,
+    /// The token, while pending in Canvas: its owner may say they activated it.
+    pub pending_token: Option<i64>,
 }
 
 impl EnvelopePage {
@@ -57,6 +59,7 @@ impl EnvelopePage {
             reveal_url: format!("{API_PREFIX}/envelopes/{}/reveal", e.id),
             canvas_settings_url,
             js: assets::reveal_js_url(),
+            pending_token: None,
         }
     }
 }
@@ -89,12 +92,20 @@ pub async fn show(
         .envelope(&viewer.actor, &id)
         .await
         .map_err(|e| viewer.fail(e))?;
-    let page = EnvelopePage::new(
+    let mut page = EnvelopePage::new(
         &viewer,
         &envelope,
         state.app.now(),
         state.app.canvas_settings_url(),
     );
+    page.pending_token = state
+        .app
+        .request(&viewer.actor, envelope.request_id)
+        .await
+        .ok()
+        .and_then(|v| v.token)
+        .filter(|t| t.state == crate::domain::TokenState::Pending)
+        .map(|t| t.id.0);
     Ok(viewer.page(StatusCode::OK, &page))
 }
 

@@ -30,6 +30,8 @@ pub struct MePage {
     pub requests: Vec<MyRequest>,
     pub tokens: Vec<TokenRow>,
     pub mailbox: bool,
+    /// The calendar feed's address, if one was made.
+    pub calendar: Option<String>,
 }
 
 /// `GET /me`.
@@ -62,6 +64,7 @@ pub async fn show(State(state): State<WebState>, viewer: Viewer) -> Result<Respo
         });
     }
     let states: HashMap<i64, RequestState> = list.iter().map(|r| (r.id.0, r.state)).collect();
+    let calendar = app.calendar_url(actor).await.map_err(|e| viewer.fail(e))?;
     let page = MePage {
         c: viewer.chrome("My requests and tokens"),
         requests,
@@ -70,6 +73,7 @@ pub async fn show(State(state): State<WebState>, viewer: Viewer) -> Result<Respo
             .map(|t| TokenRow::new(t, states.get(&t.request_id.0).copied()))
             .collect(),
         mailbox: viewer.mailbox(),
+        calendar,
     };
     Ok(viewer.page(StatusCode::OK, &page))
 }

@@ -10,6 +10,7 @@
 
 mod assets;
 mod audit;
+mod calendar;
 mod chrome;
 pub(crate) mod demo;
 mod envelope;
@@ -17,9 +18,11 @@ pub(crate) mod error;
 mod home;
 mod mailbox;
 mod me;
+mod orphans;
 mod people;
 mod requests;
 mod session;
+mod tokens;
 mod view;
 
 use std::sync::Arc;
@@ -96,8 +99,16 @@ page_routes! { ROUTES, add_routes:
     "/requests/{id}/cancel" => post(requests::cancel);
     "/requests/{id}/retry" => post(requests::retry);
     "/requests/{id}/resend-link" => post(requests::resend_link);
+    "/tokens/{id}" => get(tokens::show);
     "/tokens/{id}/revoke" => post(requests::revoke);
+    "/tokens/{id}/renew" => post(tokens::renew);
+    "/tokens/{id}/check-activation" => post(tokens::check_activation);
     "/me" => get(me::show);
+    "/me/calendar" => post(calendar::create);
+    "/me/calendar/stop" => post(calendar::stop);
+    "/calendar/{file}" => get(calendar::feed);
+    "/orphans" => get(orphans::show);
+    "/orphans/{id}/delete" => post(orphans::delete);
     "/queue" => get(requests::queue);
     "/people" => get(people::search);
     "/people/{login}" => get(people::show);

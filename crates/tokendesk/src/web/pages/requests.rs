@@ -21,7 +21,7 @@ use crate::domain::request::{self, Action, RawNewRequest, RequestState};
 use crate::domain::{DomainError, FieldError, RequestId, TokenId};
 use crate::web::{ApiError, WebState};
 
-fn id_of(raw: &str) -> Result<i64, PageError> {
+pub(super) fn id_of(raw: &str) -> Result<i64, PageError> {
     raw.parse::<i64>()
         .map_err(|_| PageError::plain(ApiError::not_found()))
 }
@@ -204,6 +204,8 @@ pub struct RequestPage {
     pub back: String,
     /// The requester's other requests and live tokens (approvers and the help desk).
     pub history: Option<(Vec<RequestRow>, Vec<TokenRow>)>,
+    /// A renewal: the request it renews, beside it.
+    pub renewed: Option<RequestRow>,
 }
 
 /// `GET /requests/{id}`.
@@ -251,6 +253,14 @@ pub async fn show(
     } else {
         None
     };
+    let renewed = match v.request.renews {
+        Some(old) => app
+            .request(&viewer.actor, old)
+            .await
+            .ok()
+            .map(|o| RequestRow::new(&o.request)),
+        None => None,
+    };
     let now = app.now();
     let today = now.date();
     let page = RequestPage {
@@ -272,6 +282,7 @@ pub async fn show(
         min_date: view::date(today.next_day().unwrap_or(today)),
         back: format!("/requests/{}", id.0),
         history,
+        renewed,
     };
     Ok(viewer.page(StatusCode::OK, &page))
 }
@@ -287,7 +298,7 @@ pub struct DecisionForm {
 }
 
 /// After a form: back to the request page, with what happened (or why not).
-fn after(
+pub(super) fn after(
     viewer: &Viewer,
     to: &str,
     result: Result<String, AppError>,

@@ -137,6 +137,9 @@ impl Viewer {
         if roles.can_audit() {
             nav.push(("/audit", "Audit"));
         }
+        if roles.admin {
+            nav.push(("/orphans", "Orphans"));
+        }
         if self.mailbox {
             nav.push(("/mailbox", "Mailbox"));
         }

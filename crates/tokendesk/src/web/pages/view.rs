@@ -82,6 +82,10 @@ pub struct RequestRow {
     pub created: String,
     pub decided_by: String,
     pub reason: String,
+    /// An approver set an earlier expiry than asked for.
+    pub shortened: bool,
+    /// The request whose token this one renews.
+    pub renews: Option<i64>,
 }
 
 impl RequestRow {
@@ -93,7 +97,7 @@ impl RequestRow {
             application: r.application.clone().unwrap_or_default(),
             state: r.state.as_str(),
             state_help: request_state_help(r.state),
-            expires_on: date(r.expires_on),
+            expires_on: crate::domain::request::expiry_text(r.expires_on),
             requested_expires_on: date(r.requested_expires_on),
             created: when(r.created_at),
             decided_by: r
@@ -102,6 +106,8 @@ impl RequestRow {
                 .map(ToString::to_string)
                 .unwrap_or_default(),
             reason: r.reason.clone().unwrap_or_default(),
+            shortened: r.expires_on != r.requested_expires_on,
+            renews: r.renews.map(|id| id.0),
         }
     }
 }
@@ -116,6 +122,8 @@ pub struct TokenRow {
     pub expires: String,
     /// Still in Canvas (may be revoked).
     pub live: bool,
+    /// Pending in Canvas: its owner may say they activated it.
+    pub pending: bool,
 }
 
 impl TokenRow {
@@ -128,8 +136,11 @@ impl TokenRow {
             request_id: t.request_id.0,
             hint: t.hint.clone(),
             state: t.state.as_str(),
-            expires: date(t.expires_at.to_offset(UtcOffset::UTC).date()),
+            expires: crate::domain::request::expiry_text(crate::domain::request::expiry_day(
+                t.expires_at,
+            )),
             live,
+            pending: live && t.state == TokenState::Pending,
         }
     }
 }
