@@ -247,6 +247,27 @@ test('the story through the pages, accessible on every page', { timeout: 180000 
   assert.match(await sam.page.locator('main').textContent(), /this link is closed/);
   await check(sam.page, 'envelope-burned');
 
+  // ---- after delivery: "I have activated it", the token's page, the calendar ----------------
+  await sam.page.goto(`${B}/me`);
+  await sam.page.getByRole('button', { name: /^I have activated it/ }).click();
+  await sam.page.waitForURL(`${B}/me`);
+  assert.match(await flash(sam.page), /active in Canvas/);
+  await sam.page.getByRole('link', { name: /^Token \d+$/ }).first().click();
+  await sam.page.waitForURL(/\/tokens\/\d+$/);
+  assert.match(await sam.page.locator('main').textContent(), /Expires[\s\S]*\(ends /);
+  await check(sam.page, 'token');
+  await sam.page.goto(`${B}/me`);
+  await sam.page.getByRole('button', { name: 'Make a calendar address' }).click();
+  await sam.page.waitForURL(`${B}/me#calendar`);
+  const feedUrl = await sam.page.getByLabel('Your calendar address').inputValue();
+  const feed = await sam.page.request.get(feedUrl);
+  assert.equal(feed.status(), 200);
+  assert.match(feed.headers()['content-type'], /^text\/calendar/);
+  assert.match(await feed.text(), /BEGIN:VEVENT/);
+  await check(sam.page, 'me-calendar');
+  await ada.page.goto(`${B}/orphans`);
+  await check(ada.page, 'orphans');
+
   // ---- a deny ---------------------------------------------------------------------------------
   await stella.page.goto(`${B}/requests/new`);
   await stella.page.getByLabel('Purpose').fill('Export my gradebook every night to a spreadsheet');

@@ -30,6 +30,12 @@ impl ManualClock {
         let mut offset = self.offset.lock().unwrap_or_else(|e| e.into_inner());
         *offset += by;
     }
+
+    /// Moves the clock to `at` (forward or back); real time keeps running from there.
+    pub fn set(&self, at: OffsetDateTime) {
+        let mut offset = self.offset.lock().unwrap_or_else(|e| e.into_inner());
+        *offset = at - SystemClock.now();
+    }
 }
 
 impl Clock for ManualClock {

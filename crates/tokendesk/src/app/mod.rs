@@ -85,6 +85,7 @@ impl RoleBook {
 }
 
 /// Everything the service needs, built once at start.
+#[derive(Clone)]
 pub struct AppParts {
     pub store: Store,
     pub policy: Policy,
@@ -214,6 +215,12 @@ impl App {
     /// This instance's name (process id and a random part), unique across instances.
     pub fn instance(&self) -> &str {
         &self.0.instance
+    }
+
+    /// What this app was built from (another instance on the same database is built from
+    /// the same).
+    pub fn parts_cloned(&self) -> AppParts {
+        self.0.parts.clone()
     }
 
     /// The parts, for the operations (which live in this module's children).

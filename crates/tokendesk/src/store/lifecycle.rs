@@ -386,14 +386,15 @@ pub async fn renewals_of(conn: &mut AnyConnection, id: RequestId) -> StoreResult
     rows.iter().map(request_row).collect()
 }
 
-/// Submitted requests that arrived after `since`, oldest first: an approver's digest.
+/// Submitted requests that arrived from `since` on (to the second), oldest first: an
+/// approver's digest.
 pub async fn submitted_since(
     conn: &mut AnyConnection,
     since: OffsetDateTime,
     limit: i64,
 ) -> StoreResult<Vec<Request>> {
     let sql = format!(
-        "SELECT {REQUEST_COLUMNS} FROM requests WHERE state = $1 AND created_at > $2 \
+        "SELECT {REQUEST_COLUMNS} FROM requests WHERE state = $1 AND created_at >= $2 \
          ORDER BY created_at, id LIMIT $3"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))

@@ -8,6 +8,7 @@ mod db_copy;
 mod docs;
 mod email;
 mod instances;
+mod lifecycle;
 mod pages;
 mod smtp_delivery;
 mod store;

@@ -1012,3 +1012,95 @@ async fn the_queue_names_requests_nobody_else_can_approve() {
     let queue = p.get(Some("ada.admin"), "/queue").await.expect(200);
     assert!(!queue.text.contains("Nobody can approve"), "{}", queue.text);
 }
+
+/// A token's expiry reads the same on every page: the day chosen and the instant it ends (a
+/// token for the 31st once showed as expiring on the 1st); the token's page offers what its
+/// owner may do; a renewal is marked in the queue, beside the request it renews.
+#[tokio::test]
+async fn token_pages_dates_and_renewals() {
+    let p = Pages::start().await;
+    let id = p.world.issued("sam.student").await;
+    let view = p
+        .world
+        .app
+        .request(&p.world.actor("ada.admin"), id)
+        .await
+        .unwrap();
+    let token = view.token.unwrap();
+    let text = tokendesk::domain::request::expiry_text(view.request.expires_on);
+    let next_day = (view.request.expires_on + Duration::days(1)).to_string();
+    for (who, path) in [
+        ("sam.student", "/me".to_owned()),
+        ("theo.teacher", "/people/sam.student".to_owned()),
+        ("sam.student", format!("/requests/{id}")),
+        ("sam.student", format!("/tokens/{}", token.id)),
+    ] {
+        let page = p.get(Some(who), &path).await.expect(200);
+        assert!(
+            page.text.contains(&text),
+            "{path} shows {text}: {}",
+            page.text
+        );
+        assert!(
+            !page.text.contains(&format!("expires {next_day}")),
+            "{path} names the next day as the expiry"
+        );
+    }
+    let own = p
+        .get(Some("sam.student"), &format!("/tokens/{}", token.id))
+        .await
+        .expect(200);
+    for offered in [
+        "I have activated it",
+        ">Renew</button>",
+        ">Revoke</button>",
+        "History",
+    ] {
+        assert!(own.text.contains(offered), "{offered}: {}", own.text);
+    }
+    let desk = p
+        .get(Some("theo.teacher"), &format!("/tokens/{}", token.id))
+        .await
+        .expect(200);
+    assert!(desk.text.contains(">Revoke</button>"));
+    assert!(
+        !desk.text.contains(">Renew</button>"),
+        "only the owner renews"
+    );
+    let me = p.get(Some("sam.student"), "/me").await.expect(200);
+    assert!(me.text.contains("Make a calendar address"), "{}", me.text);
+
+    // Renewed: the queue marks it, the request page shows what it renews.
+    let raw = tokendesk::domain::request::RawNewRequest {
+        purpose: None,
+        expires_on: Some(p.world.today_plus(60)),
+        application: None,
+    };
+    let renewal = p
+        .world
+        .app
+        .renew(
+            &p.world.actor("sam.student"),
+            token.id,
+            &raw,
+            &Ctx::default(),
+        )
+        .await
+        .unwrap();
+    let queue = p.get(Some("ada.admin"), "/queue").await.expect(200);
+    assert!(
+        queue.text.contains(&format!("renewal of #{id}")),
+        "{}",
+        queue.text
+    );
+    let page = p
+        .get(Some("ada.admin"), &format!("/requests/{}", renewal.id))
+        .await
+        .expect(200);
+    assert!(
+        page.text.contains(&format!("href=\"/requests/{id}\"")),
+        "{}",
+        page.text
+    );
+    assert!(page.text.contains("Renews"), "{}", page.text);
+}
