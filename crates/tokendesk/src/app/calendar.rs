@@ -40,6 +40,7 @@ impl App {
 
     /// Makes `actor` a feed address, replacing the old one (which stops working).
     pub async fn new_calendar(&self, actor: &Actor, ctx: &Ctx) -> AppResult<String> {
+        super::person_only(actor)?;
         use rand::RngExt as _;
         let bytes: [u8; 32] = rand::rng().random();
         let secret = URL_SAFE_NO_PAD.encode(bytes);

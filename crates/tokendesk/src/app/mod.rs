@@ -13,6 +13,7 @@ mod people;
 mod reads;
 mod reconcile;
 mod requests;
+mod sessions;
 mod setup;
 mod sweep;
 mod tokens;
@@ -30,6 +31,10 @@ pub use lifecycle::ActivationCheck;
 pub use reads::{AUDIT_LIST, AuditQuery, MAILBOX_LIST};
 pub use reconcile::ReconcileReport;
 pub use requests::{REQUEST_LIST, RequestQuery, RequestView};
+pub use sessions::{
+    KEY_PREFIX, KEY_ROLES, KeyRefusal, LiveSession, NewKey, OIDC_FLOW_SECS, SessionKind,
+    SessionRules, SignIn, check_key_name, parse_duration, random_secret, secret_hash,
+};
 pub use setup::{connect_store, connection_string, database_url, open_store, store_options};
 pub use sweep::SweepReport;
 pub use tokens::TokenPageView;
@@ -104,6 +109,8 @@ pub struct AppParts {
     pub clock: Arc<dyn Clock>,
     /// `[notify]`.
     pub notify: crate::config::NotifyConfig,
+    /// How long sign-in sessions last.
+    pub sessions: SessionRules,
 }
 
 /// The running service; cheap to clone.
@@ -525,6 +532,18 @@ impl App {
         }
         self.record(record, ctx).await
     }
+}
+
+/// What only a person may do (ask for tokens, keep a calendar): a service key acts with its
+/// one role and nothing else.
+fn person_only(actor: &Actor) -> Result<(), DomainError> {
+    if actor.is_service_key() {
+        return Err(DomainError::Forbidden(
+            "a service key acts only with its role; it cannot ask for tokens or keep a calendar"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Whose things a list shows: the login given in `field` when the actor `may_see_others`

@@ -40,6 +40,7 @@ impl App {
         raw: &RawNewRequest,
         ctx: &Ctx,
     ) -> AppResult<Request> {
+        super::person_only(actor)?;
         let new = request::parse_new_request(raw, self.policy(), self.now().date())?;
         self.submit_new(actor, new, ctx).await
     }

@@ -143,6 +143,7 @@ impl App {
                 outbox_key: config.email.outbox_key.as_ref().map(|k| k.key().clone()),
                 product_name: "tokendesk".to_owned(),
                 notify: config.notify,
+                sessions: super::SessionRules::from_config(&config.auth),
                 clock,
             },
             workers,

@@ -28,6 +28,8 @@ pub struct SweepReport {
     pub warned_unused: usize,
     pub revoked_unused: usize,
     pub digests: usize,
+    /// Ended, expired and idle sessions deleted.
+    pub sessions_purged: u64,
 }
 
 impl App {
@@ -51,6 +53,7 @@ impl App {
         self.send_reminders(&mut report).await?;
         self.revoke_unused(&mut report).await?;
         self.send_digests(&mut report).await?;
+        report.sessions_purged = self.purge_sessions().await?;
         Ok(report)
     }
 

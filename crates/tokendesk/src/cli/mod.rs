@@ -2,6 +2,7 @@
 
 mod canvas_sim;
 mod db;
+mod keys;
 mod service;
 
 use std::process::ExitCode;
@@ -45,6 +46,9 @@ enum Command {
     Audit(service::AuditCommand),
     /// Run the Canvas simulator (token API, users, throttling, activation) on loopback.
     CanvasSim(canvas_sim::Args),
+    /// Administration: service keys for automation.
+    #[command(subcommand)]
+    Admin(keys::AdminCommand),
 }
 
 /// Runs a parsed command line and returns the process's exit code.
@@ -66,6 +70,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::CheckConfig { file } => service::check_config(&file),
             Command::Audit(command) => service::audit(command).await,
             Command::Db(command) => db::run(command).await,
+            Command::Admin(command) => keys::run(command).await,
         }
     });
     match result {

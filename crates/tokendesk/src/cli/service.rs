@@ -23,7 +23,7 @@ pub(super) struct ConfigArg {
 }
 
 impl ConfigArg {
-    fn load(&self) -> Result<Config, CliError> {
+    pub(super) fn load(&self) -> Result<Config, CliError> {
         Config::load_from_process(self.config.as_deref()).map_err(|e| {
             CliError::Usage(format!(
                 "the configuration has problems:\n{e}\n(check it with `tokendesk check-config FILE`)"

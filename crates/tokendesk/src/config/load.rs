@@ -15,8 +15,9 @@ use url::Url;
 use super::error::{ConfigErrors, ErrorKind, Origin};
 use super::{
     AuthConfig, AuthMode, CanvasConfig, CanvasKeys, Config, DatabaseUrl, EmailConfig, EmailKeys,
-    EmailTransport, LimitsConfig, NotifyConfig, OutboxKey, Policy, PoolConfig, RolesConfig,
-    SecretSource, SmtpConfig, SmtpCredentials, SmtpTls, TopKeys, WorkersConfig, sections,
+    EmailTransport, LimitsConfig, NotifyConfig, OidcConfig, OidcKeys, OutboxKey, Policy,
+    PoolConfig, RolesConfig, SecretSource, SmtpConfig, SmtpCredentials, SmtpTls, TopKeys,
+    WorkersConfig, sections,
 };
 use crate::settings::{Found, KeyDoc, Problem, ReadContext, Reader, Section, env_value, type_name};
 
@@ -41,9 +42,10 @@ pub(super) fn dotted(table: Option<&str>, key: &str) -> String {
 pub fn env_name(table: Option<&str>, key: &str) -> String {
     match table {
         None => format!("{ENV_PREFIX}{}", key.to_ascii_uppercase()),
+        // A nested table (`auth.oidc`) is `AUTH__OIDC`.
         Some(t) => format!(
             "{ENV_PREFIX}{}__{}",
-            t.to_ascii_uppercase(),
+            t.replace('.', "__").to_ascii_uppercase(),
             key.to_ascii_uppercase()
         ),
     }
@@ -223,19 +225,29 @@ impl Provider for EnvLayer {
 }
 
 fn insert(dict: &mut Dict, table: Option<&str>, key: &str, value: Value) {
-    match table {
-        None => {
-            dict.insert(key.to_owned(), value);
-        }
-        Some(t) => {
-            let entry = dict
-                .entry(t.to_owned())
-                .or_insert_with(|| Value::from(Dict::new()));
-            if let Value::Dict(_, inner) = entry {
-                inner.insert(key.to_owned(), value);
-            }
+    let mut at = dict;
+    for part in table.into_iter().flat_map(|t| t.split('.')) {
+        let entry = at
+            .entry(part.to_owned())
+            .or_insert_with(|| Value::from(Dict::new()));
+        let Value::Dict(_, inner) = entry else {
+            return;
+        };
+        at = inner;
+    }
+    at.insert(key.to_owned(), value);
+}
+
+/// The table at a dotted path (`auth.oidc`), if the values hold one there.
+fn table_at<'a>(dict: &'a Dict, path: &str) -> Option<&'a Dict> {
+    let mut at = dict;
+    for part in path.split('.') {
+        match at.get(part)? {
+            Value::Dict(_, inner) => at = inner,
+            _ => return None,
         }
     }
+    Some(at)
 }
 
 /// Reads the `TOKENDESK_…` variables into the environment layer, reporting unknown names.
@@ -361,16 +373,22 @@ fn key_lines(text: &str, path: &Path) -> Result<BTreeMap<String, usize>, ConfigE
         }
         return Err(errors);
     }
-    let mut lines = BTreeMap::new();
-    for (key, value) in doc.get_ref() {
-        let name = key.get_ref().to_string();
-        lines.insert(name.clone(), line_of(key.span().start));
-        if let toml::de::DeValue::Table(inner) = value.get_ref() {
-            for (k, _) in inner {
-                lines.insert(format!("{name}.{}", k.get_ref()), line_of(k.span().start));
+    fn walk(
+        table: &toml::de::DeTable<'_>,
+        prefix: &str,
+        line_of: &dyn Fn(usize) -> usize,
+        lines: &mut BTreeMap<String, usize>,
+    ) {
+        for (key, value) in table {
+            let name = format!("{prefix}{}", key.get_ref());
+            lines.insert(name.clone(), line_of(key.span().start));
+            if let toml::de::DeValue::Table(inner) = value.get_ref() {
+                walk(inner, &format!("{name}."), line_of, lines);
             }
         }
     }
+    let mut lines = BTreeMap::new();
+    walk(doc.get_ref(), "", &line_of, &mut lines);
     Ok(lines)
 }
 
@@ -384,50 +402,20 @@ fn unknown_keys(dict: &mut Dict, ctx: &mut Ctx) {
         .map(|k| k.key)
         .collect();
     let tables = table_names();
+    let top_tables: Vec<&str> = tables
+        .iter()
+        .copied()
+        .filter(|t| !t.contains('.'))
+        .collect();
     let names: Vec<String> = dict.keys().cloned().collect();
     for name in names {
-        if let Some(table) = tables.iter().find(|t| **t == name) {
-            let keys: Vec<String> = keys_of(Some(table))
-                .unwrap_or_default()
-                .into_iter()
-                .map(|k| k.key)
-                .collect();
-            let Some(Value::Dict(_, inner)) = dict.get_mut(&name) else {
-                let found = dict.get(&name).map_or("nothing", type_name);
-                ctx.error(
-                    &name,
-                    ErrorKind::Type,
-                    format!("expected a table [{name}], found {found}"),
-                );
-                dict.remove(&name);
-                ctx.poisoned
-                    .extend(keys.iter().map(|k| format!("{name}.{k}")));
-                continue;
-            };
-            let inner_names: Vec<String> = inner.keys().cloned().collect();
-            for key in inner_names {
-                if keys.contains(&key) {
-                    continue;
-                }
-                let full = format!("{name}.{key}");
-                let hint = suggest(&key, keys.iter().map(String::as_str))
-                    .map(|s| format!("did you mean `{s}`? "))
-                    .unwrap_or_default();
-                ctx.error(
-                    &full,
-                    ErrorKind::UnknownKey,
-                    format!(
-                        "unknown key `{full}`; {hint}known keys in [{name}]: {}",
-                        keys.join(", ")
-                    ),
-                );
-                inner.remove(&key);
-            }
+        if top_tables.contains(&name.as_str()) {
+            check_table(dict, &name, &name, &tables, ctx);
         } else if !top_keys.contains(&name) {
             let candidates = top_keys
                 .iter()
                 .map(String::as_str)
-                .chain(tables.iter().copied());
+                .chain(top_tables.iter().copied());
             let hint = suggest(&name, candidates)
                 .map(|s| format!("did you mean `{s}`? "))
                 .unwrap_or_default();
@@ -457,14 +445,72 @@ fn unknown_keys(dict: &mut Dict, ctx: &mut Ctx) {
     }
 }
 
+/// Checks the table `path` (dotted), held in `parent` under `name`: it must be a table, and
+/// hold only its declared keys and its declared sub-tables (`[auth.oidc]` inside `[auth]`).
+fn check_table(parent: &mut Dict, name: &str, path: &str, tables: &[&str], ctx: &mut Ctx) {
+    let keys: Vec<String> = keys_of(Some(path))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|k| k.key)
+        .collect();
+    let children: Vec<&str> = tables
+        .iter()
+        .filter_map(|t| t.strip_prefix(path)?.strip_prefix('.'))
+        .filter(|rest| !rest.contains('.'))
+        .collect();
+    let Some(Value::Dict(_, inner)) = parent.get_mut(name) else {
+        let found = parent.get(name).map_or("nothing", type_name);
+        ctx.error(
+            path,
+            ErrorKind::Type,
+            format!("expected a table [{path}], found {found}"),
+        );
+        parent.remove(name);
+        ctx.poisoned
+            .extend(keys.iter().map(|k| format!("{path}.{k}")));
+        return;
+    };
+    let inner_names: Vec<String> = inner.keys().cloned().collect();
+    for key in inner_names {
+        if keys.contains(&key) {
+            continue;
+        }
+        if children.contains(&key.as_str()) {
+            check_table(inner, &key, &format!("{path}.{key}"), tables, ctx);
+            continue;
+        }
+        let full = format!("{path}.{key}");
+        let hint = suggest(
+            &key,
+            keys.iter()
+                .map(String::as_str)
+                .chain(children.iter().copied()),
+        )
+        .map(|s| format!("did you mean `{s}`? "))
+        .unwrap_or_default();
+        let sub = if children.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = children.iter().map(|c| format!("[{path}.{c}]")).collect();
+            format!("; tables: {}", list.join(", "))
+        };
+        ctx.error(
+            &full,
+            ErrorKind::UnknownKey,
+            format!(
+                "unknown key `{full}`; {hint}known keys in [{path}]: {}{sub}",
+                keys.join(", ")
+            ),
+        );
+        inner.remove(&key);
+    }
+}
+
 /// Reads one section from the merged values.
 fn read<S: Section>(dict: &Dict, figment: &Figment, ctx: &mut Ctx) -> S {
     let table: Option<&Dict> = match S::TABLE {
         None => Some(dict),
-        Some(t) => match dict.get(t) {
-            Some(Value::Dict(_, inner)) => Some(inner),
-            _ => None,
-        },
+        Some(t) => table_at(dict, t),
     };
     let lookup = |key: &str| -> Option<Found<'_>> {
         let value = table?.get(key)?;
@@ -568,6 +614,7 @@ where
     let workers: WorkersConfig = read(&dict, &figment, &mut ctx);
     let canvas: CanvasKeys = read(&dict, &figment, &mut ctx);
     let auth: AuthConfig = read(&dict, &figment, &mut ctx);
+    let oidc: OidcKeys = read(&dict, &figment, &mut ctx);
     let roles: RolesConfig = read(&dict, &figment, &mut ctx);
     let email: EmailKeys = read(&dict, &figment, &mut ctx);
     let policy: Policy = read(&dict, &figment, &mut ctx);
@@ -575,7 +622,7 @@ where
     let notify: NotifyConfig = read(&dict, &figment, &mut ctx);
 
     // 4. What involves several keys, or the file's place.
-    let built = build(top, canvas, auth, email, &policy, &mut ctx);
+    let built = build(top, canvas, auth, oidc, email, &policy, &mut ctx);
     match built {
         Some(parts) if ctx.errors.is_empty() => Ok(Config {
             listen: parts.listen,
@@ -587,6 +634,7 @@ where
             workers,
             canvas: parts.canvas,
             auth: parts.auth,
+            oidc: parts.oidc,
             roles,
             email: parts.email,
             policy,
@@ -607,6 +655,7 @@ struct Built {
     terms_text: Option<String>,
     canvas: CanvasConfig,
     auth: AuthConfig,
+    oidc: Option<OidcConfig>,
     email: EmailConfig,
 }
 
@@ -665,6 +714,7 @@ fn build(
     top: TopKeys,
     canvas: CanvasKeys,
     auth: AuthConfig,
+    oidc: OidcKeys,
     email: EmailKeys,
     policy: &Policy,
     ctx: &mut Ctx,
@@ -718,6 +768,11 @@ fn build(
         Some(t) => Some(Some(t.to_owned())),
     };
     let canvas = build_canvas(canvas, ctx);
+    let oidc = if auth.mode == AuthMode::Oidc {
+        build_oidc(oidc, top.public_url.is_some(), ctx).map(Some)
+    } else {
+        Some(None)
+    };
     let auth = build_auth(auth, listen, ctx);
     let email = build_email(email, ctx);
     // A comparison with a rejected (defaulted) value would mislead.
@@ -735,6 +790,7 @@ fn build(
         terms_text: terms_text?,
         canvas: canvas?,
         auth: auth?,
+        oidc: oidc?,
         email: email?,
     })
 }
@@ -752,16 +808,15 @@ fn required_secret(
     let inline_key = format!("{table}.{key}");
     let file_key = format!("{table}.{key}_file");
     if !ctx.poisoned.contains(&inline_key) && !ctx.poisoned.contains(&file_key) {
-        let (ti, tf) = (
-            table.to_ascii_uppercase(),
-            format!("{}_FILE", key.to_ascii_uppercase()),
+        let (vi, vf) = (
+            env_name(Some(table), key),
+            env_name(Some(table), &format!("{key}_file")),
         );
         ctx.error(
             &inline_key,
             ErrorKind::Missing,
             format!(
-                "required; set exactly one of `{key}` or `{key}_file` in [{table}] (or TOKENDESK_{ti}__{} / TOKENDESK_{ti}__{tf})",
-                key.to_ascii_uppercase()
+                "required; set exactly one of `{key}` or `{key}_file` in [{table}] (or {vi} / {vf})"
             ),
         );
     }
@@ -804,6 +859,117 @@ fn build_auth(auth: AuthConfig, listen: SocketAddr, ctx: &mut Ctx) -> Option<Aut
         return None;
     }
     Some(AuthConfig { header, ..auth })
+}
+
+/// `[auth.oidc]` with `auth.mode = "oidc"`: the provider, the client, and a public URL the
+/// provider can send people back to.
+fn build_oidc(keys: OidcKeys, public_url_given: bool, ctx: &mut Ctx) -> Option<OidcConfig> {
+    if !public_url_given && !ctx.poisoned.contains("public_url") {
+        ctx.missing(
+            None,
+            "public_url",
+            " with auth.mode = \"oidc\" (the provider sends people back to <public_url>auth/callback)",
+        );
+    }
+    let issuer = match keys.issuer.as_deref().map(str::trim) {
+        None | Some("") => {
+            ctx.missing(
+                Some("auth.oidc"),
+                "issuer",
+                " with auth.mode = \"oidc\" (e.g. https://login.microsoftonline.com/TENANT/v2.0)",
+            );
+            None
+        }
+        Some(text) => {
+            let checked = http_url(
+                ctx,
+                "auth.oidc.issuer",
+                text,
+                "ID tokens and the client secret travel over it",
+            );
+            checked.map(|_| text.to_owned())
+        }
+    };
+    let client_id = match keys.client_id.as_deref().map(str::trim) {
+        None | Some("") => {
+            ctx.missing(
+                Some("auth.oidc"),
+                "client_id",
+                " with auth.mode = \"oidc\" (the id the provider gave tokendesk)",
+            );
+            None
+        }
+        Some(id) => Some(id.to_owned()),
+    };
+    let secret = required_secret(ctx, "auth.oidc", "client_secret", &keys.client_secret);
+    let mut scopes: Vec<String> = vec!["openid".to_owned()];
+    let mut scopes_ok = true;
+    for scope in &keys.scopes {
+        let scope = scope.trim();
+        if scope.is_empty()
+            || !scope
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        {
+            ctx.invalid(
+                "auth.oidc.scopes",
+                format!(
+                    "`{}` is not a scope; a scope is one word of printable ASCII, e.g. \"email\"",
+                    scope.escape_default()
+                ),
+            );
+            scopes_ok = false;
+        } else if !scopes.iter().any(|s| s == scope) {
+            scopes.push(scope.to_owned());
+        }
+    }
+    let claim_ok = |ctx: &mut Ctx, key: &str, value: &str| {
+        let ok = !value.trim().is_empty() && value.len() <= 100;
+        if !ok {
+            ctx.invalid(
+                key,
+                "must name a claim of the ID token, e.g. \"preferred_username\"",
+            );
+        }
+        ok
+    };
+    let login_ok = claim_ok(ctx, "auth.oidc.login_claim", &keys.login_claim);
+    let groups_ok = claim_ok(ctx, "auth.oidc.groups_claim", &keys.groups_claim);
+    let strip_domain = match keys.strip_domain.as_deref().map(str::trim) {
+        None => Some(None),
+        Some(d)
+            if d.len() >= 2
+                && d.starts_with('@')
+                && !d[1..].contains('@')
+                && !d.chars().any(char::is_whitespace) =>
+        {
+            Some(Some(d.to_lowercase()))
+        }
+        Some(d) => {
+            ctx.invalid(
+                "auth.oidc.strip_domain",
+                format!(
+                    "`{}` must be a domain with its @, e.g. \"@wisc.edu\"",
+                    d.escape_default()
+                ),
+            );
+            None
+        }
+    };
+    let (client_secret, client_secret_source) = secret?;
+    if !(scopes_ok && login_ok && groups_ok) {
+        return None;
+    }
+    Some(OidcConfig {
+        issuer: issuer?,
+        client_id: client_id?,
+        client_secret,
+        client_secret_source,
+        scopes,
+        login_claim: keys.login_claim.trim().to_owned(),
+        strip_domain: strip_domain?,
+        groups_claim: keys.groups_claim.trim().to_owned(),
+    })
 }
 
 fn build_email(mut keys: EmailKeys, ctx: &mut Ctx) -> Option<EmailConfig> {

@@ -60,6 +60,8 @@ pub struct Config {
     pub canvas: CanvasConfig,
     /// `[auth]`.
     pub auth: AuthConfig,
+    /// `[auth.oidc]`, checked: present exactly when `auth.mode = "oidc"`.
+    pub oidc: Option<OidcConfig>,
     /// `[roles]`.
     pub roles: RolesConfig,
     /// `[email]`.
@@ -181,9 +183,19 @@ pub enum AuthMode {
     TrustedHeader,
     /// Pick a seeded user; for the demo only (loopback `listen` required when loaded from a file).
     Demo,
+    /// OpenID Connect against the campus identity provider (`[auth.oidc]`).
+    Oidc,
 }
 
-choices!(AuthMode { "trusted-header" => TrustedHeader, "demo" => Demo });
+choices!(AuthMode { "trusted-header" => TrustedHeader, "demo" => Demo, "oidc" => Oidc });
+
+impl AuthMode {
+    /// Whether people sign in to tokendesk itself and hold a session in the database (demo and
+    /// OIDC), rather than being vouched for on every request by a proxy.
+    pub fn has_sessions(self) -> bool {
+        matches!(self, AuthMode::Demo | AuthMode::Oidc)
+    }
+}
 
 /// The default `auth.trusted_proxies`: loopback.
 fn loopback_nets() -> Vec<IpNet> {
@@ -203,14 +215,59 @@ section! {
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub struct AuthConfig in "auth" {
         /// `trusted-header`: a reverse proxy (SAML/Shibboleth, …) authenticates and sets
-        /// `header`, believed only from `trusted_proxies`. `demo`: pick a seeded person (only
-        /// with a loopback `listen`).
+        /// `header`, believed only from `trusted_proxies`. `oidc`: OpenID Connect with the
+        /// identity provider of `[auth.oidc]`. `demo`: pick a seeded person (only with a
+        /// loopback `listen`).
         mode: AuthMode = AuthMode::TrustedHeader;
         /// The header carrying the login in trusted-header mode.
         header: String = "X-Remote-User".to_owned();
         /// Peers whose `header` (and `X-Forwarded-For`) is believed: networks (`10.0.0.0/8`) or
         /// single addresses.
         trusted_proxies: Vec<IpNet> = loopback_nets();
+        /// `oidc` and `demo`: a session not used for this many minutes ends (NIST SP 800-63B
+        /// AAL2 asks for at most 60).
+        session_idle_minutes: u32 = 60, in 1..=1440;
+        /// `oidc` and `demo`: a session ends this many hours after sign-in, used or not (AAL2:
+        /// at most 12).
+        session_max_hours: u32 = 12, in 1..=720;
+    }
+}
+
+impl AuthConfig {
+    /// How long a session may sit unused, in seconds.
+    pub fn session_idle_secs(&self) -> i64 {
+        i64::from(self.session_idle_minutes) * 60
+    }
+
+    /// How long a session lasts at most, in seconds.
+    pub fn session_max_secs(&self) -> i64 {
+        i64::from(self.session_max_hours) * 3600
+    }
+}
+
+section! {
+    /// `[auth.oidc]`: the OpenID provider, with `auth.mode = "oidc"`. Register tokendesk there
+    /// as a confidential web client with the redirect URI `<public_url>auth/callback` and the
+    /// post-logout redirect URI `<public_url>auth/signed-out`.
+    #[derive(Debug, Clone)]
+    pub struct OidcKeys in "auth.oidc" {
+        /// The provider's issuer URL, as its discovery document
+        /// (`<issuer>/.well-known/openid-configuration`) names it; `https://` unless loopback.
+        /// Required with `auth.mode = "oidc"`.
+        issuer: Option<String> = None;
+        /// The client id tokendesk is registered with. Required with `auth.mode = "oidc"`.
+        client_id: Option<String> = None;
+        /// The client secret (prefer `client_secret_file`). Required with `auth.mode = "oidc"`.
+        client_secret: Secret = Secret::default();
+        /// The scopes asked for; `openid` is always among them.
+        scopes: Vec<String> = vec!["openid".to_owned(), "profile".to_owned(), "email".to_owned()];
+        /// The ID token claim holding the login (e.g. `preferred_username`, `upn`, `email`).
+        login_claim: String = "preferred_username".to_owned();
+        /// A suffix removed from the login claim when present, e.g. `@wisc.edu`.
+        strip_domain: Option<String> = None;
+        /// The ID token claim listing the person's groups (mapped to roles by `[roles]
+        /// *_groups`).
+        groups_claim: String = "groups".to_owned();
     }
 }
 
@@ -235,6 +292,15 @@ section! {
         auditors: Vec<Login> = Vec::new();
         /// Everything, plus policy.
         admins: Vec<Login> = Vec::new();
+        /// `auth.mode = "oidc"`: members of these groups (values of `auth.oidc.groups_claim`)
+        /// are approvers.
+        approver_groups: Vec<String> = Vec::new();
+        /// `auth.mode = "oidc"`: members of these groups are help desk.
+        helpdesk_groups: Vec<String> = Vec::new();
+        /// `auth.mode = "oidc"`: members of these groups are auditors.
+        auditor_groups: Vec<String> = Vec::new();
+        /// `auth.mode = "oidc"`: members of these groups are admins.
+        admin_groups: Vec<String> = Vec::new();
     }
 }
 
@@ -357,6 +423,7 @@ pub fn sections() -> Vec<(Option<&'static str>, Vec<crate::settings::KeyDoc>)> {
         entry::<WorkersConfig>(),
         entry::<CanvasKeys>(),
         entry::<AuthConfig>(),
+        entry::<OidcKeys>(),
         entry::<RolesConfig>(),
         entry::<EmailKeys>(),
         entry::<Policy>(),
@@ -405,6 +472,27 @@ impl CanvasConfig {
     pub fn user_id_for(&self, login: &str) -> String {
         self.keys.user_id_pattern.as_str().replace("{login}", login)
     }
+}
+
+/// `[auth.oidc]`, checked (with `auth.mode = "oidc"`).
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    /// The issuer URL exactly as given (the ID token's `iss` must equal it).
+    pub issuer: String,
+    /// The client id.
+    pub client_id: String,
+    /// The client secret.
+    pub client_secret: SecretString,
+    /// Where the client secret came from.
+    pub client_secret_source: SecretSource,
+    /// The scopes asked for, `openid` first.
+    pub scopes: Vec<String>,
+    /// The claim holding the login.
+    pub login_claim: String,
+    /// A suffix taken off the login claim (lower case), if any.
+    pub strip_domain: Option<String>,
+    /// The claim listing groups.
+    pub groups_claim: String,
 }
 
 /// `[email]`, checked: the keys, with SMTP and the outbox key resolved.
@@ -678,6 +766,7 @@ impl Config {
             terms_text: None,
             canvas: CanvasConfig::new(canvas_url, admin_token),
             auth: AuthConfig::default(),
+            oidc: None,
             roles: RolesConfig::default(),
             email: EmailConfig::default(),
             policy: Policy::default(),

@@ -365,7 +365,7 @@ max_active_tokens_per_person = 0
         "canvas.url: `ftp://canvas.example.edu` must be an http:// or https:// URL with a host",
         "canvas.admin_token: admin_token and admin_token_file are both set; keep one",
         "canvas.user_id_pattern: `sis_login_id:` must contain {login}",
-        "auth.mode: expected one of trusted-header, demo, got `saml`",
+        "auth.mode: expected one of trusted-header, demo, oidc, got `saml`",
         "auth.header: `X Remote User` is not an HTTP header name",
         "auth.trusted_proxies: `not-an-ip` is not an IP network",
         "roles.approvers: item 2 (`bob smith`) must be a non-empty login without whitespace",
@@ -491,7 +491,7 @@ fn env_errors_name_the_variable() {
     let text = errs.to_string();
     assert!(
         text.contains(
-            "TOKENDESK_AUTH__MODE (auth.mode): expected one of trusted-header, demo, got `saml`"
+            "TOKENDESK_AUTH__MODE (auth.mode): expected one of trusted-header, demo, oidc, got `saml`"
         ),
         "{text}"
     );

@@ -92,7 +92,23 @@ impl Login {
         if value.chars().all(|c| c == '.') {
             return invalid("a login cannot be only dots");
         }
+        if value.to_lowercase().starts_with(Self::SERVICE_KEY_PREFIX) {
+            return invalid("logins beginning with `key:` name service keys");
+        }
         Ok(Login(value.to_lowercase()))
+    }
+
+    /// What begins the name a service key acts under (`key:NAME`); no person's login can.
+    pub const SERVICE_KEY_PREFIX: &'static str = "key:";
+
+    /// The name the service key `name` acts under: `key:NAME`.
+    pub fn service_key(name: &str) -> Login {
+        Login(format!("{}{name}", Self::SERVICE_KEY_PREFIX))
+    }
+
+    /// Whether this names a service key rather than a person.
+    pub fn is_service_key(&self) -> bool {
+        self.0.starts_with(Self::SERVICE_KEY_PREFIX)
     }
 
     /// A login as the database holds it. Not checked again: a login stored by an earlier release,

@@ -66,7 +66,19 @@ pub async fn start(
 ) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
     let sqlite_lock = lock_sqlite(&config.database)?;
-    let auth = WebAuth::new(&config.auth, addr, demo_people).context("cannot set up sign-in")?;
+    let oidc = match &config.oidc {
+        Some(oidc) => Some(
+            crate::web::oidc::Oidc::new(
+                oidc.clone(),
+                crate::web::oidc::GroupRoles::from_config(&config.roles),
+                &config.public_url,
+            )
+            .map_err(|e| anyhow::anyhow!("auth.oidc: {e}"))?,
+        ),
+        None => None,
+    };
+    let auth = WebAuth::with_oidc(&config.auth, addr, demo_people, oidc)
+        .context("cannot set up sign-in")?;
     let routes = router_with(app.clone(), auth, WebOptions::from_config(config));
     let (stop, stopped) = watch::channel(false);
     let workers = crate::jobs::spawn_workers(app.clone(), stopped.clone());

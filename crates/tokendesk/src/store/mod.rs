@@ -11,6 +11,7 @@ mod people;
 mod periodic;
 mod queue;
 mod requests;
+mod sessions;
 mod sql;
 mod tokens;
 mod tx;
@@ -46,6 +47,12 @@ pub use queue::{
 pub use requests::{
     RequestFilter, expiring_requests, get_request, holdings, insert_request, list_requests,
     update_request,
+};
+pub use sessions::{
+    NewSession, OidcFlow, StoredKey, StoredSession, end_session_by_hash, end_session_of,
+    end_sessions_of, insert_flow, insert_key, insert_session, key_by_hash, list_keys,
+    live_sessions_of, purge_sessions, revoke_key, session_by_hash, take_flow, touch_key,
+    touch_session,
 };
 pub use tokens::{
     StoredToken, due_activation_checks, get_token, insert_token, list_tokens, move_token,

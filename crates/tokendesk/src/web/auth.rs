@@ -1,5 +1,6 @@
-//! Who is asking: the trusted header set by a sign-in proxy, or (demo only) a signed cookie
-//! chosen on the demo sign-in page. Also the client address recorded in the audit trail.
+//! Who is asking: the trusted header set by a sign-in proxy, a session in the database (OIDC,
+//! or the demo's sign-in page), or a service key on the JSON API (`Authorization: Bearer`).
+//! Also the client address recorded in the audit trail.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -11,15 +12,12 @@ use axum::http::{HeaderMap, HeaderName};
 use serde::Serialize;
 
 use super::WebState;
+use super::cookies::{Cookies, Kind};
 use super::error::ApiError;
-use crate::app::Ctx;
+use super::oidc::Oidc;
+use crate::app::{Ctx, KeyRefusal, LiveSession};
 use crate::config::{AuthConfig, AuthMode};
 use crate::domain::{Actor, FieldError, Login};
-
-/// The demo session cookie.
-pub const DEMO_COOKIE: &str = "tokendesk_demo";
-/// How long a demo session lasts.
-pub(crate) const DEMO_SESSION_SECS: i64 = 12 * 60 * 60;
 
 /// How people sign in, as the web layer applies it. Cheap to clone.
 #[derive(Clone)]
@@ -31,12 +29,11 @@ struct Inner {
     /// The server's own listen address (the demo sign-in is refused unless it is loopback).
     listen: SocketAddr,
     demo: Option<Demo>,
+    oidc: Option<Oidc>,
 }
 
 pub(crate) struct Demo {
     pub(crate) people: Vec<(Login, String)>,
-    /// Signs session cookies; random per process, so a restart signs everyone out.
-    key: cookie::Key,
 }
 
 /// Why the sign-in settings cannot be used.
@@ -44,8 +41,18 @@ pub(crate) struct Demo {
 pub enum WebAuthError {
     #[error("auth.header {0:?} is not a valid HTTP header name")]
     BadHeader(String),
-    #[error("cannot sign the demo session")]
-    Signing,
+    #[error("auth.oidc: {0}")]
+    Oidc(String),
+}
+
+/// Who a request comes from, before roles are looked up.
+enum Identity {
+    /// Vouched for by the sign-in proxy.
+    Header(Login),
+    /// A live session (OIDC or demo).
+    Session(LiveSession),
+    /// A service key.
+    Key(Actor),
 }
 
 impl WebAuth {
@@ -56,17 +63,32 @@ impl WebAuth {
         listen: SocketAddr,
         demo_people: Vec<(Login, String)>,
     ) -> Result<WebAuth, WebAuthError> {
+        WebAuth::with_oidc(config, listen, demo_people, None)
+    }
+
+    /// As [`WebAuth::new`], with the OpenID provider of `auth.mode = "oidc"`.
+    pub fn with_oidc(
+        config: &AuthConfig,
+        listen: SocketAddr,
+        demo_people: Vec<(Login, String)>,
+        oidc: Option<Oidc>,
+    ) -> Result<WebAuth, WebAuthError> {
         let header = HeaderName::from_bytes(config.header.trim().as_bytes())
             .map_err(|_| WebAuthError::BadHeader(config.header.clone()))?;
-        let demo = (config.mode == AuthMode::Demo).then(|| Demo {
+        let demo = (config.mode == AuthMode::Demo).then_some(Demo {
             people: demo_people,
-            key: cookie::Key::generate(),
         });
+        if config.mode == AuthMode::Oidc && oidc.is_none() {
+            return Err(WebAuthError::Oidc(
+                "auth.mode is oidc but no provider is configured".into(),
+            ));
+        }
         Ok(WebAuth(Arc::new(Inner {
             config: config.clone(),
             header,
             listen,
             demo,
+            oidc: oidc.filter(|_| config.mode == AuthMode::Oidc),
         })))
     }
 
@@ -87,6 +109,20 @@ impl WebAuth {
     /// Whether the demo sign-in may be used here.
     pub fn demo_allowed(&self) -> bool {
         self.0.demo.is_some() && demo_allowed_on(self.0.listen)
+    }
+
+    /// The OpenID provider (`auth.mode = "oidc"`).
+    pub fn oidc(&self) -> Option<&Oidc> {
+        self.0.oidc.as_ref()
+    }
+
+    /// Whether people sign in to tokendesk itself (a session cookie) here.
+    fn sessions_here(&self) -> bool {
+        match self.0.config.mode {
+            AuthMode::Oidc => true,
+            AuthMode::Demo => self.demo_allowed(),
+            AuthMode::TrustedHeader => false,
+        }
     }
 
     /// The address to record for a request from `peer`: the peer itself, unless it is a
@@ -118,23 +154,20 @@ impl WebAuth {
         Some(client.to_string())
     }
 
-    /// What a browser's CSRF token is bound to: its session (the demo's signed session, which
-    /// changes at every sign-in), or the login the sign-in proxy vouches for.
+    /// What a browser's CSRF token is bound to: its session (a new one at every sign-in), or
+    /// the login the sign-in proxy vouches for.
     pub(crate) fn session_binding(
         &self,
+        cookies: &Cookies,
         peer: Option<IpAddr>,
         headers: &HeaderMap,
-        now: i64,
     ) -> Option<String> {
-        let login = self.login(peer, headers, now).ok()??;
-        match self.0.config.mode {
-            AuthMode::Demo => {
-                let jar = axum_extra::extract::cookie::CookieJar::from_headers(headers);
-                let session = jar.get(DEMO_COOKIE)?.value().to_owned();
-                Some(format!("demo:{session}"))
-            }
-            AuthMode::TrustedHeader => Some(format!("login:{login}")),
+        if self.sessions_here() {
+            let session = cookies.get(headers, Kind::Session)?;
+            return Some(format!("session:{}", crate::app::secret_hash(&session)));
         }
+        let login = self.header_login(peer, headers).ok()??;
+        Some(format!("login:{login}"))
     }
 
     /// The demo sign-in, when it may be used here.
@@ -142,76 +175,82 @@ impl WebAuth {
         self.0.demo.as_ref().filter(|_| self.demo_allowed())
     }
 
-    /// The signed-in login of a request, if any. A login the sign-in proxy vouches for that
-    /// tokendesk cannot use (see [`Login::parse`]) is an error naming why, not a silent
-    /// "signed out".
-    fn login(
+    /// Trusted-header mode: the login the proxy vouches for, if any. A login tokendesk cannot
+    /// use (see [`Login::parse`]) is an error naming why, not a silent "signed out".
+    fn header_login(
         &self,
         peer: Option<IpAddr>,
         headers: &HeaderMap,
-        now: i64,
     ) -> Result<Option<Login>, FieldError> {
-        match self.0.config.mode {
-            AuthMode::TrustedHeader => {
-                // The header is believed only from a trusted proxy; from anyone else it is ignored.
-                if !peer.is_some_and(|p| self.0.config.is_trusted_proxy(p)) {
-                    return Ok(None);
-                }
-                let Some(raw) = headers.get(&self.0.header) else {
-                    return Ok(None);
-                };
-                let raw = String::from_utf8_lossy(raw.as_bytes());
-                if raw.trim().is_empty() {
-                    return Ok(None);
-                }
-                Login::parse(&raw).map(Some)
-            }
-            AuthMode::Demo => {
-                let Some(demo) = self.0.demo.as_ref().filter(|_| self.demo_allowed()) else {
-                    return Ok(None);
-                };
-                let jar = axum_extra::extract::cookie::CookieJar::from_headers(headers);
-                Ok(jar
-                    .get(DEMO_COOKIE)
-                    .and_then(|c| demo.verify(c.value(), now)))
-            }
+        if self.0.config.mode != AuthMode::TrustedHeader {
+            return Ok(None);
         }
+        // The header is believed only from a trusted proxy; from anyone else it is ignored.
+        if !peer.is_some_and(|p| self.0.config.is_trusted_proxy(p)) {
+            return Ok(None);
+        }
+        let Some(raw) = headers.get(&self.0.header) else {
+            return Ok(None);
+        };
+        let raw = String::from_utf8_lossy(raw.as_bytes());
+        if raw.trim().is_empty() {
+            return Ok(None);
+        }
+        Login::parse(&raw).map(Some)
     }
+
+    /// Who a request comes from: a service key (JSON API only), the proxy's header, or a
+    /// session.
+    async fn identify(
+        &self,
+        state: &WebState,
+        parts: &Parts,
+        peer: Option<IpAddr>,
+    ) -> Result<Option<Identity>, ApiError> {
+        if let Some(value) = bearer(&parts.headers) {
+            // Nested routers see their own part of the path: the original one decides.
+            let path = parts
+                .extensions
+                .get::<axum::extract::OriginalUri>()
+                .map_or(parts.uri.path(), |u| u.0.path());
+            if !path.starts_with("/api/") {
+                return Ok(None);
+            }
+            return match state.app.key_actor(value).await.map_err(ApiError::from)? {
+                Ok(actor) => Ok(Some(Identity::Key(actor))),
+                Err(refusal) => Err(ApiError::key_refused(&refusal)),
+            };
+        }
+        if let Some(login) = self
+            .header_login(peer, &parts.headers)
+            .map_err(|e| ApiError::invalid_login(e.message))?
+        {
+            return Ok(Some(Identity::Header(login)));
+        }
+        if !self.sessions_here() {
+            return Ok(None);
+        }
+        let Some(cookie) = state.cookies.get(&parts.headers, Kind::Session) else {
+            return Ok(None);
+        };
+        let session = state.app.session(&cookie).await.map_err(ApiError::from)?;
+        Ok(session.map(Identity::Session))
+    }
+}
+
+/// The value of `Authorization: Bearer …`, if one was sent.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
 }
 
 /// The demo sign-in works only when the server listens on loopback (nobody else can reach it).
 pub fn demo_allowed_on(listen: SocketAddr) -> bool {
     listen.ip().to_canonical().is_loopback()
-}
-
-impl Demo {
-    /// The signed cookie value of a sign-in at `issued`: `login.issued`, signed with this
-    /// process's key (the cookie crate's signed jar).
-    pub(crate) fn sign(&self, login: &Login, issued: i64) -> Option<String> {
-        let mut jar = cookie::CookieJar::new();
-        jar.signed_mut(&self.key).add(cookie::Cookie::new(
-            DEMO_COOKIE,
-            format!("{login}.{issued}"),
-        ));
-        jar.get(DEMO_COOKIE).map(|c| c.value().to_owned())
-    }
-
-    pub(crate) fn verify(&self, value: &str, now: i64) -> Option<Login> {
-        let mut jar = cookie::CookieJar::new();
-        jar.add_original(cookie::Cookie::new(DEMO_COOKIE, value.to_owned()));
-        let verified = jar.signed(&self.key).get(DEMO_COOKIE)?;
-        let (login, issued) = verified.value().rsplit_once('.')?;
-        let issued: i64 = issued.parse().ok()?;
-        if issued > now + 60 || now - issued >= DEMO_SESSION_SECS {
-            return None;
-        }
-        let login = Login::parse(login).ok()?;
-        // Only the people of the demo.
-        self.people
-            .iter()
-            .any(|(l, _)| *l == login)
-            .then_some(login)
-    }
 }
 
 /// The address of the connection a request came in on, when the server recorded one.
@@ -252,20 +291,56 @@ impl FromRequestParts<WebState> for SignedIn {
 
     async fn from_request_parts(parts: &mut Parts, state: &WebState) -> Result<Self, ApiError> {
         let peer = peer(parts);
-        let now = state.app.now().unix_timestamp();
-        let login = state
+        let identity = state
             .auth
-            .login(peer, &parts.headers, now)
-            .map_err(|e| ApiError::invalid_login(e.message))?
+            .identify(state, parts, peer)
+            .await?
             .ok_or_else(ApiError::unauthenticated)?;
-        tracing::Span::current().record("login", login.as_str());
+        let actor = match identity {
+            Identity::Header(login) => state.app.actor(login),
+            Identity::Key(actor) => actor,
+            Identity::Session(session) => {
+                let mut actor = state.app.actor(session.login.clone());
+                actor.roles = actor.roles.union(session.roles);
+                parts.extensions.insert(session);
+                actor
+            }
+        };
+        tracing::Span::current().record("login", actor.login.as_str());
         let ctx = Ctx {
             client_addr: state.auth.client_addr(peer, &parts.headers),
         };
-        Ok(SignedIn {
-            actor: state.app.actor(login),
-            ctx,
-        })
+        Ok(SignedIn { actor, ctx })
+    }
+}
+
+/// The session a request was signed in with, when it was (set by [`SignedIn`]).
+pub fn current_session(parts: &Parts) -> Option<&LiveSession> {
+    parts.extensions.get::<LiveSession>()
+}
+
+impl ApiError {
+    /// A service key that is not (or no longer) accepted: 401, saying which.
+    pub fn key_refused(refusal: &KeyRefusal) -> ApiError {
+        let day = |t: time::OffsetDateTime| t.date().to_string();
+        let (code, message) = match refusal {
+            KeyRefusal::Unknown => (
+                "unauthenticated",
+                "this service key is not known here; check it was copied whole".to_owned(),
+            ),
+            KeyRefusal::Expired { name, at } => (
+                "key_expired",
+                format!(
+                    "the service key `{name}` expired on {}; make a new one with `tokendesk admin keys create`",
+                    day(*at)
+                ),
+            ),
+            KeyRefusal::Revoked { name, at } => (
+                "key_revoked",
+                format!("the service key `{name}` was revoked on {}", day(*at)),
+            ),
+        };
+        ApiError::new(axum::http::StatusCode::UNAUTHORIZED, code, message)
     }
 }
 
@@ -292,7 +367,7 @@ pub struct MeJson {
 pub async fn me(SignedIn { actor, .. }: SignedIn) -> Json<MeJson> {
     Json(MeJson {
         login: actor.login.to_string(),
-        roles: actor.roles.names(),
+        roles: actor.role_names(),
     })
 }
 
@@ -300,8 +375,6 @@ pub async fn me(SignedIn { actor, .. }: SignedIn) -> Json<MeJson> {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use axum::http::HeaderValue;
-    use base64::Engine as _;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     use super::*;
 
@@ -336,26 +409,6 @@ mod tests {
         )
         .unwrap();
         assert!(!auth.demo_allowed());
-    }
-
-    #[test]
-    fn session_cookies_are_signed_and_expire() {
-        let auth = demo_auth("127.0.0.1:0");
-        let demo = auth.0.demo.as_ref().unwrap();
-        let sam = Login::parse("sam.student").unwrap();
-        let value = demo.sign(&sam, 1000).unwrap();
-        assert_eq!(demo.verify(&value, 1000), Some(sam.clone()));
-        assert_eq!(demo.verify(&value, 1000 + DEMO_SESSION_SECS), None);
-        // Another login with the same signature does not pass.
-        let (_, rest) = value.split_once('.').unwrap();
-        let forged = format!("{}.{rest}", URL_SAFE_NO_PAD.encode("ada.admin"));
-        assert_eq!(demo.verify(&forged, 1000), None);
-        // Nor a cookie signed by another process.
-        let other = demo_auth("127.0.0.1:0");
-        assert_eq!(other.0.demo.as_ref().unwrap().verify(&value, 1000), None);
-        // Someone not among the demo people, even correctly signed, is not signed in.
-        let ada = Login::parse("ada.admin").unwrap();
-        assert_eq!(demo.verify(&demo.sign(&ada, 1000).unwrap(), 1000), None);
     }
 
     #[test]

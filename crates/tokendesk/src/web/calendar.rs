@@ -12,7 +12,7 @@ use super::WebState;
 use super::auth::SignedIn;
 use super::error::ApiResult;
 use super::extract::{JsonBody, NoFields};
-use super::openapi::{Always, Body};
+use super::openapi::{Always, Body, Refusable};
 
 pub(super) fn routes() -> OpenApiRouter<WebState> {
     OpenApiRouter::new()
@@ -54,7 +54,7 @@ async fn show(
     tag = "people",
     operation_id = "newCalendar",
     request_body = NoFields,
-    responses((status = 200, description = "The new feed", body = CalendarJson), Always, Body),
+    responses((status = 200, description = "The new feed", body = CalendarJson), Always, Body, Refusable),
 )]
 async fn create(
     State(state): State<WebState>,

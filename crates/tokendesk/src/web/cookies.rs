@@ -1,7 +1,7 @@
 //! Every cookie tokendesk sets, declared once ([`Kind`]: name and attributes) and made and read
 //! through axum-extra's cookie jar. Cookies that carry something a visitor must not choose (the
-//! demo session, the flash message, the page to return to) are signed with a key drawn at start
-//! (a restart signs everyone out of the demo). When the public URL is `https`, every cookie is
+//! flash message, the page to return to) are signed with a key drawn at start. The session
+//! cookie holds a random id the database knows by its hash only. When the public URL is `https`, every cookie is
 //! `Secure` and named with the `__Host-` prefix, so no other site or subdomain can set it.
 
 use axum::http::header::SET_COOKIE;
@@ -11,8 +11,11 @@ use axum_extra::extract::cookie::{Cookie, CookieJar, Key, SameSite, SignedCookie
 /// A cookie of tokendesk's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// The demo sign-in (its value signed by the demo sign-in itself, with when it was made).
-    Demo,
+    /// A sign-in session (OIDC or demo): a random id whose hash names the session in the
+    /// database.
+    Session,
+    /// The `state` of an OIDC sign-in under way, binding the provider's answer to this browser.
+    OidcState,
     /// The CSRF token of a browser, bound to its session ([`Cookies::mint_csrf`]).
     Csrf,
     /// The one-time message shown on the page after a form (signed).
@@ -25,7 +28,8 @@ impl Kind {
     /// The name, without the `__Host-` prefix.
     pub const fn base_name(self) -> &'static str {
         match self {
-            Kind::Demo => "tokendesk_demo",
+            Kind::Session => "tokendesk_session",
+            Kind::OidcState => "tokendesk_oidc",
             Kind::Csrf => "tokendesk_csrf",
             Kind::Flash => "tokendesk_flash",
             Kind::Next => "tokendesk_next",
@@ -34,8 +38,9 @@ impl Kind {
 
     fn same_site(self) -> SameSite {
         match self {
-            // Followed from an emailed link (a top-level navigation from another site).
-            Kind::Demo | Kind::Next => SameSite::Lax,
+            // Followed from an emailed link, or the provider's redirect back (top-level
+            // navigations from another site).
+            Kind::Session | Kind::OidcState | Kind::Next => SameSite::Lax,
             Kind::Csrf | Kind::Flash => SameSite::Strict,
         }
     }
@@ -43,7 +48,9 @@ impl Kind {
     /// How long it lasts; `None` for the browser session.
     fn max_age_secs(self) -> Option<i64> {
         match self {
-            Kind::Demo => Some(12 * 60 * 60),
+            // A browser-session cookie; the session itself ends by its own rules.
+            Kind::Session => None,
+            Kind::OidcState => Some(crate::app::OIDC_FLOW_SECS),
             Kind::Csrf => None,
             Kind::Flash => Some(120),
             Kind::Next => Some(900),

@@ -15,10 +15,12 @@ pub mod extract;
 mod health;
 mod mailbox;
 pub mod middleware;
+pub mod oidc;
 mod openapi;
 mod orphans;
 pub mod pages;
 mod requests;
+mod sessions;
 mod tokens;
 
 use axum::Router;
@@ -187,7 +189,8 @@ fn api() -> (Router<WebState>, utoipa::openapi::OpenApi) {
         .merge(mailbox::routes())
         .merge(audit::routes())
         .merge(orphans::routes())
-        .merge(calendar::routes());
+        .merge(calendar::routes())
+        .merge(sessions::routes());
     let (router, doc) = api.split_for_parts();
     (Router::new().nest(API_PREFIX, router), doc)
 }

@@ -198,13 +198,24 @@ pub fn document(mut doc: Document, header: &str, policy: &Policy) -> Document {
         ))),
     );
     components.security_schemes.insert(
-        "demoSession".to_owned(),
+        "session".to_owned(),
         RefOr::T(SecurityScheme::ApiKey(ApiKey::Cookie(
             ApiKeyValue::with_description(
-                Kind::Demo.base_name(),
-                "Demo only: set by POST /demo/login",
+                Kind::Session.base_name(),
+                "A sign-in session (`auth.mode` `oidc`: set by GET /auth/callback; `demo`: by POST /demo/login); named `__Host-tokendesk_session` over https",
             ),
         ))),
+    );
+    components.security_schemes.insert(
+        "serviceKey".to_owned(),
+        RefOr::T(SecurityScheme::Http(
+            utoipa::openapi::security::HttpBuilder::new()
+                .scheme(utoipa::openapi::security::HttpAuthScheme::Bearer)
+                .description(Some(
+                    "A service key (`tokendesk admin keys create`): acts as `key:NAME` with exactly its role (auditor or helpdesk)",
+                ))
+                .build(),
+        )),
     );
     if let Some(RefOr::T(utoipa::openapi::schema::Schema::Object(body))) =
         components.schemas.get_mut("NewRequestBody")
@@ -223,7 +234,8 @@ pub fn document(mut doc: Document, header: &str, policy: &Policy) -> Document {
     }
     doc.security = Some(vec![
         SecurityRequirement::new("trustedHeader", Vec::<String>::new()),
-        SecurityRequirement::new("demoSession", Vec::<String>::new()),
+        SecurityRequirement::new("session", Vec::<String>::new()),
+        SecurityRequirement::new("serviceKey", Vec::<String>::new()),
     ]);
     add_links(&mut doc);
     doc

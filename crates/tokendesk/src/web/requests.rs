@@ -142,7 +142,7 @@ const _: () = assert!(PURPOSE_MAX_CHARS == 200 && APPLICATION_MAX_CHARS == 100);
     responses(
         (status = 201, description = "Submitted; the approvers are told", body = RequestJson,
             headers(("Location" = String, description = "The new request"))),
-        Always, Body, Conflicting, Checked, Limited,
+        Always, Body, Conflicting, Checked, Limited, Refusable,
     ),
 )]
 async fn create(

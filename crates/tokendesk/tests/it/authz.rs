@@ -24,10 +24,13 @@ const APPROVER: &str = "andy.approver";
 const HELPDESK: &str = "theo.teacher";
 const AUDITOR: &str = "aude.auditor";
 const ADMIN: &str = "ada.admin";
+/// Stands for the matrix's service key (an auditor key, made at the start): sent as
+/// `Authorization: Bearer`.
+const KEY: &str = "key:matrix-audit";
 
-/// The columns: signed out, the requester who owns the objects, another requester, then one
-/// person of each role.
-const WHO: [Option<&str>; 7] = [
+/// The columns: signed out, the requester who owns the objects, another requester, one person
+/// of each role, then an auditor's service key.
+const WHO: [Option<&str>; 8] = [
     None,
     Some(OWNER),
     Some(OTHER),
@@ -35,6 +38,7 @@ const WHO: [Option<&str>; 7] = [
     Some(HELPDESK),
     Some(AUDITOR),
     Some(ADMIN),
+    Some(KEY),
 ];
 
 /// `(method, path, [signed out, owner, other requester, approver, help desk, auditor, admin])`.
@@ -45,76 +49,88 @@ const WHO: [Option<&str>; 7] = [
 /// does not hold; 2xx (303 after a form) for what one may do.
 /// A path with a query is an extra row for its route: whose things a list may show.
 #[rustfmt::skip]
-const MATRIX: &[(&str, &str, [u16; 7])] = &[
+const MATRIX: &[(&str, &str, [u16; 8])] = &[
     // Outside the API: for everyone, signed in or not.
-    ("GET",  "/healthz",                            [200, 200, 200, 200, 200, 200, 200]),
-    ("GET",  "/readyz",                             [200, 200, 200, 200, 200, 200, 200]),
-    ("GET",  "/api/openapi.json",                   [200, 200, 200, 200, 200, 200, 200]),
-    ("GET",  "/static/{file}",                      [200, 200, 200, 200, 200, 200, 200]),
+    ("GET",  "/healthz",                            [200, 200, 200, 200, 200, 200, 200, 200]),
+    ("GET",  "/readyz",                             [200, 200, 200, 200, 200, 200, 200, 200]),
+    ("GET",  "/api/openapi.json",                   [200, 200, 200, 200, 200, 200, 200, 200]),
+    ("GET",  "/static/{file}",                      [200, 200, 200, 200, 200, 200, 200, 200]),
     // The JSON API.
-    ("GET",  "/api/v1/me",                          [401, 200, 200, 200, 200, 200, 200]),
-    ("POST", "/api/v1/requests",                    [401, 201, 201, 201, 201, 201, 201]),
-    ("GET",  "/api/v1/requests",                    [401, 200, 200, 200, 200, 200, 200]),
-    ("GET",  "/api/v1/requests?requester=sam.student", [401, 200, 403, 200, 200, 403, 200]),
-    ("GET",  "/api/v1/requests/{id}",               [401, 200, 404, 200, 200, 404, 200]),
-    ("POST", "/api/v1/requests/{id}/approve",       [401, 403, 404, 200, 403, 404, 200]),
-    ("POST", "/api/v1/requests/{id}/deny",          [401, 403, 404, 200, 403, 404, 200]),
-    ("POST", "/api/v1/requests/{id}/cancel",        [401, 200, 404, 403, 403, 404, 403]),
-    ("POST", "/api/v1/requests/{id}/retry",         [401, 403, 404, 200, 403, 404, 200]),
-    ("POST", "/api/v1/requests/{id}/resend-link",   [401, 403, 404, 403, 200, 404, 200]),
-    ("GET",  "/api/v1/tokens",                      [401, 200, 200, 200, 200, 200, 200]),
-    ("GET",  "/api/v1/tokens?owner=sam.student",    [401, 200, 403, 200, 200, 403, 200]),
-    ("GET",  "/api/v1/tokens/{id}",                 [401, 200, 404, 200, 200, 404, 200]),
-    ("POST", "/api/v1/tokens/{id}/revoke",          [401, 200, 404, 403, 200, 404, 200]),
-    ("GET",  "/api/v1/envelopes/{id}",              [401, 200, 404, 404, 404, 404, 404]),
-    ("POST", "/api/v1/envelopes/{id}/reveal",       [401, 200, 404, 404, 404, 404, 404]),
-    ("POST", "/api/v1/envelopes/{id}/burn",         [401, 200, 404, 404, 404, 404, 404]),
-    ("GET",  "/api/v1/mailbox",                     [401, 200, 200, 200, 200, 200, 200]),
-    ("GET",  "/api/v1/mailbox?to=sam.student",      [401, 200, 403, 403, 403, 403, 200]),
-    ("GET",  "/api/v1/audit",                       [401, 403, 403, 403, 403, 200, 200]),
-    ("POST", "/api/v1/tokens/{id}/check-activation", [401, 200, 404, 403, 403, 404, 403]),
-    ("POST", "/api/v1/tokens/{id}/renew",           [401, 201, 404, 403, 403, 404, 403]),
-    ("GET",  "/api/v1/me/calendar",                 [401, 200, 200, 200, 200, 200, 200]),
-    ("POST", "/api/v1/me/calendar",                 [401, 200, 200, 200, 200, 200, 200]),
-    ("POST", "/api/v1/me/calendar/stop",            [401, 200, 200, 200, 200, 200, 200]),
-    ("GET",  "/api/v1/orphans",                     [401, 403, 403, 403, 403, 403, 200]),
-    ("POST", "/api/v1/orphans/{id}/delete",         [401, 403, 403, 403, 403, 403, 200]),
+    ("GET",  "/api/v1/me",                          [401, 200, 200, 200, 200, 200, 200, 200]),
+    // Sessions: none behind a sign-in proxy, so ending one finds nothing; ending all of a
+    // person's is theirs, or the help desk's.
+    ("GET",  "/api/v1/me/sessions",                 [401, 200, 200, 200, 200, 200, 200, 200]),
+    ("POST", "/api/v1/me/sessions/{id}/end",        [401, 404, 404, 404, 404, 404, 404, 404]),
+    ("POST", "/api/v1/people/{login}/sessions/end", [401, 200, 404, 403, 200, 404, 200, 404]),
+    ("POST", "/api/v1/requests",                    [401, 201, 201, 201, 201, 201, 201, 403]),
+    ("GET",  "/api/v1/requests",                    [401, 200, 200, 200, 200, 200, 200, 200]),
+    ("GET",  "/api/v1/requests?requester=sam.student", [401, 200, 403, 200, 200, 403, 200, 403]),
+    ("GET",  "/api/v1/requests/{id}",               [401, 200, 404, 200, 200, 404, 200, 404]),
+    ("POST", "/api/v1/requests/{id}/approve",       [401, 403, 404, 200, 403, 404, 200, 404]),
+    ("POST", "/api/v1/requests/{id}/deny",          [401, 403, 404, 200, 403, 404, 200, 404]),
+    ("POST", "/api/v1/requests/{id}/cancel",        [401, 200, 404, 403, 403, 404, 403, 404]),
+    ("POST", "/api/v1/requests/{id}/retry",         [401, 403, 404, 200, 403, 404, 200, 404]),
+    ("POST", "/api/v1/requests/{id}/resend-link",   [401, 403, 404, 403, 200, 404, 200, 404]),
+    ("GET",  "/api/v1/tokens",                      [401, 200, 200, 200, 200, 200, 200, 200]),
+    ("GET",  "/api/v1/tokens?owner=sam.student",    [401, 200, 403, 200, 200, 403, 200, 403]),
+    ("GET",  "/api/v1/tokens/{id}",                 [401, 200, 404, 200, 200, 404, 200, 404]),
+    ("POST", "/api/v1/tokens/{id}/revoke",          [401, 200, 404, 403, 200, 404, 200, 404]),
+    ("GET",  "/api/v1/envelopes/{id}",              [401, 200, 404, 404, 404, 404, 404, 404]),
+    ("POST", "/api/v1/envelopes/{id}/reveal",       [401, 200, 404, 404, 404, 404, 404, 404]),
+    ("POST", "/api/v1/envelopes/{id}/burn",         [401, 200, 404, 404, 404, 404, 404, 404]),
+    ("GET",  "/api/v1/mailbox",                     [401, 200, 200, 200, 200, 200, 200, 200]),
+    ("GET",  "/api/v1/mailbox?to=sam.student",      [401, 200, 403, 403, 403, 403, 200, 403]),
+    ("GET",  "/api/v1/audit",                       [401, 403, 403, 403, 403, 200, 200, 200]),
+    ("POST", "/api/v1/tokens/{id}/check-activation", [401, 200, 404, 403, 403, 404, 403, 404]),
+    ("POST", "/api/v1/tokens/{id}/renew",           [401, 201, 404, 403, 403, 404, 403, 404]),
+    ("GET",  "/api/v1/me/calendar",                 [401, 200, 200, 200, 200, 200, 200, 200]),
+    ("POST", "/api/v1/me/calendar",                 [401, 200, 200, 200, 200, 200, 200, 403]),
+    ("POST", "/api/v1/me/calendar/stop",            [401, 200, 200, 200, 200, 200, 200, 200]),
+    ("GET",  "/api/v1/orphans",                     [401, 403, 403, 403, 403, 403, 200, 403]),
+    ("POST", "/api/v1/orphans/{id}/delete",         [401, 403, 403, 403, 403, 403, 200, 403]),
     // The pages (a refused form is a page too; 303 is a form that went through).
-    ("GET",  "/",                                   [401, 200, 200, 200, 200, 200, 200]),
-    ("GET",  "/me",                                 [401, 200, 200, 200, 200, 200, 200]),
-    ("GET",  "/requests/new",                       [401, 200, 200, 200, 200, 200, 200]),
-    ("POST", "/requests/new",                       [401, 303, 303, 303, 303, 303, 303]),
-    ("GET",  "/requests/{id}",                      [401, 200, 404, 200, 200, 404, 200]),
-    ("POST", "/requests/{id}/approve",              [401, 403, 404, 303, 403, 404, 303]),
-    ("POST", "/requests/{id}/deny",                 [401, 403, 404, 303, 403, 404, 303]),
-    ("POST", "/requests/{id}/cancel",               [401, 303, 404, 403, 403, 404, 403]),
-    ("POST", "/requests/{id}/retry",                [401, 403, 404, 303, 403, 404, 303]),
-    ("POST", "/requests/{id}/resend-link",          [401, 403, 404, 403, 303, 404, 303]),
-    ("POST", "/tokens/{id}/revoke",                 [401, 303, 404, 403, 303, 404, 303]),
+    ("GET",  "/",                                   [401, 200, 200, 200, 200, 200, 200, 401]),
+    ("GET",  "/me",                                 [401, 200, 200, 200, 200, 200, 200, 401]),
+    ("GET",  "/requests/new",                       [401, 200, 200, 200, 200, 200, 200, 401]),
+    ("POST", "/requests/new",                       [401, 303, 303, 303, 303, 303, 303, 401]),
+    ("GET",  "/requests/{id}",                      [401, 200, 404, 200, 200, 404, 200, 401]),
+    ("POST", "/requests/{id}/approve",              [401, 403, 404, 303, 403, 404, 303, 401]),
+    ("POST", "/requests/{id}/deny",                 [401, 403, 404, 303, 403, 404, 303, 401]),
+    ("POST", "/requests/{id}/cancel",               [401, 303, 404, 403, 403, 404, 403, 401]),
+    ("POST", "/requests/{id}/retry",                [401, 403, 404, 303, 403, 404, 303, 401]),
+    ("POST", "/requests/{id}/resend-link",          [401, 403, 404, 403, 303, 404, 303, 401]),
+    ("POST", "/tokens/{id}/revoke",                 [401, 303, 404, 403, 303, 404, 303, 401]),
     // A token's page: its owner, the help desk and admins (approvers see the request page).
-    ("GET",  "/tokens/{id}",                        [401, 200, 404, 403, 200, 404, 200]),
-    ("POST", "/tokens/{id}/renew",                  [401, 303, 404, 403, 403, 404, 403]),
-    ("POST", "/tokens/{id}/check-activation",       [401, 303, 404, 403, 403, 404, 403]),
-    ("POST", "/me/calendar",                        [401, 303, 303, 303, 303, 303, 303]),
-    ("POST", "/me/calendar/stop",                   [401, 303, 303, 303, 303, 303, 303]),
+    ("GET",  "/tokens/{id}",                        [401, 200, 404, 403, 200, 404, 200, 401]),
+    ("POST", "/tokens/{id}/renew",                  [401, 303, 404, 403, 403, 404, 403, 401]),
+    ("POST", "/tokens/{id}/check-activation",       [401, 303, 404, 403, 403, 404, 403, 401]),
+    ("POST", "/me/calendar",                        [401, 303, 303, 303, 303, 303, 303, 401]),
+    ("POST", "/me/calendar/stop",                   [401, 303, 303, 303, 303, 303, 303, 401]),
     // The feed's address is its key: whoever has it reads it, signed in or not.
-    ("GET",  "/calendar/{file}",                    [200, 200, 200, 200, 200, 200, 200]),
-    ("GET",  "/orphans",                            [401, 403, 403, 403, 403, 403, 200]),
-    ("POST", "/orphans/{id}/delete",                [401, 403, 403, 403, 403, 403, 303]),
-    ("GET",  "/queue",                              [401, 403, 403, 200, 403, 403, 200]),
-    ("GET",  "/people",                             [401, 403, 403, 200, 200, 403, 200]),
-    ("GET",  "/people?q=sam",                       [401, 403, 403, 200, 200, 403, 200]),
-    ("GET",  "/people/{login}",                     [401, 200, 403, 200, 200, 403, 200]),
-    ("GET",  "/audit",                              [401, 403, 403, 403, 403, 200, 200]),
-    ("GET",  "/audit/export.jsonl",                 [401, 403, 403, 403, 403, 200, 200]),
-    ("GET",  "/audit/export.csv",                   [401, 403, 403, 403, 403, 200, 200]),
-    ("GET",  "/mailbox",                            [401, 200, 200, 200, 200, 200, 200]),
-    ("GET",  "/e/{id}",                             [401, 200, 404, 404, 404, 404, 404]),
-    ("POST", "/e/{id}/burn",                        [401, 303, 404, 404, 404, 404, 404]),
+    ("GET",  "/calendar/{file}",                    [200, 200, 200, 200, 200, 200, 200, 200]),
+    ("GET",  "/orphans",                            [401, 403, 403, 403, 403, 403, 200, 401]),
+    ("POST", "/orphans/{id}/delete",                [401, 403, 403, 403, 403, 403, 303, 401]),
+    ("GET",  "/queue",                              [401, 403, 403, 200, 403, 403, 200, 401]),
+    ("GET",  "/people",                             [401, 403, 403, 200, 200, 403, 200, 401]),
+    ("GET",  "/people?q=sam",                       [401, 403, 403, 200, 200, 403, 200, 401]),
+    ("GET",  "/people/{login}",                     [401, 200, 403, 200, 200, 403, 200, 401]),
+    ("GET",  "/audit",                              [401, 403, 403, 403, 403, 200, 200, 401]),
+    ("GET",  "/audit/export.jsonl",                 [401, 403, 403, 403, 403, 200, 200, 401]),
+    ("GET",  "/audit/export.csv",                   [401, 403, 403, 403, 403, 200, 200, 401]),
+    ("GET",  "/mailbox",                            [401, 200, 200, 200, 200, 200, 200, 401]),
+    ("GET",  "/e/{id}",                             [401, 200, 404, 404, 404, 404, 404, 401]),
+    ("POST", "/e/{id}/burn",                        [401, 303, 404, 404, 404, 404, 404, 401]),
+    ("POST", "/me/sessions/{id}/end",               [401, 404, 404, 404, 404, 404, 404, 401]),
+    ("POST", "/people/{login}/sessions/end",        [401, 303, 404, 403, 303, 404, 303, 401]),
+    // OIDC sign-in exists only with auth.mode = "oidc"; signing out and its page, always.
+    ("GET",  "/auth/login",                         [404, 404, 404, 404, 404, 404, 404, 404]),
+    ("GET",  "/auth/callback",                      [404, 404, 404, 404, 404, 404, 404, 404]),
+    ("POST", "/auth/logout",                        [303, 303, 303, 303, 303, 303, 303, 303]),
+    ("GET",  "/auth/signed-out",                    [200, 200, 200, 200, 200, 200, 200, 200]),
     // The demo's sign-in exists only in the demo (this service signs in by header).
-    ("GET",  "/demo/login",                         [404, 404, 404, 404, 404, 404, 404]),
-    ("POST", "/demo/login",                         [404, 404, 404, 404, 404, 404, 404]),
-    ("POST", "/demo/logout",                        [404, 404, 404, 404, 404, 404, 404]),
+    ("GET",  "/demo/login",                         [404, 404, 404, 404, 404, 404, 404, 404]),
+    ("POST", "/demo/login",                         [404, 404, 404, 404, 404, 404, 404, 404]),
+    ("POST", "/demo/logout",                        [404, 404, 404, 404, 404, 404, 404, 404]),
 ];
 
 /// What a cell's path needs made first.
@@ -277,7 +293,9 @@ async fn make(api: &Api, needs: Needs) -> Objects {
 
 /// The path with its parameters filled in.
 fn fill(path: &str, objects: &Objects, asset: &str) -> String {
-    let id = if path.contains("/orphans/") {
+    let id = if path.contains("/sessions/") {
+        Some("no-such-session".to_owned())
+    } else if path.contains("/orphans/") {
         objects.orphan.map(|o| o.to_string())
     } else if path.contains("/tokens/") {
         objects.token.map(|t| t.to_string())
@@ -431,6 +449,19 @@ async fn who_may_do_what_on_every_route() {
         .take_while(|c| *c != '"')
         .collect();
 
+    let made = api
+        .world
+        .app
+        .create_key(
+            "matrix-audit",
+            "auditor",
+            time::Duration::days(30),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let key = format!("Bearer {}", made.value);
+
     let routes = every_route(&api).await;
     let route_of = |path: &str| path.split('?').next().unwrap_or_default().to_owned();
     let rows: BTreeSet<(String, String)> = MATRIX
@@ -456,9 +487,10 @@ async fn who_may_do_what_on_every_route() {
             .map(|(m, p, _)| ((*m).to_owned(), (*p).to_owned())),
     );
     for (method, path) in asked {
-        let mut statuses = [0u16; 7];
+        let mut statuses = [0u16; 8];
         for (i, who) in WHO.iter().enumerate() {
-            statuses[i] = ask(&api, &method, &path, *who, &asset).await.status;
+            let who = who.map(|w| if w == KEY { key.as_str() } else { w });
+            statuses[i] = ask(&api, &method, &path, who, &asset).await.status;
             cells += 1;
         }
         observed.push(format!("    ({method:?}, {path:?}, {statuses:?}),"));
@@ -467,7 +499,7 @@ async fn who_may_do_what_on_every_route() {
         {
             problems.push(format!(
                 "{method} {path}: expected {expected:?}, got {statuses:?} \
-                 (signed out, owner, other, approver, help desk, auditor, admin)"
+                 (signed out, owner, other, approver, help desk, auditor, admin, auditor key)"
             ));
         }
     }

@@ -89,6 +89,46 @@ async fn sqlite_copies_to_postgres_with_its_audit_chain() {
     .await
     .unwrap();
     tx.commit().await.unwrap();
+    // A session, an OIDC sign-in under way and a service key.
+    world
+        .app
+        .start_session(
+            &tokendesk::app::SignIn {
+                login: world::login("sam.student"),
+                kind: tokendesk::app::SessionKind::Oidc,
+                roles: Default::default(),
+                email: None,
+                name: None,
+                id_token: Some("header.payload.signature".into()),
+                user_agent: None,
+            },
+            &Ctx::default(),
+        )
+        .await
+        .unwrap();
+    world
+        .app
+        .begin_oidc(
+            "some-state",
+            &store::OidcFlow {
+                nonce: "n".into(),
+                pkce_verifier: "v".into(),
+                next_path: None,
+                created_at: now,
+            },
+        )
+        .await
+        .unwrap();
+    world
+        .app
+        .create_key(
+            "audit-export",
+            "auditor",
+            time::Duration::days(90),
+            &Ctx::default(),
+        )
+        .await
+        .unwrap();
     store::claim_period(
         &world.db.store,
         "sweep",

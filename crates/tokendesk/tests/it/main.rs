@@ -10,6 +10,7 @@ mod email;
 mod instances;
 mod lifecycle;
 mod pages;
+mod sessions;
 mod smtp_delivery;
 mod store;
 mod story;

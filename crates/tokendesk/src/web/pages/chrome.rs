@@ -28,8 +28,8 @@ pub struct Chrome {
     pub flash: Option<Flash>,
     pub csrf: String,
     pub css: &'static str,
-    /// The demo sign-out form is shown.
-    pub demo: bool,
+    /// Where the Sign out button posts, when people sign in to tokendesk itself (OIDC, demo).
+    pub sign_out: Option<&'static str>,
 }
 
 impl Chrome {
@@ -43,7 +43,7 @@ impl Chrome {
             flash: None,
             csrf: String::new(),
             css: assets::css_url(),
-            demo: false,
+            sign_out: None,
         }
     }
 }

@@ -81,23 +81,48 @@ pub async fn login(
             )]))
             .into_response()
         })?;
-    let value = demo
-        .sign(&login, state.app.now().unix_timestamp())
-        .ok_or_else(|| {
-            PageError::plain(ApiError::internal(&crate::web::WebAuthError::Signing)).into_response()
-        })?;
-    tracing::info!(login = %login, "demo sign-in");
+    let sign_in = crate::app::SignIn {
+        login: login.clone(),
+        kind: crate::app::SessionKind::Demo,
+        roles: crate::domain::Roles::default(),
+        email: None,
+        name: None,
+        id_token: None,
+        user_agent: None,
+    };
+    let ctx = crate::app::Ctx {
+        client_addr: Some(addr).filter(|a| !a.is_empty()),
+    };
+    let value = state
+        .app
+        .start_session(&sign_in, &ctx)
+        .await
+        .map_err(|e| PageError::from(e).into_response())?;
     let mut response = see_other("/");
     state
         .cookies
-        .add_set(response.headers_mut(), Kind::Demo, &value);
+        .add_set(response.headers_mut(), Kind::Session, &value);
     Ok(response)
 }
 
-/// `POST /demo/logout`: forgets the session cookie.
-pub async fn logout(State(state): State<WebState>) -> Result<Response, Response> {
+/// `POST /demo/logout`: ends the session, then back to the sign-in page.
+pub async fn logout(
+    State(state): State<WebState>,
+    ClientAddr(addr): ClientAddr,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, Response> {
     demo_of(&state).map_err(IntoResponse::into_response)?;
+    if let Some(cookie) = state.cookies.get(&headers, Kind::Session) {
+        let ctx = crate::app::Ctx { client_addr: addr };
+        state
+            .app
+            .end_session(&cookie, &ctx)
+            .await
+            .map_err(|e| PageError::from(e).into_response())?;
+    }
     let mut response = see_other("/demo/login");
-    state.cookies.add_clear(response.headers_mut(), Kind::Demo);
+    state
+        .cookies
+        .add_clear(response.headers_mut(), Kind::Session);
     Ok(response)
 }

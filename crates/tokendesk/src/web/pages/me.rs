@@ -32,6 +32,52 @@ pub struct MePage {
     pub mailbox: bool,
     /// The calendar feed's address, if one was made.
     pub calendar: Option<String>,
+    /// My sessions (OIDC, demo), when people sign in to tokendesk itself.
+    pub sessions: Option<Vec<SessionRow>>,
+}
+
+/// A session, as the pages list it.
+pub struct SessionRow {
+    pub id: String,
+    pub kind: String,
+    pub started: String,
+    pub last_seen: String,
+    pub from: String,
+    /// The browser showing the page uses it.
+    pub this_one: bool,
+}
+
+impl SessionRow {
+    pub fn new(s: &crate::store::StoredSession, current: Option<&str>) -> SessionRow {
+        let when = super::view::when;
+        SessionRow {
+            id: s.public_id.clone(),
+            kind: s.kind.clone(),
+            started: when(s.created_at),
+            last_seen: when(s.last_seen_at),
+            from: s.client_addr.clone().unwrap_or_else(|| "unknown".into()),
+            this_one: current == Some(s.public_id.as_str()),
+        }
+    }
+}
+
+/// `POST /me/sessions/{id}/end`: ends one of my sessions.
+pub async fn end_session(
+    State(state): State<WebState>,
+    viewer: Viewer,
+    super::session::PagePath(id): super::session::PagePath<String>,
+    _form: super::session::PageForm<HashMap<String, String>>,
+) -> Result<Response, PageError> {
+    state
+        .app
+        .end_own_session(&viewer.actor, &id, &viewer.ctx)
+        .await
+        .map_err(|e| viewer.fail(e))?;
+    Ok(viewer.redirect(
+        "/me",
+        true,
+        "That session has ended: it must sign in again.",
+    ))
 }
 
 /// `GET /me`.
@@ -65,6 +111,19 @@ pub async fn show(State(state): State<WebState>, viewer: Viewer) -> Result<Respo
     }
     let states: HashMap<i64, RequestState> = list.iter().map(|r| (r.id.0, r.state)).collect();
     let calendar = app.calendar_url(actor).await.map_err(|e| viewer.fail(e))?;
+    let sessions = if viewer.has_sessions() {
+        let list = app
+            .sessions_of(actor, &actor.login)
+            .await
+            .map_err(|e| viewer.fail(e))?;
+        Some(
+            list.iter()
+                .map(|s| SessionRow::new(s, viewer.session_id()))
+                .collect(),
+        )
+    } else {
+        None
+    };
     let page = MePage {
         c: viewer.chrome("My requests and tokens"),
         requests,
@@ -74,6 +133,7 @@ pub async fn show(State(state): State<WebState>, viewer: Viewer) -> Result<Respo
             .collect(),
         mailbox: viewer.mailbox(),
         calendar,
+        sessions,
     };
     Ok(viewer.page(StatusCode::OK, &page))
 }

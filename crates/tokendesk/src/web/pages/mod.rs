@@ -11,7 +11,7 @@
 mod assets;
 mod audit;
 mod calendar;
-mod chrome;
+pub(crate) mod chrome;
 pub(crate) mod demo;
 mod envelope;
 pub(crate) mod error;
@@ -21,7 +21,7 @@ mod me;
 mod orphans;
 mod people;
 mod requests;
-mod session;
+pub(crate) mod session;
 mod tokens;
 mod view;
 
@@ -104,6 +104,11 @@ page_routes! { ROUTES, add_routes:
     "/tokens/{id}/renew" => post(tokens::renew);
     "/tokens/{id}/check-activation" => post(tokens::check_activation);
     "/me" => get(me::show);
+    "/me/sessions/{id}/end" => post(me::end_session);
+    "/auth/login" => get(crate::web::oidc::login);
+    "/auth/callback" => get(crate::web::oidc::callback);
+    "/auth/logout" => post(crate::web::oidc::logout);
+    "/auth/signed-out" => get(crate::web::oidc::signed_out);
     "/me/calendar" => post(calendar::create);
     "/me/calendar/stop" => post(calendar::stop);
     "/calendar/{file}" => get(calendar::feed);
@@ -112,6 +117,7 @@ page_routes! { ROUTES, add_routes:
     "/queue" => get(requests::queue);
     "/people" => get(people::search);
     "/people/{login}" => get(people::show);
+    "/people/{login}/sessions/end" => post(people::end_sessions);
     "/audit" => get(audit::show);
     "/audit/export.jsonl" => get(audit::export_jsonl);
     "/audit/export.csv" => get(audit::export_csv);

@@ -75,6 +75,30 @@ pub struct PersonPage {
     pub tokens: Vec<TokenRow>,
     pub can_revoke: bool,
     pub back: String,
+    /// The person's live sessions (OIDC, demo), shown to the help desk.
+    pub sessions: Option<Vec<super::me::SessionRow>>,
+}
+
+/// `POST /people/{login}/sessions/end`: the help desk ends every session of a person.
+pub async fn end_sessions(
+    State(state): State<WebState>,
+    viewer: Viewer,
+    PagePath(login): PagePath<String>,
+    _form: super::session::PageForm<HashMap<String, String>>,
+) -> Result<Response, PageError> {
+    let login = crate::domain::Login::parse(&login)
+        .map_err(|e| viewer.fail(crate::web::ApiError::invalid(vec![e])))?;
+    let ended = state
+        .app
+        .end_all_sessions(&viewer.actor, &login, &viewer.ctx)
+        .await
+        .map_err(|e| viewer.fail(e))?;
+    let back = format!("/people/{}", login.path_segment());
+    Ok(viewer.redirect(
+        &back,
+        true,
+        &format!("Ended {ended} session(s) of {login}: they must sign in again everywhere."),
+    ))
 }
 
 /// `GET /people/{login}`.
@@ -100,6 +124,19 @@ pub async fn show(
     let states: HashMap<i64, RequestState> = list.iter().map(|r| (r.id.0, r.state)).collect();
     let login = crate::domain::Login::parse(&login)
         .map_err(|e| viewer.fail(crate::web::ApiError::invalid(vec![e])))?;
+    let sessions = if viewer.has_sessions() && viewer.actor.roles.can_support() {
+        let list = app
+            .sessions_of(&viewer.actor, &login)
+            .await
+            .map_err(|e| viewer.fail(e))?;
+        Some(
+            list.iter()
+                .map(|s| super::me::SessionRow::new(s, viewer.session_id()))
+                .collect(),
+        )
+    } else {
+        None
+    };
     let page = PersonPage {
         c: viewer.chrome(login.as_str()),
         back: format!("/people/{}", login.path_segment()),
@@ -110,6 +147,7 @@ pub async fn show(
             .map(|t| TokenRow::new(t, states.get(&t.request_id.0).copied()))
             .collect(),
         can_revoke: viewer.actor.roles.can_support(),
+        sessions,
     };
     Ok(viewer.page(StatusCode::OK, &page))
 }

@@ -38,9 +38,11 @@ pub struct Viewer {
     new_csrf: bool,
     flash: Option<Flash>,
     path: String,
-    demo: bool,
+    sign_out: Option<&'static str>,
     mailbox: bool,
     cookies: Cookies,
+    /// The public id of the session this browser is signed in with (OIDC, demo).
+    session: Option<String>,
 }
 
 /// What the CSRF token of a request's session is bound to (see [`Cookies::mint_csrf`]).
@@ -50,9 +52,7 @@ fn binding_of(
     extensions: &axum::http::Extensions,
 ) -> Option<String> {
     let peer = crate::web::auth::peer_of(extensions);
-    state
-        .auth
-        .session_binding(peer, headers, state.app.now().unix_timestamp())
+    state.auth.session_binding(&state.cookies, peer, headers)
 }
 
 fn read_flash(cookies: &Cookies, headers: &HeaderMap) -> Option<Flash> {
@@ -94,6 +94,7 @@ impl Viewer {
             Err(_) => return Ok(None),
         };
         let cookies = state.cookies.clone();
+        let session = crate::web::auth::current_session(parts).map(|s| s.public_id.clone());
         let binding = binding_of(state, &parts.headers, &parts.extensions).unwrap_or_default();
         let (csrf, new_csrf) = match cookies
             .get(&parts.headers, Kind::Csrf)
@@ -109,10 +110,25 @@ impl Viewer {
             new_csrf,
             flash: read_flash(&cookies, &parts.headers),
             path: parts.uri.path().to_owned(),
-            demo: state.auth.mode() == AuthMode::Demo,
+            sign_out: match state.auth.mode() {
+                AuthMode::Demo => Some("/demo/logout"),
+                AuthMode::Oidc => Some("/auth/logout"),
+                AuthMode::TrustedHeader => None,
+            },
             mailbox: state.app.uses_mailbox(),
             cookies,
+            session,
         }))
+    }
+
+    /// The public id of this browser's session, when it signed in to tokendesk itself.
+    pub fn session_id(&self) -> Option<&str> {
+        self.session.as_deref()
+    }
+
+    /// Whether people sign in to tokendesk itself here (and so have sessions to list).
+    pub fn has_sessions(&self) -> bool {
+        self.sign_out.is_some()
     }
 
     /// Whether email goes to the mailbox page.
@@ -159,7 +175,7 @@ impl Viewer {
             flash: self.flash.clone(),
             csrf: self.csrf.clone(),
             css: assets::css_url(),
-            demo: self.demo,
+            sign_out: self.sign_out,
         }
     }
 
@@ -256,12 +272,16 @@ impl FromRequestParts<WebState> for MaybeViewer {
     }
 }
 
-/// Where a signed-out visitor signs in (demo only; `None` behind a sign-in proxy).
+/// Where a signed-out visitor signs in (the demo's page, or the OpenID provider by way of
+/// `/auth/login`); `None` behind a sign-in proxy.
 pub fn sign_in_url(state: &WebState, back_to: &str) -> Option<String> {
+    let next: String = url::form_urlencoded::byte_serialize(back_to.as_bytes()).collect();
+    if state.auth.oidc().is_some() {
+        return Some(format!("/auth/login?next={next}"));
+    }
     if !state.auth.demo_allowed() {
         return None;
     }
-    let next: String = url::form_urlencoded::byte_serialize(back_to.as_bytes()).collect();
     Some(format!("/demo/login?next={next}"))
 }
 

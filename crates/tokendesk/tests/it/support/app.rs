@@ -178,6 +178,10 @@ impl Api {
     /// Sends a request as `who` (no sign-in header when `None`).
     pub async fn send(&self, who: Option<&str>, builder: reqwest::RequestBuilder) -> Resp {
         let builder = match who {
+            // A service key (see the authorization matrix).
+            Some(bearer) if bearer.starts_with("Bearer ") => {
+                builder.header("Authorization", bearer)
+            }
             Some(login) => builder.header("X-Remote-User", login),
             None => builder,
         };

@@ -134,6 +134,7 @@ impl World {
             notify: tokendesk::config::NotifyConfig {
                 approver_digest_minutes: 0,
             },
+            sessions: tokendesk::app::SessionRules::default(),
             clock: clock.clone(),
         };
         tweak(&mut parts);
