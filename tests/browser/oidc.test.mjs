@@ -46,9 +46,12 @@ function freePort() {
 }
 
 /** Starts a child process; resolves once a line matches `ready`. */
-function start(args, ready, env = {}) {
-  const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+function start(args, ready, env = {}, children = []) {
+  // The service reads TOKENDESK_ variables as configuration: none of the test runner's.
+  const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('TOKENDESK_')));
+  const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...base, ...env } });
   const out = { proc, stdout: '', logs: '' };
+  children.push(out);
   proc.stderr.on('data', (d) => { out.logs += d.toString(); });
   return new Promise((res, rej) => {
     const timer = setTimeout(() => rej(new Error(`${args[0]} did not start:\n${out.stdout}\n${out.logs}`)), 30000);
@@ -76,6 +79,17 @@ test('sign-in with OpenID Connect, and attacks on it', { timeout: 240000 }, asyn
   assert.ok(existsSync(bin), `build tokendesk first (cargo build -p tokendesk): ${bin} is missing`);
   assert.ok(existsSync(chromiumPath), `Chromium is missing at ${chromiumPath}`);
   const dir = mkdtempSync(join(tmpdir(), 'tokendesk-oidc-'));
+  let opServer = null;
+  // Cleaned up however the test ends (children and servers would keep node alive).
+  const children = [];
+  let browser = null;
+  t.after(async () => {
+    await browser?.close().catch(() => {});
+    for (const child of children) child.proc.kill('SIGTERM');
+    opServer?.close();
+    opServer?.closeAllConnections?.();
+    rmSync(dir, { recursive: true, force: true });
+  });
   const [opPort, tdPort] = [await freePort(), await freePort()];
   const issuer = `http://127.0.0.1:${opPort}`;
   const B = `http://127.0.0.1:${tdPort}`;
@@ -88,7 +102,6 @@ test('sign-in with OpenID Connect, and attacks on it', { timeout: 240000 }, asyn
   let tamperState = false;
   let current = await signingKey('key-1');
   let provider;
-  let opServer;
   const startProvider = () => {
     provider = new Provider(issuer, {
       clients: [{
@@ -153,7 +166,7 @@ test('sign-in with OpenID Connect, and attacks on it', { timeout: 240000 }, asyn
   };
 
   // ---- the simulator and tokendesk ------------------------------------------------------------
-  const sim = await start(['canvas-sim', '--listen', '127.0.0.1:0'], /canvas-sim listening on (http:\/\/\S+)/);
+  const sim = await start(['canvas-sim', '--listen', '127.0.0.1:0'], /canvas-sim listening on (http:\/\/\S+)/, {}, children);
   const config = join(dir, 'tokendesk.toml');
   writeFileSync(config, `
 listen = "127.0.0.1:${tdPort}"
@@ -178,17 +191,10 @@ strip_domain = "@example.edu"
 approver_groups = ["canvas-admins"]
 helpdesk_groups = ["it-helpdesk"]
 `);
-  const td = await start(['serve', '--config', config], /tokendesk listening on/, { TOKENDESK_LOG: 'info' });
-  const browser = await chromium.launch({
+  const td = await start(['serve', '--config', config], /tokendesk listening on/, { TOKENDESK_LOG: 'info' }, children);
+  browser = await chromium.launch({
     executablePath: chromiumPath,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-  t.after(async () => {
-    await browser.close().catch(() => {});
-    td.proc.kill('SIGTERM');
-    sim.proc.kill('SIGTERM');
-    opServer?.close();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   const sessionCookie = async (context) => (await context.cookies(B)).find((c) => c.name === 'tokendesk_session');
@@ -320,7 +326,7 @@ helpdesk_groups = ["it-helpdesk"]
 
   await t.test('a rotated signing key: tokendesk fetches the new key set once', async () => {
     // The provider restarts with a new key; tokendesk still holds the old key set.
-    await new Promise((res) => opServer.close(res));
+    await new Promise((res) => { opServer.close(res); opServer.closeAllConnections(); });
     current = await signingKey('key-2');
     await startProvider();
     const { page, context } = await signIn('sam.student', { path: '/me' });

@@ -207,10 +207,6 @@ impl Problem {
                 "bad_signature",
                 "The answer's signature could not be verified, so it was not trusted.".to_owned(),
             ),
-            ClaimsVerificationError::Other(why) if why.contains("issued") => (
-                "clock_skew",
-                format!("The answer's issue time does not fit this server's clock ({why}). The clocks of tokendesk and the sign-in service may differ."),
-            ),
             _ => (
                 "token_refused",
                 "The sign-in service's answer could not be verified, so it was not trusted.".to_owned(),

@@ -122,7 +122,8 @@ async fn end_all(
     StrPath(login): StrPath,
     JsonBody(NoFields {}): JsonBody<NoFields>,
 ) -> ApiResult<Json<EndedJson>> {
-    let login = Login::parse(&login).map_err(|e| ApiError::invalid(vec![e]))?;
+    // A path that is not a login names nobody.
+    let login = Login::parse(&login).map_err(|_| ApiError::not_found())?;
     let ended = state.app.end_all_sessions(&actor, &login, &ctx).await?;
     Ok(Json(EndedJson { ended }))
 }

@@ -27,10 +27,14 @@ const ADMIN: &str = "ada.admin";
 /// Stands for the matrix's service key (an auditor key, made at the start): sent as
 /// `Authorization: Bearer`.
 const KEY: &str = "key:matrix-audit";
+/// Stands for a person signed in by OIDC on a second server (`auth.mode = "oidc"`, same
+/// database) who is an approver only because of a group: sent as the session cookie.
+const OIDC: &str = "session:olga.oidc";
 
 /// The columns: signed out, the requester who owns the objects, another requester, one person
-/// of each role, then an auditor's service key.
-const WHO: [Option<&str>; 8] = [
+/// of each role, an auditor's service key, then an approver by group signed in by OIDC (its
+/// column is not in [`MATRIX`]: it must answer as the approver's does, except [`OIDC_DIFFERS`]).
+const WHO: [Option<&str>; 9] = [
     None,
     Some(OWNER),
     Some(OTHER),
@@ -39,6 +43,15 @@ const WHO: [Option<&str>; 8] = [
     Some(AUDITOR),
     Some(ADMIN),
     Some(KEY),
+    Some(OIDC),
+];
+
+/// Where the OIDC approver's answer differs from the header-signed approver's, and why.
+const OIDC_DIFFERS: &[(&str, &str, u16)] = &[
+    // With OIDC these exist: the sign-in begins (its provider is unreachable here: a page that
+    // says so), and a callback without the provider's answer is a page that says so.
+    ("GET", "/auth/login", 502),
+    ("GET", "/auth/callback", 400),
 ];
 
 /// `(method, path, [signed out, owner, other requester, approver, help desk, auditor, admin])`.
@@ -218,6 +231,44 @@ async fn matrix_api() -> Api {
     Api::on(world, AuthConfig::default(), options).await
 }
 
+/// A second server on the matrix's database, signing in by OIDC (its provider is never
+/// reached: sessions are made directly, as the callback makes them).
+async fn oidc_server(api: &Api) -> crate::support::app::Server {
+    let server = crate::support::app::oidc_mode_server(&api.world, &["canvas-admins"]).await;
+    // Canvas knows the person (some cells ask for tokens).
+    api.world
+        .known_person(OIDC.trim_start_matches("session:"), 9003)
+        .await;
+    server
+}
+
+/// A fresh OIDC session of the approver by group, as the callback makes it: the cookie. (Each
+/// cell signs in anew: cells move the clock, and an hour unused ends a session.)
+async fn oidc_session(api: &Api) -> String {
+    use tokendesk::app::{SessionKind, SignIn};
+    let roles = tokendesk::config::RolesConfig {
+        approver_groups: vec!["canvas-admins".into()],
+        ..Default::default()
+    };
+    let groups = tokendesk::web::oidc::GroupRoles::from_config(&roles);
+    let sign_in = SignIn {
+        login: login(OIDC.trim_start_matches("session:")),
+        kind: SessionKind::Oidc,
+        roles: groups.roles_of(&["canvas-admins".to_owned(), "staff".to_owned()]),
+        email: None,
+        name: None,
+        id_token: None,
+        user_agent: None,
+    };
+    let cookie = api
+        .world
+        .app
+        .start_session(&sign_in, &Default::default())
+        .await
+        .unwrap();
+    format!("Cookie tokendesk_session={cookie}")
+}
+
 async fn make(api: &Api, needs: Needs) -> Objects {
     let id = match needs {
         Needs::Nothing => return Objects::default(),
@@ -354,9 +405,9 @@ fn form_fields(api: &Api, path: &str) -> Vec<(&'static str, String)> {
 }
 
 /// The CSRF cookie and field of `who`'s session, from the request form (none signed out).
-async fn csrf(api: &Api, who: Option<&str>) -> Option<(String, String)> {
+async fn csrf(api: &Api, base: &str, who: Option<&str>) -> Option<(String, String)> {
     let page = api
-        .send(who, api.client.get(api.url("/requests/new")))
+        .send(who, api.client.get(format!("{base}/requests/new")))
         .await;
     let cookie = page
         .headers
@@ -373,10 +424,22 @@ async fn csrf(api: &Api, who: Option<&str>) -> Option<(String, String)> {
     Some((cookie, field))
 }
 
-/// Asks one cell.
-async fn ask(api: &Api, method: &str, path: &str, who: Option<&str>, asset: &str) -> Resp {
+/// Asks one cell, of the server at `base`.
+async fn ask(
+    api: &Api,
+    base: &str,
+    method: &str,
+    path: &str,
+    who: Option<&str>,
+    asset: &str,
+) -> Resp {
     let objects = make(api, needs(method, path)).await;
-    let url = api.url(&fill(path, &objects, asset));
+    let session = match who {
+        Some(OIDC) => Some(oidc_session(api).await),
+        _ => None,
+    };
+    let who = session.as_deref().or(who);
+    let url = format!("{base}{}", fill(path, &objects, asset));
     let is_api = path.starts_with(API_PREFIX);
     let builder = match (method, is_api) {
         ("GET", _) => api.client.get(url),
@@ -384,7 +447,7 @@ async fn ask(api: &Api, method: &str, path: &str, who: Option<&str>, asset: &str
         ("POST", false) => {
             let mut fields = form_fields(api, path);
             let mut builder = api.client.post(url);
-            if let Some((cookie, field)) = csrf(api, who).await {
+            if let Some((cookie, field)) = csrf(api, base, who).await {
                 fields.push(("csrf", field));
                 builder = builder.header("Cookie", cookie);
             }
@@ -461,6 +524,7 @@ async fn who_may_do_what_on_every_route() {
         .await
         .unwrap();
     let key = format!("Bearer {}", made.value);
+    let oidc_server = oidc_server(&api).await;
 
     let routes = every_route(&api).await;
     let route_of = |path: &str| path.split('?').next().unwrap_or_default().to_owned();
@@ -487,12 +551,27 @@ async fn who_may_do_what_on_every_route() {
             .map(|(m, p, _)| ((*m).to_owned(), (*p).to_owned())),
     );
     for (method, path) in asked {
-        let mut statuses = [0u16; 8];
+        let mut statuses = [0u16; 9];
         for (i, who) in WHO.iter().enumerate() {
-            let who = who.map(|w| if w == KEY { key.as_str() } else { w });
-            statuses[i] = ask(&api, &method, &path, who, &asset).await.status;
+            let (base, who) = match *who {
+                Some(KEY) => (api.server.base.as_str(), Some(key.as_str())),
+                Some(OIDC) => (oidc_server.base.as_str(), Some(OIDC)),
+                other => (api.server.base.as_str(), other),
+            };
+            statuses[i] = ask(&api, base, &method, &path, who, &asset).await.status;
             cells += 1;
         }
+        let oidc_expected = OIDC_DIFFERS
+            .iter()
+            .find(|(m, p, _)| *m == method && *p == path)
+            .map_or(statuses[3], |(_, _, status)| *status);
+        if statuses[8] != oidc_expected {
+            problems.push(format!(
+                "{method} {path}: the OIDC approver got {}, expected {oidc_expected}",
+                statuses[8]
+            ));
+        }
+        let statuses: [u16; 8] = statuses[..8].try_into().unwrap();
         observed.push(format!("    ({method:?}, {path:?}, {statuses:?}),"));
         if let Some((_, _, expected)) = MATRIX.iter().find(|(m, p, _)| *m == method && *p == path)
             && *expected != statuses

@@ -293,3 +293,95 @@ fn bad_input_to_the_simulator_exits_2() {
         Some(2)
     );
 }
+
+#[test]
+fn admin_keys_create_list_and_revoke() {
+    let dir = Dir::new("keys");
+    let config = good_config(&dir, "127.0.0.1:0");
+    let config = config.to_str().unwrap();
+    let made = run(&[
+        "admin",
+        "keys",
+        "create",
+        "--role",
+        "auditor",
+        "--name",
+        "nightly-export",
+        "--expires-in",
+        "90d",
+        "--config",
+        config,
+    ]);
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let value = text(&made.stdout).trim().to_owned();
+    assert!(value.starts_with("tdk_") && value.len() > 40, "{value}");
+    assert!(text(&made.stderr).contains("shown only now"));
+    // The same name again, a bad role, a bad duration: usage errors (exit 2) that say why.
+    for (args, why) in [
+        (
+            vec![
+                "--role",
+                "auditor",
+                "--name",
+                "nightly-export",
+                "--expires-in",
+                "1d",
+            ],
+            "exists",
+        ),
+        (
+            vec!["--role", "admin", "--name", "x", "--expires-in", "1d"],
+            "--role",
+        ),
+        (
+            vec!["--role", "auditor", "--name", "y", "--expires-in", "soon"],
+            "--expires-in",
+        ),
+        (
+            vec![
+                "--role",
+                "auditor",
+                "--name",
+                "Bad Name",
+                "--expires-in",
+                "1d",
+            ],
+            "--name",
+        ),
+    ] {
+        let mut all = vec!["admin", "keys", "create"];
+        all.extend(args);
+        all.extend(["--config", config]);
+        let out = run(&all);
+        assert_eq!(out.status.code(), Some(2), "{all:?}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(why),
+            "{all:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    let listed = run(&["admin", "keys", "list", "--config", config]);
+    let list = text(&listed.stdout);
+    assert!(
+        list.contains("nightly-export") && list.contains("auditor") && list.contains("never used"),
+        "{list}"
+    );
+    assert!(!list.contains(&value), "the value is never shown again");
+    let id = list
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let revoked = run(&["admin", "keys", "revoke", &id, "--config", config]);
+    assert!(
+        text(&revoked.stdout).contains("revoked"),
+        "{}",
+        text(&revoked.stderr)
+    );
+    assert!(text(&run(&["admin", "keys", "list", "--config", config]).stdout).contains("revoked"));
+    let missing = run(&["admin", "keys", "revoke", "999", "--config", config]);
+    assert_eq!(missing.status.code(), Some(2));
+}

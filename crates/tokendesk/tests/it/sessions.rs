@@ -251,3 +251,59 @@ async fn service_keys_act_with_exactly_their_role() {
             .all(|h| *h != auditor.value && *h != helpdesk.value && h.len() == 64)
     );
 }
+
+/// Every failure at the OIDC callback is a page that says what happened and how to retry,
+/// never a bare 400; a provider that does not answer is a page too; signed-out pages send the
+/// browser to sign in.
+#[tokio::test]
+async fn oidc_failures_are_pages_that_say_what_to_do() {
+    let world = World::new(TestDb::sqlite().await).await;
+    let server = crate::support::app::oidc_mode_server(&world, &[]).await;
+    let client = crate::support::app::client();
+    let get = |path: &str| client.get(format!("{}{path}", server.base)).send();
+    for (path, status, says) in [
+        (
+            "/auth/callback?error=access_denied&error_description=The+user+said+no",
+            401,
+            "declined",
+        ),
+        (
+            "/auth/callback?error=temporarily_unavailable&error_description=%1Bbad",
+            401,
+            "temporarily_unavailable",
+        ),
+        (
+            "/auth/callback?code=abc&state=def",
+            400,
+            "state does not match",
+        ),
+        ("/auth/callback", 400, "missing its code or state"),
+        ("/auth/login?next=/me", 502, "did not answer"),
+    ] {
+        let r = get(path).await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{path}");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{path}"
+        );
+        let html = r.text().await.unwrap();
+        assert!(html.contains(says), "{path}: {html}");
+        assert!(
+            html.contains("Sign in again") && html.contains("href=\"/auth/login\""),
+            "{path}"
+        );
+        assert!(
+            !html.contains('\u{1b}'),
+            "control characters are not echoed"
+        );
+    }
+    // A page needing a person sends the browser to the provider by way of /auth/login.
+    let r = get("/me").await.unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(r.headers()["location"], "/auth/login?next=%2Fme");
+    // The API says 401, as ever.
+    assert_eq!(get("/api/v1/me").await.unwrap().status().as_u16(), 401);
+}

@@ -86,8 +86,9 @@ pub async fn end_sessions(
     PagePath(login): PagePath<String>,
     _form: super::session::PageForm<HashMap<String, String>>,
 ) -> Result<Response, PageError> {
+    // A path that is not a login names nobody.
     let login = crate::domain::Login::parse(&login)
-        .map_err(|e| viewer.fail(crate::web::ApiError::invalid(vec![e])))?;
+        .map_err(|_| viewer.fail(crate::web::ApiError::not_found()))?;
     let ended = state
         .app
         .end_all_sessions(&viewer.actor, &login, &viewer.ctx)

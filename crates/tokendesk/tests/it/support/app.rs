@@ -44,6 +44,58 @@ pub async fn serve(
     serve_router(listener, router_with(app, web_auth, options), http)
 }
 
+/// Serves `app` on 127.0.0.1:0 with the sign-in `web_auth` (OIDC, say).
+pub async fn serve_auth(app: App, web_auth: WebAuth, options: WebOptions) -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = tokendesk::server::HttpOptions::from_limits(&options.limits);
+    serve_router(listener, router_with(app, web_auth, options), http)
+}
+
+/// `world`'s app served with `auth.mode = "oidc"` and the limits off; the provider's issuer is
+/// a loopback port nobody answers on, so only what needs no provider works (sessions made with
+/// `App::start_session`, the callback's refusals). `approver_groups` give the approver role.
+pub async fn oidc_mode_server(world: &World, approver_groups: &[&str]) -> Server {
+    use tokendesk::config::{AuthMode, LimitsConfig, OidcConfig, RolesConfig, SecretSource};
+    use tokendesk::web::oidc::{GroupRoles, Oidc};
+    let roles = RolesConfig {
+        approver_groups: approver_groups.iter().map(|g| (*g).to_owned()).collect(),
+        ..RolesConfig::default()
+    };
+    let config = OidcConfig {
+        issuer: "http://127.0.0.1:9/".into(),
+        client_id: "tokendesk".into(),
+        client_secret: secrecy::SecretString::from("secret"),
+        client_secret_source: SecretSource::Code,
+        scopes: vec!["openid".into()],
+        login_claim: "preferred_username".into(),
+        strip_domain: None,
+        groups_claim: "groups".into(),
+    };
+    let oidc = Oidc::new(
+        config,
+        GroupRoles::from_config(&roles),
+        world.app.public_url(),
+    )
+    .unwrap();
+    let auth = AuthConfig {
+        mode: AuthMode::Oidc,
+        ..AuthConfig::default()
+    };
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let web_auth = WebAuth::with_oidc(&auth, listen, vec![], Some(oidc)).unwrap();
+    let options = WebOptions {
+        limits: LimitsConfig {
+            submissions_per_hour: 0,
+            reveals_per_hour: 0,
+            envelope_lookups_per_minute: 0,
+            sign_ins_per_minute: 0,
+            ..LimitsConfig::default()
+        },
+        ..WebOptions::default()
+    };
+    serve_auth(world.app.clone(), web_auth, options).await
+}
+
 /// Serves `routes` on `listener` the way `tokendesk serve` does.
 pub fn serve_router(
     listener: tokio::net::TcpListener,
@@ -178,6 +230,10 @@ impl Api {
     /// Sends a request as `who` (no sign-in header when `None`).
     pub async fn send(&self, who: Option<&str>, builder: reqwest::RequestBuilder) -> Resp {
         let builder = match who {
+            // A session cookie (see the authorization matrix).
+            Some(cookie) if cookie.starts_with("Cookie ") => {
+                builder.header("Cookie", &cookie["Cookie ".len()..])
+            }
             // A service key (see the authorization matrix).
             Some(bearer) if bearer.starts_with("Bearer ") => {
                 builder.header("Authorization", bearer)
