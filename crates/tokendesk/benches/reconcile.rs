@@ -802,6 +802,7 @@ async fn child_run(spec: RunSpec) -> anyhow::Result<bool> {
         product_name: "tokendesk".into(),
         notify: tokendesk::config::NotifyConfig::default(),
         sessions: tokendesk::app::SessionRules::default(),
+        fingerprint_key: None,
         clock: Arc::new(SystemClock),
     });
     eprintln!(

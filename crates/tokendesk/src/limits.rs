@@ -20,6 +20,8 @@ pub enum Limit {
     EnvelopeLookup,
     /// Signing in (per address).
     SignIn,
+    /// Reporting a leaked token (per person): what testing guesses costs.
+    Report,
     /// Audit records of refusals, such as opening another person's envelope (per person): the
     /// trail records a burst of them, then stops recording more for a while.
     RefusalRecord,

@@ -8,8 +8,9 @@ use tokendesk_canvas::{CanvasError, CanvasTokenId, CanvasUserId, TokenRef, UserR
 use super::delivery::outbox_aad;
 use super::{App, AppResult, Ctx, WorkError, backoff};
 use crate::delivery::email::{
-    DenialMail, DigestItem, DigestMail, ExpiredUnusedMail, ExtendedMail, NewRequestMail,
-    OutgoingEmail, ReminderMail, RevocationMail, UnusedWarningMail, compose,
+    BulkRevokedMail, DenialMail, DigestItem, DigestMail, ExpiredUnusedMail, ExtendedMail,
+    LeakReportedMail, NewRequestMail, OutgoingEmail, ReminderMail, RevocationMail,
+    UnusedWarningMail, compose,
 };
 use crate::delivery::envelope::open_at_rest;
 use crate::domain::envelope::EnvelopeState;
@@ -152,6 +153,37 @@ impl App {
                 product_name,
             }),
             EmailKind::Digest => unreachable_digest()?,
+            EmailKind::LeakReported => {
+                let mut conn = self.read().await?;
+                let token = store::token_for_request(&mut conn, request.id).await?;
+                let audit = self.page_url(&format!("/audit?target=request:{}", request.id));
+                compose(&LeakReportedMail {
+                    to: &to,
+                    to_name: name,
+                    owner: request.requester.as_str(),
+                    request_id: request.id.0,
+                    token_hint: token.as_ref().map_or("", |t| t.hint.as_str()),
+                    token_url: &token_url,
+                    audit_url: &audit,
+                    product_name,
+                })
+            }
+            EmailKind::BulkRevoked => {
+                let mut conn = self.read().await?;
+                let Some((reason, tokens)) =
+                    store::run_tokens_of(&mut conn, request.id, login).await?
+                else {
+                    return Ok(None);
+                };
+                compose(&BulkRevokedMail {
+                    to: &to,
+                    to_name: name,
+                    reason: &reason,
+                    tokens: &tokens,
+                    portal_url: &portal,
+                    product_name,
+                })
+            }
             EmailKind::NewRequest => {
                 let requester = self.recipient(request.requester.as_str()).await.ok();
                 let review = self.page_url(&format!("/requests/{}", request.id));

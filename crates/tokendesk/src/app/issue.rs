@@ -99,6 +99,7 @@ impl App {
         let canvas_user_id = person.canvas_user_id.unwrap_or_default();
         let canvas_token_id = i64::try_from(created.token.id.0).unwrap_or_default();
         let hint = created.token.hint().to_owned();
+        let fingerprint = self.fingerprint_of(secrecy::ExposeSecret::expose_secret(&created.value));
         let held_until = now + self.workers().lease;
         let envelope = delivery.envelope.clone();
         let (nonce, ciphertext) = (delivery.sealed.nonce, delivery.sealed.ciphertext.clone());
@@ -122,6 +123,9 @@ impl App {
                             now,
                         )
                         .await?;
+                        if let Some(fp) = &fingerprint {
+                            store::set_token_fingerprint(tx, id, fp).await?;
+                        }
                         store::insert_envelope(tx, &envelope, &nonce, &ciphertext).await?;
                         let email_id = store::enqueue_email(
                             tx,

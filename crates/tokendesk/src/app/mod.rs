@@ -7,6 +7,7 @@ mod clock;
 mod delivery;
 mod email;
 mod envelopes;
+mod incidents;
 mod issue;
 mod lifecycle;
 mod people;
@@ -27,6 +28,7 @@ use url::Url;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use envelopes::EnvelopeView;
+pub use incidents::{ReportOutcome, RevokePreview};
 pub use lifecycle::ActivationCheck;
 pub use reads::{AUDIT_LIST, AuditQuery, MAILBOX_LIST};
 pub use reconcile::ReconcileReport;
@@ -111,6 +113,8 @@ pub struct AppParts {
     pub notify: crate::config::NotifyConfig,
     /// How long sign-in sessions last.
     pub sessions: SessionRules,
+    /// `security.fingerprint_key`: fingerprints of issued tokens, for leak reports.
+    pub fingerprint_key: Option<AtRestKey>,
 }
 
 /// The running service; cheap to clone.

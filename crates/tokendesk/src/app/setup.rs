@@ -144,6 +144,7 @@ impl App {
                 product_name: "tokendesk".to_owned(),
                 notify: config.notify,
                 sessions: super::SessionRules::from_config(&config.auth),
+                fingerprint_key: config.fingerprint_key.as_ref().map(|k| k.key().clone()),
                 clock,
             },
             workers,

@@ -69,6 +69,7 @@ impl App {
             JobKind::IssueToken => self.issue(&job).await,
             JobKind::ExtendToken => self.extend(&job).await,
             JobKind::DeleteToken => self.delete_token_job(&job).await,
+            JobKind::RevokeToken => self.revoke_job(&job).await,
         };
         let now = self.now();
         match outcome {
@@ -96,6 +97,7 @@ impl App {
                         self.give_up_issuance(&job, &why).await
                     }
                     JobKind::DeleteToken => self.give_up_deletion(&job, &why).await,
+                    JobKind::RevokeToken => self.give_up_revocation(&job, &why).await,
                 }
             }
         }

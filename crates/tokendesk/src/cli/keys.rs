@@ -13,6 +13,33 @@ pub(super) enum AdminCommand {
     /// Service keys for the JSON API.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Revoke tokens in bulk: a person's (off-boarding), by date, by purpose, or all of them.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["owner", "issued_before", "purpose", "all"])))]
+pub(super) struct RevokeArgs {
+    /// Every live token of this person.
+    #[arg(long, value_name = "LOGIN")]
+    owner: Option<String>,
+    /// Every live token issued before this day (YYYY-MM-DD).
+    #[arg(long, value_name = "DATE")]
+    issued_before: Option<String>,
+    /// Every live token whose purpose contains this text (any case).
+    #[arg(long, value_name = "TEXT")]
+    purpose: Option<String>,
+    /// Every live token tokendesk issued (the emergency switch).
+    #[arg(long)]
+    all: bool,
+    /// Why: the owners read it.
+    #[arg(long, value_name = "TEXT")]
+    reason: String,
+    /// Do not ask for confirmation (needed without a terminal).
+    #[arg(long)]
+    yes: bool,
+    #[command(flatten)]
+    config: ConfigArg,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -71,7 +98,10 @@ fn usage(e: AppError) -> CliError {
 }
 
 pub(super) async fn run(command: AdminCommand) -> Result<(), CliError> {
-    let AdminCommand::Keys(command) = command;
+    let command = match command {
+        AdminCommand::Keys(command) => command,
+        AdminCommand::Revoke(args) => return revoke(args).await,
+    };
     match command {
         KeysCommand::Create {
             role,
@@ -145,5 +175,126 @@ pub(super) async fn run(command: AdminCommand) -> Result<(), CliError> {
             }
             Ok(())
         }
+    }
+}
+
+/// `tokendesk admin revoke`: previews, confirms, starts the run, works its jobs here with a
+/// progress bar, and sums up. Exit 1 when some tokens could not be revoked (they are listed).
+async fn revoke(args: RevokeArgs) -> Result<(), CliError> {
+    use std::io::IsTerminal as _;
+
+    use crate::domain::request::{REVOKE_ALL_CONFIRMATION, RevokeFilter};
+    let filter = RevokeFilter::parse(
+        args.owner.as_deref(),
+        args.issued_before.as_deref(),
+        args.purpose.as_deref(),
+        args.all,
+    )
+    .map_err(|e| CliError::Usage(e.to_string()))?;
+    let app = app_for(&args.config).await?;
+    let result = revoke_with(&app, filter, &args).await;
+    app.close().await;
+    return result;
+
+    async fn revoke_with(
+        app: &App,
+        filter: RevokeFilter,
+        args: &RevokeArgs,
+    ) -> Result<(), CliError> {
+        let user = std::env::var("USER").unwrap_or_else(|_| "operator".into());
+        let actor = crate::domain::Actor {
+            login: crate::domain::Login::from_stored(&format!("cli:{user}")),
+            roles: crate::domain::Roles {
+                admin: true,
+                helpdesk: true,
+                ..Default::default()
+            },
+        };
+        let preview = app
+            .revoke_preview(&actor, filter.clone())
+            .await
+            .map_err(usage)?;
+        eprintln!(
+            "{}: {} live token(s) of {} person(s){}",
+            preview.filter.describe(),
+            preview.count,
+            preview.owners.len(),
+            if preview.owners.len() == 50 {
+                " or more"
+            } else {
+                ""
+            }
+        );
+        for (login, n) in preview.owners.iter().take(10) {
+            eprintln!("  {login}: {n}");
+        }
+        if preview.count == 0 {
+            println!("nothing to revoke");
+            return Ok(());
+        }
+        let all = filter == RevokeFilter::All;
+        if !args.yes {
+            if !std::io::stdin().is_terminal() {
+                return Err(CliError::Usage(
+                    "there is no terminal to confirm on: add --yes to revoke without asking".into(),
+                ));
+            }
+            let wanted = if all { REVOKE_ALL_CONFIRMATION } else { "yes" };
+            eprint!("Type {wanted} to revoke them: ");
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| CliError::Failed(e.into()))?;
+            if line.trim() != wanted {
+                return Err(CliError::Usage("not confirmed: nothing was revoked".into()));
+            }
+        }
+        let confirmation = all.then_some(REVOKE_ALL_CONFIRMATION);
+        let run = app
+            .start_revocation(&actor, filter, &args.reason, confirmation, &Ctx::system())
+            .await
+            .map_err(usage)?;
+        let bar = if std::io::stderr().is_terminal() {
+            indicatif::ProgressBar::new(run.total.unsigned_abs())
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "revoking [{bar:40}] {pos}/{len} tokens ({per_sec}, {eta} left) {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        let status = loop {
+            crate::jobs::drain(app)
+                .await
+                .map_err(|e| CliError::Failed(e.into()))?;
+            let status = app.revocation(&actor, run.id).await.map_err(usage)?;
+            bar.set_position((status.done + status.failed).unsigned_abs());
+            if status.failed > 0 {
+                bar.set_message(format!("{} failed", status.failed));
+            }
+            if status.finished_at.is_some() {
+                break status;
+            }
+            // Work waiting to be retried (Canvas throttling or down): look again shortly.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        };
+        bar.finish_and_clear();
+        println!(
+            "revocation {}: {} revoked, {} failed, of {} token(s)",
+            status.id, status.done, status.failed, status.total
+        );
+        if status.failed > 0 {
+            for (request, owner, why) in &status.failures {
+                println!("  failed: request #{request} of {owner}: {why}");
+            }
+            return Err(CliError::Failed(anyhow::anyhow!(
+                "{} token(s) could not be revoked (listed above); run the same command again to retry them",
+                status.failed
+            )));
+        }
+        Ok(())
     }
 }

@@ -16,8 +16,8 @@ use super::error::{ConfigErrors, ErrorKind, Origin};
 use super::{
     AuthConfig, AuthMode, CanvasConfig, CanvasKeys, Config, DatabaseUrl, EmailConfig, EmailKeys,
     EmailTransport, LimitsConfig, NotifyConfig, OidcConfig, OidcKeys, OutboxKey, Policy,
-    PoolConfig, RolesConfig, SecretSource, SmtpConfig, SmtpCredentials, SmtpTls, TopKeys,
-    WorkersConfig, sections,
+    PoolConfig, RolesConfig, SecretSource, SecurityKeys, SmtpConfig, SmtpCredentials, SmtpTls,
+    TopKeys, WorkersConfig, sections,
 };
 use crate::settings::{Found, KeyDoc, Problem, ReadContext, Reader, Section, env_value, type_name};
 
@@ -620,6 +620,12 @@ where
     let policy: Policy = read(&dict, &figment, &mut ctx);
     let limits: LimitsConfig = read(&dict, &figment, &mut ctx);
     let notify: NotifyConfig = read(&dict, &figment, &mut ctx);
+    let security: SecurityKeys = read(&dict, &figment, &mut ctx);
+    let fingerprint_key = key_of(
+        &mut ctx,
+        "security.fingerprint_key",
+        &security.fingerprint_key,
+    );
 
     // 4. What involves several keys, or the file's place.
     let built = build(top, canvas, auth, oidc, email, &policy, &mut ctx);
@@ -640,6 +646,7 @@ where
             policy,
             limits,
             notify,
+            fingerprint_key,
             file: ctx.file.clone(),
         }),
         _ => Err(ctx.errors),
@@ -972,6 +979,23 @@ fn build_oidc(keys: OidcKeys, public_url_given: bool, ctx: &mut Ctx) -> Option<O
     })
 }
 
+/// A 32-byte key given at `key` (or `key_file`), checked; a bad one is named in the form given.
+fn key_of(ctx: &mut Ctx, key: &str, secret: &super::Secret) -> Option<OutboxKey> {
+    let (text, source) = secret.0.as_ref()?;
+    match OutboxKey::parse(text.expose_secret(), source.clone()) {
+        Ok(k) => Some(k),
+        Err(message) => {
+            let named = if matches!(source, SecretSource::File(_)) {
+                format!("{key}_file")
+            } else {
+                key.to_owned()
+            };
+            ctx.invalid(&named, message);
+            None
+        }
+    }
+}
+
 fn build_email(mut keys: EmailKeys, ctx: &mut Ctx) -> Option<EmailConfig> {
     let smtp_wanted = keys.transport == EmailTransport::Smtp;
     if smtp_wanted
@@ -1064,23 +1088,7 @@ fn build_email(mut keys: EmailKeys, ctx: &mut Ctx) -> Option<EmailConfig> {
     } else {
         None
     };
-    let outbox_key = match &keys.outbox_key.0 {
-        None => None,
-        Some((text, source)) => {
-            let key = if matches!(source, SecretSource::File(_)) {
-                "email.outbox_key_file"
-            } else {
-                "email.outbox_key"
-            };
-            match OutboxKey::parse(text.expose_secret(), source.clone()) {
-                Ok(k) => Some(k),
-                Err(message) => {
-                    ctx.invalid(key, message);
-                    None
-                }
-            }
-        }
-    };
+    let outbox_key = key_of(ctx, "email.outbox_key", &keys.outbox_key);
     // The resolved secrets live in `smtp` and `outbox_key`; the keys keep no copy.
     keys.smtp_password = super::Secret::default();
     keys.outbox_key = super::Secret::default();

@@ -72,6 +72,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[notify]`.
     pub notify: NotifyConfig,
+    /// `security.fingerprint_key`, when set.
+    pub fingerprint_key: Option<OutboxKey>,
     /// The file this configuration was loaded from, if any.
     pub file: Option<PathBuf>,
 }
@@ -320,12 +322,27 @@ section! {
         envelope_lookups_per_minute: u32 = 30, in 0..=100000;
         /// Sign-ins an address may make per minute.
         sign_ins_per_minute: u32 = 20, in 0..=100000;
+        /// Leaked-token reports a person may make per hour (`/report`): what testing whether a
+        /// guess is someone's live token costs.
+        reports_per_hour: u32 = 10, in 0..=100000;
         /// A client must have sent a request's headers this many seconds after it began (or
         /// after it connected); then the connection is closed.
         header_timeout_secs: u64 = 10, in 1..=300;
         /// A client must have sent a request's body within this many seconds; then it is
         /// answered `408`.
         body_timeout_secs: u64 = 30, in 1..=600;
+    }
+}
+
+section! {
+    /// `[security]`: keys that protect what tokendesk keeps.
+    #[derive(Debug, Clone)]
+    pub struct SecurityKeys in "security" {
+        /// 32 bytes (64 hex digits or base64) under which tokendesk keeps a keyed fingerprint
+        /// (HMAC-SHA256) of every token it issues, so that a leaked value pasted into the report
+        /// form (`/report`) is matched to its token without the value ever being stored. Without
+        /// it, reports match by the 5-character hint only. Prefer `fingerprint_key_file`.
+        fingerprint_key: Secret = Secret::default();
     }
 }
 
@@ -429,6 +446,7 @@ pub fn sections() -> Vec<(Option<&'static str>, Vec<crate::settings::KeyDoc>)> {
         entry::<Policy>(),
         entry::<LimitsConfig>(),
         entry::<NotifyConfig>(),
+        entry::<SecurityKeys>(),
     ]
 }
 
@@ -772,6 +790,7 @@ impl Config {
             policy: Policy::default(),
             limits: LimitsConfig::default(),
             notify: NotifyConfig::default(),
+            fingerprint_key: None,
             file: None,
         }
     }

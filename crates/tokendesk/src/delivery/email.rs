@@ -1187,3 +1187,60 @@ mod tests {
         );
     }
 }
+
+/// To the help desk: a token was reported leaked and has been revoked.
+#[derive(Debug, Clone, Copy)]
+pub struct LeakReportedMail<'a> {
+    pub to: &'a str,
+    pub to_name: Option<&'a str>,
+    pub owner: &'a str,
+    pub request_id: i64,
+    pub token_hint: &'a str,
+    pub token_url: &'a str,
+    pub audit_url: &'a str,
+    pub product_name: &'a str,
+}
+
+email!(
+    LeakReportedMail,
+    EmailKind::LeakReported,
+    "email/leak_reported.txt",
+    "email/leak_reported.html"
+);
+
+impl LeakReportedMail<'_> {
+    fn subject_line(&self) -> String {
+        format!(
+            "A leaked token of {} was reported and revoked (request #{})",
+            self.owner, self.request_id
+        )
+    }
+}
+
+/// To an owner: tokens of theirs revoked by a bulk revocation (one email per run).
+#[derive(Debug, Clone)]
+pub struct BulkRevokedMail<'a> {
+    pub to: &'a str,
+    pub to_name: Option<&'a str>,
+    pub reason: &'a str,
+    /// (request id, hint) of each token revoked.
+    pub tokens: &'a [(i64, String)],
+    pub portal_url: &'a str,
+    pub product_name: &'a str,
+}
+
+email!(
+    BulkRevokedMail,
+    EmailKind::BulkRevoked,
+    "email/bulk_revoked.txt",
+    "email/bulk_revoked.html"
+);
+
+impl BulkRevokedMail<'_> {
+    fn subject_line(&self) -> String {
+        match self.tokens.len() {
+            1 => "Your Canvas access token was revoked".to_owned(),
+            n => format!("{n} of your Canvas access tokens were revoked"),
+        }
+    }
+}

@@ -385,6 +385,24 @@ impl AtRestKey {
         Self(key)
     }
 
+    /// A keyed fingerprint of a token value (HMAC-SHA256 under this key, hex): what lets a
+    /// pasted value be matched to the token it is without storing the value
+    /// (`security.fingerprint_key`).
+    pub fn fingerprint(&self, value: &str) -> String {
+        use hmac::Mac as _;
+        let Ok(mut mac) = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&self.0[..])
+        else {
+            return String::new();
+        };
+        mac.update(b"tokendesk-fingerprint-v1\0");
+        mac.update(value.as_bytes());
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     fn cipher(&self) -> Result<Aes256Gcm, EnvelopeError> {
         Aes256Gcm::new_from_slice(&self.0[..])
             .map_err(|_| EnvelopeError::InvalidAtRestKey("not 32 bytes"))

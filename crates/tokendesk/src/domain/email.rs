@@ -26,6 +26,10 @@ pub enum EmailKind {
     UnusedWarning,
     /// To an approver: the requests that arrived since the last digest.
     Digest,
+    /// To the help desk: a token was reported leaked and revoked.
+    LeakReported,
+    /// To an owner: tokens of theirs revoked in a bulk revocation, one email per run.
+    BulkRevoked,
 }
 
 impl StateSet for EmailKind {
@@ -39,6 +43,8 @@ impl StateSet for EmailKind {
         EmailKind::Extended,
         EmailKind::UnusedWarning,
         EmailKind::Digest,
+        EmailKind::LeakReported,
+        EmailKind::BulkRevoked,
     ];
 
     fn as_str(self) -> &'static str {
@@ -52,6 +58,8 @@ impl StateSet for EmailKind {
             EmailKind::Extended => "extended",
             EmailKind::UnusedWarning => "unused_warning",
             EmailKind::Digest => "digest",
+            EmailKind::LeakReported => "leak_reported",
+            EmailKind::BulkRevoked => "bulk_revoked",
         }
     }
 }

@@ -857,6 +857,183 @@ pub fn revoke(
     })
 }
 
+/// The token was reported leaked and matched: revoked at once by the system, whoever reported
+/// it (the reporter may hold no role). The owner is told.
+pub fn revoke_reported(
+    request: &Request,
+    report_id: i64,
+    by_hint: bool,
+    now: OffsetDateTime,
+) -> Result<Change<Request>, DomainError> {
+    require_state(
+        request,
+        "revoke",
+        &[RequestState::Issued, RequestState::Activated],
+    )?;
+    let mut next = moved(request, RequestState::Revoked, now);
+    next.reason = Some(
+        "reported as leaked: the token was found where others can see it, so it was revoked at once"
+            .into(),
+    );
+    let audit = audit(
+        super::SYSTEM,
+        "token.revoke",
+        request,
+        json!({"reason": next.reason, "report": report_id, "matched_by": if by_hint { "hint" } else { "value" }}),
+    );
+    Ok(Change {
+        state: next,
+        audit,
+        effects: vec![Effect::NotifyRevoked],
+    })
+}
+
+/// One token of a bulk revocation (off-boarding, an emergency): its owner hears once per run,
+/// not once per token, so this asks for no notice.
+pub fn revoke_in_run(
+    request: &Request,
+    actor: &str,
+    run_id: i64,
+    reason: &str,
+    now: OffsetDateTime,
+) -> Result<Change<Request>, DomainError> {
+    require_state(
+        request,
+        "revoke",
+        &[RequestState::Issued, RequestState::Activated],
+    )?;
+    let mut next = moved(request, RequestState::Revoked, now);
+    next.reason = Some(reason.to_owned());
+    let audit = audit(
+        actor,
+        "token.revoke",
+        request,
+        json!({"reason": reason, "run": run_id}),
+    );
+    Ok(Change {
+        state: next,
+        audit,
+        effects: vec![],
+    })
+}
+
+/// Which live tokens a bulk revocation takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeFilter {
+    /// Every token of one person (off-boarding): the help desk.
+    Owner(Login),
+    /// Tokens issued before this day: admins.
+    IssuedBefore(Date),
+    /// Tokens whose purpose contains this text (any case): admins.
+    PurposeContains(String),
+    /// Every token tokendesk issued (the emergency switch): admins, with a typed confirmation.
+    All,
+}
+
+/// What the emergency switch must be given, typed, to go.
+pub const REVOKE_ALL_CONFIRMATION: &str = "REVOKE ALL";
+
+impl RevokeFilter {
+    /// What the filter is, in words (for pages, the CLI and the audit trail).
+    pub fn describe(&self) -> String {
+        match self {
+            RevokeFilter::Owner(login) => format!("every token of {login}"),
+            RevokeFilter::IssuedBefore(day) => format!("every token issued before {day}"),
+            RevokeFilter::PurposeContains(text) => {
+                format!("every token whose purpose contains \"{text}\"")
+            }
+            RevokeFilter::All => "every token tokendesk issued".into(),
+        }
+    }
+
+    /// As stored with the run.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            RevokeFilter::Owner(login) => json!({"owner": login.as_str()}),
+            RevokeFilter::IssuedBefore(day) => json!({"issued_before": day.to_string()}),
+            RevokeFilter::PurposeContains(text) => json!({"purpose": text}),
+            RevokeFilter::All => json!({"all": true}),
+        }
+    }
+
+    /// One filter from the fields a form, the API or the CLI give: exactly one of them.
+    pub fn parse(
+        owner: Option<&str>,
+        issued_before: Option<&str>,
+        purpose: Option<&str>,
+        all: bool,
+    ) -> Result<RevokeFilter, DomainError> {
+        fn given(v: Option<&str>) -> Option<&str> {
+            v.map(str::trim).filter(|s| !s.is_empty())
+        }
+        let (owner, before, purpose) = (given(owner), given(issued_before), given(purpose));
+        let count = [owner.is_some(), before.is_some(), purpose.is_some(), all]
+            .iter()
+            .filter(|x| **x)
+            .count();
+        if count != 1 {
+            return Err(DomainError::field(
+                "filter",
+                "one_filter",
+                "give exactly one of owner, issued_before, purpose or all",
+            ));
+        }
+        if let Some(owner) = owner {
+            return Login::parse(owner)
+                .map(RevokeFilter::Owner)
+                .map_err(|mut e| {
+                    e.field = "owner";
+                    DomainError::Invalid(vec![e])
+                });
+        }
+        if let Some(day) = before {
+            let format = time::macros::format_description!("[year]-[month]-[day]");
+            return Date::parse(day, &format)
+                .map(RevokeFilter::IssuedBefore)
+                .map_err(|_| {
+                    DomainError::field(
+                        "issued_before",
+                        "invalid",
+                        format!(
+                            "`{}` is not a day: write it as YYYY-MM-DD",
+                            day.escape_default()
+                        ),
+                    )
+                });
+        }
+        if let Some(text) = purpose {
+            let chars = text.chars().count();
+            if !(3..=200).contains(&chars)
+                || text
+                    .chars()
+                    .any(|c| c.is_control() || super::ids::is_bidi_or_invisible(c))
+            {
+                return Err(DomainError::field(
+                    "purpose",
+                    "invalid",
+                    "the purpose text must be 3 to 200 characters, without control or bidi characters",
+                ));
+            }
+            return Ok(RevokeFilter::PurposeContains(text.to_owned()));
+        }
+        Ok(RevokeFilter::All)
+    }
+
+    /// Who may revoke by this filter: the help desk a person's tokens, admins anything.
+    pub fn allowed(&self, actor: &Actor) -> Result<(), DomainError> {
+        match self {
+            RevokeFilter::Owner(_) if actor.roles.can_support() => Ok(()),
+            _ if actor.roles.admin => Ok(()),
+            RevokeFilter::Owner(_) => Err(DomainError::Forbidden(
+                "only the help desk can revoke all of a person's tokens".into(),
+            )),
+            _ => Err(DomainError::Forbidden(
+                "only admins can revoke tokens by date, purpose or all at once".into(),
+            )),
+        }
+    }
+}
+
 /// Canvas no longer has the token (deleted there, e.g. by a Canvas admin).
 pub fn gone_from_canvas(
     request: &Request,

@@ -5,6 +5,7 @@
 mod audit;
 mod copy;
 mod envelopes;
+mod incidents;
 mod lifecycle;
 mod migrate;
 mod people;
@@ -29,6 +30,10 @@ pub use copy::{CopyError, CopyProgress, CopyReport, TableCopy, copied_tables, co
 pub use envelopes::{
     StoredEnvelope, close_envelopes_of, envelope_for_request, expire_envelopes, get_envelope,
     insert_envelope, request_view, update_envelope,
+};
+pub use incidents::{
+    RevokeRun, create_run, finish_item, insert_report, live_tokens_with_hint, queued_item,
+    revoke_preview, revoke_run, run_owners, run_tokens_of, set_token_fingerprint,
 };
 pub use lifecycle::{
     Orphan, SeenOrphan, WithToken, calendar_owner, calendar_secret, delete_orphan, drop_calendar,

@@ -20,6 +20,8 @@ pub enum JobKind {
     DeleteToken,
     /// Move the expiry of the token a renewal renews, and hand the token to the renewal.
     ExtendToken,
+    /// Revoke the request's token as part of a bulk revocation run (`revoke_items`).
+    RevokeToken,
 }
 
 impl StateSet for JobKind {
@@ -27,6 +29,7 @@ impl StateSet for JobKind {
         JobKind::IssueToken,
         JobKind::DeleteToken,
         JobKind::ExtendToken,
+        JobKind::RevokeToken,
     ];
 
     fn as_str(self) -> &'static str {
@@ -34,6 +37,7 @@ impl StateSet for JobKind {
             JobKind::IssueToken => "issue_token",
             JobKind::DeleteToken => "delete_token",
             JobKind::ExtendToken => "extend_token",
+            JobKind::RevokeToken => "revoke_token",
         }
     }
 }

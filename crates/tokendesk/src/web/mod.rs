@@ -13,6 +13,7 @@ mod envelopes;
 pub mod error;
 pub mod extract;
 mod health;
+mod incidents;
 mod mailbox;
 pub mod middleware;
 pub mod oidc;
@@ -31,6 +32,7 @@ use time::{OffsetDateTime, UtcOffset};
 
 pub use auth::{WebAuth, WebAuthError, demo_allowed_on};
 pub use error::ApiError;
+pub use incidents::OFFBOARDING_REASON;
 
 use crate::app::App;
 use crate::config::{AuthMode, DEFAULT_MAX_BODY_BYTES};
@@ -63,6 +65,7 @@ impl WebState {
                 "delivery link look-ups",
             ),
             Limit::SignIn => (Rate::per_minute(l.sign_ins_per_minute), "sign-ins"),
+            Limit::Report => (Rate::per_hour(l.reports_per_hour), "reports"),
             Limit::RefusalRecord => (crate::app::REFUSAL_RECORDS, "refusals"),
         };
         self.limiter
@@ -190,7 +193,8 @@ fn api() -> (Router<WebState>, utoipa::openapi::OpenApi) {
         .merge(audit::routes())
         .merge(orphans::routes())
         .merge(calendar::routes())
-        .merge(sessions::routes());
+        .merge(sessions::routes())
+        .merge(incidents::routes());
     let (router, doc) = api.split_for_parts();
     (Router::new().nest(API_PREFIX, router), doc)
 }

@@ -75,6 +75,13 @@ const MATRIX: &[(&str, &str, [u16; 8])] = &[
     ("GET",  "/api/v1/me/sessions",                 [401, 200, 200, 200, 200, 200, 200, 200]),
     ("POST", "/api/v1/me/sessions/{id}/end",        [401, 404, 404, 404, 404, 404, 404, 404]),
     ("POST", "/api/v1/people/{login}/sessions/end", [401, 200, 404, 403, 200, 404, 200, 404]),
+    // Incidents: anyone reports a leak; the help desk revokes a person's tokens; admins any.
+    ("POST", "/api/v1/reports",                     [401, 200, 200, 200, 200, 200, 200, 200]),
+    ("GET",  "/api/v1/revocations/preview",         [401, 422, 422, 422, 422, 422, 422, 422]),
+    ("GET",  "/api/v1/revocations/preview?owner=sam.student", [401, 403, 403, 403, 200, 403, 200, 403]),
+    ("POST", "/api/v1/revocations",                 [401, 403, 403, 403, 202, 403, 202, 403]),
+    ("GET",  "/api/v1/revocations/{id}",            [401, 404, 404, 404, 200, 404, 200, 404]),
+    ("POST", "/api/v1/people/{login}/revoke-all",   [401, 404, 404, 403, 202, 404, 202, 404]),
     ("POST", "/api/v1/requests",                    [401, 201, 201, 201, 201, 201, 201, 403]),
     ("GET",  "/api/v1/requests",                    [401, 200, 200, 200, 200, 200, 200, 200]),
     ("GET",  "/api/v1/requests?requester=sam.student", [401, 200, 403, 200, 200, 403, 200, 403]),
@@ -135,6 +142,12 @@ const MATRIX: &[(&str, &str, [u16; 8])] = &[
     ("POST", "/e/{id}/burn",                        [401, 303, 404, 404, 404, 404, 404, 401]),
     ("POST", "/me/sessions/{id}/end",               [401, 404, 404, 404, 404, 404, 404, 401]),
     ("POST", "/people/{login}/sessions/end",        [401, 303, 404, 403, 303, 404, 303, 401]),
+    ("POST", "/people/{login}/revoke-all",          [401, 404, 404, 403, 303, 404, 303, 401]),
+    ("GET",  "/report",                             [401, 200, 200, 200, 200, 200, 200, 401]),
+    ("POST", "/report",                             [401, 303, 303, 303, 303, 303, 303, 401]),
+    ("GET",  "/revocations",                        [401, 403, 403, 403, 200, 403, 200, 401]),
+    ("POST", "/revocations",                        [401, 403, 403, 403, 303, 403, 303, 401]),
+    ("GET",  "/revocations/{id}",                   [401, 404, 404, 404, 200, 404, 200, 401]),
     // OIDC sign-in exists only with auth.mode = "oidc"; signing out and its page, always.
     ("GET",  "/auth/login",                         [404, 404, 404, 404, 404, 404, 404, 404]),
     ("GET",  "/auth/callback",                      [404, 404, 404, 404, 404, 404, 404, 404]),
@@ -160,6 +173,8 @@ enum Needs {
     Orphan,
     /// The owner's calendar feed.
     Calendar,
+    /// A bulk revocation run (of the owner's tokens).
+    Revocation,
 }
 
 fn needs(method: &str, path: &str) -> Needs {
@@ -180,6 +195,8 @@ fn needs(method: &str, path: &str) -> Needs {
         Needs::Orphan
     } else if path.starts_with("/calendar/") {
         Needs::Calendar
+    } else if path.contains("/revocations/{id}") {
+        Needs::Revocation
     } else if method == "GET" && path.starts_with("/api/v1/mailbox") || path == "/mailbox" {
         // Something in the owner's mailbox.
         Needs::Issued
@@ -197,6 +214,7 @@ struct Objects {
     orphan: Option<i64>,
     /// The calendar feed's file name (`SECRET.ics`).
     calendar: Option<String>,
+    revocation: Option<i64>,
 }
 
 /// The service with a person of each role, the limits off (the matrix asks a lot in a minute).
@@ -323,6 +341,24 @@ async fn make(api: &Api, needs: Needs) -> Objects {
                 ..Objects::default()
             };
         }
+        Needs::Revocation => {
+            let run = api
+                .world
+                .app
+                .start_revocation(
+                    &api.world.actor(ADMIN),
+                    tokendesk::domain::request::RevokeFilter::Owner(login(OWNER)),
+                    "the matrix asks",
+                    None,
+                    &Default::default(),
+                )
+                .await
+                .unwrap();
+            return Objects {
+                revocation: Some(run.id),
+                ..Objects::default()
+            };
+        }
         Needs::Calendar => {
             let url = api
                 .world
@@ -346,6 +382,8 @@ async fn make(api: &Api, needs: Needs) -> Objects {
 fn fill(path: &str, objects: &Objects, asset: &str) -> String {
     let id = if path.contains("/sessions/") {
         Some("no-such-session".to_owned())
+    } else if path.contains("/revocations/") {
+        objects.revocation.map(|r| r.to_string())
     } else if path.contains("/orphans/") {
         objects.orphan.map(|o| o.to_string())
     } else if path.contains("/tokens/") {
@@ -377,6 +415,10 @@ fn api_body(api: &Api, path: &str) -> Value {
         })
     } else if path.ends_with("/renew") {
         json!({"expires_on": api.world.today_plus(60)})
+    } else if path.ends_with("/reports") {
+        json!({"value": "zzzzz", "where": "the matrix"})
+    } else if path.ends_with("/revocations") {
+        json!({"owner": OWNER, "reason": "the matrix asks"})
     } else if path.ends_with("/deny") || path.ends_with("/revoke") {
         json!({"reason": "the matrix asks"})
     } else {
@@ -394,6 +436,13 @@ fn form_fields(api: &Api, path: &str) -> Vec<(&'static str, String)> {
         ]
     } else if path.ends_with("/deny") || path.ends_with("/revoke") {
         vec![("reason", "the matrix asks".into())]
+    } else if path == "/report" {
+        vec![("value", "zzzzz".into()), ("where", "the matrix".into())]
+    } else if path == "/revocations" {
+        vec![
+            ("owner", OWNER.into()),
+            ("reason", "the matrix asks".into()),
+        ]
     } else if path.ends_with("/renew") {
         vec![
             ("expires_on", api.world.today_plus(60)),

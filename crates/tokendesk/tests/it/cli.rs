@@ -385,3 +385,124 @@ fn admin_keys_create_list_and_revoke() {
     let missing = run(&["admin", "keys", "revoke", "999", "--config", config]);
     assert_eq!(missing.status.code(), Some(2));
 }
+
+/// `tokendesk admin revoke`: refuses without a way to confirm, refuses two filters, revokes
+/// with `--yes` (exit 0), finds nothing the second time (exit 0), and exits 1 listing the
+/// tokens Canvas would not delete. (Multi-threaded: the simulator answers the binary while the
+/// test waits for it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_revoke_exit_codes() {
+    use crate::support::db::TestDb;
+    use crate::support::world::World;
+    let world = World::tweaked(TestDb::sqlite().await, |parts| {
+        parts.policy.max_active_tokens_per_person = 10;
+        parts.policy.max_open_requests_per_person = 10;
+    })
+    .await;
+    world.issued("sam.student").await;
+    world.issued("sam.student").await;
+    let stella = world.issued("stella.student").await;
+    let dir = Dir::new("revoke");
+    let db = world.db.url.split('?').next().unwrap().to_owned();
+    let config = |token: &str| {
+        dir.file(
+            &format!("tokendesk-{}.toml", &token[..4]),
+            &format!(
+                "database_url = \"{db}\"\n[canvas]\nurl = \"{}\"\nadmin_token = \"{token}\"\n",
+                world.sim.base_url()
+            ),
+        )
+    };
+    let good = config(tokendesk_canvas_sim::DEFAULT_ADMIN_TOKEN);
+    let good = good.to_str().unwrap();
+    let revoke = |args: &[&str], config: &str| {
+        let mut all = vec!["admin", "revoke"];
+        all.extend_from_slice(args);
+        all.extend(["--config", config]);
+        run(&all)
+    };
+    // No terminal to confirm on, and no --yes: nothing happens (exit 2).
+    let out = revoke(
+        &["--owner", "sam.student", "--reason", "left the university"],
+        good,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--yes"), "{}", text(&out.stderr));
+    // Two filters: a usage error.
+    let out = revoke(
+        &["--owner", "sam.student", "--all", "--reason", "x", "--yes"],
+        good,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    // Revoked, with a summary.
+    let out = revoke(
+        &[
+            "--owner",
+            "sam.student",
+            "--reason",
+            "left the university",
+            "--yes",
+        ],
+        good,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("2 revoked, 0 failed, of 2 token(s)"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).contains("every token of sam.student: 2 live token(s)"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = revoke(
+        &[
+            "--owner",
+            "sam.student",
+            "--reason",
+            "left the university",
+            "--yes",
+        ],
+        good,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stdout).contains("nothing to revoke"),
+        "{}",
+        text(&out.stdout)
+    );
+    // Canvas refuses (this admin token is not Canvas's): exit 1, the failure listed.
+    let bad = config("not-the-admin-token-of-this-canvas-0123456789");
+    let out = revoke(
+        &["--owner", "stella.student", "--reason", "left", "--yes"],
+        bad.to_str().unwrap(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains(&format!("failed: request #{stella} of stella.student")),
+        "{}",
+        text(&out.stdout)
+    );
+    // The emergency switch from the CLI (with --yes, the typed confirmation is implied).
+    let out = revoke(&["--all", "--reason", "a breach", "--yes"], good);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}

@@ -129,6 +129,28 @@ async fn sqlite_copies_to_postgres_with_its_audit_chain() {
         )
         .await
         .unwrap();
+    // A report that matched nothing, and a revocation run still queued.
+    world
+        .app
+        .report_leak(
+            &world.actor("stella.student"),
+            "zzzzz",
+            "a gist",
+            &Ctx::default(),
+        )
+        .await
+        .unwrap();
+    world
+        .app
+        .start_revocation(
+            &world.actor("ada.admin"),
+            tokendesk::domain::request::RevokeFilter::Owner(world::login("sam.student")),
+            "off-boarding",
+            None,
+            &Ctx::default(),
+        )
+        .await
+        .unwrap();
     store::claim_period(
         &world.db.store,
         "sweep",

@@ -18,7 +18,7 @@ use crate::support::world::World;
 
 /// Captures every log line of the test (all levels) in memory.
 #[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Logs(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Logs {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -31,13 +31,13 @@ impl Write for Logs {
 }
 
 impl Logs {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 }
 
 /// Everything the database holds, as text (SQLite: the file and its WAL, byte for byte).
-async fn database_dump(world: &World) -> String {
+pub(crate) async fn database_dump(world: &World) -> String {
     if let Some(path) = world.db.url.strip_prefix("sqlite://") {
         let path = path.split('?').next().unwrap();
         let mut bytes = std::fs::read(path).unwrap();

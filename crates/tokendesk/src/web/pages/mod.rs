@@ -16,6 +16,7 @@ pub(crate) mod demo;
 mod envelope;
 pub(crate) mod error;
 mod home;
+mod incidents;
 mod mailbox;
 mod me;
 mod orphans;
@@ -118,6 +119,10 @@ page_routes! { ROUTES, add_routes:
     "/people" => get(people::search);
     "/people/{login}" => get(people::show);
     "/people/{login}/sessions/end" => post(people::end_sessions);
+    "/people/{login}/revoke-all" => post(incidents::revoke_all);
+    "/report" => get(incidents::report_form), post(incidents::report);
+    "/revocations" => get(incidents::revocations), post(incidents::start);
+    "/revocations/{id}" => get(incidents::show);
     "/audit" => get(audit::show);
     "/audit/export.jsonl" => get(audit::export_jsonl);
     "/audit/export.csv" => get(audit::export_csv);

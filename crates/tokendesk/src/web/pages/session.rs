@@ -153,9 +153,13 @@ impl Viewer {
         if roles.can_audit() {
             nav.push(("/audit", "Audit"));
         }
+        if roles.can_support() {
+            nav.push(("/revocations", "Revocations"));
+        }
         if roles.admin {
             nav.push(("/orphans", "Orphans"));
         }
+        nav.push(("/report", "Report a leak"));
         if self.mailbox {
             nav.push(("/mailbox", "Mailbox"));
         }

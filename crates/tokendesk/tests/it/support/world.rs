@@ -135,6 +135,7 @@ impl World {
                 approver_digest_minutes: 0,
             },
             sessions: tokendesk::app::SessionRules::default(),
+            fingerprint_key: Some(tokendesk::delivery::envelope::AtRestKey::generate()),
             clock: clock.clone(),
         };
         tweak(&mut parts);
