@@ -296,11 +296,23 @@ test('the story through the pages, accessible on every page', { timeout: 180000 
   await theo.page.waitForURL(`${B}/people/sam.student`);
   await check(theo.page, 'person');
   await theo.page.getByLabel(/Reason for revoking token/).fill('Laptop stolen');
-  await theo.page.getByRole('button', { name: 'Revoke' }).click();
+  await theo.page.getByRole('button', { name: 'Revoke', exact: true }).click();
   await theo.page.waitForURL(`${B}/people/sam.student`);
   assert.match(await flash(theo.page), /revoked/);
   await check(theo.page, 'person-revoked', { shot: false });
   assert.equal((await canvasSelf()).status, 401, 'Canvas refuses the revoked token');
+
+  // ---- incidents: a leak report, a bulk revocation's preview ------------------------------------
+  await sam.page.goto(`${B}/report`);
+  await check(sam.page, 'report');
+  await sam.page.getByLabel('The token, or its hint').fill('zzzzz');
+  await sam.page.getByLabel('Where you found it').fill('a public gist');
+  await sam.page.getByRole('button', { name: 'Report and revoke' }).click();
+  await sam.page.waitForURL(`${B}/report`);
+  assert.match(await flash(sam.page), /Not a token issued here/);
+  await theo.page.goto(`${B}/revocations?owner=stella.student`);
+  assert.match(await theo.page.locator('main').textContent(), /Preview: every token of stella\.student/);
+  await check(theo.page, 'revocations-preview');
 
   // ---- the auditor ------------------------------------------------------------------------------
   await ada.page.goto(`${B}/audit`);
