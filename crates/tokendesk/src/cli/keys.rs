@@ -267,6 +267,10 @@ async fn revoke(args: RevokeArgs) -> Result<(), CliError> {
             .progress_chars("=> "),
         );
         let status = loop {
+            crate::jobs::drain_jobs_concurrently(app, crate::jobs::REVOKE_RUNNERS)
+                .await
+                .map_err(|e| CliError::Failed(e.into()))?;
+            // The owners' emails (and anything else due).
             crate::jobs::drain(app)
                 .await
                 .map_err(|e| CliError::Failed(e.into()))?;

@@ -44,6 +44,27 @@ pub async fn drain(app: &App) -> AppResult<usize> {
     }
 }
 
+/// Job runners a bulk revocation uses at once (`tokendesk admin revoke`, the revocation bench):
+/// the Canvas client's governor keeps them under Canvas's throttle.
+pub const REVOKE_RUNNERS: usize = 16;
+
+/// Runs every job that is due now with `runners` job runners at once, each claiming the next
+/// due job under its own lease; how many ran.
+pub async fn drain_jobs_concurrently(app: &App, runners: usize) -> AppResult<usize> {
+    let runners = (0..runners.max(1)).map(|_| async {
+        let mut ran = 0usize;
+        while run_one_job(app).await? {
+            ran += 1;
+        }
+        AppResult::Ok(ran)
+    });
+    let mut ran = 0;
+    for done in futures::future::join_all(runners).await {
+        ran += done?;
+    }
+    Ok(ran)
+}
+
 /// Runs the sweep now (tests and the CLI).
 pub async fn sweep(app: &App) -> AppResult<SweepReport> {
     app.sweep().await
