@@ -47,52 +47,85 @@ pub struct ReconcileReport {
     pub failed: usize,
 }
 
+/// One batch of people, their tokens here, and what Canvas listed for each.
+struct Listed {
+    people: Vec<(i64, Login)>,
+    by_user: HashMap<i64, Vec<StoredToken>>,
+    listings: Vec<Result<Vec<Token>, CanvasError>>,
+}
+
 /// The purpose prefix of every token tokendesk makes (`tokendesk #<id>: …`).
 const OURS: &str = "tokendesk #";
 
 impl App {
-    /// One pass over everyone; what cannot be read now is left for the next pass.
+    /// One pass over everyone; what cannot be read now is left for the next pass. People are
+    /// taken in batches; one batch's findings are recorded while the next batch is listed, so
+    /// that Canvas is kept busy across the batches.
     pub async fn reconcile(&self) -> AppResult<ReconcileReport> {
         let mut report = ReconcileReport::default();
         let mut after = 0i64;
+        let mut listed: Option<Listed> = None;
         loop {
             let mut conn = self.read().await?;
             let people = store::people_in_canvas(&mut conn, after, PEOPLE_PER_BATCH).await?;
-            let Some(&(last, _)) = people.last() else {
-                return Ok(report);
-            };
-            after = last;
             let ids: Vec<i64> = people.iter().map(|(id, _)| *id).collect();
             let ours = store::tokens_of_canvas_users(&mut conn, &ids).await?;
             drop(conn);
+            if let Some(&(last, _)) = people.last() {
+                after = last;
+            }
+            let canvas = &self.parts().canvas;
+            let listing = canvas.concurrent(ids.iter().copied(), |id| async move {
+                let user = UserRef::Id(CanvasUserId(id.unsigned_abs()));
+                canvas.list_user_tokens(&user).await
+            });
+            let previous = listed.take();
+            let record = async {
+                match previous {
+                    Some(batch) => self.record_listed(batch, &mut report).await,
+                    None => Ok(()),
+                }
+            };
+            let (listings, recorded) = tokio::join!(listing, record);
+            recorded?;
+            if people.is_empty() {
+                return Ok(report);
+            }
             let mut by_user: HashMap<i64, Vec<StoredToken>> = HashMap::new();
             for t in ours {
                 by_user.entry(t.canvas_user_id).or_default().push(t);
             }
-            let canvas = &self.parts().canvas;
-            let listings = canvas
-                .concurrent(ids.iter().copied(), |id| async move {
-                    let user = UserRef::Id(CanvasUserId(id.unsigned_abs()));
-                    canvas.list_user_tokens(&user).await
-                })
-                .await;
-            let mut batch = Batch::default();
-            for ((user_id, login), listing) in people.iter().zip(listings) {
-                let ours = by_user.remove(user_id).unwrap_or_default();
-                match listing {
-                    Ok(listed) => {
-                        report.people += 1;
-                        self.compare(*user_id, login, &ours, &listed, &mut batch, &mut report)
-                            .await;
-                    }
-                    Err(e) => {
-                        report.failed += 1;
-                        tracing::warn!(canvas.user_id = user_id, error = %e, "reconcile: cannot list a person's tokens now");
-                    }
+            listed = Some(Listed {
+                people,
+                by_user,
+                listings,
+            });
+        }
+    }
+
+    /// Compares a listed batch with what tokendesk holds, and records what changed.
+    async fn record_listed(&self, batch: Listed, report: &mut ReconcileReport) -> AppResult<()> {
+        let Listed {
+            people,
+            mut by_user,
+            listings,
+        } = batch;
+        let mut writes = Batch::default();
+        for ((user_id, login), listing) in people.iter().zip(listings) {
+            let ours = by_user.remove(user_id).unwrap_or_default();
+            match listing {
+                Ok(listed) => {
+                    report.people += 1;
+                    self.compare(*user_id, login, &ours, &listed, &mut writes, report)
+                        .await;
+                }
+                Err(e) => {
+                    report.failed += 1;
+                    tracing::warn!(canvas.user_id = user_id, error = %e, "reconcile: cannot list a person's tokens now");
                 }
             }
-            self.write_batch(batch, &mut report).await?;
         }
+        self.write_batch(writes, report).await
     }
 
     /// Compares one person's tokens; database writes that need no transition of their own go
