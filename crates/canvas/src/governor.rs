@@ -6,7 +6,7 @@
 //! up-front costs of our other requests still running). So the free capacity is roughly
 //! `remaining + others_in_flight × up_front_cost`, and, since Canvas admits a request only while
 //! the count plus its up-front cost stays under the high-water mark, `ceil(free × safety /
-//! up_front_cost) − 1` requests can run at once (11 in an empty default bucket). "Others" are only requests started more than `send_guard` before
+//! up_front_cost) − 1` requests can run at once (11 in an empty default bucket, 10 once the backlog passes about 20 units). "Others" are only requests started more than `send_guard` before
 //! the response was read: newer ones cannot have reached Canvas before it answered.
 //!
 //! The governor starts with `initial_concurrency` (slow start); its ceiling rises by at most one
@@ -24,8 +24,8 @@ use tokio::sync::oneshot;
 pub struct ThrottleConfig {
     /// Canvas's up-front cost per request (`request_throttle.up_front_cost`, default 50).
     pub up_front_cost: f64,
-    /// Fraction of the measured free capacity to use (default 0.98: a margin for the
-    /// estimate's noise, not a whole request's worth).
+    /// Fraction of the measured free capacity to use (default 0.95: a margin of about 30 units
+    /// for the estimate's noise and the backlog's growth, less than a whole request's worth).
     pub safety: f64,
     /// Concurrency before the first response tells the headroom (default 1).
     pub initial_concurrency: usize,
@@ -41,7 +41,7 @@ impl Default for ThrottleConfig {
     fn default() -> Self {
         Self {
             up_front_cost: 50.0,
-            safety: 0.98,
+            safety: 0.95,
             initial_concurrency: 1,
             max_concurrency: 32,
             send_guard: Duration::from_millis(10),
@@ -270,7 +270,7 @@ mod tests {
     async fn slow_start_grows_to_the_measured_limit() {
         let g = Governor::new(ThrottleConfig::default());
         assert_eq!(g.limit(), 1);
-        // Empty bucket: ceil(600 × 0.98 / 50) − 1 = 11 (a 12th would reach the high-water
+        // Empty bucket: ceil(600 × 0.95 / 50) − 1 = 11 (a 12th would reach the high-water
         // mark), reached one step per response.
         for expected in 2..=11 {
             let p = g.acquire().await;
