@@ -4,9 +4,8 @@
 //! request when the bucket would reach the high-water mark (canvas-api.md §4). Every response
 //! reports `X-Rate-Limit-Remaining` (= high-water mark − bucket count, which includes the
 //! up-front costs of our other requests still running). So the free capacity is roughly
-//! `remaining + others_in_flight × up_front_cost`, and, since Canvas admits a request only while
-//! the count plus its up-front cost stays under the high-water mark, `ceil(free × safety /
-//! up_front_cost) − 1` requests can run at once (11 in an empty default bucket, 10 once the backlog passes about 20 units). "Others" are only requests started more than `send_guard` before
+//! `remaining + others_in_flight × up_front_cost`, and `floor(free × safety / up_front_cost)`
+//! requests can run at once. "Others" are only requests started more than `send_guard` before
 //! the response was read: newer ones cannot have reached Canvas before it answered.
 //!
 //! The governor starts with `initial_concurrency` (slow start); its ceiling rises by at most one
@@ -24,8 +23,7 @@ use tokio::sync::oneshot;
 pub struct ThrottleConfig {
     /// Canvas's up-front cost per request (`request_throttle.up_front_cost`, default 50).
     pub up_front_cost: f64,
-    /// Fraction of the measured free capacity to use (default 0.95: a margin of about 30 units
-    /// for the estimate's noise and the backlog's growth, less than a whole request's worth).
+    /// Fraction of the measured free capacity to use (default 0.9).
     pub safety: f64,
     /// Concurrency before the first response tells the headroom (default 1).
     pub initial_concurrency: usize,
@@ -41,7 +39,7 @@ impl Default for ThrottleConfig {
     fn default() -> Self {
         Self {
             up_front_cost: 50.0,
-            safety: 0.95,
+            safety: 0.9,
             initial_concurrency: 1,
             max_concurrency: 32,
             send_guard: Duration::from_millis(10),
@@ -188,9 +186,7 @@ impl Governor {
                 }
                 state.estimates.push_back(free);
                 let median = median(&state.estimates).unwrap_or(free);
-                // The most requests whose up-front costs stay strictly under the free capacity.
-                (((median * self.config.safety / cost).ceil() as usize).saturating_sub(1))
-                    .clamp(1, max)
+                ((median * self.config.safety / cost).floor() as usize).clamp(1, max)
             }
             // No header (throttling off, or a proxy): grow additively.
             _ => max,
@@ -270,16 +266,15 @@ mod tests {
     async fn slow_start_grows_to_the_measured_limit() {
         let g = Governor::new(ThrottleConfig::default());
         assert_eq!(g.limit(), 1);
-        // Empty bucket: ceil(600 × 0.95 / 50) − 1 = 11 (a 12th would reach the high-water
-        // mark), reached one step per response.
-        for expected in 2..=11 {
+        // Empty bucket: 600 × 0.9 / 50 = 10.8 → 10, reached one step per response.
+        for expected in 2..=10 {
             let p = g.acquire().await;
             g.observe(&p, Some(600.0), false);
             assert_eq!(g.limit(), expected);
         }
         let p = g.acquire().await;
         g.observe(&p, Some(600.0), false);
-        assert_eq!(g.limit(), 11);
+        assert_eq!(g.limit(), 10);
     }
 
     #[tokio::test]
@@ -294,9 +289,9 @@ mod tests {
         }
         let permits: Vec<_> = futures::future::join_all((0..10).map(|_| g.acquire())).await;
         tokio::time::sleep(Duration::from_millis(2)).await;
-        // 9 others hold 450: free is 600 → stays at 11.
+        // 9 others hold 450: free is 600 → stays at 10.
         g.observe(&permits[0], Some(150.0), false);
-        assert_eq!(g.limit(), 11);
+        assert_eq!(g.limit(), 10);
         // Someone else uses the same token: free shrinks, once most recent readings say so.
         for _ in 0..5 {
             g.observe(&permits[0], Some(0.0), false);
@@ -316,7 +311,7 @@ mod tests {
         }
         let permits: Vec<_> = futures::future::join_all((0..10).map(|_| g.acquire())).await;
         g.observe(&permits[9], Some(150.0), false);
-        assert_eq!(g.limit(), 11, "one low reading is outvoted by the median");
+        assert_eq!(g.limit(), 10, "one low reading is outvoted by the median");
         for _ in 0..4 {
             g.observe(&permits[9], Some(150.0), false);
         }
