@@ -485,16 +485,25 @@ pub fn may_deny(request: &Request, actor: &Actor) -> Result<(), DomainError> {
     )
 }
 
-/// The requester withdraws a request that has no token yet and is not being issued.
-pub fn may_cancel(request: &Request, actor: &Actor) -> Result<(), DomainError> {
+/// What only the request's owner may do: unknown to those who may not see it, refused (with
+/// `refusal`) to those who may.
+fn owner_only(request: &Request, actor: &Actor, refusal: &str) -> Result<(), DomainError> {
     if !visible_to(request, actor) {
         return Err(DomainError::NotFound);
     }
     if !actor.is(&request.requester) {
-        return Err(DomainError::Forbidden(
-            "only the requester can cancel a request; approvers deny instead".into(),
-        ));
+        return Err(DomainError::Forbidden(refusal.to_owned()));
     }
+    Ok(())
+}
+
+/// The requester withdraws a request that has no token yet and is not being issued.
+pub fn may_cancel(request: &Request, actor: &Actor) -> Result<(), DomainError> {
+    owner_only(
+        request,
+        actor,
+        "only the requester can cancel a request; approvers deny instead",
+    )?;
     require_state(
         request,
         "cancel",
@@ -738,14 +747,7 @@ pub fn renewal(
 
 /// The owner renews a token that is live (issued or activated).
 pub fn may_renew(request: &Request, actor: &Actor) -> Result<(), DomainError> {
-    if !visible_to(request, actor) {
-        return Err(DomainError::NotFound);
-    }
-    if !actor.is(&request.requester) {
-        return Err(DomainError::Forbidden(
-            "only the token's owner can ask to renew it".into(),
-        ));
-    }
+    owner_only(request, actor, "only the token's owner can ask to renew it")?;
     require_state(
         request,
         "renew",
@@ -857,12 +859,14 @@ pub fn revoke(
     })
 }
 
-/// The token was reported leaked and matched: revoked at once by the system, whoever reported
-/// it (the reporter may hold no role). The owner is told.
-pub fn revoke_reported(
+/// A live token's request, revoked by `actor` for `reason`: the state, the audit event (its
+/// details `details` with the reason added) and the follow-up `effects`.
+fn revoked_by(
     request: &Request,
-    report_id: i64,
-    by_hint: bool,
+    actor: &str,
+    reason: String,
+    mut details: serde_json::Value,
+    effects: Vec<Effect>,
     now: OffsetDateTime,
 ) -> Result<Change<Request>, DomainError> {
     require_state(
@@ -871,21 +875,32 @@ pub fn revoke_reported(
         &[RequestState::Issued, RequestState::Activated],
     )?;
     let mut next = moved(request, RequestState::Revoked, now);
-    next.reason = Some(
+    details["reason"] = json!(reason);
+    next.reason = Some(reason);
+    Ok(Change {
+        audit: audit(actor, "token.revoke", request, details),
+        state: next,
+        effects,
+    })
+}
+
+/// The token was reported leaked and matched: revoked at once by the system, whoever reported
+/// it (the reporter may hold no role). The owner is told.
+pub fn revoke_reported(
+    request: &Request,
+    report_id: i64,
+    by_hint: bool,
+    now: OffsetDateTime,
+) -> Result<Change<Request>, DomainError> {
+    revoked_by(
+        request,
+        super::SYSTEM,
         "reported as leaked: the token was found where others can see it, so it was revoked at once"
             .into(),
-    );
-    let audit = audit(
-        super::SYSTEM,
-        "token.revoke",
-        request,
-        json!({"reason": next.reason, "report": report_id, "matched_by": if by_hint { "hint" } else { "value" }}),
-    );
-    Ok(Change {
-        state: next,
-        audit,
-        effects: vec![Effect::NotifyRevoked],
-    })
+        json!({"report": report_id, "matched_by": if by_hint { "hint" } else { "value" }}),
+        vec![Effect::NotifyRevoked],
+        now,
+    )
 }
 
 /// One token of a bulk revocation (off-boarding, an emergency): its owner hears once per run,
@@ -897,24 +912,14 @@ pub fn revoke_in_run(
     reason: &str,
     now: OffsetDateTime,
 ) -> Result<Change<Request>, DomainError> {
-    require_state(
+    revoked_by(
         request,
-        "revoke",
-        &[RequestState::Issued, RequestState::Activated],
-    )?;
-    let mut next = moved(request, RequestState::Revoked, now);
-    next.reason = Some(reason.to_owned());
-    let audit = audit(
         actor,
-        "token.revoke",
-        request,
-        json!({"reason": reason, "run": run_id}),
-    );
-    Ok(Change {
-        state: next,
-        audit,
-        effects: vec![],
-    })
+        reason.to_owned(),
+        json!({"run": run_id}),
+        vec![],
+        now,
+    )
 }
 
 /// Which live tokens a bulk revocation takes.
