@@ -3,8 +3,6 @@
 //! calendar needs (the day, the instant it ends, the purpose, where to renew) and nothing
 //! secret; the address is the only key to it, so a new one makes the old one stop working.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -41,9 +39,7 @@ impl App {
     /// Makes `actor` a feed address, replacing the old one (which stops working).
     pub async fn new_calendar(&self, actor: &Actor, ctx: &Ctx) -> AppResult<String> {
         super::person_only(actor)?;
-        use rand::RngExt as _;
-        let bytes: [u8; 32] = rand::rng().random();
-        let secret = URL_SAFE_NO_PAD.encode(bytes);
+        let secret = super::random_secret(32);
         let now = self.now();
         let mut tx = self.write().await?;
         let me = store::Person {

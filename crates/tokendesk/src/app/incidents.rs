@@ -54,38 +54,9 @@ pub struct RevokePreview {
     pub owners: Vec<(String, i64)>,
 }
 
-fn field(name: &'static str, code: &'static str, message: impl Into<String>) -> DomainError {
-    DomainError::Invalid(vec![FieldError::new(name, code, message)])
-}
-
-/// "Where I found it": required, one to 500 characters, nothing that reorders text.
-fn where_found(raw: &str) -> Result<String, DomainError> {
-    let text = raw.trim();
-    if text.is_empty() {
-        return Err(field(
-            "where",
-            "required",
-            "say where you found it (a repository URL, a chat, a laptop)",
-        ));
-    }
-    if text.chars().count() > REPORT_WHERE_MAX {
-        return Err(field(
-            "where",
-            "too_long",
-            format!("at most {REPORT_WHERE_MAX} characters"),
-        ));
-    }
-    if text
-        .chars()
-        .any(|c| (c.is_control() && c != '\n') || crate::domain::ids::is_bidi_or_invisible(c))
-    {
-        return Err(field(
-            "where",
-            "invalid",
-            "remove control and bidi characters",
-        ));
-    }
-    Ok(text.to_owned())
+/// "Where I found it": required, up to 500 characters, checked as every free text is.
+fn where_found(raw: &str) -> Result<String, FieldError> {
+    Ok(request::text("where", Some(raw), 1, REPORT_WHERE_MAX)?.unwrap_or_default())
 }
 
 impl App {
@@ -127,11 +98,10 @@ impl App {
         }
         let where_text = match where_found(where_raw) {
             Ok(w) => Some(w),
-            Err(DomainError::Invalid(mut e)) => {
-                errors.append(&mut e);
+            Err(e) => {
+                errors.push(e);
                 None
             }
-            Err(e) => return Err(e.into()),
         };
         if !errors.is_empty() {
             return Err(DomainError::Invalid(errors).into());
@@ -202,7 +172,7 @@ impl App {
         by_hint: bool,
         ctx: &Ctx,
     ) -> AppResult<()> {
-        let helpdesk = self.helpdesk_logins();
+        let helpdesk = self.parts().roles.support();
         if let Err(e) = self.delete_in_canvas(token).await {
             tracing::warn!(token.id = %token.id, error = %e, "a reported token could not be deleted in Canvas now; a revocation run keeps trying");
             let mut tx = self.write().await?;
@@ -260,18 +230,6 @@ impl App {
         }
     }
 
-    /// Who hears of leaks: the help desk, or the admins when there is none.
-    fn helpdesk_logins(&self) -> Vec<Login> {
-        let roles = &self.parts().roles;
-        let mut list: Vec<Login> = if roles.helpdesk.is_empty() {
-            roles.admins.iter().cloned().collect()
-        } else {
-            roles.helpdesk.iter().cloned().collect()
-        };
-        list.sort();
-        list
-    }
-
     /// How many live tokens a filter takes, and whose.
     pub async fn revoke_preview(
         &self,
@@ -302,7 +260,7 @@ impl App {
         filter.allowed(actor)?;
         let reason = reason.trim();
         if reason.chars().count() < 3 || reason.chars().count() > 500 {
-            return Err(field(
+            return Err(DomainError::field(
                 "reason",
                 "required",
                 "give the reason (3 to 500 characters): the owners read it",
@@ -312,7 +270,7 @@ impl App {
         if filter == RevokeFilter::All
             && confirmation.map(str::trim) != Some(REVOKE_ALL_CONFIRMATION)
         {
-            return Err(field(
+            return Err(DomainError::field(
                 "confirm",
                 "confirmation",
                 format!(

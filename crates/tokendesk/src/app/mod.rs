@@ -81,11 +81,22 @@ impl RoleBook {
 
     /// Who hears about new requests: the approvers, or the admins when there are none.
     pub fn reviewers(&self) -> Vec<Login> {
-        let mut list: Vec<Login> = if self.approvers.is_empty() {
-            self.admins.iter().cloned().collect()
+        self.or_admins(&self.approvers)
+    }
+
+    /// Who hears of leaked tokens: the help desk, or the admins when there is none.
+    pub fn support(&self) -> Vec<Login> {
+        self.or_admins(&self.helpdesk)
+    }
+
+    /// `holders`, or the admins when there are none, sorted.
+    fn or_admins(&self, holders: &HashSet<Login>) -> Vec<Login> {
+        let from = if holders.is_empty() {
+            &self.admins
         } else {
-            self.approvers.iter().cloned().collect()
+            holders
         };
+        let mut list: Vec<Login> = from.iter().cloned().collect();
         list.sort();
         list
     }

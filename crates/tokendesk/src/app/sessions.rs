@@ -85,8 +85,7 @@ pub const OIDC_FLOW_SECS: i64 = 10 * 60;
 
 /// SHA-256, hex: how session ids, states and keys are stored.
 pub fn secret_hash(value: &str) -> String {
-    let digest = Sha256::digest(value.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    crate::domain::hex(&Sha256::digest(value.as_bytes()))
 }
 
 /// `bytes` random bytes, base64url.
@@ -193,8 +192,11 @@ impl App {
         if !is_live(&s, now, rules) {
             return Ok(None);
         }
+        drop(conn);
         if (now - s.last_seen_at).whole_seconds() >= TOUCH_EVERY_SECS {
-            store::touch_session(&mut conn, &id_hash, now).await?;
+            let mut tx = self.write().await?;
+            store::touch_session(&mut tx, &id_hash, now).await?;
+            tx.commit().await.map_err(StoreError::from)?;
         }
         Ok(Some(LiveSession {
             login: s.login,
@@ -459,11 +461,14 @@ impl App {
                 at: key.expires_at,
             }));
         }
+        drop(conn);
         if key
             .last_used_at
             .is_none_or(|t| (now - t).whole_seconds() >= TOUCH_EVERY_SECS)
         {
-            store::touch_key(&mut conn, key.id, now).await?;
+            let mut tx = self.write().await?;
+            store::touch_key(&mut tx, key.id, now).await?;
+            tx.commit().await.map_err(StoreError::from)?;
         }
         Ok(Ok(Actor {
             login: Login::service_key(&key.name),

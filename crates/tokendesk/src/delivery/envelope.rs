@@ -396,11 +396,7 @@ impl AtRestKey {
         };
         mac.update(b"tokendesk-fingerprint-v1\0");
         mac.update(value.as_bytes());
-        mac.finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        crate::domain::hex(&mac.finalize().into_bytes())
     }
 
     fn cipher(&self) -> Result<Aes256Gcm, EnvelopeError> {

@@ -64,6 +64,11 @@ pub struct Change<T> {
     pub effects: Vec<Effect>,
 }
 
+/// Bytes as lower-case hex (digests, fingerprints).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The actor name of the background workers.
 pub const SYSTEM: &str = "system";
 

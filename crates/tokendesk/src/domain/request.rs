@@ -188,7 +188,7 @@ fn check_expiry(
 }
 
 /// A free-text field: trimmed; `None` when empty and optional.
-fn text(
+pub(crate) fn text(
     field: &'static str,
     raw: Option<&str>,
     min: usize,
@@ -1006,20 +1006,18 @@ impl RevokeFilter {
                     )
                 });
         }
-        if let Some(text) = purpose {
-            let chars = text.chars().count();
-            if !(3..=200).contains(&chars)
-                || text
-                    .chars()
-                    .any(|c| c.is_control() || super::ids::is_bidi_or_invisible(c))
-            {
+        if let Some(raw) = purpose {
+            let found = text("purpose", Some(raw), 1, PURPOSE_MAX_CHARS)
+                .map_err(|e| DomainError::Invalid(vec![e]))?
+                .unwrap_or_default();
+            if found.chars().count() < 3 {
                 return Err(DomainError::field(
                     "purpose",
-                    "invalid",
-                    "the purpose text must be 3 to 200 characters, without control or bidi characters",
+                    "too_short",
+                    "give at least 3 characters of the purpose to match",
                 ));
             }
-            return Ok(RevokeFilter::PurposeContains(text.to_owned()));
+            return Ok(RevokeFilter::PurposeContains(found));
         }
         Ok(RevokeFilter::All)
     }

@@ -98,11 +98,7 @@ fn chain_hash(prev_hash: &str, content: &Canonical<'_>) -> StoreResult<String> {
     let mut hasher = Sha256::new();
     hasher.update(prev_hash.as_bytes());
     hasher.update(&canonical);
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(crate::domain::hex(&hasher.finalize()))
 }
 
 /// Appends one event to the chain, inside the caller's transaction. On PostgreSQL an advisory

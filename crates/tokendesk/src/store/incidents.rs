@@ -8,7 +8,31 @@ use super::sql::{from_ts, names_in, ts};
 use super::tokens::{StoredToken, TOKEN_COLUMNS, token_in};
 use super::{StoreResult, Tx};
 use crate::domain::request::RevokeFilter;
-use crate::domain::{RequestId, TokenState};
+use crate::domain::{RequestId, StateSet, TokenState};
+
+/// Where one token of a revocation run is (`revoke_items.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemState {
+    Queued,
+    Done,
+    Failed,
+}
+
+impl StateSet for ItemState {
+    const ALL: &'static [ItemState] = &[ItemState::Queued, ItemState::Done, ItemState::Failed];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            ItemState::Queued => "queued",
+            ItemState::Done => "done",
+            ItemState::Failed => "failed",
+        }
+    }
+}
+
+const QUEUED: ItemState = ItemState::Queued;
+const DONE: ItemState = ItemState::Done;
+const FAILED: ItemState = ItemState::Failed;
 
 /// Records the keyed fingerprint of the token of `request`.
 pub async fn set_token_fingerprint(
@@ -73,7 +97,8 @@ fn filter_sql(filter: &RevokeFilter) -> (String, Option<String>) {
     let live = names_in::<TokenState>(TokenState::is_live);
     let base = format!(
         "t.state IN ({live}) AND NOT EXISTS (SELECT 1 FROM revoke_items i \
-         WHERE i.request_id = t.request_id AND i.state = 'queued')"
+         WHERE i.request_id = t.request_id AND i.state = '{}')",
+        QUEUED.as_str()
     );
     match filter {
         RevokeFilter::Owner(login) => (
@@ -160,9 +185,10 @@ pub async fn create_run(
     let (condition, value) = filter_sql(filter);
     let sql = format!(
         "INSERT INTO revoke_items (run_id, request_id, owner, state, updated_at) \
-         SELECT {run}, t.request_id, t.owner, 'queued', {now} \
+         SELECT {run}, t.request_id, t.owner, '{queued}', {now} \
          FROM tokens t JOIN requests r ON r.id = t.request_id WHERE {condition}",
-        now = ts(now)
+        now = ts(now),
+        queued = QUEUED.as_str()
     );
     let done = bind_filter(sqlx::query(sqlx::AssertSqlSafe(sql)), filter, value)
         .execute(&mut **tx)
@@ -170,9 +196,10 @@ pub async fn create_run(
     let total = i64::try_from(done.rows_affected()).unwrap_or(i64::MAX);
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO jobs (kind, request_id, state, attempts, run_after, created_at, updated_at) \
-         SELECT '{kind}', request_id, 'queued', 0, $1, $1, $1 FROM revoke_items \
+         SELECT '{kind}', request_id, '{queued}', 0, $1, $1, $1 FROM revoke_items \
          WHERE run_id = $2 ORDER BY id",
-        kind = super::JobKind::RevokeToken.as_str()
+        kind = super::JobKind::RevokeToken.as_str(),
+        queued = super::queue::Queue::Jobs.state(super::queue::QueueState::Queued)
     )))
     .bind(ts(now))
     .bind(run)
@@ -195,9 +222,10 @@ pub async fn queued_item(
     let row = sqlx::query(
         "SELECT i.id, i.run_id, r.reason, r.actor FROM revoke_items i \
          JOIN revoke_runs r ON r.id = i.run_id \
-         WHERE i.request_id = $1 AND i.state = 'queued' ORDER BY i.id LIMIT 1",
+         WHERE i.request_id = $1 AND i.state = $2 ORDER BY i.id LIMIT 1",
     )
     .bind(request.0)
+    .bind(QUEUED.as_str())
     .fetch_optional(conn)
     .await?;
     row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
@@ -214,7 +242,7 @@ pub async fn finish_item(
     now: OffsetDateTime,
 ) -> StoreResult<bool> {
     sqlx::query("UPDATE revoke_items SET state = $1, error = $2, updated_at = $3 WHERE id = $4")
-        .bind(if failed.is_some() { "failed" } else { "done" })
+        .bind(if failed.is_some() { FAILED } else { DONE }.as_str())
         .bind(failed)
         .bind(ts(now))
         .bind(item)
@@ -222,10 +250,11 @@ pub async fn finish_item(
         .await?;
     let done = sqlx::query(
         "UPDATE revoke_runs SET finished_at = $1 WHERE id = $2 AND finished_at IS NULL \
-         AND NOT EXISTS (SELECT 1 FROM revoke_items WHERE run_id = $2 AND state = 'queued')",
+         AND NOT EXISTS (SELECT 1 FROM revoke_items WHERE run_id = $2 AND state = $3)",
     )
     .bind(ts(now))
     .bind(run)
+    .bind(QUEUED.as_str())
     .execute(&mut **tx)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -280,9 +309,10 @@ pub async fn revoke_run(conn: &mut AnyConnection, id: i64) -> StoreResult<Option
     };
     let failures = sqlx::query(
         "SELECT request_id, owner, COALESCE(error, '') FROM revoke_items \
-         WHERE run_id = $1 AND state = 'failed' ORDER BY id LIMIT 500",
+         WHERE run_id = $1 AND state = $2 ORDER BY id LIMIT 500",
     )
     .bind(id)
+    .bind(FAILED.as_str())
     .fetch_all(&mut *conn)
     .await?
     .iter()
@@ -294,8 +324,8 @@ pub async fn revoke_run(conn: &mut AnyConnection, id: i64) -> StoreResult<Option
         reason: row.try_get("reason")?,
         actor: row.try_get("actor")?,
         total: row.try_get("total")?,
-        done: count("done")?,
-        failed: count("failed")?,
+        done: count(DONE.as_str())?,
+        failed: count(FAILED.as_str())?,
         created_at: from_ts(row.try_get("created_at")?)?,
         finished_at: row
             .try_get::<Option<i64>, _>("finished_at")?
@@ -309,10 +339,11 @@ pub async fn revoke_run(conn: &mut AnyConnection, id: i64) -> StoreResult<Option
 /// the run through it).
 pub async fn run_owners(conn: &mut AnyConnection, run: i64) -> StoreResult<Vec<(String, i64)>> {
     let rows = sqlx::query(
-        "SELECT owner, MIN(request_id) FROM revoke_items WHERE run_id = $1 AND state = 'done' \
+        "SELECT owner, MIN(request_id) FROM revoke_items WHERE run_id = $1 AND state = $2 \
          GROUP BY owner ORDER BY owner",
     )
     .bind(run)
+    .bind(DONE.as_str())
     .fetch_all(conn)
     .await?;
     rows.iter()
@@ -329,10 +360,11 @@ pub async fn run_tokens_of(
 ) -> StoreResult<Option<(String, Vec<(i64, String)>)>> {
     let Some(row) = sqlx::query(
         "SELECT r.id, r.reason FROM revoke_items i JOIN revoke_runs r ON r.id = i.run_id \
-         WHERE i.request_id = $1 AND i.owner = $2 AND i.state = 'done' ORDER BY r.id DESC LIMIT 1",
+         WHERE i.request_id = $1 AND i.owner = $2 AND i.state = $3 ORDER BY r.id DESC LIMIT 1",
     )
     .bind(request.0)
     .bind(owner)
+    .bind(DONE.as_str())
     .fetch_optional(&mut *conn)
     .await?
     else {
@@ -342,10 +374,11 @@ pub async fn run_tokens_of(
     let reason: String = row.try_get(1)?;
     let tokens = sqlx::query(
         "SELECT i.request_id, t.hint FROM revoke_items i JOIN tokens t ON t.request_id = i.request_id \
-         WHERE i.run_id = $1 AND i.owner = $2 AND i.state = 'done' ORDER BY i.request_id",
+         WHERE i.run_id = $1 AND i.owner = $2 AND i.state = $3 ORDER BY i.request_id",
     )
     .bind(run)
     .bind(owner)
+    .bind(DONE.as_str())
     .fetch_all(conn)
     .await?
     .iter()

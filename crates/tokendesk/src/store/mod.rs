@@ -32,8 +32,8 @@ pub use envelopes::{
     insert_envelope, request_view, update_envelope,
 };
 pub use incidents::{
-    RevokeRun, create_run, finish_item, insert_report, live_tokens_with_hint, queued_item,
-    revoke_preview, revoke_run, run_owners, run_tokens_of, set_token_fingerprint,
+    ItemState, RevokeRun, create_run, finish_item, insert_report, live_tokens_with_hint,
+    queued_item, revoke_preview, revoke_run, run_owners, run_tokens_of, set_token_fingerprint,
 };
 pub use lifecycle::{
     Orphan, SeenOrphan, WithToken, calendar_owner, calendar_secret, delete_orphan, drop_calendar,

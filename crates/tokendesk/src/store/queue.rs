@@ -61,7 +61,7 @@ pub enum QueueState {
 
 /// The two queues: their table and the names of their states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Queue {
+pub(super) enum Queue {
     Jobs,
     Emails,
 }
@@ -74,7 +74,7 @@ impl Queue {
         }
     }
 
-    fn state(self, state: QueueState) -> &'static str {
+    pub(super) fn state(self, state: QueueState) -> &'static str {
         match (self, state) {
             (_, QueueState::Queued) => "queued",
             (Queue::Jobs, QueueState::Held) => "running",

@@ -227,6 +227,37 @@ async fn reports_over_the_api_are_rate_limited_and_answer_alike() {
     )
     .await
     .expect_error(422, "invalid");
+    // A real value reported over the API is revoked, and no answer, column or email holds it.
+    api.world.issued("rita.researcher").await;
+    let value = api.world.reveal_value("rita.researcher").await;
+    let r = api
+        .post(
+            "sam.student",
+            "/api/v1/reports",
+            json!({"value": value, "where": "a paste site"}),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(r["outcome"], "revoked");
+    tokendesk::jobs::drain(&api.world.app).await.unwrap();
+    for (label, body) in api.seen.lock().unwrap().iter() {
+        assert!(
+            !body.contains(&value),
+            "the pasted value in the answer to {label}"
+        );
+    }
+    assert!(
+        !database_dump(&api.world).await.contains(&value),
+        "in the database"
+    );
+    let ada = api.world.actor("ada.admin");
+    for m in api.world.app.mailbox(&ada, None, None).await.unwrap() {
+        assert!(
+            !m.text.contains(&value) && !m.html.contains(&value),
+            "in an email"
+        );
+    }
 }
 
 /// Off-boarding and the emergency switch; a run interrupted half-way (a worker that died holding

@@ -912,6 +912,7 @@ async fn the_schema_checks_the_domains_states() {
             ("requests", names::<RequestState>()),
             ("tokens", names::<TokenState>()),
             ("envelopes", names::<EnvelopeState>()),
+            ("revoke_items", names::<store::ItemState>()),
         ] {
             let check: String = match db.backend() {
                 store::Backend::Sqlite => {
