@@ -514,7 +514,11 @@ impl CanvasClient {
             let (error, processed) = {
                 let permit = inner.governor.acquire().await;
                 inner.requests.fetch_add(1, Ordering::Relaxed);
+                let started = std::time::Instant::now();
                 let result = self.send_once(&method, &url, form).await;
+                let endpoint = endpoint_of(&method, &url);
+                metrics::histogram!("tokendesk_canvas_request_duration_seconds", "endpoint" => endpoint.clone())
+                    .record(started.elapsed().as_secs_f64());
                 let outcome = match result {
                     Ok(raw) => {
                         let remaining = raw
@@ -522,7 +526,11 @@ impl CanvasClient {
                             .get("x-rate-limit-remaining")
                             .and_then(|v| v.to_str().ok())
                             .and_then(|v| v.trim().parse::<f64>().ok());
+                        if let Some(remaining) = remaining {
+                            metrics::gauge!("tokendesk_canvas_rate_limit_remaining").set(remaining);
+                        }
                         if raw.status.is_success() {
+                            count_call(endpoint, "ok");
                             inner.governor.observe(&permit, remaining, false);
                             tracing::debug!(
                                 method = %method,
@@ -540,8 +548,19 @@ impl CanvasClient {
                             &raw.body,
                         );
                         let throttled = error == CanvasError::Throttled;
+                        count_call(
+                            endpoint,
+                            if throttled {
+                                "throttled"
+                            } else if raw.status.is_client_error() {
+                                "client_error"
+                            } else {
+                                "server_error"
+                            },
+                        );
                         if throttled {
                             inner.throttled.fetch_add(1, Ordering::Relaxed);
+                            metrics::counter!("tokendesk_canvas_throttled_total").increment(1);
                         }
                         inner.governor.observe(&permit, remaining, throttled);
                         tracing::debug!(
@@ -555,7 +574,10 @@ impl CanvasClient {
                         // A throttled request was refused before Canvas ran it.
                         (error, !throttled)
                     }
-                    Err(failure) => failure,
+                    Err(failure) => {
+                        count_call(endpoint, "transport_error");
+                        failure
+                    }
                 };
                 drop(permit);
                 outcome
@@ -686,4 +708,47 @@ fn with_value(mut token: Token, raw: &RawResponse) -> Result<CreatedToken, Canva
         token,
         value: SecretString::from(value),
     })
+}
+
+/// The endpoint a request went to, for metrics: the method and the path with its ids replaced
+/// (`GET /api/v1/users/:id/tokens/:id`), so that the labels stay few.
+fn endpoint_of(method: &Method, url: &Url) -> String {
+    let mut out = format!("{method} ");
+    let mut after_collection = false;
+    for segment in url.path().split('/').filter(|s| !s.is_empty()) {
+        out.push('/');
+        if after_collection {
+            out.push_str(":id");
+        } else {
+            out.push_str(segment);
+        }
+        after_collection = matches!(segment, "users" | "tokens" | "accounts");
+    }
+    out
+}
+
+/// One Canvas call, by endpoint and outcome (`ok`, `throttled`, `client_error`,
+/// `server_error`, `transport_error`).
+fn count_call(endpoint: String, outcome: &'static str) {
+    metrics::counter!("tokendesk_canvas_requests_total", "endpoint" => endpoint, "outcome" => outcome)
+        .increment(1);
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_name_no_ids() {
+        let url = Url::parse("https://canvas.example.edu/api/v1/users/sis_login_id:sam/tokens/17")
+            .unwrap();
+        assert_eq!(
+            endpoint_of(&Method::DELETE, &url),
+            "DELETE /api/v1/users/:id/tokens/:id"
+        );
+        let url = Url::parse("https://canvas.example.edu/api/v1/accounts/1/users?search_term=x")
+            .unwrap();
+        assert_eq!(endpoint_of(&Method::GET, &url), "GET /api/v1/accounts/:id/users");
+    }
 }

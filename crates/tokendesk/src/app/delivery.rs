@@ -88,6 +88,8 @@ impl App {
         let mut tx = self.write().await?;
         match result {
             Ok(()) => {
+                crate::telemetry::email_sent();
+                tracing::info!(email.id = id, attempts, "email sent");
                 store::email_done(&mut tx, id, email, self.uses_mailbox(), now).await?;
             }
             Err(e) => {
@@ -95,6 +97,7 @@ impl App {
                 let again =
                     (e.is_transient() && attempts < MAX_ATTEMPTS).then(|| now + backoff(attempts));
                 tracing::warn!(email.id = id, attempts, error = %why, retry = again.is_some(), "email not sent");
+                crate::telemetry::email_failed("send", again.is_some());
                 let sealed = match (&self.parts().outbox_key, again, serde_json::to_vec(email)) {
                     (Some(key), Some(_), Ok(plain)) => {
                         seal_at_rest(key, &outbox_aad(id), &plain).ok()

@@ -42,6 +42,7 @@ impl App {
         match composed {
             Ok(Some(email)) => self.deliver(claimed.id, &email, claimed.attempts).await,
             Ok(None) => {
+                crate::telemetry::email_dropped();
                 let mut tx = self.write().await?;
                 store::email_retry(&mut tx, claimed.id, "no longer needed", None).await?;
                 tx.commit().await.map_err(StoreError::from)?;
@@ -56,6 +57,7 @@ impl App {
                     _ => None,
                 };
                 tracing::warn!(email.id = claimed.id, kind = %claimed.kind, error = %e, "email not composed");
+                crate::telemetry::email_failed("compose", again.is_some());
                 let mut tx = self.write().await?;
                 store::email_retry(&mut tx, claimed.id, &e.to_string(), again).await?;
                 tx.commit().await.map_err(StoreError::from)?;

@@ -278,6 +278,13 @@ impl App {
         Ok(self.store().ping().await?)
     }
 
+    /// Counts for operators (`/metrics`, `tokendesk status`): no person asks, so no role is
+    /// checked; only numbers leave.
+    pub async fn stats(&self) -> AppResult<store::Stats> {
+        let mut conn = self.read().await?;
+        Ok(store::stats(&mut conn).await?)
+    }
+
     /// How the status look-up cache has done.
     pub fn view_cache_stats(&self) -> store::ViewCacheStats {
         self.store().view_cache_stats()

@@ -53,7 +53,14 @@ enum Command {
 
 /// Runs a parsed command line and returns the process's exit code.
 pub fn run(cli: Cli) -> ExitCode {
-    init_logging();
+    // Commands that read a configuration start logging in its `log.format` once it is loaded;
+    // the others log text.
+    if !matches!(
+        cli.command,
+        Command::Serve(_) | Command::Migrate(_) | Command::Audit(_) | Command::Admin(_)
+    ) {
+        crate::logging::init(crate::config::LogFormat::Text);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -99,15 +106,4 @@ impl From<anyhow::Error> for CliError {
     fn from(e: anyhow::Error) -> Self {
         CliError::Failed(e)
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TOKENDESK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    // Colours only on a terminal: a log file or the journal gets plain text.
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(filter)
-        .try_init();
 }

@@ -24,11 +24,14 @@ pub(super) struct ConfigArg {
 
 impl ConfigArg {
     pub(super) fn load(&self) -> Result<Config, CliError> {
-        Config::load_from_process(self.config.as_deref()).map_err(|e| {
+        let config = Config::load_from_process(self.config.as_deref()).map_err(|e| {
+            crate::logging::init(crate::config::LogFormat::Text);
             CliError::Usage(format!(
                 "the configuration has problems:\n{e}\n(check it with `tokendesk check-config FILE`)"
             ))
-        })
+        })?;
+        crate::logging::init(config.log.format);
+        Ok(config)
     }
 }
 
@@ -78,6 +81,9 @@ pub(super) async fn serve(args: ConfigArg) -> Result<(), CliError> {
         "tokendesk listening on http://{} (public URL {})",
         running.addr, config.public_url
     );
+    if let Some(at) = running.metrics_addr {
+        println!("metrics on http://{at}/metrics");
+    }
     server::stop_signal().await;
     eprintln!("stopping…");
     running.shutdown().await;

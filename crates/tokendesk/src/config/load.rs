@@ -16,7 +16,7 @@ use super::error::{ConfigErrors, ErrorKind, Origin};
 use super::{
     AuthConfig, AuthMode, CanvasConfig, CanvasKeys, Config, DatabaseUrl, EmailConfig, EmailKeys,
     EmailTransport, LimitsConfig, NotifyConfig, OidcConfig, OidcKeys, OutboxKey, Policy,
-    PoolConfig, RolesConfig, SecretSource, SecurityKeys, SmtpConfig, SmtpCredentials, SmtpTls,
+    PoolConfig, RolesConfig, SecretSource, SecurityKeys, SmtpConfig, MetricsConfig, LogConfig, SmtpCredentials, SmtpTls,
     TopKeys, WorkersConfig, sections,
 };
 use crate::settings::{Found, KeyDoc, Problem, ReadContext, Reader, Section, env_value, type_name};
@@ -621,6 +621,16 @@ where
     let limits: LimitsConfig = read(&dict, &figment, &mut ctx);
     let notify: NotifyConfig = read(&dict, &figment, &mut ctx);
     let security: SecurityKeys = read(&dict, &figment, &mut ctx);
+    let metrics: MetricsConfig = read(&dict, &figment, &mut ctx);
+    let log: LogConfig = read(&dict, &figment, &mut ctx);
+    if let Some(key) = metrics.bearer_key.value()
+        && key.expose_secret().chars().count() < 32
+    {
+        ctx.invalid(
+            "metrics.bearer_key",
+            "is shorter than 32 characters: make a long random one, e.g. `openssl rand -hex 32`",
+        );
+    }
     let fingerprint_key = key_of(
         &mut ctx,
         "security.fingerprint_key",
@@ -647,6 +657,8 @@ where
             limits,
             notify,
             fingerprint_key,
+            metrics,
+            log,
             file: ctx.file.clone(),
         }),
         _ => Err(ctx.errors),

@@ -74,6 +74,10 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// `security.fingerprint_key`, when set.
     pub fingerprint_key: Option<OutboxKey>,
+    /// `[metrics]`.
+    pub metrics: MetricsConfig,
+    /// `[log]`.
+    pub log: LogConfig,
     /// The file this configuration was loaded from, if any.
     pub file: Option<PathBuf>,
 }
@@ -347,6 +351,45 @@ section! {
 }
 
 section! {
+    /// `[metrics]`: `/metrics`, in Prometheus's text format (HTTP requests by route and status,
+    /// requests, tokens and envelopes by state, queues, email failures, Canvas calls, the status
+    /// look-up cache, the audit chain's length). Off unless one of these is set.
+    #[derive(Debug, Clone)]
+    pub struct MetricsConfig in "metrics" {
+        /// A second address that serves `/metrics` only, without authentication: bind it where
+        /// only the monitoring system reaches (loopback, or an internal interface).
+        listen: Option<SocketAddr> = None, shown "off";
+        /// With it, `/metrics` is served on the main `listen` address too, to
+        /// `Authorization: Bearer <key>` (at least 32 characters). Prefer `bearer_key_file`.
+        bearer_key: Secret = Secret::default();
+    }
+}
+
+/// How log lines are written (`log.format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Readable lines: time, level, the request's span (id, method, route, login), message.
+    #[default]
+    Text,
+    /// One JSON object per line, with the same fields.
+    Json,
+}
+
+choices!(LogFormat { "text" => Text, "json" => Json });
+
+section! {
+    /// `[log]`: the one stream tokendesk writes, to standard error (the journal under systemd).
+    /// Which lines: `TOKENDESK_LOG`, else `RUST_LOG`, as an
+    /// [`EnvFilter`](https://docs.rs/tracing-subscriber/latest/tracing_subscriber/filter/struct.EnvFilter.html)
+    /// (`info` by default for tokendesk, `warn` for the libraries under it).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct LogConfig in "log" {
+        /// `text` or `json`.
+        format: LogFormat = LogFormat::Text;
+    }
+}
+
+section! {
     /// `[notify]`: how people are told of things.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub struct NotifyConfig in "notify" {
@@ -447,6 +490,8 @@ pub fn sections() -> Vec<(Option<&'static str>, Vec<crate::settings::KeyDoc>)> {
         entry::<LimitsConfig>(),
         entry::<NotifyConfig>(),
         entry::<SecurityKeys>(),
+        entry::<MetricsConfig>(),
+        entry::<LogConfig>(),
     ]
 }
 
@@ -791,6 +836,8 @@ impl Config {
             limits: LimitsConfig::default(),
             notify: NotifyConfig::default(),
             fingerprint_key: None,
+            metrics: MetricsConfig::default(),
+            log: LogConfig::default(),
             file: None,
         }
     }

@@ -19,9 +19,12 @@ use crate::web::{WebAuth, WebOptions, router_with};
 /// A serving tokendesk.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// Where `metrics.listen` serves `/metrics`, when set.
+    pub metrics_addr: Option<SocketAddr>,
     pub app: App,
     stop: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
+    metrics_server: Option<JoinHandle<std::io::Result<()>>>,
     workers: JoinHandle<()>,
     /// SQLite: held while serving, so that no second instance serves the same file.
     _sqlite_lock: Option<std::fs::File>,
@@ -79,16 +82,32 @@ pub async fn start(
     };
     let auth = WebAuth::with_oidc(&config.auth, addr, demo_people, oidc)
         .context("cannot set up sign-in")?;
+    crate::telemetry::install();
     let routes = router_with(app.clone(), auth, WebOptions::from_config(config));
     let (stop, stopped) = watch::channel(false);
-    let workers = crate::jobs::spawn_workers(app.clone(), stopped.clone());
     let options = HttpOptions::from_limits(&config.limits);
+    let metrics = match config.metrics.listen {
+        Some(at) => {
+            let listener = TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot listen on {at} (metrics.listen)"))?;
+            let metrics_addr = listener.local_addr()?;
+            let routes = crate::web::metrics::own_router(app.clone());
+            let task = tokio::spawn(serve(listener, routes, options, stopped.clone()));
+            Some((metrics_addr, task))
+        }
+        None => None,
+    };
+    let workers = crate::jobs::spawn_workers(app.clone(), stopped.clone());
     let server = tokio::spawn(serve(listener, routes, options, stopped));
+    let (metrics_addr, metrics_server) = metrics.unzip();
     Ok(RunningServer {
         addr,
+        metrics_addr,
         app,
         stop,
         server,
+        metrics_server,
         workers,
         _sqlite_lock: sqlite_lock,
     })
@@ -99,6 +118,9 @@ impl RunningServer {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.server.await;
+        if let Some(metrics) = self.metrics_server {
+            let _ = metrics.await;
+        }
         let _ = self.workers.await;
         self.app.close().await;
     }

@@ -14,6 +14,7 @@ mod queue;
 mod requests;
 mod sessions;
 mod sql;
+mod stats;
 mod tokens;
 mod tx;
 mod views;
@@ -43,6 +44,7 @@ pub use lifecycle::{
 };
 pub use migrate::AppliedMigration;
 pub use people::{Person, people_in_canvas, person, search_people, upsert_person};
+pub use stats::{QueueStats, Stats, stats};
 pub use periodic::{PeriodicRun, claim_period, periodic_run};
 pub use queue::{
     ClaimedEmail, ClaimedJob, JobKind, MailboxMessage, QueuedEmail, claim_email, claim_job,

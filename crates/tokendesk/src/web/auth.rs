@@ -239,7 +239,7 @@ impl WebAuth {
 }
 
 /// The value of `Authorization: Bearer …`, if one was sent.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()

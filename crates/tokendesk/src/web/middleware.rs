@@ -153,6 +153,7 @@ pub fn common_layers(router: axum::Router) -> axum::Router {
     use tower_http::trace::TraceLayer;
     let [nosniff, referrer, csp, cache] = common_headers();
     router
+        .layer(axum::middleware::from_fn(crate::telemetry::observe_http))
         .layer(axum::middleware::from_fn(scope_request_id))
         .layer(cache)
         .layer(csp)

@@ -15,6 +15,7 @@ pub mod extract;
 mod health;
 mod incidents;
 mod mailbox;
+pub mod metrics;
 pub mod middleware;
 pub mod oidc;
 mod openapi;
@@ -50,6 +51,8 @@ pub struct WebState {
     /// `[limits]`, and the buckets they are counted in.
     pub limits: crate::config::LimitsConfig,
     pub limiter: std::sync::Arc<crate::limits::RateLimiter>,
+    /// `metrics.bearer_key`: with it, `/metrics` answers on this address to that key.
+    pub metrics_key: metrics::MetricsKey,
 }
 
 impl WebState {
@@ -112,6 +115,7 @@ pub struct WebOptions {
     pub max_body_bytes: usize,
     pub pages: pages::PagesConfig,
     pub limits: crate::config::LimitsConfig,
+    pub metrics_key: metrics::MetricsKey,
 }
 
 impl Default for WebOptions {
@@ -120,6 +124,7 @@ impl Default for WebOptions {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             pages: pages::PagesConfig::default(),
             limits: crate::config::LimitsConfig::default(),
+            metrics_key: None,
         }
     }
 }
@@ -134,6 +139,7 @@ impl WebOptions {
             max_body_bytes: config.max_body_bytes,
             pages,
             limits: config.limits,
+            metrics_key: config.metrics.bearer_key.value().cloned(),
         }
     }
 }
@@ -144,6 +150,7 @@ pub fn router_with(app: App, auth: WebAuth, options: WebOptions) -> Router {
         max_body_bytes,
         pages: pages_config,
         limits,
+        metrics_key,
     } = options;
     let demo = auth.mode() == AuthMode::Demo;
     let https = app.public_url().scheme() == "https";
@@ -154,6 +161,7 @@ pub fn router_with(app: App, auth: WebAuth, options: WebOptions) -> Router {
         cookies: cookies::Cookies::new(https),
         limits,
         limiter: Default::default(),
+        metrics_key,
     };
     let (api_router, doc) = api();
     let doc = openapi::document(doc, state.auth.header_name(), state.app.policy());
@@ -165,6 +173,7 @@ pub fn router_with(app: App, auth: WebAuth, options: WebOptions) -> Router {
     let router = api_routes
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route(metrics::PATH, get(metrics::scrape))
         .merge(pages::routes_with(pages_config, demo));
     let router = router
         .fallback(not_found)

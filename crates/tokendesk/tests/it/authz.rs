@@ -67,6 +67,9 @@ const MATRIX: &[(&str, &str, [u16; 8])] = &[
     ("GET",  "/healthz",                            [200, 200, 200, 200, 200, 200, 200, 200]),
     ("GET",  "/readyz",                             [200, 200, 200, 200, 200, 200, 200, 200]),
     ("GET",  "/api/openapi.json",                   [200, 200, 200, 200, 200, 200, 200, 200]),
+    // For the monitoring system's key only, and off here (no metrics.bearer_key): a person or
+    // a service key gets nothing either way.
+    ("GET",  "/metrics",                            [404, 404, 404, 404, 404, 404, 404, 404]),
     ("GET",  "/static/{file}",                      [200, 200, 200, 200, 200, 200, 200, 200]),
     // The JSON API.
     ("GET",  "/api/v1/me",                          [401, 200, 200, 200, 200, 200, 200, 200]),

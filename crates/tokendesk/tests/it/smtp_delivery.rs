@@ -200,3 +200,36 @@ async fn without_an_outbox_key_a_refused_link_is_reissued_with_a_new_value() {
         .unwrap();
     assert!(events.iter().any(|e| e.action == "request.reissue_link"));
 }
+
+/// The value of one sample in a `/metrics` text (0 when absent).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_refused_email_is_counted_in_the_metrics_and_waits_in_its_queue() {
+    tokendesk::telemetry::install().expect("the recorder");
+    let server = smtp::start_with(Behavior::RejectData(451)).await;
+    let w = world(&server, Some(AtRestKey::generate())).await;
+    let failures = r#"tokendesk_email_failures_total{stage="send",retry="yes"}"#;
+    let before = tokendesk::telemetry::render(&w.app).await.unwrap();
+    approve(&w).await;
+    let after = tokendesk::telemetry::render(&w.app).await.unwrap();
+    assert!(
+        sample(&after, failures) >= sample(&before, failures) + 1.0,
+        "{after}"
+    );
+    assert!(sample(&after, r#"tokendesk_queue_waiting{queue="emails"}"#) >= 1.0);
+    w.clock.advance(Duration::minutes(10));
+    assert!(sample(&tokendesk::telemetry::render(&w.app).await.unwrap(), r#"tokendesk_queue_oldest_age_seconds{queue="emails"}"#) >= 600.0);
+
+    let sent = "tokendesk_emails_sent_total";
+    let sent_before = sample(&after, sent);
+    server.set_behavior(Behavior::Accept);
+    tokendesk::jobs::drain(&w.app).await.unwrap();
+    let done = tokendesk::telemetry::render(&w.app).await.unwrap();
+    assert!(sample(&done, sent) >= sent_before + 1.0, "{done}");
+    assert_eq!(sample(&done, r#"tokendesk_queue_waiting{queue="emails"}"#), 0.0);
+}

@@ -1,0 +1,98 @@
+//! The one log stream: standard error (the journal under systemd), readable text or JSON lines
+//! (`log.format`). Which lines: `TOKENDESK_LOG`, else `RUST_LOG`, else [`DEFAULT_FILTER`]; the
+//! filter can be changed while running ([`set_filter`], on SIGHUP).
+//!
+//! Every line written while a request is handled carries that request's span: its id, method,
+//! route and, once known, the signed-in login. Secrets are never fields of anything logged.
+
+use std::sync::OnceLock;
+
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Registry, reload};
+
+use crate::config::LogFormat;
+
+/// What is logged when neither variable says: tokendesk's own lines from `info` (one per
+/// request, one per worker event), the libraries' from `warn`.
+pub const DEFAULT_FILTER: &str = "warn,tokendesk=info,tokendesk_canvas=info,tokendesk_canvas_sim=info";
+
+/// The variables that set the filter, the first set one winning.
+pub const FILTER_VARS: [&str; 2] = ["TOKENDESK_LOG", "RUST_LOG"];
+
+static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+
+/// The filter the environment asks for, or the default (with why the asked one was refused).
+fn filter_from_env() -> (EnvFilter, Option<String>) {
+    for var in FILTER_VARS {
+        if let Ok(text) = std::env::var(var)
+            && !text.trim().is_empty()
+        {
+            return match EnvFilter::try_new(&text) {
+                Ok(filter) => (filter, None),
+                Err(e) => (
+                    EnvFilter::new(DEFAULT_FILTER),
+                    Some(format!("{var}={text:?} is not a log filter ({e}); using {DEFAULT_FILTER:?}")),
+                ),
+            };
+        }
+    }
+    (EnvFilter::new(DEFAULT_FILTER), None)
+}
+
+/// Starts logging in `format`; later calls do nothing.
+pub fn init(format: LogFormat) {
+    if FILTER.get().is_some() {
+        return;
+    }
+    let (filter, problem) = filter_from_env();
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let started = match format {
+        // Colours only on a terminal: a log file or the journal gets plain text.
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(ansi),
+            )
+            .try_init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr)
+                    .with_current_span(true)
+                    .with_span_list(false),
+            )
+            .try_init(),
+    };
+    if started.is_ok() {
+        let _ = FILTER.set(handle);
+    }
+    if let Some(problem) = problem {
+        tracing::warn!("{problem}");
+    }
+}
+
+/// Changes which lines are logged (a filter such as `info,tokendesk=debug`).
+pub fn set_filter(text: &str) -> Result<(), String> {
+    let filter = EnvFilter::try_new(text).map_err(|e| format!("{text:?} is not a log filter: {e}"))?;
+    let Some(handle) = FILTER.get() else {
+        return Err("logging is not started".to_owned());
+    };
+    handle.reload(filter).map_err(|e| e.to_string())
+}
+
+/// The filter from the environment again (after a configuration reload).
+pub fn reset_filter() -> Result<(), String> {
+    let (filter, problem) = filter_from_env();
+    if let Some(problem) = problem {
+        return Err(problem);
+    }
+    let Some(handle) = FILTER.get() else {
+        return Err("logging is not started".to_owned());
+    };
+    handle.reload(filter).map_err(|e| e.to_string())
+}
