@@ -1,6 +1,6 @@
 //! The one log stream: standard error (the journal under systemd), readable text or JSON lines
-//! (`log.format`). Which lines: `TOKENDESK_LOG`, else `RUST_LOG`, else [`DEFAULT_FILTER`]; the
-//! filter can be changed while running ([`set_filter`], on SIGHUP).
+//! (`log.format`). Which lines: `TOKENDESK_LOG`, else `RUST_LOG`, else `log.filter`, else
+//! [`DEFAULT_FILTER`]; the filter can be changed while running ([`apply_filter`], on SIGHUP).
 //!
 //! Every line written while a request is handled carries that request's span: its id, method,
 //! route and, once known, the signed-in login. Secrets are never fields of anything logged.
@@ -22,8 +22,9 @@ pub const FILTER_VARS: [&str; 2] = ["TOKENDESK_LOG", "RUST_LOG"];
 
 static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 
-/// The filter the environment asks for, or the default (with why the asked one was refused).
-fn filter_from_env() -> (EnvFilter, Option<String>) {
+/// The filter the environment asks for, else `configured`, else the default (with why an
+/// asked-for one was refused).
+fn chosen_filter(configured: Option<&str>) -> (EnvFilter, Option<String>) {
     for var in FILTER_VARS {
         if let Ok(text) = std::env::var(var)
             && !text.trim().is_empty()
@@ -37,15 +38,22 @@ fn filter_from_env() -> (EnvFilter, Option<String>) {
             };
         }
     }
-    (EnvFilter::new(DEFAULT_FILTER), None)
+    match configured.map(EnvFilter::try_new) {
+        Some(Ok(filter)) => (filter, None),
+        Some(Err(e)) => (
+            EnvFilter::new(DEFAULT_FILTER),
+            Some(format!("log.filter is not a log filter ({e}); using {DEFAULT_FILTER:?}")),
+        ),
+        None => (EnvFilter::new(DEFAULT_FILTER), None),
+    }
 }
 
-/// Starts logging in `format`; later calls do nothing.
-pub fn init(format: LogFormat) {
+/// Starts logging in `format` with `log.filter` (`configured`); later calls do nothing.
+pub fn init(format: LogFormat, configured: Option<&str>) {
     if FILTER.get().is_some() {
         return;
     }
-    let (filter, problem) = filter_from_env();
+    let (filter, problem) = chosen_filter(configured);
     let (filter, handle) = reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -58,15 +66,7 @@ pub fn init(format: LogFormat) {
                     .with_ansi(ansi),
             )
             .try_init(),
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_writer(std::io::stderr)
-                    .with_current_span(true)
-                    .with_span_list(false),
-            )
-            .try_init(),
+        LogFormat::Json => registry.with(json_layer(std::io::stderr)).try_init(),
     };
     if started.is_ok() {
         let _ = FILTER.set(handle);
@@ -76,18 +76,24 @@ pub fn init(format: LogFormat) {
     }
 }
 
-/// Changes which lines are logged (a filter such as `info,tokendesk=debug`).
-pub fn set_filter(text: &str) -> Result<(), String> {
-    let filter = EnvFilter::try_new(text).map_err(|e| format!("{text:?} is not a log filter: {e}"))?;
-    let Some(handle) = FILTER.get() else {
-        return Err("logging is not started".to_owned());
-    };
-    handle.reload(filter).map_err(|e| e.to_string())
+/// The JSON lines layer: each event with its fields, target, level, time, and the fields of
+/// the request span it happened in (`span`: id, method, route, path, login).
+pub fn json_layer<S, W>(writer: W) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .json()
+        .with_writer(writer)
+        .with_current_span(true)
+        .with_span_list(false)
 }
 
-/// The filter from the environment again (after a configuration reload).
-pub fn reset_filter() -> Result<(), String> {
-    let (filter, problem) = filter_from_env();
+/// Puts the filter chosen as at start in force again, with `configured` as `log.filter` (after a
+/// configuration reload).
+pub fn apply_filter(configured: Option<&str>) -> Result<(), String> {
+    let (filter, problem) = chosen_filter(configured);
     if let Some(problem) = problem {
         return Err(problem);
     }

@@ -51,7 +51,7 @@ impl App {
             state: EnvelopeState::Sealed,
             reveals: 0,
             created_at: now,
-            expires_at: Envelope::expiry_for(self.policy(), now),
+            expires_at: Envelope::expiry_for(&self.policy(), now),
         };
         let settings = self.canvas_settings_url();
         let email = compose(&ApprovalMail {

@@ -28,7 +28,7 @@ impl App {
             owner: e.owner.clone(),
             state: e.state_at(now),
             expires_at: e.expires_at,
-            reveals_left: e.reveals_left(self.policy(), now),
+            reveals_left: e.reveals_left(&self.policy(), now),
         }
     }
 
@@ -54,7 +54,7 @@ impl App {
         let Some(stored) = store::get_envelope(&mut tx, id).await? else {
             return Err(DomainError::NotFound.into());
         };
-        let change = match envelope::reveal(&stored.envelope, actor, self.policy(), now) {
+        let change = match envelope::reveal(&stored.envelope, actor, &self.policy(), now) {
             Ok(change) => change,
             Err(DomainError::NotFound) => {
                 drop(tx);

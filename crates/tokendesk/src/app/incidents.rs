@@ -172,7 +172,7 @@ impl App {
         by_hint: bool,
         ctx: &Ctx,
     ) -> AppResult<()> {
-        let helpdesk = self.parts().roles.support();
+        let helpdesk = self.roles().support();
         if let Err(e) = self.delete_in_canvas(token).await {
             tracing::warn!(token.id = %token.id, error = %e, "a reported token could not be deleted in Canvas now; a revocation run keeps trying");
             let mut tx = self.write().await?;

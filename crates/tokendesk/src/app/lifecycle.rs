@@ -261,7 +261,7 @@ impl App {
     /// ends `expired`; its owner is told how to ask again. (If Canvas says it was activated
     /// meanwhile, that is recorded instead.)
     pub(super) async fn expire_unused(&self, report: &mut SweepReport) -> AppResult<()> {
-        let policy = *self.policy();
+        let policy = self.policy();
         let mut after = RequestId(0);
         loop {
             let now = self.now();
@@ -417,7 +417,7 @@ impl App {
     ) -> AppResult<Request> {
         let (_, old) = self.token(actor, id).await?;
         let now = self.now();
-        let new = request::renewal(&old, actor, raw, self.policy(), now.date())?;
+        let new = request::renewal(&old, actor, raw, &self.policy(), now.date())?;
         let mut conn = self.read().await?;
         if let Some(other) = store::renewals_of(&mut conn, old.id).await?.first() {
             return Err(DomainError::Conflict {
@@ -677,7 +677,7 @@ impl App {
             return Ok(());
         }
         let period = Duration::minutes(i64::from(minutes));
-        for approver in self.parts().roles.reviewers() {
+        for approver in self.roles().reviewers() {
             let name = format!("digest:{approver}");
             let mut conn = self.read().await?;
             let last = store::periodic_run(&mut conn, &name).await?;

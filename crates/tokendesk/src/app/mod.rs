@@ -128,12 +128,21 @@ pub struct AppParts {
     pub fingerprint_key: Option<AtRestKey>,
 }
 
+/// What a reload may change.
+struct Live {
+    policy: Policy,
+    roles: Arc<RoleBook>,
+}
+
 /// The running service; cheap to clone.
 #[derive(Clone)]
 pub struct App(Arc<Inner>);
 
 struct Inner {
     parts: AppParts,
+    /// The rules a configuration reload may change while running (SIGHUP): the policy and the
+    /// roles. `parts.policy` and `parts.roles` are only where they started.
+    live: std::sync::RwLock<Live>,
     /// How this instance shares background work with the others.
     workers: WorkerSettings,
     /// This instance's name in `periodic_runs.owner` and the logs: `pid-RANDOM`.
@@ -220,8 +229,13 @@ impl App {
     pub fn with_workers(parts: AppParts, workers: WorkerSettings) -> App {
         use rand::RngExt as _;
         let instance = format!("{}-{:08x}", std::process::id(), rand::rng().random::<u32>());
+        let live = std::sync::RwLock::new(Live {
+            policy: parts.policy,
+            roles: Arc::new(parts.roles.clone()),
+        });
         App(Arc::new(Inner {
             parts,
+            live,
             workers,
             instance,
             wake: tokio::sync::Notify::new(),
@@ -242,7 +256,30 @@ impl App {
     /// What this app was built from (another instance on the same database is built from
     /// the same).
     pub fn parts_cloned(&self) -> AppParts {
-        self.0.parts.clone()
+        let mut parts = self.0.parts.clone();
+        parts.policy = self.policy();
+        parts.roles = (*self.roles()).clone();
+        parts
+    }
+
+    /// Puts a reloaded configuration's policy and roles in force for the operations that start
+    /// from now on.
+    pub fn reload_rules(&self, policy: Policy, roles: RoleBook) {
+        let mut live = self.0.live.write().unwrap_or_else(|e| e.into_inner());
+        *live = Live {
+            policy,
+            roles: Arc::new(roles),
+        };
+    }
+
+    /// The roles in force.
+    pub fn roles(&self) -> Arc<RoleBook> {
+        self.0
+            .live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .roles
+            .clone()
     }
 
     /// The parts, for the operations (which live in this module's children).
@@ -259,8 +296,8 @@ impl App {
     }
 
     /// The institution's rules in force.
-    pub fn policy(&self) -> &Policy {
-        &self.parts().policy
+    pub fn policy(&self) -> Policy {
+        self.0.live.read().unwrap_or_else(|e| e.into_inner()).policy
     }
 
     /// The base of tokendesk's links (ends with `/`).
@@ -297,7 +334,7 @@ impl App {
 
     /// The actor for a signed-in login, with the roles configuration gives it.
     pub fn actor(&self, login: Login) -> Actor {
-        let roles = self.parts().roles.roles_of(&login);
+        let roles = self.roles().roles_of(&login);
         Actor { login, roles }
     }
 
@@ -481,7 +518,7 @@ impl App {
                 // With a digest, the approvers hear of it in their next one (see the sweep).
                 Effect::NotifyApprovers if self.parts().notify.approver_digest_minutes > 0 => {}
                 Effect::NotifyApprovers => {
-                    for reviewer in self.parts().roles.reviewers() {
+                    for reviewer in self.roles().reviewers() {
                         if &reviewer != requester {
                             store::enqueue_email(
                                 tx,

@@ -41,7 +41,7 @@ impl App {
         ctx: &Ctx,
     ) -> AppResult<Request> {
         super::person_only(actor)?;
-        let new = request::parse_new_request(raw, self.policy(), self.now().date())?;
+        let new = request::parse_new_request(raw, &self.policy(), self.now().date())?;
         self.submit_new(actor, new, ctx).await
     }
 
@@ -64,7 +64,7 @@ impl App {
         };
         store::upsert_person(&mut tx, &me, now).await?;
         let holdings = store::holdings(&mut tx, &actor.login).await?;
-        let change = request::submit(actor, new, holdings, self.policy(), now)?;
+        let change = request::submit(actor, new, holdings, &self.policy(), now)?;
         let created = store::insert_request(&mut tx, &actor.login, &change.state, now).await?;
         let mut audit = change.audit;
         audit.target = format!("request:{}", created.id);
@@ -114,7 +114,7 @@ impl App {
         &self,
         requester: &crate::domain::Login,
     ) -> Vec<crate::domain::Login> {
-        let roles = &self.parts().roles;
+        let roles = self.roles();
         let mut people: Vec<crate::domain::Login> = roles
             .approvers
             .iter()
@@ -134,7 +134,7 @@ impl App {
             actor,
             action,
             Some(self.delivery_of(view)),
-            self.policy(),
+            &self.policy(),
             self.now(),
         )
     }
@@ -211,7 +211,7 @@ impl App {
         };
         let now = self.now();
         self.transition(id, ctx, |r| {
-            request::approve(r, actor, expires_on, self.policy(), now)
+            request::approve(r, actor, expires_on, &self.policy(), now)
         })
         .await
     }
@@ -236,7 +236,7 @@ impl App {
 
     pub async fn retry(&self, actor: &Actor, id: RequestId, ctx: &Ctx) -> AppResult<Request> {
         let now = self.now();
-        self.transition(id, ctx, |r| request::retry(r, actor, self.policy(), now))
+        self.transition(id, ctx, |r| request::retry(r, actor, &self.policy(), now))
             .await
     }
 }

@@ -81,6 +81,18 @@ fn logins(list: &[Login]) -> HashSet<Login> {
     list.iter().cloned().collect()
 }
 
+impl RoleBook {
+    /// The role lists of `[roles]`.
+    pub fn from_config(roles: &crate::config::RolesConfig) -> RoleBook {
+        RoleBook {
+            approvers: logins(&roles.approvers),
+            helpdesk: logins(&roles.helpdesk),
+            auditors: logins(&roles.auditors),
+            admins: logins(&roles.admins),
+        }
+    }
+}
+
 impl App {
     /// Builds the service from a checked configuration.
     pub async fn from_config(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
@@ -117,12 +129,7 @@ impl App {
                 Mailer::Smtp(SmtpSender::new(&settings).context("cannot set up SMTP")?)
             }
         };
-        let roles = RoleBook {
-            approvers: logins(&config.roles.approvers),
-            helpdesk: logins(&config.roles.helpdesk),
-            auditors: logins(&config.roles.auditors),
-            admins: logins(&config.roles.admins),
-        };
+        let roles = RoleBook::from_config(&config.roles);
         let workers = WorkerSettings {
             lease: time::Duration::seconds(
                 i64::try_from(config.workers.lease_secs).unwrap_or(i64::MAX),

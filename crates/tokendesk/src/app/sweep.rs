@@ -60,7 +60,7 @@ impl App {
     /// Requests whose token has passed its date end `expired` (the token is then deleted in
     /// Canvas by a job, with `policy.delete_expired`).
     async fn expire_due(&self, report: &mut SweepReport) -> AppResult<()> {
-        let policy = *self.policy();
+        let policy = self.policy();
         loop {
             let now = self.now();
             let mut conn = self.read().await?;

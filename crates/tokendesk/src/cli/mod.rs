@@ -59,7 +59,7 @@ pub fn run(cli: Cli) -> ExitCode {
         cli.command,
         Command::Serve(_) | Command::Migrate(_) | Command::Audit(_) | Command::Admin(_)
     ) {
-        crate::logging::init(crate::config::LogFormat::Text);
+        crate::logging::init(crate::config::LogFormat::Text, None);
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -25,12 +25,12 @@ pub(super) struct ConfigArg {
 impl ConfigArg {
     pub(super) fn load(&self) -> Result<Config, CliError> {
         let config = Config::load_from_process(self.config.as_deref()).map_err(|e| {
-            crate::logging::init(crate::config::LogFormat::Text);
+            crate::logging::init(crate::config::LogFormat::Text, None);
             CliError::Usage(format!(
                 "the configuration has problems:\n{e}\n(check it with `tokendesk check-config FILE`)"
             ))
         })?;
-        crate::logging::init(config.log.format);
+        crate::logging::init(config.log.format, config.log.filter.as_deref());
         Ok(config)
     }
 }
@@ -84,10 +84,65 @@ pub(super) async fn serve(args: ConfigArg) -> Result<(), CliError> {
     if let Some(at) = running.metrics_addr {
         println!("metrics on http://{at}/metrics");
     }
-    server::stop_signal().await;
-    eprintln!("stopping…");
+    tracing::info!(addr = %running.addr, public_url = %config.public_url, "serving");
+    serve_until_stopped(&args, &running.app).await;
+    tracing::info!("stopping: finishing the requests and work in hand");
     running.shutdown().await;
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// Waits for SIGTERM or Ctrl-C; on each SIGHUP re-reads the configuration.
+async fn serve_until_stopped(args: &ConfigArg, app: &App) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP: reloads need a restart");
+                None
+            }
+        };
+        let stop = server::stop_signal();
+        tokio::pin!(stop);
+        loop {
+            let hangup = async {
+                match hangups.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = hangup => reload(args, app),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    server::stop_signal().await;
+}
+
+/// SIGHUP: the configuration file again. Valid, its roles, policy and log filter are put in
+/// force at once (the rest needs a restart, and says so); invalid, the running configuration
+/// stays and the problems are logged. Never stops the service.
+fn reload(args: &ConfigArg, app: &App) {
+    let config = match Config::load_from_process(args.config.as_deref()) {
+        Ok(config) => config,
+        Err(problems) => {
+            tracing::warn!(
+                "SIGHUP: the configuration has problems; the running configuration stays in force:\n{problems}"
+            );
+            return;
+        }
+    };
+    app.reload_rules(config.policy, crate::app::RoleBook::from_config(&config.roles));
+    if let Err(problem) = crate::logging::apply_filter(config.log.filter.as_deref()) {
+        tracing::warn!("SIGHUP: the log filter stays as it was: {problem}");
+    }
+    tracing::info!(
+        "SIGHUP: configuration reloaded: [roles], [policy] and the log filter are in force; other keys (addresses, database, Canvas, email, sign-in) take effect at the next restart"
+    );
 }
 
 pub(super) async fn migrate(args: ConfigArg) -> Result<(), CliError> {

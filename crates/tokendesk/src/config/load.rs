@@ -623,6 +623,14 @@ where
     let security: SecurityKeys = read(&dict, &figment, &mut ctx);
     let metrics: MetricsConfig = read(&dict, &figment, &mut ctx);
     let log: LogConfig = read(&dict, &figment, &mut ctx);
+    if let Some(filter) = &log.filter
+        && let Err(e) = tracing_subscriber::EnvFilter::try_new(filter)
+    {
+        ctx.invalid(
+            "log.filter",
+            format!("is not a log filter ({e}); write e.g. \"info\" or \"warn,tokendesk=debug\""),
+        );
+    }
     if let Some(key) = metrics.bearer_key.value()
         && key.expose_secret().chars().count() < 32
     {

@@ -379,13 +379,16 @@ choices!(LogFormat { "text" => Text, "json" => Json });
 
 section! {
     /// `[log]`: the one stream tokendesk writes, to standard error (the journal under systemd).
-    /// Which lines: `TOKENDESK_LOG`, else `RUST_LOG`, as an
+    /// Which lines: `TOKENDESK_LOG`, else `RUST_LOG`, else `log.filter`, as an
     /// [`EnvFilter`](https://docs.rs/tracing-subscriber/latest/tracing_subscriber/filter/struct.EnvFilter.html)
     /// (`info` by default for tokendesk, `warn` for the libraries under it).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    #[derive(Debug, Clone, PartialEq, Eq)]
     pub struct LogConfig in "log" {
         /// `text` or `json`.
         format: LogFormat = LogFormat::Text;
+        /// Which lines, as an `EnvFilter` (`info,tokendesk=debug`), when neither `TOKENDESK_LOG`
+        /// nor `RUST_LOG` is set. Re-read on SIGHUP.
+        filter: Option<String> = None, shown "`warn,tokendesk=info,tokendesk_canvas=info,tokendesk_canvas_sim=info`";
     }
 }
 

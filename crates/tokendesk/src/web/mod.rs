@@ -164,7 +164,7 @@ pub fn router_with(app: App, auth: WebAuth, options: WebOptions) -> Router {
         metrics_key,
     };
     let (api_router, doc) = api();
-    let doc = openapi::document(doc, state.auth.header_name(), state.app.policy());
+    let doc = openapi::document(doc, state.auth.header_name(), &state.app.policy());
     let json = std::sync::Arc::new(doc.to_pretty_json().unwrap_or_else(|_| "{}".to_owned()));
     let api_routes = api_router
         .route("/api/openapi.json", get(openapi::serve))

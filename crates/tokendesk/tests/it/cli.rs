@@ -506,3 +506,157 @@ async fn admin_revoke_exit_codes() {
         text(&out.stderr)
     );
 }
+
+/// A `tokendesk serve` child with its address.
+struct Serving {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Serving {
+    fn start(config: &std::path::Path, env: &[(&str, &str)]) -> Serving {
+        let mut command = Command::new(BIN);
+        command
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .env_remove("TOKENDESK_CONFIG")
+            .env_remove("TOKENDESK_LOG")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let line = wait_line(&mut stdout, "tokendesk listening on ");
+        let addr = line
+            .split_whitespace()
+            .nth(3)
+            .unwrap()
+            .trim_start_matches("http://")
+            .to_owned();
+        // Keep reading stdout so that the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in stdout.lines() {});
+        Serving { child, addr }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args([name, &pid]).status().unwrap().success());
+    }
+
+    /// SIGTERM, then everything it wrote to standard error.
+    fn stop(mut self) -> String {
+        self.signal("-TERM");
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(std::time::Instant::now() < deadline, "serve did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = self.child.wait_with_output().unwrap();
+        text(&out.stderr)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_carry_the_request_id_that_errors_quote() {
+    let dir = Dir::new("json-logs");
+    let config = good_config(&dir, "127.0.0.1:0");
+    let mut text_config = std::fs::read_to_string(&config).unwrap();
+    text_config.push_str("[log]\nformat = \"json\"\n");
+    std::fs::write(&config, text_config).unwrap();
+    let serving = Serving::start(&config, &[]);
+    let answer = reqwest::Client::new()
+        .get(serving.url("/api/v1/requests/999999"))
+        .header("X-Remote-User", "sam.student")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 404);
+    let header_id = answer.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(body["error"]["request_id"], header_id.as_str());
+    let stderr = serving.stop();
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let line = lines
+        .iter()
+        .find(|l| l["span"]["request.id"] == header_id.as_str())
+        .unwrap_or_else(|| panic!("no line of request {header_id}: {stderr}"));
+    assert_eq!(line["fields"]["message"], "request done");
+    assert_eq!(line["fields"]["status"], 404);
+    assert_eq!(line["span"]["route"], "/api/v1/requests/{id}");
+    assert_eq!(line["span"]["login"], "sam.student");
+    assert_eq!(line["level"], "INFO");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rust_log_and_tokendesk_log_choose_the_lines() {
+    let dir = Dir::new("log-filter");
+    let config = good_config(&dir, "127.0.0.1:0");
+    for (env, logged) in [
+        (vec![], true),
+        (vec![("RUST_LOG", "warn")], false),
+        (vec![("RUST_LOG", "warn"), ("TOKENDESK_LOG", "info")], true),
+    ] {
+        let serving = Serving::start(&config, &env);
+        let answer = reqwest::get(serving.url("/readyz")).await.unwrap();
+        assert_eq!(answer.status().as_u16(), 200);
+        let stderr = serving.stop();
+        assert_eq!(stderr.contains("request done"), logged, "{env:?}: {stderr}");
+    }
+}
+
+async fn roles_of(serving: &Serving, login: &str) -> serde_json::Value {
+    let me: serde_json::Value = reqwest::Client::new()
+        .get(serving.url("/api/v1/me"))
+        .header("X-Remote-User", login)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    me["roles"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_roles_and_keeps_serving_through_a_bad_file() {
+    let dir = Dir::new("sighup");
+    let config = good_config(&dir, "127.0.0.1:0");
+    let original = std::fs::read_to_string(&config).unwrap();
+    let serving = Serving::start(&config, &[]);
+    assert_eq!(roles_of(&serving, "theo").await, json!(["requester"]));
+
+    // A valid change: theo becomes an auditor, ada stops being one.
+    std::fs::write(&config, original.replace("auditors = [\"ada\"]", "auditors = [\"theo\"]")).unwrap();
+    serving.signal("-HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while roles_of(&serving, "theo").await != json!(["requester", "auditor"]) {
+        assert!(std::time::Instant::now() < deadline, "the reload never took effect");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(roles_of(&serving, "ada").await, json!(["requester"]));
+
+    // A broken file: the service stays up with the last good configuration.
+    std::fs::write(&config, format!("{original}\n[roles]\nwizards = [1]\n")).unwrap();
+    serving.signal("-HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(roles_of(&serving, "theo").await, json!(["requester", "auditor"]));
+    let ready = reqwest::get(serving.url("/readyz")).await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    let stderr = serving.stop();
+    assert!(stderr.contains("SIGHUP: configuration reloaded"), "{stderr}");
+    assert!(
+        stderr.contains("SIGHUP: the configuration has problems; the running configuration stays in force"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(SECRET), "{stderr}");
+}

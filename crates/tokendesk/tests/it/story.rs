@@ -13,6 +13,8 @@ use tokendesk::domain::request::{RawNewRequest, RequestState};
 use tokendesk::store::{self, TokenState};
 use tokendesk_canvas::{CanvasUserId, NewToken, TokenState as CanvasState, UserRef};
 
+use tracing_subscriber::layer::SubscriberExt as _;
+
 use crate::support::db::TestDb;
 use crate::support::world::World;
 
@@ -66,14 +68,19 @@ pub(crate) async fn database_dump(world: &World) -> String {
 }
 
 async fn the_story(db: TestDb) {
+    // Both formats (`log.format`): readable text and tokendesk's JSON lines, every level.
     let logs = Logs::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer({
+    let json = Logs::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_subscriber::filter::LevelFilter::TRACE)
+        .with(tracing_subscriber::fmt::layer().with_writer({
             let logs = logs.clone();
             move || logs.clone()
-        })
-        .finish();
+        }))
+        .with(tokendesk::logging::json_layer({
+            let json = json.clone();
+            move || json.clone()
+        }));
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let w = World::new(db).await;
@@ -211,6 +218,14 @@ async fn the_story(db: TestDb) {
     assert!(log_text.len() > 1000, "logs were captured");
     assert!(!log_text.contains(&value), "token value in the logs");
     assert!(!log_text.contains(&key), "envelope key in the logs");
+    let json_text = json.text();
+    assert!(json_text.len() > 1000, "JSON logs were captured");
+    for line in json_text.lines() {
+        let line: serde_json::Value = serde_json::from_str(line).expect("one JSON object per line");
+        assert!(line["fields"].is_object() && line["level"].is_string(), "{line}");
+    }
+    assert!(!json_text.contains(&value), "token value in the JSON logs");
+    assert!(!json_text.contains(&key), "envelope key in the JSON logs");
 }
 
 #[tokio::test]

@@ -67,7 +67,7 @@ pub async fn show(
     } else {
         None
     };
-    let policy = *app.policy();
+    let policy = app.policy();
     let page = HomePage {
         c: viewer.chrome("Canvas API tokens"),
         max_lifetime_days: policy.max_lifetime_days,

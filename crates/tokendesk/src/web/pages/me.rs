@@ -102,7 +102,7 @@ pub async fn show(State(state): State<WebState>, viewer: Viewer) -> Result<Respo
         } else {
             None
         };
-        let can_cancel = request::allowed(r, actor, Action::Cancel, None, app.policy(), now);
+        let can_cancel = request::allowed(r, actor, Action::Cancel, None, &app.policy(), now);
         requests.push(MyRequest {
             r: RequestRow::new(r),
             link,

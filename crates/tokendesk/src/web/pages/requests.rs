@@ -98,7 +98,7 @@ fn form_page(
     e: FormErrors,
 ) -> NewRequestPage {
     let today = state.app.now().date();
-    let policy = *state.app.policy();
+    let policy = state.app.policy();
     NewRequestPage {
         c: viewer.chrome("Request a token"),
         purpose: form.purpose,
@@ -157,7 +157,7 @@ pub async fn submit(
         ));
         // Report the other fields at the same time (the same parsing the service does).
         if let Err(DomainError::Invalid(fields)) =
-            request::parse_new_request(&raw, state.app.policy(), state.app.now().date())
+            request::parse_new_request(&raw, &state.app.policy(), state.app.now().date())
         {
             fields.iter().for_each(|f| errors.add(f));
         }

@@ -63,7 +63,7 @@ pub async fn show(
     let now = app.now();
     let today = now.date();
     let allowed =
-        |action| request::allowed(&v.request, &viewer.actor, action, None, app.policy(), now);
+        |action| request::allowed(&v.request, &viewer.actor, action, None, &app.policy(), now);
     let canvas_expiry = v
         .token
         .canvas_expires_at
@@ -101,7 +101,7 @@ pub async fn show(
         can_revoke: v.token.state != TokenState::Deleted && allowed(Action::Revoke),
         can_check: own && v.token.state == TokenState::Pending && v.request.state.holds_token(),
         min_date: view::date(today.next_day().unwrap_or(today)),
-        max_date: view::date(request::latest_expiry(app.policy(), today)),
+        max_date: view::date(request::latest_expiry(&app.policy(), today)),
         back: format!("/tokens/{}", id.0),
     };
     Ok(viewer.page(StatusCode::OK, &page))

@@ -210,7 +210,7 @@ impl Api {
     /// `world`'s app served with `auth` and `options`.
     pub async fn on(world: World, auth: AuthConfig, options: WebOptions) -> Api {
         // The document this server serves (the coverage test reads it over HTTP too).
-        let doc = tokendesk::web::openapi_document(&auth.header, world.app.policy());
+        let doc = tokendesk::web::openapi_document(&auth.header, &world.app.policy());
         let doc = serde_json::to_value(&doc).unwrap();
         let server = serve(world.app.clone(), auth, vec![], None, options).await;
         Api {
