@@ -330,6 +330,16 @@ test('the story through the pages, accessible on every page', { timeout: 180000 
   const events = (await jsonl.text()).trim().split('\n').map((l) => JSON.parse(l));
   assert.ok(events.some((e) => e.action === 'envelope.burn'));
 
+  // ---- reports: charts drawn on the server as inline SVG, their tables and CSV files ----------
+  await ada.page.getByRole('link', { name: 'Reports' }).click();
+  await ada.page.waitForURL(`${B}/reports`);
+  assert.match(await ada.page.locator('main').textContent(), /Requests per week, by outcome/);
+  assert.ok(await ada.page.getByRole('img', { name: 'Requests per week, by outcome' }).isVisible(), 'the chart is an image with a name');
+  await check(ada.page, 'reports');
+  const reportCsv = await ada.page.request.get(`${B}/reports/requests-per-week.csv`);
+  assert.equal(reportCsv.status(), 200);
+  assert.match(await reportCsv.text(), /^Week starting,submitted,approved,/);
+
   // ---- refusals as pages ----------------------------------------------------------------------
   const forbidden = await sam.page.goto(`${B}/queue`);
   assert.equal(forbidden.status(), 403);

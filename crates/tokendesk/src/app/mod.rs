@@ -13,6 +13,7 @@ mod lifecycle;
 mod people;
 mod reads;
 mod reconcile;
+mod reports;
 mod requests;
 mod sessions;
 mod setup;
@@ -32,12 +33,16 @@ pub use incidents::{ReportOutcome, RevokePreview};
 pub use lifecycle::ActivationCheck;
 pub use reads::{AUDIT_LIST, AuditQuery, MAILBOX_LIST};
 pub use reconcile::ReconcileReport;
+pub use reports::{Chart, Column, Drawing, ReportData, ReportRow, Unit, format_value};
 pub use requests::{REQUEST_LIST, RequestQuery, RequestView};
 pub use sessions::{
     KEY_PREFIX, KEY_ROLES, KeyRefusal, LiveSession, NewKey, OIDC_FLOW_SECS, SessionKind,
     SessionRules, SignIn, check_key_name, parse_duration, random_secret, secret_hash,
 };
-pub use setup::{connect_store, connection_string, database_url, open_store, store_options};
+pub use setup::{
+    canvas_client, connect_store, connection_string, database_url, mailer, open_store,
+    store_options,
+};
 pub use sweep::SweepReport;
 pub use tokens::TokenPageView;
 pub use work::{MAX_ATTEMPTS, WorkError, backoff};
@@ -126,6 +131,25 @@ pub struct AppParts {
     pub sessions: SessionRules,
     /// `security.fingerprint_key`: fingerprints of issued tokens, for leak reports.
     pub fingerprint_key: Option<AtRestKey>,
+}
+
+/// How `login` names its person in Canvas under `pattern` (`canvas.user_id_pattern`).
+pub fn user_ref(
+    pattern: crate::domain::UserIdPattern,
+    login: &Login,
+) -> Result<tokendesk_canvas::UserRef, crate::domain::FieldError> {
+    use crate::domain::UserIdPattern;
+    use tokendesk_canvas::{CanvasUserId, UserRef};
+    pattern.check(login)?;
+    Ok(match pattern {
+        UserIdPattern::SisLogin => UserRef::SisLoginId(login.to_string()),
+        UserIdPattern::SisUser => UserRef::SisUserId(login.to_string()),
+        UserIdPattern::CanvasId => {
+            UserRef::Id(CanvasUserId(login.as_str().parse().map_err(|_| {
+                crate::domain::FieldError::new("login", "not_a_canvas_id", "not a number")
+            })?))
+        }
+    })
 }
 
 /// What a reload may change.
@@ -368,19 +392,7 @@ impl App {
         &self,
         login: &Login,
     ) -> Result<tokendesk_canvas::UserRef, crate::domain::FieldError> {
-        use crate::domain::UserIdPattern;
-        use tokendesk_canvas::{CanvasUserId, UserRef};
-        let pattern = self.parts().canvas_user_pattern;
-        pattern.check(login)?;
-        Ok(match pattern {
-            UserIdPattern::SisLogin => UserRef::SisLoginId(login.to_string()),
-            UserIdPattern::SisUser => UserRef::SisUserId(login.to_string()),
-            UserIdPattern::CanvasId => {
-                UserRef::Id(CanvasUserId(login.as_str().parse().map_err(|_| {
-                    crate::domain::FieldError::new("login", "not_a_canvas_id", "not a number")
-                })?))
-            }
-        })
+        user_ref(self.parts().canvas_user_pattern, login)
     }
 
     /// Whether the person Canvas found for `login` is that person (see

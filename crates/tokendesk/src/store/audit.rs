@@ -67,7 +67,9 @@ impl AuditEvent {
     }
 }
 
-fn csv_cell(value: &str) -> String {
+/// One CSV cell (RFC 4180): quoted when it must be, and a leading quote on a cell that a
+/// spreadsheet would run as a formula.
+pub(crate) fn csv_cell(value: &str) -> String {
     let value = if value.starts_with(['=', '+', '-', '@']) {
         format!("'{value}")
     } else {
@@ -210,6 +212,27 @@ pub async fn list_audit(
 pub struct ChainBreak {
     pub seq: i64,
     pub reason: String,
+}
+
+/// The chain's newest event: its sequence number and hash (none in an empty trail). Kept
+/// outside the database (`tokendesk audit head`, the periodic log line), it shows whether the
+/// newest events were later removed.
+pub async fn audit_head(conn: &mut AnyConnection) -> StoreResult<Option<(i64, String)>> {
+    let row = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(match row {
+        Some(r) => Some((r.try_get("seq")?, r.try_get("hash")?)),
+        None => None,
+    })
+}
+
+/// The hash of the event at `seq`, if it exists.
+pub async fn audit_hash_at(conn: &mut AnyConnection, seq: i64) -> StoreResult<Option<String>> {
+    Ok(sqlx::query_scalar("SELECT hash FROM audit_events WHERE seq = $1")
+        .bind(seq)
+        .fetch_optional(&mut *conn)
+        .await?)
 }
 
 /// Walks the whole chain; returns the number of events, or the first broken link.

@@ -11,6 +11,7 @@ mod migrate;
 mod people;
 mod periodic;
 mod queue;
+mod reports;
 mod requests;
 mod sessions;
 mod sql;
@@ -26,7 +27,11 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Connection as _, Executor};
 
-pub use audit::{AuditEvent, AuditFilter, ChainBreak, append_audit, list_audit, verify_chain};
+pub(crate) use audit::csv_cell;
+pub use audit::{
+    AuditEvent, AuditFilter, ChainBreak, append_audit, audit_hash_at, audit_head, list_audit,
+    verify_chain,
+};
 pub use copy::{CopyError, CopyProgress, CopyReport, TableCopy, copied_tables, copy_database};
 pub use envelopes::{
     StoredEnvelope, close_envelopes_of, envelope_for_request, expire_envelopes, get_envelope,
@@ -42,7 +47,7 @@ pub use lifecycle::{
     pending_deliveries, renewal_chain, renewals_of, replaceable, saw_orphan, set_calendar,
     submitted_since, unused_since,
 };
-pub use migrate::AppliedMigration;
+pub use migrate::{AppliedMigration, SchemaStatus};
 pub use people::{Person, people_in_canvas, person, search_people, upsert_person};
 pub use stats::{QueueStats, Stats, stats};
 pub use periodic::{PeriodicRun, claim_period, periodic_run};
@@ -50,6 +55,10 @@ pub use queue::{
     ClaimedEmail, ClaimedJob, JobKind, MailboxMessage, QueuedEmail, claim_email, claim_job,
     claim_job_by, email_done, email_retry, email_seal, enqueue_email, enqueue_job, job_done,
     job_retry, mailbox,
+};
+pub use reports::{
+    Span, activations_in, approvals_in, live_tokens_at, purposes_in, requests_made_in,
+    tokens_expiring_in, unopened_links_in,
 };
 pub use requests::{
     RequestFilter, expiring_requests, get_request, holdings, insert_request, list_requests,
@@ -260,6 +269,11 @@ impl Store {
     /// Applies the embedded migrations that have not run yet; returns those that ran.
     pub async fn migrate(&self) -> StoreResult<Vec<AppliedMigration>> {
         migrate::run(self).await
+    }
+
+    /// Where the schema stands against this build's migrations (changes nothing).
+    pub async fn schema(&self) -> StoreResult<SchemaStatus> {
+        migrate::status(self).await
     }
 
     /// Whether the database answers.

@@ -140,6 +140,9 @@ const MATRIX: &[(&str, &str, [u16; 8])] = &[
     ("GET",  "/audit",                              [401, 403, 403, 403, 403, 200, 200, 401]),
     ("GET",  "/audit/export.jsonl",                 [401, 403, 403, 403, 403, 200, 200, 401]),
     ("GET",  "/audit/export.csv",                   [401, 403, 403, 403, 403, 200, 200, 401]),
+    // Reports: auditors and admins (the file is one report's CSV).
+    ("GET",  "/reports",                            [401, 403, 403, 403, 403, 200, 200, 401]),
+    ("GET",  "/reports/{file}",                     [401, 403, 403, 403, 403, 200, 200, 401]),
     ("GET",  "/mailbox",                            [401, 200, 200, 200, 200, 200, 200, 401]),
     ("GET",  "/e/{id}",                             [401, 200, 404, 404, 404, 404, 404, 401]),
     ("POST", "/e/{id}/burn",                        [401, 303, 404, 404, 404, 404, 404, 401]),
@@ -398,6 +401,8 @@ fn fill(path: &str, objects: &Objects, asset: &str) -> String {
     };
     let file = if path.starts_with("/calendar/") {
         objects.calendar.clone().unwrap_or_default()
+    } else if path.starts_with("/reports/") {
+        format!("{}.csv", tokendesk::app::Chart::ALL[0].slug())
     } else {
         asset.to_owned()
     };

@@ -11,6 +11,7 @@ mod incidents;
 mod instances;
 mod lifecycle;
 mod pages;
+mod reports;
 mod sessions;
 mod smtp_delivery;
 mod store;

@@ -11,6 +11,7 @@
 mod assets;
 mod audit;
 mod calendar;
+mod charts;
 pub(crate) mod chrome;
 pub(crate) mod demo;
 mod envelope;
@@ -21,6 +22,7 @@ mod mailbox;
 mod me;
 mod orphans;
 mod people;
+mod reports;
 mod requests;
 pub(crate) mod session;
 mod tokens;
@@ -126,6 +128,8 @@ page_routes! { ROUTES, add_routes:
     "/audit" => get(audit::show);
     "/audit/export.jsonl" => get(audit::export_jsonl);
     "/audit/export.csv" => get(audit::export_csv);
+    "/reports" => get(reports::show);
+    "/reports/{file}" => get(reports::file);
     "/mailbox" => get(mailbox::show);
     "/e/{id}" => get(envelope::show);
     "/e/{id}/burn" => post(envelope::burn);

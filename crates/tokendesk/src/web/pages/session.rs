@@ -152,6 +152,7 @@ impl Viewer {
         }
         if roles.can_audit() {
             nav.push(("/audit", "Audit"));
+            nav.push(("/reports", "Reports"));
         }
         if roles.can_support() {
             nav.push(("/revocations", "Revocations"));
