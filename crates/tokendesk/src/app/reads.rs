@@ -152,4 +152,31 @@ impl App {
         let mut conn = self.read().await?;
         Ok(store::verify_chain(&mut conn).await?)
     }
+
+    /// The audit chain's newest event (sequence number, hash), if any.
+    pub async fn audit_head(&self) -> AppResult<Option<(i64, String)>> {
+        let mut conn = self.read().await?;
+        Ok(store::audit_head(&mut conn).await?)
+    }
+
+    /// Checks the chain against a head recorded earlier (`SEQ:HASH`): the event at `seq` must
+    /// still exist with that hash. `Err` says what differs.
+    pub async fn audit_matches_head(&self, seq: i64, hash: &str) -> AppResult<Result<(), String>> {
+        let mut conn = self.read().await?;
+        let found = store::audit_hash_at(&mut conn, seq).await?;
+        let head = store::audit_head(&mut conn).await?;
+        Ok(match found {
+            Some(h) if h == hash => Ok(()),
+            Some(h) => Err(format!(
+                "event {seq} has hash {h}, not the expected {hash}: the trail was rewritten from there on"
+            )),
+            None => Err(match head {
+                Some((newest, _)) if newest < seq => format!(
+                    "the chain ends at event {newest}, before the expected head {seq}: the newest events were removed"
+                ),
+                Some(_) => format!("event {seq} is missing from the chain"),
+                None => format!("the trail is empty, but it had reached event {seq}"),
+            }),
+        })
+    }
 }

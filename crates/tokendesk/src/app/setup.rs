@@ -56,6 +56,20 @@ pub fn database_url(config: &Config) -> (String, StoreOptions) {
 /// Opens (and migrates) the configured database.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let store = connect_store(config).await?;
+    let schema = store.schema().await.with_context(|| {
+        format!("cannot read the {} database's schema", config.database.kind())
+    })?;
+    schema.refuse_newer()?;
+    if !config.pool.auto_migrate {
+        if !schema.pending.is_empty() {
+            anyhow::bail!(
+                "the database has {} migration(s) to apply ({:?}) and database.auto_migrate is false: run `tokendesk migrate` first",
+                schema.pending.len(),
+                schema.pending
+            );
+        }
+        return Ok(store);
+    }
     store
         .migrate()
         .await
@@ -93,42 +107,52 @@ impl RoleBook {
     }
 }
 
+/// The Canvas client the configuration describes.
+pub fn canvas_client(config: &Config) -> anyhow::Result<CanvasClient> {
+    CanvasClient::builder(
+        config.canvas.url.as_str(),
+        config.canvas.admin_token.clone(),
+    )
+    .timeout(config.canvas.timeout())
+    .max_retries(config.canvas.max_retries)
+    .build()
+    .context("cannot set up the Canvas client")
+}
+
+/// Where email goes: the mailbox, or the SMTP server the configuration describes.
+pub fn mailer(config: &Config) -> anyhow::Result<Mailer> {
+    Ok(match config.email.transport {
+        EmailTransport::Mailbox => Mailer::Mailbox,
+        EmailTransport::Smtp => {
+            let smtp = config
+                .email
+                .smtp
+                .as_ref()
+                .context("email.transport is smtp but no smtp settings are given")?;
+            let settings = SmtpSettings {
+                host: smtp.host.clone(),
+                port: smtp.port,
+                tls: match smtp.tls {
+                    SmtpTls::None => email::SmtpTls::None,
+                    SmtpTls::StartTls => email::SmtpTls::Starttls,
+                    SmtpTls::Tls => email::SmtpTls::Tls,
+                },
+                username: smtp.credentials.as_ref().map(|c| c.user.clone()),
+                password: smtp.credentials.as_ref().map(|c| c.password.clone()),
+                from: config.email.from.to_string(),
+                timeout: std::time::Duration::from_secs(30),
+            };
+            Mailer::Smtp(SmtpSender::new(&settings).context("cannot set up SMTP")?)
+        }
+    })
+}
+
 impl App {
     /// Builds the service from a checked configuration.
     pub async fn from_config(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
         let store = open_store(config).await?;
-        let canvas = CanvasClient::builder(
-            config.canvas.url.as_str(),
-            config.canvas.admin_token.clone(),
-        )
-        .timeout(config.canvas.timeout())
-        .max_retries(config.canvas.max_retries)
-        .build()
-        .context("cannot set up the Canvas client")?;
-        let mailer = match config.email.transport {
-            EmailTransport::Mailbox => Mailer::Mailbox,
-            EmailTransport::Smtp => {
-                let smtp = config
-                    .email
-                    .smtp
-                    .as_ref()
-                    .context("email.transport is smtp but no smtp settings are given")?;
-                let settings = SmtpSettings {
-                    host: smtp.host.clone(),
-                    port: smtp.port,
-                    tls: match smtp.tls {
-                        SmtpTls::None => email::SmtpTls::None,
-                        SmtpTls::StartTls => email::SmtpTls::Starttls,
-                        SmtpTls::Tls => email::SmtpTls::Tls,
-                    },
-                    username: smtp.credentials.as_ref().map(|c| c.user.clone()),
-                    password: smtp.credentials.as_ref().map(|c| c.password.clone()),
-                    from: config.email.from.to_string(),
-                    timeout: std::time::Duration::from_secs(30),
-                };
-                Mailer::Smtp(SmtpSender::new(&settings).context("cannot set up SMTP")?)
-            }
-        };
+        let canvas = canvas_client(config)?;
+        let mailer = mailer(config)?;
         let roles = RoleBook::from_config(&config.roles);
         let workers = WorkerSettings {
             lease: time::Duration::seconds(

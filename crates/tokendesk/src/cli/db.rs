@@ -1,4 +1,5 @@
 //! `tokendesk db copy`: move everything from one database to another (SQLite → PostgreSQL).
+//! `tokendesk db backup`: a consistent copy of a running SQLite database, its chain verified.
 
 use std::io::IsTerminal as _;
 use std::time::Duration;
@@ -17,6 +18,19 @@ pub(super) enum DbCommand {
     /// another, e.g. from SQLite to PostgreSQL; stop tokendesk first. The target's schema is
     /// created; a target holding data is refused unless --force.
     Copy(CopyArgs),
+    /// Copy the configured SQLite database to FILE while tokendesk runs (a consistent snapshot,
+    /// `VACUUM INTO`), then verify the copy's audit chain and report its size. PostgreSQL:
+    /// use pg_dump (docs/deploy.md, Backups).
+    Backup(BackupArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(super) struct BackupArgs {
+    #[command(flatten)]
+    config: super::service::ConfigArg,
+    /// Where to write the copy; must not exist yet.
+    #[arg(long, value_name = "FILE")]
+    to: std::path::PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -38,6 +52,68 @@ pub(super) struct CopyArgs {
 pub(super) async fn run(command: DbCommand) -> Result<(), CliError> {
     match command {
         DbCommand::Copy(args) => copy(args).await,
+        DbCommand::Backup(args) => backup(args).await,
+    }
+}
+
+async fn backup(args: BackupArgs) -> Result<(), CliError> {
+    let config = args.config.load()?;
+    let DatabaseUrl::Sqlite(source) = &config.database else {
+        return Err(CliError::Usage(format!(
+            "the database is {}: back it up with pg_dump (docs/deploy.md, Backups); db backup copies SQLite databases",
+            config.database.kind()
+        )));
+    };
+    if args.to.exists() {
+        return Err(CliError::Usage(format!(
+            "--to: {} exists already; name a new file (a backup never overwrites)",
+            args.to.display()
+        )));
+    }
+    if !source.is_file() {
+        return Err(CliError::Usage(format!(
+            "there is no SQLite database at {} (database_url)",
+            source.display()
+        )));
+    }
+    let target = std::path::absolute(&args.to)
+        .with_context(|| format!("--to: cannot resolve {}", args.to.display()))?;
+    let options = StoreOptions {
+        max_connections: 1,
+        acquire_timeout: Duration::from_secs(30),
+        ..StoreOptions::default()
+    };
+    let store = Store::open(&format!("sqlite://{}", source.display()), &options)
+        .await
+        .with_context(|| format!("cannot open {}", source.display()))?;
+    let started = std::time::Instant::now();
+    let copied = store.backup_into(&target).await;
+    store.close().await;
+    copied.with_context(|| format!("cannot write the copy {}", target.display()))?;
+    // The copy must stand on its own: open it and walk its chain.
+    let copy = Store::open(&format!("sqlite://{}", target.display()), &options)
+        .await
+        .with_context(|| format!("cannot open the copy {}", target.display()))?;
+    let verified = async {
+        let mut conn = copy.pool().acquire().await?;
+        crate::store::verify_chain(&mut conn).await
+    }
+    .await;
+    copy.close().await;
+    let size = std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0);
+    match verified.context("cannot read the copy's audit trail")? {
+        Ok(events) => {
+            println!(
+                "backup written: {} ({size} bytes, {events} audit events, chain intact) in {:.1} s",
+                target.display(),
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Err(broken) => Err(CliError::Failed(anyhow::anyhow!(
+            "the copy {} was written but its audit chain is broken: {broken}; the source is likely broken too (tokendesk audit verify)",
+            target.display()
+        ))),
     }
 }
 

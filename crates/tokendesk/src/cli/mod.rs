@@ -1,6 +1,7 @@
 //! The command line: one binary, one subcommand per task.
 
 mod canvas_sim;
+mod checks;
 mod db;
 mod keys;
 mod service;
@@ -26,18 +27,17 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run tokendesk (the web pages, the JSON API and the workers).
-    Serve(service::ConfigArg),
+    Serve(service::ServeArgs),
     /// Try tokendesk on this machine: SQLite in a local folder, the Canvas simulator, demo
     /// sign-in and a mailbox instead of email.
     Demo(service::DemoArgs),
     /// Create or update the database schema.
     Migrate(service::ConfigArg),
-    /// Check a configuration file and name every problem in it.
-    CheckConfig {
-        /// The configuration file.
-        #[arg(value_name = "FILE")]
-        file: std::path::PathBuf,
-    },
+    /// Check a configuration file and name every problem in it (--online: and connect).
+    CheckConfig(service::CheckConfigArgs),
+    /// A health summary: the database and its schema, Canvas (the admin token's permissions
+    /// used), SMTP, the queues, the audit chain. Exit 1 naming each problem.
+    Status(service::StatusArgs),
     /// Database maintenance: copy a database to another (SQLite to PostgreSQL).
     #[command(subcommand)]
     Db(db::DbCommand),
@@ -57,7 +57,11 @@ pub fn run(cli: Cli) -> ExitCode {
     // the others log text.
     if !matches!(
         cli.command,
-        Command::Serve(_) | Command::Migrate(_) | Command::Audit(_) | Command::Admin(_)
+        Command::Serve(_)
+            | Command::Migrate(_)
+            | Command::Audit(_)
+            | Command::Admin(_)
+            | Command::Status(_)
     ) {
         crate::logging::init(crate::config::LogFormat::Text, None);
     }
@@ -74,7 +78,8 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Serve(args) => service::serve(args).await,
             Command::Demo(args) => service::demo(args).await,
             Command::Migrate(args) => service::migrate(args).await,
-            Command::CheckConfig { file } => service::check_config(&file),
+            Command::CheckConfig(args) => service::check_config(args).await,
+            Command::Status(args) => service::status(args).await,
             Command::Audit(command) => service::audit(command).await,
             Command::Db(command) => db::run(command).await,
             Command::Admin(command) => keys::run(command).await,

@@ -2,7 +2,7 @@
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -11,7 +11,7 @@ use tokendesk_canvas_sim::{DEFAULT_ADMIN_TOKEN, Seed, SimConfig};
 
 use super::CliError;
 use crate::app::{App, AuditQuery, SystemClock};
-use crate::config::{Config, check_config_report};
+use crate::config::Config;
 use crate::domain::Login;
 use crate::server;
 
@@ -57,7 +57,16 @@ pub(super) enum ExportFormat {
 #[derive(Debug, clap::Subcommand)]
 pub(super) enum AuditCommand {
     /// Walk the hash chain; exit 1 and name the first broken event if any.
-    Verify(ConfigArg),
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// A head recorded earlier (`tokendesk audit head`, or the log's `audit.head`): fail
+        /// when the chain is shorter than that or differs there (events removed or rewritten).
+        #[arg(long, value_name = "SEQ:HASH", value_parser = parse_head)]
+        expect_head: Option<(i64, String)>,
+    },
+    /// Print the chain's newest event as SEQ:HASH, to keep outside the database.
+    Head(ConfigArg),
     /// Write the audit trail as JSON lines or CSV.
     Export {
         #[command(flatten)]
@@ -70,8 +79,15 @@ pub(super) enum AuditCommand {
     },
 }
 
-pub(super) async fn serve(args: ConfigArg) -> Result<(), CliError> {
-    let config = args.load()?;
+pub(super) async fn serve(args: ServeArgs) -> Result<(), CliError> {
+    let ServeArgs { config: args, no_migrate } = args;
+    let mut config = args.load()?;
+    if no_migrate {
+        config.pool.auto_migrate = false;
+    }
+    for warning in &config.warnings {
+        tracing::warn!("configuration: {warning}");
+    }
     let app = App::from_config(&config, Arc::new(SystemClock)).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -169,18 +185,179 @@ pub(super) async fn migrate(args: ConfigArg) -> Result<(), CliError> {
     Ok(())
 }
 
-pub(super) fn check_config(file: &Path) -> Result<(), CliError> {
-    match check_config_report(file) {
-        Ok(summary) => {
-            println!("{summary}");
-            println!("configuration OK");
-            Ok(())
+#[derive(Debug, clap::Args)]
+pub(super) struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Do not migrate the database at start (as `database.auto_migrate = false`): a database
+    /// with migrations still to apply is refused; run `tokendesk migrate` first.
+    #[arg(long)]
+    no_migrate: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub(super) struct CheckConfigArgs {
+    /// The configuration file (as `--config`; either form).
+    #[arg(value_name = "FILE", conflicts_with = "config")]
+    file: Option<PathBuf>,
+    /// The configuration file (TOML); see docs/configuration.md.
+    #[arg(long, value_name = "FILE", env = "TOKENDESK_CONFIG")]
+    config: Option<PathBuf>,
+    /// Also connect: the database, Canvas (the admin token creates, views and deletes a
+    /// token) and SMTP (greeting and authentication).
+    #[arg(long)]
+    online: bool,
+    /// With --online: make Canvas's token check on this person (a pending token, deleted at
+    /// once) instead of the admin's own user.
+    #[arg(long, value_name = "LOGIN", requires = "online")]
+    check_user: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(super) struct StatusArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Make Canvas's token check on this person (a pending token, deleted at once) instead of
+    /// the admin's own user.
+    #[arg(long, value_name = "LOGIN")]
+    check_user: Option<String>,
+}
+
+fn check_user(raw: Option<&str>) -> Result<Option<Login>, CliError> {
+    raw.map(|raw| {
+        Login::parse(raw).map_err(|e| CliError::Usage(format!("--check-user: {}", e.message)))
+    })
+    .transpose()
+}
+
+pub(super) async fn check_config(args: CheckConfigArgs) -> Result<(), CliError> {
+    let Some(file) = args.file.or(args.config) else {
+        return Err(CliError::Usage(
+            "name the configuration file: tokendesk check-config --config FILE (or TOKENDESK_CONFIG)"
+                .to_owned(),
+        ));
+    };
+    let check_user = check_user(args.check_user.as_deref())?;
+    let config = match Config::load_from_process(Some(&file)) {
+        Ok(config) => config,
+        Err(errors) => {
+            return Err(CliError::Usage(format!(
+                "{} has problems:\n{errors}",
+                file.display()
+            )));
         }
-        Err(errors) => Err(CliError::Usage(format!(
-            "{} has problems:\n{errors}",
-            file.display()
-        ))),
+    };
+    println!("{}", crate::config::summary(&config));
+    for warning in &config.warnings {
+        println!("warning: {warning}");
     }
+    if args.online {
+        let (db, store) = super::checks::database(&config).await;
+        if let Some(store) = store {
+            store.close().await;
+        }
+        let checks = [
+            db,
+            super::checks::canvas(&config, check_user.as_ref()).await,
+            super::checks::smtp(&config).await,
+        ];
+        let (text, failed) = super::checks::report(&checks);
+        print!("{text}");
+        if failed > 0 {
+            return Err(CliError::Failed(anyhow::anyhow!(
+                "the configuration is valid, but {failed} of its connections failed (above)"
+            )));
+        }
+    }
+    println!("configuration OK");
+    Ok(())
+}
+
+/// `tokendesk status`: a health summary for an operator.
+pub(super) async fn status(args: StatusArgs) -> Result<(), CliError> {
+    use super::checks::Check;
+    let check_user = check_user(args.check_user.as_deref())?;
+    let config = args.config.load()?;
+    let (db, store) = super::checks::database(&config).await;
+    let mut checks = vec![db];
+    checks.push(super::checks::canvas(&config, check_user.as_ref()).await);
+    checks.push(super::checks::smtp(&config).await);
+    if let Some(store) = store {
+        let now = time::OffsetDateTime::now_utc();
+        let counted = async {
+            let mut conn = store.pool().acquire().await?;
+            let stats = crate::store::stats(&mut conn).await?;
+            let chain = crate::store::verify_chain(&mut conn).await?;
+            Ok::<_, crate::store::StoreError>((stats, chain))
+        };
+        match counted.await {
+            Err(e) => checks.push(Check {
+                what: "queues",
+                detail: String::new(),
+                problem: Some(format!("cannot count: {e}")),
+            }),
+            Ok((stats, chain)) => {
+                for (what, q) in [("jobs", stats.jobs), ("emails", stats.emails)] {
+                    let age = q.oldest.map(|t| (now - t).whole_seconds().max(0));
+                    let detail = format!(
+                        "{} waiting{}, {} given up",
+                        q.waiting,
+                        age.map_or_else(String::new, |a| format!(", the oldest for {a} s")),
+                        q.dead
+                    );
+                    // Work waits minutes at most (back-off included); an hour means stuck.
+                    let problem = age.filter(|a| *a > 3600).map(|a| {
+                        format!("{detail}: the oldest has waited {a} s; are the workers running? see the log")
+                    });
+                    checks.push(Check { what, detail, problem });
+                }
+                checks.push(match chain {
+                    Ok(count) => Check {
+                        what: "audit",
+                        detail: format!("chain intact: {count} events"),
+                        problem: None,
+                    },
+                    Err(broken) => Check {
+                        what: "audit",
+                        detail: String::new(),
+                        problem: Some(broken.to_string()),
+                    },
+                });
+            }
+        }
+        store.close().await;
+    }
+    let (text, failed) = super::checks::report(&checks);
+    print!("{text}");
+    if failed > 0 {
+        let names: Vec<&str> = checks
+            .iter()
+            .filter(|c| c.problem.is_some())
+            .map(|c| c.what)
+            .collect();
+        return Err(CliError::Failed(anyhow::anyhow!(
+            "{failed} problem(s): {}",
+            names.join(", ")
+        )));
+    }
+    println!("all well");
+    Ok(())
+}
+
+/// `SEQ:HASH`, as `audit head` prints it.
+fn parse_head(raw: &str) -> Result<(i64, String), String> {
+    let (seq, hash) = raw
+        .split_once(':')
+        .ok_or_else(|| "write it as SEQ:HASH, as `tokendesk audit head` prints it".to_owned())?;
+    let seq: i64 = seq
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{seq}` is not a sequence number"))?;
+    let hash = hash.trim();
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("the hash is 64 hexadecimal digits".to_owned());
+    }
+    Ok((seq, hash.to_ascii_lowercase()))
 }
 
 async fn app_for(args: &ConfigArg) -> Result<App, CliError> {
@@ -190,15 +367,38 @@ async fn app_for(args: &ConfigArg) -> Result<App, CliError> {
 
 pub(super) async fn audit(command: AuditCommand) -> Result<(), CliError> {
     match command {
-        AuditCommand::Verify(args) => {
-            let app = app_for(&args).await?;
-            match app.verify_audit().await.map_err(anyhow::Error::from)? {
-                Ok(count) => {
-                    println!("audit chain intact: {count} events");
-                    Ok(())
+        AuditCommand::Verify {
+            config,
+            expect_head,
+        } => {
+            let app = app_for(&config).await?;
+            let count = match app.verify_audit().await.map_err(anyhow::Error::from)? {
+                Ok(count) => count,
+                Err(broken) => return Err(CliError::Failed(anyhow::anyhow!("{broken}"))),
+            };
+            if let Some((seq, hash)) = expect_head {
+                if let Err(why) = app
+                    .audit_matches_head(seq, &hash)
+                    .await
+                    .map_err(anyhow::Error::from)?
+                {
+                    return Err(CliError::Failed(anyhow::anyhow!(
+                        "audit chain does not reach the expected head {seq}: {why}"
+                    )));
                 }
-                Err(broken) => Err(CliError::Failed(anyhow::anyhow!("{broken}"))),
+                println!("audit chain intact: {count} events, through the expected head {seq}");
+            } else {
+                println!("audit chain intact: {count} events");
             }
+            Ok(())
+        }
+        AuditCommand::Head(config) => {
+            let app = app_for(&config).await?;
+            match app.audit_head().await.map_err(anyhow::Error::from)? {
+                Some((seq, hash)) => println!("{seq}:{hash}"),
+                None => println!("0:"),
+            }
+            Ok(())
         }
         AuditCommand::Export {
             config,

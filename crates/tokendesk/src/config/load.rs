@@ -16,7 +16,7 @@ use super::error::{ConfigErrors, ErrorKind, Origin};
 use super::{
     AuthConfig, AuthMode, CanvasConfig, CanvasKeys, Config, DatabaseUrl, EmailConfig, EmailKeys,
     EmailTransport, LimitsConfig, NotifyConfig, OidcConfig, OidcKeys, OutboxKey, Policy,
-    PoolConfig, RolesConfig, SecretSource, SecurityKeys, SmtpConfig, MetricsConfig, LogConfig, SmtpCredentials, SmtpTls,
+    PoolConfig, RolesConfig, SecretSource, SecurityKeys, SmtpConfig, MetricsConfig, LogConfig, AuditConfig, SmtpCredentials, SmtpTls,
     TopKeys, WorkersConfig, sections,
 };
 use crate::settings::{Found, KeyDoc, Problem, ReadContext, Reader, Section, env_value, type_name};
@@ -111,6 +111,8 @@ struct Ctx {
     file_dir: PathBuf,
     /// Directory relative paths from the environment are resolved against.
     cwd: PathBuf,
+    /// What is acceptable but unwise (a secret file others may read, …).
+    warnings: std::cell::RefCell<Vec<String>>,
 }
 
 impl Ctx {
@@ -175,6 +177,29 @@ struct Context<'a> {
     origins: &'a BTreeMap<String, Origin>,
     file_dir: &'a Path,
     cwd: &'a Path,
+    warnings: &'a std::cell::RefCell<Vec<String>>,
+}
+
+/// A warning when a secret file may be read by others than its owner.
+fn secret_file_warning(key: &str, path: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then(|| {
+            format!(
+                "{key}: the secret file {} may be read by {} (mode {mode:04o}); make it readable by the service's user only: chmod 600 {}",
+                path.display(),
+                if mode & 0o007 != 0 { "every local user" } else { "its group" },
+                path.display()
+            )
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (key, path);
+        None
+    }
 }
 
 impl ReadContext for Context<'_> {
@@ -192,6 +217,9 @@ impl ReadContext for Context<'_> {
             Ok(content) => {
                 let value = content.trim().to_owned();
                 drop(zeroize::Zeroizing::new(content));
+                if let Some(warning) = secret_file_warning(key, &path) {
+                    self.warnings.borrow_mut().push(warning);
+                }
                 Ok((value, path))
             }
             Err(e) => Err(Problem::Io(format!(
@@ -523,6 +551,7 @@ fn read<S: Section>(dict: &Dict, figment: &Figment, ctx: &mut Ctx) -> S {
         origins: &ctx.origins,
         file_dir: &ctx.file_dir,
         cwd: &ctx.cwd,
+        warnings: &ctx.warnings,
     };
     let mut reader = Reader::new(S::TABLE, &lookup, &context);
     let section = S::read(&mut reader);
@@ -552,6 +581,7 @@ where
         file: file.clone(),
         file_dir,
         cwd,
+        warnings: Default::default(),
     };
 
     // 1. The file: its syntax, and where each key is.
@@ -621,6 +651,7 @@ where
     let limits: LimitsConfig = read(&dict, &figment, &mut ctx);
     let notify: NotifyConfig = read(&dict, &figment, &mut ctx);
     let security: SecurityKeys = read(&dict, &figment, &mut ctx);
+    let audit: AuditConfig = read(&dict, &figment, &mut ctx);
     let metrics: MetricsConfig = read(&dict, &figment, &mut ctx);
     let log: LogConfig = read(&dict, &figment, &mut ctx);
     if let Some(filter) = &log.filter
@@ -665,8 +696,10 @@ where
             limits,
             notify,
             fingerprint_key,
+            audit,
             metrics,
             log,
+            warnings: ctx.warnings.take(),
             file: ctx.file.clone(),
         }),
         _ => Err(ctx.errors),
@@ -885,7 +918,62 @@ fn build_auth(auth: AuthConfig, listen: SocketAddr, ctx: &mut Ctx) -> Option<Aut
         ctx.invalid("auth.header", format!("`{header}` is not an HTTP header name; use letters, digits and '-', e.g. X-Remote-User"));
         return None;
     }
-    Some(AuthConfig { header, ..auth })
+    for net in &auth.trusted_proxies {
+        if !super::is_private_net(net) {
+            ctx.invalid(
+                "auth.trusted_proxies",
+                format!(
+                    "{net} reaches beyond the loopback and private ranges: a proxy in front of tokendesk is on this host or the institution's own network; name it (e.g. \"10.0.4.17\" or \"10.0.4.0/24\")"
+                ),
+            );
+        }
+    }
+    let proxy_header = auth.proxy_secret_header.trim().to_owned();
+    if proxy_header.is_empty() || !proxy_header.chars().all(token_char) {
+        ctx.invalid(
+            "auth.proxy_secret_header",
+            format!("`{proxy_header}` is not an HTTP header name; use letters, digits and '-'"),
+        );
+    }
+    if let Some(secret) = auth.proxy_secret.value()
+        && secret.expose_secret().chars().count() < 32
+    {
+        ctx.invalid(
+            "auth.proxy_secret",
+            "is shorter than 32 characters: make a long random one, e.g. `openssl rand -hex 32`",
+        );
+    }
+    let strip_domain = match auth.strip_domain.as_deref() {
+        None => None,
+        Some(d) => match scope(d) {
+            Some(d) => Some(d),
+            None => {
+                ctx.invalid(
+                    "auth.strip_domain",
+                    format!("`{}` must be a domain with its @, e.g. \"@example.edu\"", d.escape_default()),
+                );
+                return None;
+            }
+        },
+    };
+    if auth.mode == AuthMode::TrustedHeader && auth.proxy_secret.value().is_none() {
+        ctx.warnings.borrow_mut().push(format!(
+            "auth.proxy_secret_file is not set: in trusted-header mode any process that can reach {listen} from a trusted proxy's address (every local account, with loopback trusted) can send {header} and be anyone; give the proxy a secret (auth.proxy_secret_file, sent in {proxy_header})"
+        ));
+    }
+    Some(AuthConfig {
+        header,
+        proxy_secret_header: proxy_header,
+        strip_domain,
+        ..auth
+    })
+}
+
+/// A login scope as `strip_domain` takes it: `@` and a domain, lower-cased.
+fn scope(raw: &str) -> Option<String> {
+    let d = raw.trim();
+    (d.len() >= 2 && d.starts_with('@') && !d[1..].contains('@') && !d.chars().any(char::is_whitespace))
+        .then(|| d.to_lowercase())
 }
 
 /// `[auth.oidc]` with `auth.mode = "oidc"`: the provider, the client, and a public URL the
@@ -964,14 +1052,7 @@ fn build_oidc(keys: OidcKeys, public_url_given: bool, ctx: &mut Ctx) -> Option<O
     let groups_ok = claim_ok(ctx, "auth.oidc.groups_claim", &keys.groups_claim);
     let strip_domain = match keys.strip_domain.as_deref().map(str::trim) {
         None => Some(None),
-        Some(d)
-            if d.len() >= 2
-                && d.starts_with('@')
-                && !d[1..].contains('@')
-                && !d.chars().any(char::is_whitespace) =>
-        {
-            Some(Some(d.to_lowercase()))
-        }
+        Some(d) if scope(d).is_some() => Some(scope(d)),
         Some(d) => {
             ctx.invalid(
                 "auth.oidc.strip_domain",

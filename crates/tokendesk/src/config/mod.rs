@@ -74,10 +74,15 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// `security.fingerprint_key`, when set.
     pub fingerprint_key: Option<OutboxKey>,
+    /// `[audit]`.
+    pub audit: AuditConfig,
     /// `[metrics]`.
     pub metrics: MetricsConfig,
     /// `[log]`.
     pub log: LogConfig,
+    /// What is acceptable but unwise, one sentence each (check-config prints them, serve logs
+    /// them).
+    pub warnings: Vec<String>,
     /// The file this configuration was loaded from, if any.
     pub file: Option<PathBuf>,
 }
@@ -131,6 +136,11 @@ section! {
         /// this many request views are kept (about 1 KB each). `0` reads the database every
         /// time.
         view_cache_entries: u64 = 50_000, in 0..=1000000;
+        /// `serve` brings the schema up to date when it starts. `false` leaves that to
+        /// `tokendesk migrate` (run it as part of an upgrade): `serve` then refuses a database
+        /// with migrations still to apply. A database migrated by a newer release is always
+        /// refused.
+        auto_migrate: bool = true;
         /// The longest a cached view is served. Changes do not wait for it: a change made
         /// through this instance drops the view when it commits, and on PostgreSQL every
         /// instance hears of every change.
@@ -203,6 +213,31 @@ impl AuthMode {
     }
 }
 
+/// Whether a network lies within the loopback, private (RFC 1918, unique local) or link-local
+/// ranges: the only places a reverse proxy in front of tokendesk should be.
+pub fn is_private_net(net: &IpNet) -> bool {
+    match net {
+        IpNet::V4(n) => {
+            let a = n.network();
+            let inside = |base: [u8; 4], len: u8| {
+                Ipv4Net::new(Ipv4Addr::from(base), len).is_ok_and(|r| r.contains(n))
+            };
+            a.is_loopback()
+                && n.prefix_len() >= 8
+                || inside([10, 0, 0, 0], 8)
+                || inside([172, 16, 0, 0], 12)
+                || inside([192, 168, 0, 0], 16)
+                || inside([169, 254, 0, 0], 16)
+        }
+        IpNet::V6(n) => {
+            let inside = |base: Ipv6Addr, len: u8| Ipv6Net::new(base, len).is_ok_and(|r| r.contains(n));
+            (n.network().is_loopback() && n.prefix_len() == 128)
+                || inside(Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7)
+                || inside(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10)
+        }
+    }
+}
+
 /// The default `auth.trusted_proxies`: loopback.
 fn loopback_nets() -> Vec<IpNet> {
     [
@@ -228,8 +263,20 @@ section! {
         /// The header carrying the login in trusted-header mode.
         header: String = "X-Remote-User".to_owned();
         /// Peers whose `header` (and `X-Forwarded-For`) is believed: networks (`10.0.0.0/8`) or
-        /// single addresses.
+        /// single addresses, within the loopback and private ranges (`127.0.0.0/8`, `::1`,
+        /// `10.0.0.0/8`, `172.16.0.0/12`, `192.168.0.0/16`, `fc00::/7`, link-local).
         trusted_proxies: Vec<IpNet> = loopback_nets();
+        /// A secret the proxy sends in `proxy_secret_header` on every request (at least 32
+        /// characters; compared in constant time). When set, `header` and `X-Forwarded-For`
+        /// are believed only from a trusted proxy that sends it, so that another process on
+        /// the proxy's host cannot sign in as anyone. Prefer `proxy_secret_file`.
+        proxy_secret: Secret = Secret::default();
+        /// The header carrying `proxy_secret`.
+        proxy_secret_header: String = "X-Tokendesk-Proxy-Secret".to_owned();
+        /// Trusted-header mode: a scope removed from the login the proxy sends, e.g.
+        /// `@example.edu` for Shibboleth's `sam.student@example.edu`; a login with another
+        /// scope is refused. (With OIDC, `auth.oidc.strip_domain`; one rule for both.)
+        strip_domain: Option<String> = None;
         /// `oidc` and `demo`: a session not used for this many minutes ends (NIST SP 800-63B
         /// AAL2 asks for at most 60).
         session_idle_minutes: u32 = 60, in 1..=1440;
@@ -365,6 +412,17 @@ section! {
     }
 }
 
+section! {
+    /// `[audit]`: the audit trail's hash chain.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct AuditConfig in "audit" {
+        /// The chain's head (newest sequence number and hash) is logged this often, and at
+        /// shutdown, so that the log system keeps a copy outside the database: `tokendesk audit
+        /// verify --expect-head SEQ:HASH` then shows whether events were removed since.
+        head_log_minutes: u64 = 60, in 1..=10080;
+    }
+}
+
 /// How log lines are written (`log.format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
@@ -493,6 +551,7 @@ pub fn sections() -> Vec<(Option<&'static str>, Vec<crate::settings::KeyDoc>)> {
         entry::<LimitsConfig>(),
         entry::<NotifyConfig>(),
         entry::<SecurityKeys>(),
+        entry::<AuditConfig>(),
         entry::<MetricsConfig>(),
         entry::<LogConfig>(),
     ]
@@ -839,8 +898,10 @@ impl Config {
             limits: LimitsConfig::default(),
             notify: NotifyConfig::default(),
             fingerprint_key: None,
+            audit: AuditConfig::default(),
             metrics: MetricsConfig::default(),
             log: LogConfig::default(),
+            warnings: Vec::new(),
             file: None,
         }
     }

@@ -762,6 +762,7 @@ fn pool_workers_and_sslmode() {
             idle_timeout_secs: 0,
             view_cache_entries: 0,
             view_cache_secs: 30,
+            auto_migrate: true,
         }
     );
     assert_eq!((c.workers.lease_secs, c.workers.sweep_every_secs), (60, 10));

@@ -79,6 +79,8 @@ impl PartialEq for Secret {
     }
 }
 
+impl Eq for Secret {}
+
 impl Setting for Secret {
     fn kind() -> String {
         "string (secret)".to_owned()

@@ -51,6 +51,20 @@ pub fn is_bidi_or_invisible(c: char) -> bool {
 impl Login {
     pub const MAX_CHARS: usize = 128;
 
+    /// A login as a sign-in names it (the proxy's header, an OIDC claim), with `scope`
+    /// (`@example.edu`, lower case) removed when it ends so; then [`Login::parse`]'s rules.
+    /// A login of another scope stays whole. One rule for every way of signing in.
+    pub fn parse_scoped(raw: &str, scope: Option<&str>) -> Result<Login, FieldError> {
+        let value = raw.trim();
+        if let Some(scope) = scope {
+            let lower = value.to_lowercase();
+            if let Some(bare) = lower.strip_suffix(scope) {
+                return Login::parse(bare);
+            }
+        }
+        Login::parse(value)
+    }
+
     /// A login as a person signs in with it: trimmed and lower-cased, and a plain identifier
     /// (it goes into addresses and Canvas look-ups): no spaces, no control, bidi or invisible
     /// characters, no `/`, `\`, `?`, `#` or `%`, and not only dots.

@@ -25,6 +25,7 @@ pub struct RunningServer {
     stop: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     metrics_server: Option<JoinHandle<std::io::Result<()>>>,
+    head_log: JoinHandle<()>,
     workers: JoinHandle<()>,
     /// SQLite: held while serving, so that no second instance serves the same file.
     _sqlite_lock: Option<std::fs::File>,
@@ -99,6 +100,11 @@ pub async fn start(
         None => None,
     };
     let workers = crate::jobs::spawn_workers(app.clone(), stopped.clone());
+    let head_log = tokio::spawn(log_audit_head(
+        app.clone(),
+        std::time::Duration::from_secs(config.audit.head_log_minutes * 60),
+        stopped.clone(),
+    ));
     let server = tokio::spawn(serve(listener, routes, options, stopped));
     let (metrics_addr, metrics_server) = metrics.unzip();
     Ok(RunningServer {
@@ -109,6 +115,7 @@ pub async fn start(
         server,
         metrics_server,
         workers,
+        head_log,
         _sqlite_lock: sqlite_lock,
     })
 }
@@ -122,7 +129,33 @@ impl RunningServer {
             let _ = metrics.await;
         }
         let _ = self.workers.await;
+        let _ = self.head_log.await;
+        // The last word on the chain, after the work in hand has written its events.
+        log_head_once(&self.app).await;
         self.app.close().await;
+    }
+}
+
+/// Logs the audit chain's head every `every` until `stop`.
+async fn log_audit_head(app: App, every: std::time::Duration, mut stop: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => log_head_once(&app).await,
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn log_head_once(app: &App) {
+    match app.audit_head().await {
+        Ok(Some((seq, hash))) => tracing::info!(
+            audit.head = %format!("{seq}:{hash}"),
+            "audit chain head (check later with tokendesk audit verify --expect-head)"
+        ),
+        Ok(None) => tracing::info!("audit chain head: the trail is empty"),
+        Err(e) => tracing::warn!(error = %e, "cannot read the audit chain's head"),
     }
 }
 

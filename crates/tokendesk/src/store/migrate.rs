@@ -132,8 +132,58 @@ fn migrate_error(e: MigrateError, backend: Backend) -> StoreError {
     StoreError::Schema(message)
 }
 
+/// Where a database's schema stands against the migrations this build knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaStatus {
+    /// The newest migration applied to the database (none for an empty database).
+    pub applied: Option<i64>,
+    /// The newest migration this build knows.
+    pub known: i64,
+    /// Known migrations not applied yet, in order.
+    pub pending: Vec<i64>,
+    /// Applied migrations this build does not know (a newer release migrated the database).
+    pub unknown: Vec<i64>,
+}
+
+impl SchemaStatus {
+    /// Refuses a database migrated by a newer release: this build could corrupt what it does
+    /// not know.
+    pub fn refuse_newer(&self) -> StoreResult<()> {
+        match self.unknown.last() {
+            None => Ok(()),
+            Some(newest) => Err(StoreError::Schema(format!(
+                "the database's schema is at migration {newest}, newer than this tokendesk {} knows (migrations up to {}): a newer release migrated it; run that release, or restore the backup taken before the upgrade (docs/deploy.md, Upgrades)",
+                env!("CARGO_PKG_VERSION"),
+                self.known
+            ))),
+        }
+    }
+}
+
+/// The schema's standing, read without changing anything.
+pub(super) async fn status(store: &Store) -> StoreResult<SchemaStatus> {
+    let backend = store.backend();
+    let migrator = migrator(backend);
+    let mut conn = store.pool().acquire().await?;
+    let mut applied = applied_versions(&mut conn, backend).await?;
+    if applied.is_empty() && table_exists(&mut conn, backend, "schema_migrations").await? {
+        // An earlier release's record, adopted at the next migration.
+        applied = sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
+            .fetch_all(&mut *conn)
+            .await?;
+    }
+    let known: Vec<i64> = migrator.iter().map(|m| m.version).collect();
+    Ok(SchemaStatus {
+        applied: applied.iter().copied().max(),
+        known: known.iter().copied().max().unwrap_or(0),
+        pending: known.iter().copied().filter(|v| !applied.contains(v)).collect(),
+        unknown: applied.iter().copied().filter(|v| !known.contains(v)).collect(),
+    })
+}
+
 /// Brings the schema up to date; returns the migrations that ran, in order.
 pub(super) async fn run(store: &Store) -> StoreResult<Vec<AppliedMigration>> {
+    status(store).await?.refuse_newer()?;
     let backend = store.backend();
     let migrator = migrator(backend);
     let mut conn = store.pool().acquire().await?;

@@ -271,6 +271,25 @@ impl Store {
         migrate::run(self).await
     }
 
+    /// SQLite: writes a consistent copy of the database to `path` (`VACUUM INTO`, which reads
+    /// one snapshot while writers go on), then makes the copy durable.
+    pub async fn backup_into(&self, path: &std::path::Path) -> StoreResult<()> {
+        if self.backend != Backend::Sqlite {
+            return Err(StoreError::Schema(
+                "only an SQLite database is copied with VACUUM INTO; use pg_dump".to_owned(),
+            ));
+        }
+        let target = path.to_string_lossy().into_owned();
+        sqlx::query("VACUUM INTO $1")
+            .bind(&target)
+            .execute(&self.pool)
+            .await?;
+        if let Ok(file) = std::fs::File::open(path) {
+            let _ = file.sync_all();
+        }
+        Ok(())
+    }
+
     /// Where the schema stands against this build's migrations (changes nothing).
     pub async fn schema(&self) -> StoreResult<SchemaStatus> {
         migrate::status(self).await

@@ -9,6 +9,7 @@ use axum::Json;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName};
+use secrecy::ExposeSecret as _;
 use serde::Serialize;
 
 use super::WebState;
@@ -97,9 +98,28 @@ impl WebAuth {
         self.0.config.header.trim()
     }
 
-    /// Whether a peer is one of `auth.trusted_proxies`.
-    pub fn is_trusted_proxy(&self, peer: IpAddr) -> bool {
-        self.0.config.is_trusted_proxy(peer)
+    /// Whether a request comes from a proxy tokendesk believes: a peer among
+    /// `auth.trusted_proxies` that sends `auth.proxy_secret` when one is set (compared in
+    /// constant time). Only then are its login header, `X-Forwarded-For` and `X-Request-Id`
+    /// believed.
+    pub fn vouched(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> bool {
+        let Some(peer) = peer else {
+            return false;
+        };
+        if !self.0.config.is_trusted_proxy(peer) {
+            return false;
+        }
+        match self.0.config.proxy_secret.value() {
+            None => true,
+            Some(secret) => headers
+                .get(self.0.config.proxy_secret_header.as_str())
+                .is_some_and(|sent| {
+                    bool::from(subtle::ConstantTimeEq::ct_eq(
+                        sent.as_bytes(),
+                        secret.expose_secret().as_bytes(),
+                    ))
+                }),
+        }
     }
 
     pub fn mode(&self) -> AuthMode {
@@ -132,7 +152,7 @@ impl WebAuth {
     /// stops the walk at the last trusted one.
     pub fn client_addr(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<String> {
         let mut client = peer?.to_canonical();
-        if self.0.config.is_trusted_proxy(client) {
+        if self.vouched(Some(client), headers) {
             let hops: Vec<&str> = headers
                 .get_all("x-forwarded-for")
                 .iter()
@@ -185,8 +205,9 @@ impl WebAuth {
         if self.0.config.mode != AuthMode::TrustedHeader {
             return Ok(None);
         }
-        // The header is believed only from a trusted proxy; from anyone else it is ignored.
-        if !peer.is_some_and(|p| self.0.config.is_trusted_proxy(p)) {
+        // The header is believed only from a trusted proxy (with the proxy secret, when one is
+        // set); from anyone else it is ignored.
+        if !self.vouched(peer, headers) {
             return Ok(None);
         }
         let Some(raw) = headers.get(&self.0.header) else {
@@ -196,7 +217,7 @@ impl WebAuth {
         if raw.trim().is_empty() {
             return Ok(None);
         }
-        Login::parse(&raw).map(Some)
+        Login::parse_scoped(&raw, self.0.config.strip_domain.as_deref()).map(Some)
     }
 
     /// Who a request comes from: a service key (JSON API only), the proxy's header, or a

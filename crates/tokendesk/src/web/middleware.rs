@@ -69,7 +69,7 @@ pub async fn trust_request_id(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip());
-    let trusted = peer.is_some_and(|ip| state.auth.is_trusted_proxy(ip));
+    let trusted = state.auth.vouched(peer, request.headers());
     let keep = trusted
         && request
             .headers()

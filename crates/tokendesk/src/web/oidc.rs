@@ -379,13 +379,7 @@ impl Oidc {
 
     /// The login a claim value names: the domain stripped, then checked like every login.
     pub fn login_from(&self, raw: &str) -> Result<Login, String> {
-        let mut value = raw.trim().to_owned();
-        if let Some(domain) = &self.config.strip_domain
-            && value.to_lowercase().ends_with(domain.as_str())
-        {
-            value.truncate(value.len() - domain.len());
-        }
-        Login::parse(&value).map_err(|e| e.message)
+        Login::parse_scoped(raw, self.config.strip_domain.as_deref()).map_err(|e| e.message)
     }
 
     /// The claims tokendesk reads from a verified ID token's payload.

@@ -660,3 +660,264 @@ async fn sighup_reloads_roles_and_keeps_serving_through_a_bad_file() {
     );
     assert!(!stderr.contains(SECRET), "{stderr}");
 }
+
+fn run_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env_remove("TOKENDESK_CONFIG")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn check_config_takes_config_like_every_command_and_warns_about_unwise_choices() {
+    let dir = Dir::new("check-flags");
+    let good = good_config(&dir, "127.0.0.1:8080");
+    let path = good.to_str().unwrap();
+    for out in [
+        run(&["check-config", "--config", path]),
+        run_env(&["check-config"], &[("TOKENDESK_CONFIG", path)]),
+    ] {
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("configuration OK"));
+    }
+    let out = run(&["check-config"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--config FILE"), "{}", text(&out.stderr));
+
+    // Without a proxy secret, trusted-header mode is named as unwise; so is a secret file
+    // others may read.
+    let out = run(&["check-config", "--config", path]);
+    assert!(
+        text(&out.stdout).contains("warning: auth.proxy_secret_file is not set"),
+        "{}",
+        text(&out.stdout)
+    );
+    let secret = dir.file("proxy.secret", "a-proxy-secret-of-more-than-32-characters\n");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let with_secret = dir.file(
+        "with-secret.toml",
+        &format!(
+            "{}[auth]\nproxy_secret_file = \"proxy.secret\"\n",
+            std::fs::read_to_string(&good).unwrap()
+        ),
+    );
+    let out = run(&["check-config", "--config", with_secret.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains("proxy_secret_file is not set"), "{stdout}");
+    assert!(
+        stdout.contains("auth.proxy_secret_file: the secret file") && stdout.contains("every local user") && stdout.contains("chmod 600"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("a-proxy-secret-of"), "the secret is never printed");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = run(&["check-config", "--config", with_secret.to_str().unwrap()]);
+    assert!(!text(&out.stdout).contains("warning:"), "{}", text(&out.stdout));
+
+    // A proxy range beyond the private ones is refused.
+    let open = dir.file(
+        "open.toml",
+        &format!(
+            "{}[auth]\ntrusted_proxies = [\"0.0.0.0/0\"]\n",
+            std::fs::read_to_string(&good).unwrap()
+        ),
+    );
+    let out = run(&["check-config", "--config", open.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("auth.trusted_proxies: 0.0.0.0/0 reaches beyond the loopback and private ranges"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// A configuration against a running Canvas simulator, with the database in `dir`.
+fn online_config(dir: &Dir, canvas: &str, extra: &str) -> PathBuf {
+    dir.file(
+        "online.toml",
+        &format!(
+            "listen = \"127.0.0.1:0\"\ndatabase_url = \"sqlite://td.db\"\n[canvas]\nurl = \"{canvas}\"\nadmin_token = \"{}\"\n{extra}",
+            tokendesk_canvas_sim::DEFAULT_ADMIN_TOKEN
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_config_online_and_status_connect_and_name_each_problem() {
+    let sim = tokendesk_canvas_sim::start(
+        tokendesk_canvas_sim::SimConfig::default(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let smtp = crate::support::smtp::start().await;
+    let dir = Dir::new("online");
+    let smtp_keys = format!(
+        "[email]\ntransport = \"smtp\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\nsmtp_tls = \"none\"\nfrom = \"tokendesk <td@example.edu>\"\n",
+        smtp.port
+    );
+    let config = online_config(&dir, sim.base_url(), &smtp_keys);
+    let cfg = config.to_str().unwrap();
+    assert_eq!(run(&["migrate", "--config", cfg]).status.code(), Some(0));
+
+    let out = run(&["check-config", "--config", cfg, "--online"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("ok      database"), "{stdout}");
+    assert!(stdout.contains("created, viewed and deleted a token"), "{stdout}");
+    assert!(stdout.contains("ok      smtp"), "{stdout}");
+
+    let out = run(&["status", "--config", cfg, "--check-user", "sam.student"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    for line in ["ok      database", "token for user sam.student", "ok      jobs", "ok      emails", "ok      audit", "all well"] {
+        assert!(stdout.contains(line), "{line}: {stdout}");
+    }
+    // The check leaves nothing behind in Canvas: sam has no live token.
+    let canvas = tokendesk_canvas::CanvasClient::builder(
+        sim.base_url(),
+        secrecy::SecretString::from(tokendesk_canvas_sim::DEFAULT_ADMIN_TOKEN),
+    )
+    .build()
+    .unwrap();
+    let left = canvas
+        .list_user_tokens(&tokendesk_canvas::UserRef::SisLoginId("sam.student".into()))
+        .await
+        .unwrap();
+    assert!(
+        !left.iter().any(|t| t.purpose.as_deref().is_some_and(|p| p.contains("status check"))),
+        "{left:?}"
+    );
+
+    // Canvas refusing the admin token, SMTP gone: both named, exit 1.
+    drop(smtp);
+    let bad = dir.file(
+        "bad-online.toml",
+        &std::fs::read_to_string(&config)
+            .unwrap()
+            .replace(tokendesk_canvas_sim::DEFAULT_ADMIN_TOKEN, "not-the-admin-token"),
+    );
+    let out = run(&["status", "--config", bad.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("PROBLEM canvas") && stdout.contains("the admin token does not work"), "{stdout}");
+    assert!(stdout.contains("PROBLEM smtp"), "{stdout}");
+    assert!(text(&out.stderr).contains("2 problem(s): canvas, smtp"), "{}", text(&out.stderr));
+    assert!(!stdout.contains("not-the-admin-token"), "the token is never printed");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upgrades_are_guarded_and_migrate_says_what_it_applied() {
+    let dir = Dir::new("upgrade");
+    let config = good_config(&dir, "127.0.0.1:0");
+    let cfg = config.to_str().unwrap();
+    // --no-migrate on an empty database: refused, saying what to run.
+    let out = run(&["serve", "--config", cfg, "--no-migrate"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("run `tokendesk migrate` first"), "{}", text(&out.stderr));
+    let out = run(&["migrate", "--config", cfg]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout.contains("applied migration 1 (initial)"), "{stdout}");
+    assert!(!stdout.contains("already up to date"), "{stdout}");
+    let out = run(&["migrate", "--config", cfg]);
+    assert!(text(&out.stdout).contains("already up to date"));
+
+    // A newer release's migration: every command refuses, naming both versions.
+    let store = store_at(&dir).await;
+    sqlx::query("INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time) VALUES (9999, 'from the future', CURRENT_TIMESTAMP, TRUE, x'00', 0)")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    store.close().await;
+    for args in [vec!["serve", "--config", cfg], vec!["migrate", "--config", cfg]] {
+        let out = run(&args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("at migration 9999, newer than this tokendesk"), "{stderr}");
+        assert!(stderr.contains("migrations up to 7"), "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn the_audit_head_kept_outside_shows_removed_events() {
+    let dir = Dir::new("head");
+    let config = good_config(&dir, "127.0.0.1:0");
+    let cfg = config.to_str().unwrap();
+    assert_eq!(run(&["migrate", "--config", cfg]).status.code(), Some(0));
+    let store = store_at(&dir).await;
+    let mut tx = store.write().await.unwrap();
+    for n in 0..5 {
+        let record = AuditRecord {
+            actor: "ada".into(),
+            action: "request.approve",
+            target: format!("request:{n}"),
+            outcome: "ok",
+            details: json!({}),
+        };
+        store::append_audit(&mut tx, store.backend(), &record, OffsetDateTime::now_utc(), None)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let out = run(&["audit", "head", "--config", cfg]);
+    assert_eq!(out.status.code(), Some(0));
+    let head = text(&out.stdout).trim().to_owned();
+    assert!(head.starts_with("5:") && head.len() == 2 + 64, "{head}");
+    let out = run(&["audit", "verify", "--config", cfg, "--expect-head", &head]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("through the expected head 5"));
+
+    // The newest two removed: the chain still verifies on its own, but not against the head.
+    sqlx::query("DELETE FROM audit_events WHERE seq > 3")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let out = run(&["audit", "verify", "--config", cfg]);
+    assert_eq!(out.status.code(), Some(0), "a shorter chain is intact on its own");
+    let out = run(&["audit", "verify", "--config", cfg, "--expect-head", &head]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("the chain ends at event 3, before the expected head 5"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["audit", "verify", "--config", cfg, "--expect-head", "5:nothex"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_of_a_running_service_is_consistent_and_verified() {
+    let dir = Dir::new("backup");
+    let config = good_config(&dir, "127.0.0.1:0");
+    let cfg = config.to_str().unwrap();
+    let serving = Serving::start(&config, &[]);
+    // Work goes on while the copy is made.
+    let client = reqwest::Client::new();
+    for _ in 0..20 {
+        let _ = client
+            .get(serving.url("/api/v1/me"))
+            .header("X-Remote-User", "ada")
+            .send()
+            .await
+            .unwrap();
+    }
+    let to = dir.0.join("copy.db");
+    let out = run(&["db", "backup", "--config", cfg, "--to", to.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("backup written") && stdout.contains("chain intact"), "{stdout}");
+    assert!(std::fs::metadata(&to).unwrap().len() > 4096);
+    // Never over an existing file.
+    let out = run(&["db", "backup", "--config", cfg, "--to", to.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("exists already"));
+    serving.stop();
+}

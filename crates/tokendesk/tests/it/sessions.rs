@@ -307,3 +307,52 @@ async fn oidc_failures_are_pages_that_say_what_to_do() {
     // The API says 401, as ever.
     assert_eq!(get("/api/v1/me").await.unwrap().status().as_u16(), 401);
 }
+
+/// With `auth.proxy_secret`, the login header (and `X-Forwarded-For`, `X-Request-Id`) is
+/// believed only from a trusted address that also sends the secret: another process on the
+/// proxy's host, which can reach tokendesk from the same address, is nobody.
+#[tokio::test]
+async fn a_proxy_secret_makes_the_login_header_the_proxys_alone() {
+    const PROXY_SECRET: &str = "the-proxy-secret-0123456789abcdefghij";
+    let auth = AuthConfig {
+        proxy_secret: tokendesk::config::Secret::code(secrecy::SecretString::from(PROXY_SECRET)),
+        strip_domain: Some("@example.edu".to_owned()),
+        ..AuthConfig::default()
+    };
+    let api = Api::with(TestDb::sqlite().await, auth, WebOptions::default()).await;
+    let me = |extra: Vec<(&'static str, &'static str)>| {
+        let mut builder = api.client.get(api.url("/api/v1/me"));
+        for (k, v) in extra {
+            builder = builder.header(k, v);
+        }
+        api.send(Some("ada.admin"), builder)
+    };
+    // A local process without the secret: not signed in.
+    me(vec![]).await.expect_error(401, "unauthenticated");
+    me(vec![("X-Tokendesk-Proxy-Secret", "a-guess")])
+        .await
+        .expect_error(401, "unauthenticated");
+    // The proxy, with it.
+    let r = me(vec![("X-Tokendesk-Proxy-Secret", PROXY_SECRET)]).await.expect(200);
+    assert_eq!(r.json()["login"], "ada.admin");
+    // Shibboleth's scoped login: the configured scope is stripped, as with OIDC.
+    let r = api
+        .send(
+            Some("Sam.Student@EXAMPLE.edu"),
+            api.client
+                .get(api.url("/api/v1/me"))
+                .header("X-Tokendesk-Proxy-Secret", PROXY_SECRET),
+        )
+        .await
+        .expect(200);
+    assert_eq!(r.json()["login"], "sam.student");
+    // A request id from a peer without the secret is not kept.
+    let r = me(vec![("X-Request-Id", "chosen-by-the-client")]).await;
+    assert_ne!(r.header("x-request-id").as_deref(), Some("chosen-by-the-client"));
+    let r = me(vec![
+        ("X-Request-Id", "chosen-by-the-proxy"),
+        ("X-Tokendesk-Proxy-Secret", PROXY_SECRET),
+    ])
+    .await;
+    assert_eq!(r.header("x-request-id").as_deref(), Some("chosen-by-the-proxy"));
+}
