@@ -52,7 +52,7 @@ bearer_key_file = "{key_file}"
     url = server.wait_for(r"tokendesk listening on (http://\S+)").group(1)
     metrics_url = server.wait_for(r"metrics on (http://[^/\s]+)").group(1)
     try:
-        yield url, metrics_url
+        yield url, metrics_url, tmp / "serve.log"
     finally:
         server.stop()
         sim.stop()
@@ -96,7 +96,7 @@ def story(url: str) -> int:
 
 
 def test_metrics_after_a_story(service):
-    url, metrics_url = service
+    url, metrics_url, _ = service
     story(url)
     # The emails (the delivery, the denial) go out in the background.
     deadline = time.monotonic() + 30
@@ -147,7 +147,7 @@ def test_metrics_after_a_story(service):
 
 
 def test_the_main_address_serves_metrics_only_to_the_key(service):
-    url, _ = service
+    url, _, _ = service
     assert requests.get(f"{url}/metrics", timeout=10).status_code == 401
     r = requests.get(f"{url}/metrics", headers={"Authorization": "Bearer wrong"}, timeout=10)
     assert r.status_code == 401
@@ -157,3 +157,26 @@ def test_the_main_address_serves_metrics_only_to_the_key(service):
     r = requests.get(f"{url}/metrics", headers={"Authorization": f"Bearer {METRICS_KEY}"}, timeout=10)
     assert r.status_code == 200
     assert "tokendesk_requests{" in r.text
+
+
+def test_the_log_has_a_line_per_request_and_per_event(service):
+    """By default (no TOKENDESK_LOG): one line per request with its id, route, status and
+    login; one per audit event (the workers' too), naming ids; one per email sent."""
+    url, _, log_path = service
+    r = call(url, "rita.researcher", "GET", "/requests/999999")
+    assert r.status_code == 404
+    request_id = r.headers["x-request-id"]
+    deadline = time.monotonic() + 10
+    while True:
+        log = log_path.read_text()
+        lines = [l for l in log.splitlines() if f"request.id={request_id}" in l]
+        if lines or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert len(lines) == 1, log[-3000:]
+    assert "route=/api/v1/requests/{id}" in lines[0] and "status=404" in lines[0], lines[0]
+    assert 'login="rita.researcher"' in lines[0] or "login=rita.researcher" in lines[0], lines[0]
+    for action in ["request.submit", "request.approve", "request.issue", "request.deny"]:
+        assert f"action={action}" in log, f"{action} not logged:\n{log[-3000:]}"
+    assert "email sent" in log
+    assert "panicked" not in log

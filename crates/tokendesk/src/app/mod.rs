@@ -152,6 +152,16 @@ pub fn user_ref(
     })
 }
 
+/// `/readyz` answers within a second, whatever the pool is doing.
+pub const READY_WITHIN: std::time::Duration = std::time::Duration::from_millis(900);
+
+impl AppError {
+    /// Whether this is the database not answering (503, not 500; logged once by the store).
+    pub fn is_database_down(&self) -> bool {
+        matches!(self, AppError::Store(e) if e.is_unreachable())
+    }
+}
+
 /// What a reload may change.
 struct Live {
     policy: Policy,
@@ -336,7 +346,18 @@ impl App {
 
     /// Whether the database answers (readiness).
     pub async fn ping(&self) -> AppResult<()> {
-        Ok(self.store().ping().await?)
+        Ok(self.store().ping(READY_WITHIN).await?)
+    }
+
+    /// Whether the database is known not to answer (no waiting).
+    pub fn database_is_down(&self) -> bool {
+        self.store().is_down()
+    }
+
+    /// While the database is down: a short ping to learn when it is back (once a second, from
+    /// the server).
+    pub async fn probe_database(&self) {
+        self.store().probe().await;
     }
 
     /// Counts for operators (`/metrics`, `tokendesk status`): no person asks, so no role is
@@ -364,12 +385,7 @@ impl App {
 
     /// A pooled connection for reads.
     async fn read(&self) -> AppResult<sqlx::pool::PoolConnection<sqlx::Any>> {
-        Ok(self
-            .store()
-            .pool()
-            .acquire()
-            .await
-            .map_err(StoreError::from)?)
+        Ok(self.store().read().await?)
     }
 
     /// A write transaction.
@@ -429,7 +445,7 @@ impl App {
 
     /// Writes an audit event in the transaction.
     async fn audit(&self, tx: &mut Tx, record: &AuditRecord, ctx: &Ctx) -> AppResult<()> {
-        store::append_audit(
+        let seq = store::append_audit(
             tx,
             self.store().backend(),
             record,
@@ -437,6 +453,13 @@ impl App {
             ctx.client_addr.as_deref(),
         )
         .await?;
+        tx.log_event(store::LoggedEvent {
+            seq,
+            actor: record.actor.clone(),
+            action: record.action,
+            target: record.target.clone(),
+            outcome: record.outcome,
+        });
         Ok(())
     }
 

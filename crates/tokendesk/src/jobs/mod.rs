@@ -141,7 +141,9 @@ async fn reconcile_loop(app: App, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if let Err(e) = reconcile_if_due(&app).await {
+                if let Err(e) = reconcile_if_due(&app).await
+                    && !e.is_database_down()
+                {
                     tracing::error!(error = %e, "reconcile failed");
                 }
             }
@@ -155,8 +157,11 @@ async fn reconcile_loop(app: App, mut shutdown: watch::Receiver<bool>) {
 
 async fn work_loop(app: App, mut shutdown: watch::Receiver<bool>) {
     loop {
-        if let Err(e) = drain(&app).await {
-            tracing::error!(error = %e, "worker: database unavailable");
+        // The database's outage is logged once by the store, not at every turn.
+        if let Err(e) = drain(&app).await
+            && !e.is_database_down()
+        {
+            tracing::error!(error = %e, "worker failed");
         }
         tokio::select! {
             _ = app.wait_for_work() => {}
@@ -175,7 +180,9 @@ async fn sweep_loop(app: App, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if let Err(e) = sweep_if_due(&app).await {
+                if let Err(e) = sweep_if_due(&app).await
+                    && !e.is_database_down()
+                {
                     tracing::error!(error = %e, "sweep failed");
                 }
             }

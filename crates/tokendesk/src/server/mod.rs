@@ -100,6 +100,7 @@ pub async fn start(
         None => None,
     };
     let workers = crate::jobs::spawn_workers(app.clone(), stopped.clone());
+    tokio::spawn(probe_database(app.clone(), stopped.clone()));
     let head_log = tokio::spawn(log_audit_head(
         app.clone(),
         std::time::Duration::from_secs(config.audit.head_log_minutes * 60),
@@ -133,6 +134,18 @@ impl RunningServer {
         // The last word on the chain, after the work in hand has written its events.
         log_head_once(&self.app).await;
         self.app.close().await;
+    }
+}
+
+/// Once a second while the database is down, a short ping: the first answer ends the outage.
+async fn probe_database(app: App, mut stop: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => app.probe_database().await,
+            _ = stop.changed() => return,
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 mod audit;
 mod copy;
 mod envelopes;
+mod health;
 mod incidents;
 mod lifecycle;
 mod migrate;
@@ -76,7 +77,7 @@ pub use tokens::{
     token_for_request, tokens_of_canvas_users,
 };
 use tx::SqliteWriters;
-pub use tx::Tx;
+pub use tx::{LoggedEvent, Tx};
 use views::ViewCache;
 pub use views::{RequestViewRow, ViewCacheOptions, ViewCacheStats};
 
@@ -129,6 +130,9 @@ pub enum StoreError {
     /// database migrated by a newer release).
     #[error("{0}")]
     Schema(String),
+    /// The database does not answer (known since an earlier attempt): refused at once.
+    #[error("the database does not answer: {0}")]
+    Unreachable(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -160,6 +164,8 @@ pub struct Store {
     views: Arc<ViewCache>,
     /// PostgreSQL: hears other instances' changes for `views`; stops with the last clone.
     listener: Option<Arc<views::ListenerGuard>>,
+    /// Whether the database answers ([`health`]).
+    health: Arc<health::Health>,
 }
 
 impl Store {
@@ -248,6 +254,7 @@ impl Store {
             acquire_timeout: options.acquire_timeout,
             views,
             listener,
+            health: Default::default(),
         })
     }
 
@@ -295,10 +302,33 @@ impl Store {
         migrate::status(self).await
     }
 
-    /// Whether the database answers.
-    pub async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+    /// Whether the database answers, within `within` (readiness, and the probe while it is
+    /// down); an answer after an outage is logged once.
+    pub async fn ping(&self, within: Duration) -> StoreResult<()> {
+        let answer = tokio::time::timeout(within, sqlx::query("SELECT 1").execute(&self.pool))
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))
+            .and_then(|r| r.map(|_| ()).map_err(StoreError::from));
+        self.health.note(self.backend, answer)
+    }
+
+    /// While the database is known to be down: one short ping, to learn that it is back.
+    pub async fn probe(&self) {
+        if self.health.is_down() {
+            let _ = self.ping(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Whether the database is known not to answer (no waiting: what the last attempt found).
+    pub fn is_down(&self) -> bool {
+        self.health.is_down()
+    }
+
+    /// A connection for reads: refused at once while the database is known to be down.
+    pub async fn read(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Any>> {
+        self.health.check()?;
+        let conn = self.pool.acquire().await.map_err(StoreError::from);
+        self.health.note(self.backend, conn)
     }
 
     /// Starts a write transaction. On SQLite it waits for its turn among this process's
@@ -306,7 +336,9 @@ impl Store {
     /// fails half-way on lock upgrade.
     pub async fn write(&self) -> StoreResult<Tx> {
         let Some(writers) = &self.writers else {
-            let conn = self.pool.acquire().await?;
+            self.health.check()?;
+            let conn = self.pool.acquire().await.map_err(StoreError::from);
+            let conn = self.health.note(self.backend, conn)?;
             return Tx::begin(conn, None, None, self.backend, self.views.clone()).await;
         };
         // The turn first, then a connection: a writer waiting for its turn holds no connection,
@@ -333,7 +365,7 @@ impl Store {
             return Ok(Some(view));
         }
         let ticket = self.views.ticket();
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.read().await?;
         let Some(view) = envelopes::request_view(&mut conn, id).await? else {
             return Ok(None);
         };

@@ -125,6 +125,18 @@ pub struct Tx {
     writers: Option<AnyPool>,
     /// This transaction erased a secret (a ciphertext, a sealed email).
     erased: bool,
+    /// The audit events it wrote, logged once it has committed (one line per event).
+    events: Vec<LoggedEvent>,
+}
+
+/// An audit event as its log line names it: ids and names, never details.
+#[derive(Debug, Clone)]
+pub struct LoggedEvent {
+    pub seq: i64,
+    pub actor: String,
+    pub action: &'static str,
+    pub target: String,
+    pub outcome: &'static str,
 }
 
 /// Where the database notes the requests a transaction changed.
@@ -172,7 +184,13 @@ impl Tx {
             views,
             writers,
             erased: false,
+            events: Vec::new(),
         })
+    }
+
+    /// Logs `event` once this transaction has committed (never for one rolled back).
+    pub fn log_event(&mut self, event: LoggedEvent) {
+        self.events.push(event);
     }
 
     /// Notes that this transaction erases a secret: on SQLite, once it commits, the WAL is
@@ -193,6 +211,7 @@ impl Tx {
             views,
             writers,
             erased,
+            events,
         } = self;
         tokio::spawn(async move {
             let changed = match changed_requests(&mut tx, capture).await {
@@ -212,6 +231,18 @@ impl Tx {
                 }
             }
             drop(turn);
+            if done.is_ok() {
+                for e in events {
+                    tracing::info!(
+                        audit.seq = e.seq,
+                        actor = %e.actor,
+                        action = %e.action,
+                        target = %e.target,
+                        outcome = %e.outcome,
+                        "audit event"
+                    );
+                }
+            }
             done
         })
         .await

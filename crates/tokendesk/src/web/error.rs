@@ -165,6 +165,18 @@ impl ApiError {
         }
     }
 
+    /// 503: the database does not answer (the store logs the outage once, and its end).
+    pub fn database_down() -> ApiError {
+        ApiError {
+            retry_after: Some(5),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "tokendesk cannot reach its database right now; nothing was changed: try again in a few seconds",
+            )
+        }
+    }
+
     /// A failure that is ours: logged in full, shown as "internal error" with the request id.
     pub fn internal(cause: &(dyn std::error::Error + 'static)) -> ApiError {
         tracing::error!(error = %chain(cause), "internal error");
@@ -250,6 +262,7 @@ impl From<AppError> for ApiError {
         match e {
             AppError::Domain(e) => e.into(),
             AppError::Canvas(e) => e.into(),
+            AppError::Store(e) if e.is_unreachable() => ApiError::database_down(),
             AppError::Store(e) => ApiError::internal(&e),
             e @ AppError::Conflict => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())

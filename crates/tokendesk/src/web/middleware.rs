@@ -117,13 +117,11 @@ pub fn request_span<B>(request: &axum::http::Request<B>) -> Span {
 
 /// The one line each request logs when it is answered.
 pub fn log_response<B>(response: &axum::http::Response<B>, latency: Duration, _span: &Span) {
+    // One line per request, whatever its status: a failure's cause is logged once where it
+    // happened (an internal error with its chain, the database's outage by the store).
     let status = response.status();
     let ms = latency.as_millis();
-    if status.is_server_error() {
-        tracing::warn!(status = status.as_u16(), ms, "request failed");
-    } else {
-        tracing::info!(status = status.as_u16(), ms, "request done");
-    }
+    tracing::info!(status = status.as_u16(), ms, "request done");
 }
 
 /// The headers every answer carries (pages set a stricter policy of their own).

@@ -921,3 +921,118 @@ async fn a_backup_of_a_running_service_is_consistent_and_verified() {
     assert!(text(&out.stderr).contains("exists already"));
     serving.stop();
 }
+
+/// A TCP relay to a server that a test can cut (every connection closed, new ones refused)
+/// and restore on the same port: the network to PostgreSQL going away and coming back.
+struct Relay {
+    port: u16,
+    to: std::net::SocketAddr,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Relay {
+    async fn start(to: std::net::SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut relay = Relay { port, to, task: None };
+        relay.task = Some(tokio::spawn(Relay::run(listener, to)));
+        relay
+    }
+
+    async fn run(listener: tokio::net::TcpListener, to: std::net::SocketAddr) {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else {
+                return;
+            };
+            connections.spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    }
+
+    /// Every connection dropped (the JoinSet with the task), the port closed.
+    fn cut(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
+    async fn restore(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        self.task = Some(tokio::spawn(Relay::run(listener, self.to)));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_database_gone_answers_are_quick_503s_and_its_return_is_logged() {
+    let Some(db) = crate::support::db::TestDb::postgres().await else {
+        eprintln!("SKIPPED: PostgreSQL is not reachable");
+        return;
+    };
+    let url = url::Url::parse(&db.url).unwrap();
+    let server: std::net::SocketAddr = format!(
+        "{}:{}",
+        url.host_str().unwrap(),
+        url.port().unwrap_or(5432)
+    )
+    .parse()
+    .unwrap();
+    let mut relay = Relay::start(server).await;
+    let mut through = url.clone();
+    through.set_port(Some(relay.port)).unwrap();
+    let dir = Dir::new("db-down");
+    let config = dir.file(
+        "tokendesk.toml",
+        &format!(
+            "listen = \"127.0.0.1:0\"\ndatabase_url = \"{through}\"\n[database]\nacquire_timeout_secs = 10\n[canvas]\nurl = \"https://canvas.example.edu\"\nadmin_token = \"{SECRET}\"\n[roles]\napprovers = [\"ada\"]\n"
+        ),
+    );
+    let serving = Serving::start(&config, &[]);
+    let client = reqwest::Client::new();
+    let queue = |accept: &'static str, path: &'static str| {
+        client
+            .get(serving.url(path))
+            .header("X-Remote-User", "ada")
+            .header("Accept", accept)
+            .send()
+    };
+    assert_eq!(queue("application/json", "/api/v1/requests").await.unwrap().status().as_u16(), 200);
+
+    relay.cut();
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let answer = queue("application/json", "/api/v1/requests").await.unwrap();
+        assert_eq!(answer.status().as_u16(), 503);
+        assert_eq!(answer.headers()["retry-after"], "5");
+        let body: serde_json::Value = answer.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unavailable", "{body}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    }
+    let page = queue("text/html", "/queue").await.unwrap();
+    assert_eq!(page.status().as_u16(), 503);
+    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let started = std::time::Instant::now();
+    let ready = client.get(serving.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+
+    relay.restore().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let ready = client.get(serving.url("/readyz")).send().await.unwrap();
+        if ready.status().as_u16() == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the service never saw the database again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(queue("application/json", "/api/v1/requests").await.unwrap().status().as_u16(), 200);
+    let stderr = serving.stop();
+    assert_eq!(stderr.matches("the database does not answer").count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("the database answers again").count(), 1, "{stderr}");
+    assert!(!stderr.contains("internal error"), "{stderr}");
+    drop(db);
+}

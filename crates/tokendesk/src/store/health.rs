@@ -1,0 +1,100 @@
+//! Whether the database answers. When a connection cannot be had (PostgreSQL stopped, the
+//! network gone), the store says so once in the log, and from then on refuses at once instead
+//! of making every caller wait `database.acquire_timeout_secs`: pages and the API answer 503
+//! with `Retry-After` without hanging. A probe (`Store::probe`, once a second while down) finds
+//! when it is back, and that is said once too.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use super::{Backend, StoreError};
+
+/// The database's standing, shared by a store's clones.
+#[derive(Debug, Default)]
+pub(super) struct Health {
+    /// Since when the database has not answered, and why (the first failure's cause).
+    down: Mutex<Option<(Instant, String)>>,
+}
+
+impl StoreError {
+    /// Whether this says the database cannot be reached (rather than that a query failed).
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            StoreError::Unreachable(_) => true,
+            StoreError::Database(e) => matches!(
+                e,
+                sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+                    | sqlx::Error::PoolTimedOut
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// An error with its sources, `a: b: c`.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+impl Health {
+    /// Refuses at once while the database is known to be down.
+    pub(super) fn check(&self) -> Result<(), StoreError> {
+        let down = self.down.lock().unwrap_or_else(|e| e.into_inner());
+        match &*down {
+            Some((since, why)) => Err(StoreError::Unreachable(format!(
+                "{why} (for {} s)",
+                since.elapsed().as_secs()
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn is_down(&self) -> bool {
+        self.down
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Looks at an outcome: a failure to reach the database marks it down (logged once, with
+    /// its cause); a success after that marks it back (logged once). SQLite is a local file:
+    /// its time-outs are contention, not an outage.
+    pub(super) fn note<T>(&self, backend: Backend, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        match &result {
+            Ok(_) => self.up(),
+            Err(e) if backend == Backend::Postgres && e.is_unreachable() => {
+                let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
+                if down.is_none() {
+                    let why = chain(e);
+                    tracing::error!(
+                        cause = %why,
+                        "the database does not answer: answering 503 until it is back"
+                    );
+                    *down = Some((Instant::now(), why));
+                }
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    fn up(&self) {
+        let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((since, _)) = down.take() {
+            tracing::info!(
+                after_secs = since.elapsed().as_secs(),
+                "the database answers again"
+            );
+        }
+    }
+}
