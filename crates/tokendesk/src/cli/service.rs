@@ -89,54 +89,83 @@ pub(super) async fn serve(args: ServeArgs) -> Result<(), CliError> {
         tracing::warn!("configuration: {warning}");
     }
     let app = App::from_config(&config, Arc::new(SystemClock)).await?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let signals = Signals::register();
+    let listener = server::Listener::bind(&config.listen, config.listen_mode).await?;
     let running = server::start(&config, app, Vec::new(), listener).await?;
     println!(
-        "tokendesk listening on http://{} (public URL {})",
-        running.addr, config.public_url
+        "tokendesk listening on {} (public URL {})",
+        running.described, config.public_url
     );
     if let Some(at) = running.metrics_addr {
         println!("metrics on http://{at}/metrics");
     }
-    tracing::info!(addr = %running.addr, public_url = %config.public_url, "serving");
-    serve_until_stopped(&args, &running.app).await;
+    tracing::info!(listen = %running.described, public_url = %config.public_url, "serving");
+    serve_until_stopped(signals, &args, &running.app).await;
     tracing::info!("stopping: finishing the requests and work in hand");
     running.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Waits for SIGTERM or Ctrl-C; on each SIGHUP re-reads the configuration.
-async fn serve_until_stopped(args: &ConfigArg, app: &App) {
+/// The signals `serve` answers, registered before it says it listens (a signal sent right
+/// after that line must not kill it unhandled).
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangups = match signal(SignalKind::hangup()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP: reloads need a restart");
-                None
-            }
-        };
-        let stop = server::stop_signal();
-        tokio::pin!(stop);
-        loop {
-            let hangup = async {
-                match hangups.as_mut() {
-                    Some(s) => s.recv().await,
-                    None => std::future::pending().await,
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn register() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let take = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for {name}");
+                    None
                 }
             };
-            tokio::select! {
-                _ = &mut stop => return,
-                _ = hangup => reload(args, app),
+            Signals {
+                term: take(SignalKind::terminate(), "SIGTERM"),
+                int: take(SignalKind::interrupt(), "SIGINT"),
+                hup: take(SignalKind::hangup(), "SIGHUP (reloads need a restart)"),
             }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+}
+
+#[cfg(unix)]
+async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal.as_mut() {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for SIGTERM or Ctrl-C; on each SIGHUP re-reads the configuration.
+async fn serve_until_stopped(mut signals: Signals, args: &ConfigArg, app: &App) {
+    #[cfg(unix)]
+    loop {
+        tokio::select! {
+            _ = next(&mut signals.term) => return,
+            _ = next(&mut signals.int) => return,
+            _ = next(&mut signals.hup) => reload(args, app),
         }
     }
     #[cfg(not(unix))]
-    server::stop_signal().await;
+    {
+        let _ = (&mut signals, args, app);
+        server::stop_signal().await;
+    }
 }
 
 /// SIGHUP: the configuration file again. Valid, its roles, policy and log filter are put in

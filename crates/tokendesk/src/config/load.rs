@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use figment::providers::{Format, Toml};
@@ -681,6 +681,7 @@ where
     match built {
         Some(parts) if ctx.errors.is_empty() => Ok(Config {
             listen: parts.listen,
+            listen_mode: parts.listen_mode,
             public_url: parts.public_url,
             database: parts.database,
             max_body_bytes: parts.max_body_bytes,
@@ -708,7 +709,8 @@ where
 
 /// What the checks across keys resolve.
 struct Built {
-    listen: SocketAddr,
+    listen: super::Listen,
+    listen_mode: u32,
     public_url: Url,
     database: DatabaseUrl,
     max_body_bytes: usize,
@@ -779,10 +781,24 @@ fn build(
     policy: &Policy,
     ctx: &mut Ctx,
 ) -> Option<Built> {
-    let listen = top.listen;
-    let public_url = match &top.public_url {
-        None => Url::parse(&format!("http://{listen}/")).ok(),
-        Some(text) => {
+    let listen = top.listen.clone();
+    let listen_mode = match u32::from_str_radix(top.listen_mode.trim().trim_start_matches("0o"), 8) {
+        Ok(mode) if mode <= 0o777 => Some(mode),
+        _ => {
+            ctx.invalid(
+                "listen_mode",
+                format!("`{}` is not a file mode in octal, e.g. \"0660\"", top.listen_mode.escape_default()),
+            );
+            None
+        }
+    };
+    let public_url = match (&top.public_url, &listen) {
+        (None, super::Listen::Unix(_)) => {
+            ctx.missing(None, "public_url", " with listen = \"unix:…\" (how people reach tokendesk through its proxy)");
+            None
+        }
+        (None, super::Listen::Tcp(listen)) => Url::parse(&format!("http://{listen}/")).ok(),
+        (Some(text), _) => {
             http_url(ctx, "public_url", text, "delivery links travel over it").map(|mut url| {
                 if !url.path().ends_with('/') {
                     let path = format!("{}/", url.path());
@@ -833,7 +849,7 @@ fn build(
     } else {
         Some(None)
     };
-    let auth = build_auth(auth, listen, ctx);
+    let auth = build_auth(auth, &listen, ctx);
     let email = build_email(email, ctx);
     // A comparison with a rejected (defaulted) value would mislead.
     let policy_ok = !ctx.poisoned.iter().any(|k| k.starts_with("policy."));
@@ -844,6 +860,7 @@ fn build(
     }
     Some(Built {
         listen,
+        listen_mode: listen_mode?,
         public_url: public_url?,
         database: database?,
         max_body_bytes: max_body_bytes?,
@@ -905,8 +922,8 @@ fn build_canvas(keys: CanvasKeys, ctx: &mut Ctx) -> Option<CanvasConfig> {
     })
 }
 
-fn build_auth(auth: AuthConfig, listen: SocketAddr, ctx: &mut Ctx) -> Option<AuthConfig> {
-    if auth.mode == AuthMode::Demo && !listen.ip().is_loopback() {
+fn build_auth(auth: AuthConfig, listen: &super::Listen, ctx: &mut Ctx) -> Option<AuthConfig> {
+    if auth.mode == AuthMode::Demo && !listen.tcp().is_some_and(|a| a.ip().is_loopback()) {
         ctx.invalid(
             "auth.mode",
             "demo lets anyone sign in as anyone; it is allowed only when listen is a loopback address (127.0.0.1, ::1)",
@@ -956,7 +973,10 @@ fn build_auth(auth: AuthConfig, listen: SocketAddr, ctx: &mut Ctx) -> Option<Aut
             }
         },
     };
-    if auth.mode == AuthMode::TrustedHeader && auth.proxy_secret.value().is_none() {
+    if auth.mode == AuthMode::TrustedHeader
+        && auth.proxy_secret.value().is_none()
+        && listen.tcp().is_some()
+    {
         ctx.warnings.borrow_mut().push(format!(
             "auth.proxy_secret_file is not set: in trusted-header mode any process that can reach {listen} from a trusted proxy's address (every local account, with loopback trusted) can send {header} and be anyone; give the proxy a secret (auth.proxy_secret_file, sent in {proxy_header})"
         ));

@@ -41,8 +41,10 @@ pub use crate::domain::Policy;
 /// The whole configuration of a tokendesk instance, checked.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Address the HTTP server binds (`listen`).
-    pub listen: SocketAddr,
+    /// Where the HTTP server listens (`listen`).
+    pub listen: Listen,
+    /// The Unix socket's permissions (`listen_mode`).
+    pub listen_mode: u32,
     /// Base URL of the service as users reach it; delivery links are built on it. Always ends
     /// with `/`.
     pub public_url: Url,
@@ -87,6 +89,50 @@ pub struct Config {
     pub file: Option<PathBuf>,
 }
 
+/// Where the server listens (`listen`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(SocketAddr),
+    /// A Unix socket at this (absolute) path.
+    Unix(PathBuf),
+}
+
+impl Listen {
+    /// The TCP address, if it is one.
+    pub fn tcp(&self) -> Option<SocketAddr> {
+        match self {
+            Listen::Tcp(addr) => Some(*addr),
+            Listen::Unix(_) => None,
+        }
+    }
+
+    /// Whether only this host can reach it (loopback, or a Unix socket).
+    pub fn is_local(&self) -> bool {
+        match self {
+            Listen::Tcp(addr) => addr.ip().to_canonical().is_loopback(),
+            Listen::Unix(_) => true,
+        }
+    }
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listen::Tcp(addr) => write!(f, "{addr}"),
+            Listen::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+impl From<SocketAddr> for Listen {
+    fn from(addr: SocketAddr) -> Listen {
+        Listen::Tcp(addr)
+    }
+}
+
+/// The address tokendesk's connections on a Unix socket count as coming from.
+pub const UNIX_PEER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+
 /// Default `listen`.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 /// Default `max_body_bytes` (64 KiB).
@@ -98,9 +144,14 @@ section! {
     /// The keys at the top of the file, outside any table.
     #[derive(Debug, Clone)]
     pub struct TopKeys in "" {
-        /// Address the HTTP server binds. An IP address, not a host name (`[::]:8080` for all
-        /// IPv6/IPv4).
-        listen: SocketAddr = DEFAULT_LISTEN;
+        /// Where the HTTP server listens: `IP:PORT` (an IP address, not a host name; `[::]:8080`
+        /// for all IPv6/IPv4), or `unix:/PATH`, a Unix socket for a proxy on the same host (no
+        /// other local account can reach it; connections on it count as from `127.0.0.1`, so
+        /// keep loopback in `auth.trusted_proxies`).
+        listen: Listen = Listen::Tcp(DEFAULT_LISTEN);
+        /// With `listen = "unix:/PATH"`: the socket file's permissions, in octal. Give the
+        /// proxy's user the group (`0660`: owner and group may connect).
+        listen_mode: String = "0660".to_owned(), shown "`0660`";
         /// Base URL as people reach the service (behind the proxy). Delivery links are
         /// `<public_url>e/<ID>#<KEY>`. Must be `https://` unless the host is loopback
         /// (`localhost`, `127.0.0.1`, `::1`); no query, fragment or credentials. A trailing `/`
@@ -882,7 +933,8 @@ impl Config {
         let public_url =
             Url::parse(&format!("http://{DEFAULT_LISTEN}/")).unwrap_or_else(|_| canvas_url.clone());
         Config {
-            listen: DEFAULT_LISTEN,
+            listen: Listen::Tcp(DEFAULT_LISTEN),
+            listen_mode: 0o660,
             public_url,
             database: DatabaseUrl::SqliteMemory,
             pool: PoolConfig::default(),
@@ -915,7 +967,7 @@ impl Config {
         admin_token: SecretString,
     ) -> Config {
         let mut config = Config::for_tests(canvas_url, admin_token);
-        config.listen = listen;
+        config.listen = Listen::Tcp(listen);
         if let Ok(url) = Url::parse(&format!("http://{listen}/")) {
             config.public_url = url;
         }

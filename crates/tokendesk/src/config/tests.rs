@@ -192,7 +192,7 @@ fn minimal_file_gets_defaults() {
     let dir = TempDir::new("minimal");
     let path = dir.write("tokendesk.toml", &minimal());
     let c = Config::load(Some(&path), NO_ENV).expect("valid");
-    assert_eq!(c.listen, DEFAULT_LISTEN);
+    assert_eq!(c.listen, crate::config::Listen::Tcp(DEFAULT_LISTEN));
     assert_eq!(c.public_url.as_str(), "http://127.0.0.1:8080/");
     assert_eq!(c.database, DatabaseUrl::Sqlite(dir.0.join("tokendesk.db")));
     assert_eq!(c.max_body_bytes, 64 * 1024);
@@ -455,7 +455,7 @@ fn env_overrides_keys_lists_and_numbers() {
         ("PATH", "/usr/bin"),
     ];
     let c = Config::load(Some(&path), env).expect("valid");
-    assert_eq!(c.listen.port(), 9999);
+    assert_eq!(c.listen.tcp().map(|a| a.port()), Some(9999));
     assert_eq!(c.database, DatabaseUrl::SqliteMemory);
     assert_eq!(c.policy.max_reveals, 7);
     assert_eq!(c.roles.approvers, vec!["ann", "bob"]);

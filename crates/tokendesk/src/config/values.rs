@@ -195,6 +195,33 @@ impl Setting for SocketAddr {
     }
 }
 
+impl Setting for super::Listen {
+    fn kind() -> String {
+        "`IP:PORT` or `unix:/PATH`".to_owned()
+    }
+    fn show(&self) -> String {
+        format!("`{self}`")
+    }
+    fn parse(found: Found<'_>) -> Result<Self, Problem> {
+        let text = String::parse(found)?;
+        let text = text.trim();
+        if let Some(path) = text.strip_prefix("unix:") {
+            let path = std::path::PathBuf::from(path);
+            if !path.is_absolute() {
+                return Err(Problem::Invalid(format!(
+                    "`{text}`: a Unix socket's path must be absolute, e.g. unix:/run/tokendesk/http.sock"
+                )));
+            }
+            return Ok(super::Listen::Unix(path));
+        }
+        text.parse::<SocketAddr>().map(super::Listen::Tcp).map_err(|_| {
+            Problem::Invalid(format!(
+                "`{text}` is not IP:PORT or unix:/PATH; write it like 127.0.0.1:8080, [::]:8080 (an IP address, not a host name) or unix:/run/tokendesk/http.sock"
+            ))
+        })
+    }
+}
+
 /// Peers given as networks (`10.0.0.0/8`) or single addresses.
 impl Setting for Vec<IpNet> {
     fn kind() -> String {

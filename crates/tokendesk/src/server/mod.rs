@@ -2,7 +2,7 @@
 
 mod http;
 
-pub use http::{HttpOptions, serve};
+pub use http::{HttpOptions, Listener, serve};
 
 use std::net::SocketAddr;
 
@@ -18,7 +18,10 @@ use crate::web::{WebAuth, WebOptions, router_with};
 
 /// A serving tokendesk.
 pub struct RunningServer {
+    /// The TCP address (a Unix socket's: [`crate::config::UNIX_PEER`]).
     pub addr: SocketAddr,
+    /// Where it listens, for messages: `http://ADDR` or `unix:PATH`.
+    pub described: String,
     /// Where `metrics.listen` serves `/metrics`, when set.
     pub metrics_addr: Option<SocketAddr>,
     pub app: App,
@@ -66,9 +69,11 @@ pub async fn start(
     config: &Config,
     app: App,
     demo_people: Vec<(Login, String)>,
-    listener: TcpListener,
+    listener: impl Into<Listener>,
 ) -> anyhow::Result<RunningServer> {
+    let listener = listener.into();
     let addr = listener.local_addr()?;
+    let described = listener.describe();
     let sqlite_lock = lock_sqlite(&config.database)?;
     let oidc = match &config.oidc {
         Some(oidc) => Some(
@@ -110,6 +115,7 @@ pub async fn start(
     let (metrics_addr, metrics_server) = metrics.unzip();
     Ok(RunningServer {
         addr,
+        described,
         metrics_addr,
         app,
         stop,

@@ -1036,3 +1036,50 @@ async fn with_the_database_gone_answers_are_quick_503s_and_its_return_is_logged(
     assert!(!stderr.contains("internal error"), "{stderr}");
     drop(db);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_unix_socket_serves_the_proxy_on_this_host_alone() {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let dir = Dir::new("unix");
+    let socket = dir.0.join("http.sock");
+    let config = dir.file(
+        "tokendesk.toml",
+        &format!(
+            "listen = \"unix:{}\"\nlisten_mode = \"0660\"\npublic_url = \"https://tokens.example.edu\"\ndatabase_url = \"sqlite://td.db\"\n[canvas]\nurl = \"https://canvas.example.edu\"\nadmin_token = \"{SECRET}\"\n",
+            socket.display()
+        ),
+    );
+    let out = run(&["check-config", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stdout).contains("proxy_secret_file is not set"),
+        "a Unix socket needs no proxy secret: {}",
+        text(&out.stdout)
+    );
+    let serving = Serving::start(&config, &[]);
+    assert_eq!(serving.addr, format!("unix:{}", socket.display()));
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    let mut stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
+    stream
+        .write_all(b"GET /api/v1/me HTTP/1.1\r\nHost: tokens.example.edu\r\nX-Remote-User: ada\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"login\":\"ada\""), "{answer}");
+    let stderr = serving.stop();
+    assert!(!socket.exists(), "the socket is removed at the stop: {stderr}");
+
+    let bad = dir.file(
+        "bad.toml",
+        "listen = \"unix:relative.sock\"\nlisten_mode = \"9999\"\n[canvas]\nurl = \"https://canvas.example.edu\"\nadmin_token = \"x\"\n",
+    );
+    let out = run(&["check-config", "--config", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("must be absolute") && stderr.contains("listen_mode"), "{stderr}");
+}
