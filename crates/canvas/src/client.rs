@@ -747,8 +747,11 @@ mod tests {
             endpoint_of(&Method::DELETE, &url),
             "DELETE /api/v1/users/:id/tokens/:id"
         );
-        let url = Url::parse("https://canvas.example.edu/api/v1/accounts/1/users?search_term=x")
-            .unwrap();
-        assert_eq!(endpoint_of(&Method::GET, &url), "GET /api/v1/accounts/:id/users");
+        let url =
+            Url::parse("https://canvas.example.edu/api/v1/accounts/1/users?search_term=x").unwrap();
+        assert_eq!(
+            endpoint_of(&Method::GET, &url),
+            "GET /api/v1/accounts/:id/users"
+        );
     }
 }

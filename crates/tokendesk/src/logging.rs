@@ -15,7 +15,8 @@ use crate::config::LogFormat;
 
 /// What is logged when neither variable says: tokendesk's own lines from `info` (one per
 /// request, one per worker event), the libraries' from `warn`.
-pub const DEFAULT_FILTER: &str = "warn,tokendesk=info,tokendesk_canvas=info,tokendesk_canvas_sim=info";
+pub const DEFAULT_FILTER: &str =
+    "warn,tokendesk=info,tokendesk_canvas=info,tokendesk_canvas_sim=info";
 
 /// The variables that set the filter, the first set one winning.
 pub const FILTER_VARS: [&str; 2] = ["TOKENDESK_LOG", "RUST_LOG"];
@@ -33,7 +34,9 @@ fn chosen_filter(configured: Option<&str>) -> (EnvFilter, Option<String>) {
                 Ok(filter) => (filter, None),
                 Err(e) => (
                     EnvFilter::new(DEFAULT_FILTER),
-                    Some(format!("{var}={text:?} is not a log filter ({e}); using {DEFAULT_FILTER:?}")),
+                    Some(format!(
+                        "{var}={text:?} is not a log filter ({e}); using {DEFAULT_FILTER:?}"
+                    )),
                 ),
             };
         }
@@ -42,7 +45,9 @@ fn chosen_filter(configured: Option<&str>) -> (EnvFilter, Option<String>) {
         Some(Ok(filter)) => (filter, None),
         Some(Err(e)) => (
             EnvFilter::new(DEFAULT_FILTER),
-            Some(format!("log.filter is not a log filter ({e}); using {DEFAULT_FILTER:?}")),
+            Some(format!(
+                "log.filter is not a log filter ({e}); using {DEFAULT_FILTER:?}"
+            )),
         ),
         None => (EnvFilter::new(DEFAULT_FILTER), None),
     }

@@ -60,30 +60,125 @@ pub struct MetricDoc {
 
 macro_rules! metric {
     ($name:literal, $kind:ident, $labels:literal, $help:literal) => {
-        MetricDoc { name: $name, kind: Kind::$kind, labels: $labels, help: $help }
+        MetricDoc {
+            name: $name,
+            kind: Kind::$kind,
+            labels: $labels,
+            help: $help,
+        }
     };
 }
 
 /// Every metric tokendesk exports.
 pub const METRICS: &[MetricDoc] = &[
-    metric!("tokendesk_http_requests_total", Counter, "`method`, `route`, `status`", "HTTP answers, by route as routed (`/requests/{id}`, never the address itself) and status"),
-    metric!("tokendesk_http_request_duration_seconds", Histogram, "`method`, `route`", "Time to the answer's head"),
-    metric!("tokendesk_requests", Gauge, "`state`", "Requests by state (read from the database at each scrape)"),
-    metric!("tokendesk_tokens", Gauge, "`state`", "Tokens by state (read at each scrape)"),
-    metric!("tokendesk_envelopes", Gauge, "`state`", "Delivery envelopes by state (read at each scrape)"),
-    metric!("tokendesk_queue_waiting", Gauge, "`queue` (`jobs`, `emails`)", "Jobs or emails queued or in hand"),
-    metric!("tokendesk_queue_dead", Gauge, "`queue`", "Jobs or emails given up after their last attempt"),
-    metric!("tokendesk_queue_oldest_age_seconds", Gauge, "`queue`", "Age of the oldest waiting job or email (0 when none waits)"),
-    metric!("tokendesk_emails_sent_total", Counter, "", "Emails handed to the SMTP server (or the demo's mailbox)"),
-    metric!("tokendesk_email_failures_total", Counter, "`stage` (`compose`, `send`), `retry` (`yes`, `no`)", "Emails that could not be composed or sent, and whether they will be tried again"),
-    metric!("tokendesk_emails_dropped_total", Counter, "", "Queued notices no longer needed when their turn came (a digest with nothing left to say): kept as `dead`, never sent"),
-    metric!("tokendesk_canvas_requests_total", Counter, "`endpoint` (`DELETE /api/v1/users/:id/tokens/:id`), `outcome` (`ok`, `throttled`, `client_error`, `server_error`, `transport_error`)", "Canvas API calls, each retry counted"),
-    metric!("tokendesk_canvas_request_duration_seconds", Histogram, "`endpoint`", "Time of one Canvas API call"),
-    metric!("tokendesk_canvas_rate_limit_remaining", Gauge, "", "The last `X-Rate-Limit-Remaining` Canvas sent"),
-    metric!("tokendesk_canvas_throttled_total", Counter, "", "Canvas answers that were its throttle (403 or 429 Rate Limit Exceeded)"),
-    metric!("tokendesk_view_cache_hits_total", Counter, "", "Status look-ups answered from memory"),
-    metric!("tokendesk_view_cache_misses_total", Counter, "", "Status look-ups read from the database"),
-    metric!("tokendesk_audit_events", Gauge, "", "The audit chain's length (the newest event's sequence number; read at each scrape)"),
+    metric!(
+        "tokendesk_http_requests_total",
+        Counter,
+        "`method`, `route`, `status`",
+        "HTTP answers, by route as routed (`/requests/{id}`, never the address itself) and status"
+    ),
+    metric!(
+        "tokendesk_http_request_duration_seconds",
+        Histogram,
+        "`method`, `route`",
+        "Time to the answer's head"
+    ),
+    metric!(
+        "tokendesk_requests",
+        Gauge,
+        "`state`",
+        "Requests by state (read from the database at each scrape)"
+    ),
+    metric!(
+        "tokendesk_tokens",
+        Gauge,
+        "`state`",
+        "Tokens by state (read at each scrape)"
+    ),
+    metric!(
+        "tokendesk_envelopes",
+        Gauge,
+        "`state`",
+        "Delivery envelopes by state (read at each scrape)"
+    ),
+    metric!(
+        "tokendesk_queue_waiting",
+        Gauge,
+        "`queue` (`jobs`, `emails`)",
+        "Jobs or emails queued or in hand"
+    ),
+    metric!(
+        "tokendesk_queue_dead",
+        Gauge,
+        "`queue`",
+        "Jobs or emails given up after their last attempt"
+    ),
+    metric!(
+        "tokendesk_queue_oldest_age_seconds",
+        Gauge,
+        "`queue`",
+        "Age of the oldest waiting job or email (0 when none waits)"
+    ),
+    metric!(
+        "tokendesk_emails_sent_total",
+        Counter,
+        "",
+        "Emails handed to the SMTP server (or the demo's mailbox)"
+    ),
+    metric!(
+        "tokendesk_email_failures_total",
+        Counter,
+        "`stage` (`compose`, `send`), `retry` (`yes`, `no`)",
+        "Emails that could not be composed or sent, and whether they will be tried again"
+    ),
+    metric!(
+        "tokendesk_emails_dropped_total",
+        Counter,
+        "",
+        "Queued notices no longer needed when their turn came (a digest with nothing left to say): kept as `dead`, never sent"
+    ),
+    metric!(
+        "tokendesk_canvas_requests_total",
+        Counter,
+        "`endpoint` (`DELETE /api/v1/users/:id/tokens/:id`), `outcome` (`ok`, `throttled`, `client_error`, `server_error`, `transport_error`)",
+        "Canvas API calls, each retry counted"
+    ),
+    metric!(
+        "tokendesk_canvas_request_duration_seconds",
+        Histogram,
+        "`endpoint`",
+        "Time of one Canvas API call"
+    ),
+    metric!(
+        "tokendesk_canvas_rate_limit_remaining",
+        Gauge,
+        "",
+        "The last `X-Rate-Limit-Remaining` Canvas sent"
+    ),
+    metric!(
+        "tokendesk_canvas_throttled_total",
+        Counter,
+        "",
+        "Canvas answers that were its throttle (403 or 429 Rate Limit Exceeded)"
+    ),
+    metric!(
+        "tokendesk_view_cache_hits_total",
+        Counter,
+        "",
+        "Status look-ups answered from memory"
+    ),
+    metric!(
+        "tokendesk_view_cache_misses_total",
+        Counter,
+        "",
+        "Status look-ups read from the database"
+    ),
+    metric!(
+        "tokendesk_audit_events",
+        Gauge,
+        "",
+        "The audit chain's length (the newest event's sequence number; read at each scrape)"
+    ),
 ];
 
 fn describe() {
@@ -109,7 +204,10 @@ pub fn docs_table() -> String {
             Kind::Gauge => "gauge",
             Kind::Histogram => "histogram",
         };
-        out.push_str(&format!("| `{}` | {kind} | {} | {} |\n", m.name, m.labels, m.help));
+        out.push_str(&format!(
+            "| `{}` | {kind} | {} | {} |\n",
+            m.name, m.labels, m.help
+        ));
     }
     out
 }
@@ -203,7 +301,8 @@ mod tests {
     /// tokendesk --lib docs_tables` rewrites it.
     #[test]
     fn docs_tables_list_every_metric() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md");
         let docs = std::fs::read_to_string(&path).unwrap();
         let start = docs.find(BEGIN).expect("the metrics marker") + BEGIN.len();
         let end = start + docs[start..].find(END).expect("the end marker");
@@ -212,7 +311,10 @@ mod tests {
             std::fs::write(&path, &made).unwrap();
             return;
         }
-        assert!(made == docs, "docs/configuration.md lists other metrics than METRICS; run UPDATE_DOCS=1 cargo test -p tokendesk --lib docs_tables");
+        assert!(
+            made == docs,
+            "docs/configuration.md lists other metrics than METRICS; run UPDATE_DOCS=1 cargo test -p tokendesk --lib docs_tables"
+        );
     }
 
     /// Every name recorded in the code is declared (a name only in the code would export

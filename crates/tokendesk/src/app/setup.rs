@@ -57,7 +57,10 @@ pub fn database_url(config: &Config) -> (String, StoreOptions) {
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let store = connect_store(config).await?;
     let schema = store.schema().await.with_context(|| {
-        format!("cannot read the {} database's schema", config.database.kind())
+        format!(
+            "cannot read the {} database's schema",
+            config.database.kind()
+        )
     })?;
     schema.refuse_newer()?;
     if !config.pool.auto_migrate {

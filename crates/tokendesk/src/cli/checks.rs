@@ -79,7 +79,10 @@ pub(super) async fn database(config: &Config) -> (Check, Option<Store>) {
             ),
             Ok(()) => Check::ok(
                 WHAT,
-                format!("{kind} ({}), schema at migration {} (up to date)", config.database, schema.known),
+                format!(
+                    "{kind} ({}), schema at migration {} (up to date)",
+                    config.database, schema.known
+                ),
             ),
         },
     };
@@ -108,7 +111,10 @@ pub(super) async fn canvas(config: &Config, check_user: Option<&Login>) -> Check
             Ok(user) => (user, format!("user {login}")),
             Err(e) => return Check::failed(WHAT, format!("--check-user {login}: {}", e.message)),
         },
-        None => (UserRef::Self_, format!("the admin's own user ({})", me.name)),
+        None => (
+            UserRef::Self_,
+            format!("the admin's own user ({})", me.name),
+        ),
     };
     let mut new = NewToken::new("tokendesk status check (deleted at once)");
     new.expires_at = Some(OffsetDateTime::now_utc() + time::Duration::hours(1));
@@ -117,7 +123,9 @@ pub(super) async fn canvas(config: &Config, check_user: Option<&Login>) -> Check
         Err(e) => {
             return Check::failed(
                 WHAT,
-                format!("the admin token cannot create a token for {whom} (create_access_tokens): {e}"),
+                format!(
+                    "the admin token cannot create a token for {whom} (create_access_tokens): {e}"
+                ),
             );
         }
     };
@@ -134,7 +142,9 @@ pub(super) async fn canvas(config: &Config, check_user: Option<&Login>) -> Check
         ),
         (Err(e), Ok(_)) => Check::failed(
             WHAT,
-            format!("the admin token cannot view {whom}'s tokens (view_user_generated_access_tokens): {e}"),
+            format!(
+                "the admin token cannot view {whom}'s tokens (view_user_generated_access_tokens): {e}"
+            ),
         ),
         (Ok(_), Ok(_)) => Check::ok(
             WHAT,
@@ -158,8 +168,17 @@ pub(super) async fn smtp(config: &Config) -> Check {
                 WHAT,
                 format!(
                     "{} answers and accepts tokendesk's greeting{}",
-                    config.email.smtp.as_ref().map_or_else(String::new, |s| format!("{}:{}", s.host, s.port)),
-                    if config.email.smtp.as_ref().is_some_and(|s| s.credentials.is_some()) {
+                    config
+                        .email
+                        .smtp
+                        .as_ref()
+                        .map_or_else(String::new, |s| format!("{}:{}", s.host, s.port)),
+                    if config
+                        .email
+                        .smtp
+                        .as_ref()
+                        .is_some_and(|s| s.credentials.is_some())
+                    {
                         " and credentials"
                     } else {
                         ""

@@ -80,7 +80,10 @@ pub(super) enum AuditCommand {
 }
 
 pub(super) async fn serve(args: ServeArgs) -> Result<(), CliError> {
-    let ServeArgs { config: args, no_migrate } = args;
+    let ServeArgs {
+        config: args,
+        no_migrate,
+    } = args;
     let mut config = args.load()?;
     if no_migrate {
         config.pool.auto_migrate = false;
@@ -181,7 +184,10 @@ fn reload(args: &ConfigArg, app: &App) {
             return;
         }
     };
-    app.reload_rules(config.policy, crate::app::RoleBook::from_config(&config.roles));
+    app.reload_rules(
+        config.policy,
+        crate::app::RoleBook::from_config(&config.roles),
+    );
     if let Err(problem) = crate::logging::apply_filter(config.log.filter.as_deref()) {
         tracing::warn!("SIGHUP: the log filter stays as it was: {problem}");
     }
@@ -338,7 +344,11 @@ pub(super) async fn status(args: StatusArgs) -> Result<(), CliError> {
                     let problem = age.filter(|a| *a > 3600).map(|a| {
                         format!("{detail}: the oldest has waited {a} s; are the workers running? see the log")
                     });
-                    checks.push(Check { what, detail, problem });
+                    checks.push(Check {
+                        what,
+                        detail,
+                        problem,
+                    });
                 }
                 checks.push(match chain {
                     Ok(count) => Check {

@@ -14,10 +14,10 @@ use url::Url;
 
 use super::error::{ConfigErrors, ErrorKind, Origin};
 use super::{
-    AuthConfig, AuthMode, CanvasConfig, CanvasKeys, Config, DatabaseUrl, EmailConfig, EmailKeys,
-    EmailTransport, LimitsConfig, NotifyConfig, OidcConfig, OidcKeys, OutboxKey, Policy,
-    PoolConfig, RolesConfig, SecretSource, SecurityKeys, SmtpConfig, MetricsConfig, LogConfig, AuditConfig, SmtpCredentials, SmtpTls,
-    TopKeys, WorkersConfig, sections,
+    AuditConfig, AuthConfig, AuthMode, CanvasConfig, CanvasKeys, Config, DatabaseUrl, EmailConfig,
+    EmailKeys, EmailTransport, LimitsConfig, LogConfig, MetricsConfig, NotifyConfig, OidcConfig,
+    OidcKeys, OutboxKey, Policy, PoolConfig, RolesConfig, SecretSource, SecurityKeys, SmtpConfig,
+    SmtpCredentials, SmtpTls, TopKeys, WorkersConfig, sections,
 };
 use crate::settings::{Found, KeyDoc, Problem, ReadContext, Reader, Section, env_value, type_name};
 
@@ -782,19 +782,27 @@ fn build(
     ctx: &mut Ctx,
 ) -> Option<Built> {
     let listen = top.listen.clone();
-    let listen_mode = match u32::from_str_radix(top.listen_mode.trim().trim_start_matches("0o"), 8) {
+    let listen_mode = match u32::from_str_radix(top.listen_mode.trim().trim_start_matches("0o"), 8)
+    {
         Ok(mode) if mode <= 0o777 => Some(mode),
         _ => {
             ctx.invalid(
                 "listen_mode",
-                format!("`{}` is not a file mode in octal, e.g. \"0660\"", top.listen_mode.escape_default()),
+                format!(
+                    "`{}` is not a file mode in octal, e.g. \"0660\"",
+                    top.listen_mode.escape_default()
+                ),
             );
             None
         }
     };
     let public_url = match (&top.public_url, &listen) {
         (None, super::Listen::Unix(_)) => {
-            ctx.missing(None, "public_url", " with listen = \"unix:…\" (how people reach tokendesk through its proxy)");
+            ctx.missing(
+                None,
+                "public_url",
+                " with listen = \"unix:…\" (how people reach tokendesk through its proxy)",
+            );
             None
         }
         (None, super::Listen::Tcp(listen)) => Url::parse(&format!("http://{listen}/")).ok(),
@@ -967,7 +975,10 @@ fn build_auth(auth: AuthConfig, listen: &super::Listen, ctx: &mut Ctx) -> Option
             None => {
                 ctx.invalid(
                     "auth.strip_domain",
-                    format!("`{}` must be a domain with its @, e.g. \"@example.edu\"", d.escape_default()),
+                    format!(
+                        "`{}` must be a domain with its @, e.g. \"@example.edu\"",
+                        d.escape_default()
+                    ),
                 );
                 return None;
             }
@@ -992,8 +1003,11 @@ fn build_auth(auth: AuthConfig, listen: &super::Listen, ctx: &mut Ctx) -> Option
 /// A login scope as `strip_domain` takes it: `@` and a domain, lower-cased.
 fn scope(raw: &str) -> Option<String> {
     let d = raw.trim();
-    (d.len() >= 2 && d.starts_with('@') && !d[1..].contains('@') && !d.chars().any(char::is_whitespace))
-        .then(|| d.to_lowercase())
+    (d.len() >= 2
+        && d.starts_with('@')
+        && !d[1..].contains('@')
+        && !d.chars().any(char::is_whitespace))
+    .then(|| d.to_lowercase())
 }
 
 /// `[auth.oidc]` with `auth.mode = "oidc"`: the provider, the client, and a public URL the

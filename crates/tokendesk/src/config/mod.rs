@@ -273,15 +273,15 @@ pub fn is_private_net(net: &IpNet) -> bool {
             let inside = |base: [u8; 4], len: u8| {
                 Ipv4Net::new(Ipv4Addr::from(base), len).is_ok_and(|r| r.contains(n))
             };
-            a.is_loopback()
-                && n.prefix_len() >= 8
+            a.is_loopback() && n.prefix_len() >= 8
                 || inside([10, 0, 0, 0], 8)
                 || inside([172, 16, 0, 0], 12)
                 || inside([192, 168, 0, 0], 16)
                 || inside([169, 254, 0, 0], 16)
         }
         IpNet::V6(n) => {
-            let inside = |base: Ipv6Addr, len: u8| Ipv6Net::new(base, len).is_ok_and(|r| r.contains(n));
+            let inside =
+                |base: Ipv6Addr, len: u8| Ipv6Net::new(base, len).is_ok_and(|r| r.contains(n));
             (n.network().is_loopback() && n.prefix_len() == 128)
                 || inside(Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7)
                 || inside(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10)

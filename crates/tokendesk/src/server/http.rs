@@ -134,7 +134,13 @@ pub async fn serve(
                 spawn_connection(&builder, &graceful, &router, stream, remote);
             }
             Ok(Accepted::Unix(stream)) => {
-                spawn_connection(&builder, &graceful, &router, stream, crate::config::UNIX_PEER);
+                spawn_connection(
+                    &builder,
+                    &graceful,
+                    &router,
+                    stream,
+                    crate::config::UNIX_PEER,
+                );
             }
             Err(e) => {
                 if is_connection_error(&e) {

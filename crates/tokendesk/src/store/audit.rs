@@ -229,10 +229,12 @@ pub async fn audit_head(conn: &mut AnyConnection) -> StoreResult<Option<(i64, St
 
 /// The hash of the event at `seq`, if it exists.
 pub async fn audit_hash_at(conn: &mut AnyConnection, seq: i64) -> StoreResult<Option<String>> {
-    Ok(sqlx::query_scalar("SELECT hash FROM audit_events WHERE seq = $1")
-        .bind(seq)
-        .fetch_optional(&mut *conn)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT hash FROM audit_events WHERE seq = $1")
+            .bind(seq)
+            .fetch_optional(&mut *conn)
+            .await?,
+    )
 }
 
 /// Walks the whole chain; returns the number of events, or the first broken link.

@@ -69,7 +69,11 @@ impl Health {
     /// Looks at an outcome: a failure to reach the database marks it down (logged once, with
     /// its cause); a success after that marks it back (logged once). SQLite is a local file:
     /// its time-outs are contention, not an outage.
-    pub(super) fn note<T>(&self, backend: Backend, result: Result<T, StoreError>) -> Result<T, StoreError> {
+    pub(super) fn note<T>(
+        &self,
+        backend: Backend,
+        result: Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         match &result {
             Ok(_) => self.up(),
             Err(e) if backend == Backend::Postgres && e.is_unreachable() => {

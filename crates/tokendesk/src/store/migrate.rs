@@ -176,8 +176,16 @@ pub(super) async fn status(store: &Store) -> StoreResult<SchemaStatus> {
     Ok(SchemaStatus {
         applied: applied.iter().copied().max(),
         known: known.iter().copied().max().unwrap_or(0),
-        pending: known.iter().copied().filter(|v| !applied.contains(v)).collect(),
-        unknown: applied.iter().copied().filter(|v| !known.contains(v)).collect(),
+        pending: known
+            .iter()
+            .copied()
+            .filter(|v| !applied.contains(v))
+            .collect(),
+        unknown: applied
+            .iter()
+            .copied()
+            .filter(|v| !known.contains(v))
+            .collect(),
     })
 }
 

@@ -50,7 +50,6 @@ pub use lifecycle::{
 };
 pub use migrate::{AppliedMigration, SchemaStatus};
 pub use people::{Person, people_in_canvas, person, search_people, upsert_person};
-pub use stats::{QueueStats, Stats, stats};
 pub use periodic::{PeriodicRun, claim_period, periodic_run};
 pub use queue::{
     ClaimedEmail, ClaimedJob, JobKind, MailboxMessage, QueuedEmail, claim_email, claim_job,
@@ -71,6 +70,7 @@ pub use sessions::{
     live_sessions_of, purge_sessions, revoke_key, session_by_hash, take_flow, touch_key,
     touch_session,
 };
+pub use stats::{QueueStats, Stats, stats};
 pub use tokens::{
     StoredToken, due_activation_checks, get_token, insert_token, list_tokens, move_token,
     record_canvas_view, schedule_check, set_token_expiry, set_token_hint, set_token_state,

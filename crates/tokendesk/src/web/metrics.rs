@@ -24,7 +24,11 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 async fn answer(app: &App) -> Response {
     match crate::telemetry::render(app).await {
-        Ok(text) => ([(CONTENT_TYPE, HeaderValue::from_static(TEXT_FORMAT))], text).into_response(),
+        Ok(text) => (
+            [(CONTENT_TYPE, HeaderValue::from_static(TEXT_FORMAT))],
+            text,
+        )
+            .into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }
 }

@@ -45,7 +45,12 @@ pub struct ApiDoc;
 
 /// The operations outside `/api/v1`; their paths say so with a server of their own.
 #[derive(OpenApi)]
-#[openapi(paths(super::health::healthz, super::health::readyz, super::metrics::scrape, serve))]
+#[openapi(paths(
+    super::health::healthz,
+    super::health::readyz,
+    super::metrics::scrape,
+    serve
+))]
 struct RootDoc;
 
 /// A failure an operation can answer with, documented once.

@@ -547,7 +547,13 @@ impl Serving {
 
     fn signal(&self, name: &str) {
         let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args([name, &pid]).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .args([name, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
     }
 
     /// SIGTERM, then everything it wrote to standard error.
@@ -578,7 +584,10 @@ async fn json_logs_carry_the_request_id_that_errors_quote() {
         .await
         .unwrap();
     assert_eq!(answer.status().as_u16(), 404);
-    let header_id = answer.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let header_id = answer.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let body: serde_json::Value = answer.json().await.unwrap();
     assert_eq!(body["error"]["request_id"], header_id.as_str());
     let stderr = serving.stop();
@@ -636,11 +645,18 @@ async fn sighup_reloads_roles_and_keeps_serving_through_a_bad_file() {
     assert_eq!(roles_of(&serving, "theo").await, json!(["requester"]));
 
     // A valid change: theo becomes an auditor, ada stops being one.
-    std::fs::write(&config, original.replace("auditors = [\"ada\"]", "auditors = [\"theo\"]")).unwrap();
+    std::fs::write(
+        &config,
+        original.replace("auditors = [\"ada\"]", "auditors = [\"theo\"]"),
+    )
+    .unwrap();
     serving.signal("-HUP");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while roles_of(&serving, "theo").await != json!(["requester", "auditor"]) {
-        assert!(std::time::Instant::now() < deadline, "the reload never took effect");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reload never took effect"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(roles_of(&serving, "ada").await, json!(["requester"]));
@@ -649,13 +665,21 @@ async fn sighup_reloads_roles_and_keeps_serving_through_a_bad_file() {
     std::fs::write(&config, format!("{original}\n[roles]\nwizards = [1]\n")).unwrap();
     serving.signal("-HUP");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(roles_of(&serving, "theo").await, json!(["requester", "auditor"]));
+    assert_eq!(
+        roles_of(&serving, "theo").await,
+        json!(["requester", "auditor"])
+    );
     let ready = reqwest::get(serving.url("/readyz")).await.unwrap();
     assert_eq!(ready.status().as_u16(), 200);
     let stderr = serving.stop();
-    assert!(stderr.contains("SIGHUP: configuration reloaded"), "{stderr}");
     assert!(
-        stderr.contains("SIGHUP: the configuration has problems; the running configuration stays in force"),
+        stderr.contains("SIGHUP: configuration reloaded"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "SIGHUP: the configuration has problems; the running configuration stays in force"
+        ),
         "{stderr}"
     );
     assert!(!stderr.contains(SECRET), "{stderr}");
@@ -687,7 +711,11 @@ fn check_config_takes_config_like_every_command_and_warns_about_unwise_choices()
     }
     let out = run(&["check-config"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("--config FILE"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--config FILE"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // Without a proxy secret, trusted-header mode is named as unwise; so is a secret file
     // others may read.
@@ -697,7 +725,10 @@ fn check_config_takes_config_like_every_command_and_warns_about_unwise_choices()
         "{}",
         text(&out.stdout)
     );
-    let secret = dir.file("proxy.secret", "a-proxy-secret-of-more-than-32-characters\n");
+    let secret = dir.file(
+        "proxy.secret",
+        "a-proxy-secret-of-more-than-32-characters\n",
+    );
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
     let with_secret = dir.file(
@@ -712,13 +743,22 @@ fn check_config_takes_config_like_every_command_and_warns_about_unwise_choices()
     let stdout = text(&out.stdout);
     assert!(!stdout.contains("proxy_secret_file is not set"), "{stdout}");
     assert!(
-        stdout.contains("auth.proxy_secret_file: the secret file") && stdout.contains("every local user") && stdout.contains("chmod 600"),
+        stdout.contains("auth.proxy_secret_file: the secret file")
+            && stdout.contains("every local user")
+            && stdout.contains("chmod 600"),
         "{stdout}"
     );
-    assert!(!stdout.contains("a-proxy-secret-of"), "the secret is never printed");
+    assert!(
+        !stdout.contains("a-proxy-secret-of"),
+        "the secret is never printed"
+    );
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let out = run(&["check-config", "--config", with_secret.to_str().unwrap()]);
-    assert!(!text(&out.stdout).contains("warning:"), "{}", text(&out.stdout));
+    assert!(
+        !text(&out.stdout).contains("warning:"),
+        "{}",
+        text(&out.stdout)
+    );
 
     // A proxy range beyond the private ones is refused.
     let open = dir.file(
@@ -731,7 +771,9 @@ fn check_config_takes_config_like_every_command_and_warns_about_unwise_choices()
     let out = run(&["check-config", "--config", open.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out.stderr).contains("auth.trusted_proxies: 0.0.0.0/0 reaches beyond the loopback and private ranges"),
+        text(&out.stderr).contains(
+            "auth.trusted_proxies: 0.0.0.0/0 reaches beyond the loopback and private ranges"
+        ),
         "{}",
         text(&out.stderr)
     );
@@ -770,13 +812,23 @@ async fn check_config_online_and_status_connect_and_name_each_problem() {
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     assert!(stdout.contains("ok      database"), "{stdout}");
-    assert!(stdout.contains("created, viewed and deleted a token"), "{stdout}");
+    assert!(
+        stdout.contains("created, viewed and deleted a token"),
+        "{stdout}"
+    );
     assert!(stdout.contains("ok      smtp"), "{stdout}");
 
     let out = run(&["status", "--config", cfg, "--check-user", "sam.student"]);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
-    for line in ["ok      database", "token for user sam.student", "ok      jobs", "ok      emails", "ok      audit", "all well"] {
+    for line in [
+        "ok      database",
+        "token for user sam.student",
+        "ok      jobs",
+        "ok      emails",
+        "ok      audit",
+        "all well",
+    ] {
         assert!(stdout.contains(line), "{line}: {stdout}");
     }
     // The check leaves nothing behind in Canvas: sam has no live token.
@@ -791,7 +843,10 @@ async fn check_config_online_and_status_connect_and_name_each_problem() {
         .await
         .unwrap();
     assert!(
-        !left.iter().any(|t| t.purpose.as_deref().is_some_and(|p| p.contains("status check"))),
+        !left.iter().any(|t| t
+            .purpose
+            .as_deref()
+            .is_some_and(|p| p.contains("status check"))),
         "{left:?}"
     );
 
@@ -799,17 +854,28 @@ async fn check_config_online_and_status_connect_and_name_each_problem() {
     drop(smtp);
     let bad = dir.file(
         "bad-online.toml",
-        &std::fs::read_to_string(&config)
-            .unwrap()
-            .replace(tokendesk_canvas_sim::DEFAULT_ADMIN_TOKEN, "not-the-admin-token"),
+        &std::fs::read_to_string(&config).unwrap().replace(
+            tokendesk_canvas_sim::DEFAULT_ADMIN_TOKEN,
+            "not-the-admin-token",
+        ),
     );
     let out = run(&["status", "--config", bad.to_str().unwrap()]);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("PROBLEM canvas") && stdout.contains("the admin token does not work"), "{stdout}");
+    assert!(
+        stdout.contains("PROBLEM canvas") && stdout.contains("the admin token does not work"),
+        "{stdout}"
+    );
     assert!(stdout.contains("PROBLEM smtp"), "{stdout}");
-    assert!(text(&out.stderr).contains("2 problem(s): canvas, smtp"), "{}", text(&out.stderr));
-    assert!(!stdout.contains("not-the-admin-token"), "the token is never printed");
+    assert!(
+        text(&out.stderr).contains("2 problem(s): canvas, smtp"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !stdout.contains("not-the-admin-token"),
+        "the token is never printed"
+    );
     sim.shutdown().await;
 }
 
@@ -821,7 +887,11 @@ async fn upgrades_are_guarded_and_migrate_says_what_it_applied() {
     // --no-migrate on an empty database: refused, saying what to run.
     let out = run(&["serve", "--config", cfg, "--no-migrate"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("run `tokendesk migrate` first"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("run `tokendesk migrate` first"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = run(&["migrate", "--config", cfg]);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0));
@@ -837,11 +907,17 @@ async fn upgrades_are_guarded_and_migrate_says_what_it_applied() {
         .await
         .unwrap();
     store.close().await;
-    for args in [vec!["serve", "--config", cfg], vec!["migrate", "--config", cfg]] {
+    for args in [
+        vec!["serve", "--config", cfg],
+        vec!["migrate", "--config", cfg],
+    ] {
         let out = run(&args);
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-        assert!(stderr.contains("at migration 9999, newer than this tokendesk"), "{stderr}");
+        assert!(
+            stderr.contains("at migration 9999, newer than this tokendesk"),
+            "{stderr}"
+        );
         assert!(stderr.contains("migrations up to 7"), "{stderr}");
     }
 }
@@ -862,9 +938,15 @@ async fn the_audit_head_kept_outside_shows_removed_events() {
             outcome: "ok",
             details: json!({}),
         };
-        store::append_audit(&mut tx, store.backend(), &record, OffsetDateTime::now_utc(), None)
-            .await
-            .unwrap();
+        store::append_audit(
+            &mut tx,
+            store.backend(),
+            &record,
+            OffsetDateTime::now_utc(),
+            None,
+        )
+        .await
+        .unwrap();
     }
     tx.commit().await.unwrap();
     let out = run(&["audit", "head", "--config", cfg]);
@@ -881,7 +963,11 @@ async fn the_audit_head_kept_outside_shows_removed_events() {
         .await
         .unwrap();
     let out = run(&["audit", "verify", "--config", cfg]);
-    assert_eq!(out.status.code(), Some(0), "a shorter chain is intact on its own");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a shorter chain is intact on its own"
+    );
     let out = run(&["audit", "verify", "--config", cfg, "--expect-head", &head]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -889,7 +975,14 @@ async fn the_audit_head_kept_outside_shows_removed_events() {
         "{}",
         text(&out.stderr)
     );
-    let out = run(&["audit", "verify", "--config", cfg, "--expect-head", "5:nothex"]);
+    let out = run(&[
+        "audit",
+        "verify",
+        "--config",
+        cfg,
+        "--expect-head",
+        "5:nothex",
+    ]);
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -910,13 +1003,30 @@ async fn a_backup_of_a_running_service_is_consistent_and_verified() {
             .unwrap();
     }
     let to = dir.0.join("copy.db");
-    let out = run(&["db", "backup", "--config", cfg, "--to", to.to_str().unwrap()]);
+    let out = run(&[
+        "db",
+        "backup",
+        "--config",
+        cfg,
+        "--to",
+        to.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("backup written") && stdout.contains("chain intact"), "{stdout}");
+    assert!(
+        stdout.contains("backup written") && stdout.contains("chain intact"),
+        "{stdout}"
+    );
     assert!(std::fs::metadata(&to).unwrap().len() > 4096);
     // Never over an existing file.
-    let out = run(&["db", "backup", "--config", cfg, "--to", to.to_str().unwrap()]);
+    let out = run(&[
+        "db",
+        "backup",
+        "--config",
+        cfg,
+        "--to",
+        to.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("exists already"));
     serving.stop();
@@ -934,7 +1044,11 @@ impl Relay {
     async fn start(to: std::net::SocketAddr) -> Relay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let mut relay = Relay { port, to, task: None };
+        let mut relay = Relay {
+            port,
+            to,
+            task: None,
+        };
         relay.task = Some(tokio::spawn(Relay::run(listener, to)));
         relay
     }
@@ -961,7 +1075,9 @@ impl Relay {
     }
 
     async fn restore(&mut self) {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
         self.task = Some(tokio::spawn(Relay::run(listener, self.to)));
     }
 }
@@ -973,13 +1089,10 @@ async fn with_the_database_gone_answers_are_quick_503s_and_its_return_is_logged(
         return;
     };
     let url = url::Url::parse(&db.url).unwrap();
-    let server: std::net::SocketAddr = format!(
-        "{}:{}",
-        url.host_str().unwrap(),
-        url.port().unwrap_or(5432)
-    )
-    .parse()
-    .unwrap();
+    let server: std::net::SocketAddr =
+        format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432))
+            .parse()
+            .unwrap();
     let mut relay = Relay::start(server).await;
     let mut through = url.clone();
     through.set_port(Some(relay.port)).unwrap();
@@ -999,7 +1112,14 @@ async fn with_the_database_gone_answers_are_quick_503s_and_its_return_is_logged(
             .header("Accept", accept)
             .send()
     };
-    assert_eq!(queue("application/json", "/api/v1/requests").await.unwrap().status().as_u16(), 200);
+    assert_eq!(
+        queue("application/json", "/api/v1/requests")
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
 
     relay.cut();
     for _ in 0..3 {
@@ -1009,15 +1129,28 @@ async fn with_the_database_gone_answers_are_quick_503s_and_its_return_is_logged(
         assert_eq!(answer.headers()["retry-after"], "5");
         let body: serde_json::Value = answer.json().await.unwrap();
         assert_eq!(body["error"]["code"], "unavailable", "{body}");
-        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
     }
     let page = queue("text/html", "/queue").await.unwrap();
     assert_eq!(page.status().as_u16(), 503);
-    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
     let started = std::time::Instant::now();
     let ready = client.get(serving.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status().as_u16(), 503);
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
 
     relay.restore().await;
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
@@ -1026,13 +1159,31 @@ async fn with_the_database_gone_answers_are_quick_503s_and_its_return_is_logged(
         if ready.status().as_u16() == 200 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the service never saw the database again");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the service never saw the database again"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(queue("application/json", "/api/v1/requests").await.unwrap().status().as_u16(), 200);
+    assert_eq!(
+        queue("application/json", "/api/v1/requests")
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
     let stderr = serving.stop();
-    assert_eq!(stderr.matches("the database does not answer").count(), 1, "{stderr}");
-    assert_eq!(stderr.matches("the database answers again").count(), 1, "{stderr}");
+    assert_eq!(
+        stderr.matches("the database does not answer").count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("the database answers again").count(),
+        1,
+        "{stderr}"
+    );
     assert!(!stderr.contains("internal error"), "{stderr}");
     drop(db);
 }
@@ -1072,7 +1223,10 @@ async fn a_unix_socket_serves_the_proxy_on_this_host_alone() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"login\":\"ada\""), "{answer}");
     let stderr = serving.stop();
-    assert!(!socket.exists(), "the socket is removed at the stop: {stderr}");
+    assert!(
+        !socket.exists(),
+        "the socket is removed at the stop: {stderr}"
+    );
 
     let bad = dir.file(
         "bad.toml",
@@ -1081,5 +1235,8 @@ async fn a_unix_socket_serves_the_proxy_on_this_host_alone() {
     let out = run(&["check-config", "--config", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("must be absolute") && stderr.contains("listen_mode"), "{stderr}");
+    assert!(
+        stderr.contains("must be absolute") && stderr.contains("listen_mode"),
+        "{stderr}"
+    );
 }

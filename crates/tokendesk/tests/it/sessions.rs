@@ -333,7 +333,9 @@ async fn a_proxy_secret_makes_the_login_header_the_proxys_alone() {
         .await
         .expect_error(401, "unauthenticated");
     // The proxy, with it.
-    let r = me(vec![("X-Tokendesk-Proxy-Secret", PROXY_SECRET)]).await.expect(200);
+    let r = me(vec![("X-Tokendesk-Proxy-Secret", PROXY_SECRET)])
+        .await
+        .expect(200);
     assert_eq!(r.json()["login"], "ada.admin");
     // Shibboleth's scoped login: the configured scope is stripped, as with OIDC.
     let r = api
@@ -348,11 +350,17 @@ async fn a_proxy_secret_makes_the_login_header_the_proxys_alone() {
     assert_eq!(r.json()["login"], "sam.student");
     // A request id from a peer without the secret is not kept.
     let r = me(vec![("X-Request-Id", "chosen-by-the-client")]).await;
-    assert_ne!(r.header("x-request-id").as_deref(), Some("chosen-by-the-client"));
+    assert_ne!(
+        r.header("x-request-id").as_deref(),
+        Some("chosen-by-the-client")
+    );
     let r = me(vec![
         ("X-Request-Id", "chosen-by-the-proxy"),
         ("X-Tokendesk-Proxy-Secret", PROXY_SECRET),
     ])
     .await;
-    assert_eq!(r.header("x-request-id").as_deref(), Some("chosen-by-the-proxy"));
+    assert_eq!(
+        r.header("x-request-id").as_deref(),
+        Some("chosen-by-the-proxy")
+    );
 }

@@ -204,7 +204,13 @@ async fn without_an_outbox_key_a_refused_link_is_reissued_with_a_new_value() {
 /// The value of one sample in a `/metrics` text (0 when absent).
 fn sample(text: &str, series: &str) -> f64 {
     text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
         .unwrap_or(0.0)
 }
 
@@ -223,7 +229,12 @@ async fn a_refused_email_is_counted_in_the_metrics_and_waits_in_its_queue() {
     );
     assert!(sample(&after, r#"tokendesk_queue_waiting{queue="emails"}"#) >= 1.0);
     w.clock.advance(Duration::minutes(10));
-    assert!(sample(&tokendesk::telemetry::render(&w.app).await.unwrap(), r#"tokendesk_queue_oldest_age_seconds{queue="emails"}"#) >= 600.0);
+    assert!(
+        sample(
+            &tokendesk::telemetry::render(&w.app).await.unwrap(),
+            r#"tokendesk_queue_oldest_age_seconds{queue="emails"}"#
+        ) >= 600.0
+    );
 
     let sent = "tokendesk_emails_sent_total";
     let sent_before = sample(&after, sent);
@@ -231,5 +242,8 @@ async fn a_refused_email_is_counted_in_the_metrics_and_waits_in_its_queue() {
     tokendesk::jobs::drain(&w.app).await.unwrap();
     let done = tokendesk::telemetry::render(&w.app).await.unwrap();
     assert!(sample(&done, sent) >= sent_before + 1.0, "{done}");
-    assert_eq!(sample(&done, r#"tokendesk_queue_waiting{queue="emails"}"#), 0.0);
+    assert_eq!(
+        sample(&done, r#"tokendesk_queue_waiting{queue="emails"}"#),
+        0.0
+    );
 }

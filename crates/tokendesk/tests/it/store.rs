@@ -55,7 +55,10 @@ async fn migrations_are_recorded_and_idempotent() {
             "{:?}",
             db.backend()
         );
-        db.store.ping(std::time::Duration::from_secs(5)).await.unwrap();
+        db.store
+            .ping(std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
     }
 }
 

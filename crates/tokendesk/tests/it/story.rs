@@ -222,7 +222,10 @@ async fn the_story(db: TestDb) {
     assert!(json_text.len() > 1000, "JSON logs were captured");
     for line in json_text.lines() {
         let line: serde_json::Value = serde_json::from_str(line).expect("one JSON object per line");
-        assert!(line["fields"].is_object() && line["level"].is_string(), "{line}");
+        assert!(
+            line["fields"].is_object() && line["level"].is_string(),
+            "{line}"
+        );
     }
     assert!(!json_text.contains(&value), "token value in the JSON logs");
     assert!(!json_text.contains(&key), "envelope key in the JSON logs");
