@@ -44,8 +44,15 @@ pub async fn show(
         return Ok(response);
     }
     let app = &state.app;
+    // The viewer's own requests: for an approver, a list without a requester is everyone's.
     let mine = app
-        .requests(&viewer.actor, &RequestQuery::default())
+        .requests(
+            &viewer.actor,
+            &RequestQuery {
+                requester: Some(viewer.actor.login.to_string()),
+                ..RequestQuery::default()
+            },
+        )
         .await
         .map_err(|e| viewer.fail(e))?;
     let waiting = if viewer.actor.roles.can_review() {
