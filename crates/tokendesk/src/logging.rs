@@ -107,3 +107,15 @@ pub fn apply_filter(configured: Option<&str>) -> Result<(), String> {
     };
     handle.reload(filter).map_err(|e| e.to_string())
 }
+
+/// An error with its sources, `a: b: c`: the cause chain, once, for one log line.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

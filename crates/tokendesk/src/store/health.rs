@@ -34,18 +34,6 @@ impl StoreError {
     }
 }
 
-/// An error with its sources, `a: b: c`.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 impl Health {
     /// Refuses at once while the database is known to be down.
     pub(super) fn check(&self) -> Result<(), StoreError> {
@@ -79,7 +67,7 @@ impl Health {
             Err(e) if backend == Backend::Postgres && e.is_unreachable() => {
                 let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
                 if down.is_none() {
-                    let why = chain(e);
+                    let why = crate::logging::chain(e);
                     tracing::error!(
                         cause = %why,
                         "the database does not answer: answering 503 until it is back"

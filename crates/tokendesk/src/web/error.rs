@@ -179,25 +179,13 @@ impl ApiError {
 
     /// A failure that is ours: logged in full, shown as "internal error" with the request id.
     pub fn internal(cause: &(dyn std::error::Error + 'static)) -> ApiError {
-        tracing::error!(error = %chain(cause), "internal error");
+        tracing::error!(error = %crate::logging::chain(cause), "internal error");
         let message = match current_request_id() {
             Some(id) => format!("internal error (request id {id})"),
             None => "internal error".to_owned(),
         };
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
-}
-
-/// An error with its sources, `a: b: c`.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 impl IntoResponse for ApiError {

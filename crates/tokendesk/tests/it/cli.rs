@@ -87,6 +87,30 @@ fn check_config_names_every_problem_and_never_prints_secrets() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// Appends `n` audit events (approvals of requests 0..n) with `details`.
+async fn append_events(store: &Store, n: usize, details: serde_json::Value) {
+    let mut tx = store.write().await.unwrap();
+    for n in 0..n {
+        let record = AuditRecord {
+            actor: "ada".into(),
+            action: "request.approve",
+            target: format!("request:{n}"),
+            outcome: "ok",
+            details: details.clone(),
+        };
+        store::append_audit(
+            &mut tx,
+            store.backend(),
+            &record,
+            OffsetDateTime::now_utc(),
+            Some("127.0.0.1"),
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
 async fn store_at(dir: &Dir) -> Store {
     let url = format!("sqlite://{}?mode=rwc", dir.0.join("td.db").display());
     Store::connect(&url, &StoreOptions::default())
@@ -102,26 +126,7 @@ async fn migrate_then_audit_verify_and_export() {
     let out = run(&["migrate", "--config", cfg]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let store = store_at(&dir).await;
-    let mut tx = store.write().await.unwrap();
-    for n in 0..3 {
-        let record = AuditRecord {
-            actor: "ada".into(),
-            action: "request.approve",
-            target: format!("request:{n}"),
-            outcome: "ok",
-            details: json!({"note": "commas, \"quotes\"\nand lines"}),
-        };
-        store::append_audit(
-            &mut tx,
-            store.backend(),
-            &record,
-            OffsetDateTime::now_utc(),
-            Some("127.0.0.1"),
-        )
-        .await
-        .unwrap();
-    }
-    tx.commit().await.unwrap();
+    append_events(&store, 3, json!({"note": "commas, \"quotes\"\nand lines"})).await;
 
     let out = run(&["audit", "verify", "--config", cfg]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -929,26 +934,7 @@ async fn the_audit_head_kept_outside_shows_removed_events() {
     let cfg = config.to_str().unwrap();
     assert_eq!(run(&["migrate", "--config", cfg]).status.code(), Some(0));
     let store = store_at(&dir).await;
-    let mut tx = store.write().await.unwrap();
-    for n in 0..5 {
-        let record = AuditRecord {
-            actor: "ada".into(),
-            action: "request.approve",
-            target: format!("request:{n}"),
-            outcome: "ok",
-            details: json!({}),
-        };
-        store::append_audit(
-            &mut tx,
-            store.backend(),
-            &record,
-            OffsetDateTime::now_utc(),
-            None,
-        )
-        .await
-        .unwrap();
-    }
-    tx.commit().await.unwrap();
+    append_events(&store, 5, json!({})).await;
     let out = run(&["audit", "head", "--config", cfg]);
     assert_eq!(out.status.code(), Some(0));
     let head = text(&out.stdout).trim().to_owned();

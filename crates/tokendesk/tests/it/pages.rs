@@ -335,7 +335,11 @@ async fn pages_by_role_and_errors_as_pages() {
     // The home page counts the viewer's own requests: sam's is in progress; the approver,
     // who sees everyone's in the queue, has none of their own.
     let home = p.get(Some("sam.student"), "/").await.expect(200);
-    assert!(home.text.contains("You have 1 request(s) in progress"), "{}", home.text);
+    assert!(
+        home.text.contains("You have 1 request(s) in progress"),
+        "{}",
+        home.text
+    );
     let approver_home = p.get(Some("ada.admin"), "/").await.expect(200);
     assert!(
         !approver_home.text.contains("request(s) in progress"),
