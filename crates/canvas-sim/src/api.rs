@@ -212,6 +212,16 @@ async fn gate(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Re
     if !shared.latency.is_zero() {
         tokio::time::sleep(shared.latency).await;
     }
+    let faults = shared.faults;
+    if faults.spike_rate > 0.0 && rand::rng().random::<f64>() < faults.spike_rate {
+        tokio::time::sleep(faults.spike).await;
+    }
+    if faults.reset_rate > 0.0 && rand::rng().random::<f64>() < faults.reset_rate {
+        counters.resets.fetch_add(1, Ordering::Relaxed);
+        let mut response = Response::default();
+        response.extensions_mut().insert(crate::net::Unanswered);
+        return response;
+    }
     let fail_rate = shared.fail_rate();
     let mut response = if fail_rate > 0.0 && rand::rng().random::<f64>() < fail_rate {
         counters.injected_failures.fetch_add(1, Ordering::Relaxed);
@@ -230,6 +240,11 @@ async fn gate(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Re
     if let Some((cost, remaining)) = hold.settle() {
         set_header(&mut response, "x-request-cost", cost);
         set_header(&mut response, "x-rate-limit-remaining", remaining);
+    }
+    // Done, and the answer lost on the way back.
+    if faults.drop_after_rate > 0.0 && rand::rng().random::<f64>() < faults.drop_after_rate {
+        counters.dropped_after.fetch_add(1, Ordering::Relaxed);
+        response.extensions_mut().insert(crate::net::Unanswered);
     }
     response
 }

@@ -6,6 +6,7 @@ mod api;
 pub mod browser;
 mod errors;
 mod model;
+mod net;
 mod params;
 mod seed;
 mod throttle;
@@ -55,6 +56,41 @@ pub struct SimConfig {
     pub pagination: Pagination,
     /// Keeps the state in this JSON file (loaded at start if present, written on every change).
     pub state_file: Option<PathBuf>,
+    /// Network faults, on top of `fail_rate`.
+    pub faults: Faults,
+}
+
+/// Faults of the network between a client and Canvas, each a share of API requests (0.0–1.0).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Faults {
+    /// The request is carried out, then the connection is closed without an answer: a change
+    /// that happened but whose answer was lost (`--drop-after-rate`).
+    pub drop_after_rate: f64,
+    /// The connection is closed before anything is done (`--reset-rate`).
+    pub reset_rate: f64,
+    /// The request waits `spike` longer first (`--spike-rate`, `--spike-ms`).
+    pub spike_rate: f64,
+    pub spike: Duration,
+}
+
+impl Faults {
+    fn validate(&self) -> Result<(), String> {
+        for (flag, rate) in [
+            ("--drop-after-rate", self.drop_after_rate),
+            ("--reset-rate", self.reset_rate),
+            ("--spike-rate", self.spike_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(format!(
+                    "{flag} must be a share between 0 and 1 (0.1 = 10%), not {rate}"
+                ));
+            }
+        }
+        if self.spike > Duration::from_secs(600) {
+            return Err("--spike-ms must be at most 600000 (10 minutes)".into());
+        }
+        Ok(())
+    }
 }
 
 impl Default for SimConfig {
@@ -68,6 +104,7 @@ impl Default for SimConfig {
             throttle_status: StatusCode::TOO_MANY_REQUESTS,
             pagination: Pagination::default(),
             state_file: None,
+            faults: Faults::default(),
         }
     }
 }
@@ -81,6 +118,7 @@ impl SimConfig {
                 self.fail_rate
             ));
         }
+        self.faults.validate()?;
         if self.latency > Duration::from_secs(600) {
             return Err("--latency-ms must be at most 600000 (10 minutes)".into());
         }
@@ -110,6 +148,10 @@ pub struct SimStats {
     pub throttled: u64,
     /// Of those, failed on purpose (`fail_rate`).
     pub injected_failures: u64,
+    /// Of those, carried out and then left unanswered (`faults.drop_after_rate`).
+    pub dropped_after: u64,
+    /// Of those, cut before anything was done (`faults.reset_rate`).
+    pub resets: u64,
 }
 
 #[derive(Default)]
@@ -117,6 +159,8 @@ struct Counters {
     api_requests: AtomicU64,
     throttled: AtomicU64,
     injected_failures: AtomicU64,
+    dropped_after: AtomicU64,
+    resets: AtomicU64,
 }
 
 /// What every handler shares.
@@ -133,6 +177,7 @@ pub(crate) struct Shared {
     state_file: Option<PathBuf>,
     clock_offset_secs: AtomicI64,
     counters: Counters,
+    faults: Faults,
 }
 
 impl Shared {
@@ -248,6 +293,8 @@ impl RunningSim {
             api_requests: c.api_requests.load(Ordering::Relaxed),
             throttled: c.throttled.load(Ordering::Relaxed),
             injected_failures: c.injected_failures.load(Ordering::Relaxed),
+            dropped_after: c.dropped_after.load(Ordering::Relaxed),
+            resets: c.resets.load(Ordering::Relaxed),
         }
     }
 
@@ -323,16 +370,11 @@ pub async fn serve(config: SimConfig, listener: TcpListener) -> anyhow::Result<R
         state_file: config.state_file.clone(),
         clock_offset_secs: AtomicI64::new(0),
         counters: Counters::default(),
+        faults: config.faults,
     });
     let app = api::router(shared.clone()).merge(web::router(shared.clone()));
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await
-    });
+    let task = tokio::spawn(net::serve(listener, app, rx));
     Ok(RunningSim {
         addr,
         base_url: format!("http://{addr}"),

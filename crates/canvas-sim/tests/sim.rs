@@ -1316,3 +1316,80 @@ async fn last_used_at_moves_at_most_every_ten_minutes() {
     );
     assert_eq!(moved["updated_at"], moved["last_used_at"]);
 }
+
+/// `--drop-after-rate 1`: the token is created, and the connection closes without an answer;
+/// `--reset-rate 1`: the connection closes and nothing is created.
+#[tokio::test]
+async fn lost_answers_and_resets_close_the_connection() {
+    let client = Client::new();
+    let create = |s: &RunningSim| {
+        client
+            .post(format!(
+                "{}/api/v1/users/sis_login_id:sam.student/tokens",
+                s.base_url()
+            ))
+            .bearer_auth(DEFAULT_ADMIN_TOKEN)
+            .form(&[("token[purpose]", "lost answer test")])
+            .send()
+    };
+    let count = |s: &RunningSim| {
+        client
+            .get(format!(
+                "{}/api/v1/users/sis_login_id:sam.student/user_generated_tokens?per_page=100",
+                s.base_url()
+            ))
+            .bearer_auth(DEFAULT_ADMIN_TOKEN)
+            .send()
+    };
+    for (faults, created) in [
+        (
+            tokendesk_canvas_sim::Faults {
+                drop_after_rate: 1.0,
+                ..Default::default()
+            },
+            1,
+        ),
+        (
+            tokendesk_canvas_sim::Faults {
+                reset_rate: 1.0,
+                ..Default::default()
+            },
+            0,
+        ),
+    ] {
+        let state = std::env::temp_dir().join(format!(
+            "canvas-sim-faults-{}-{created}.json",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&state);
+        let s = sim(SimConfig {
+            throttle: None,
+            faults,
+            state_file: Some(state.clone()),
+            ..Default::default()
+        })
+        .await;
+        let err = create(&s).await.expect_err("no answer");
+        assert!(!err.is_status(), "{err}");
+        // Every request is cut, listing too: the state file says whether the token was made.
+        let kept = std::fs::read_to_string(&state).unwrap_or_default();
+        assert_eq!(kept.matches("lost answer test").count(), created, "{kept}");
+        let _ = std::fs::remove_file(&state);
+        let stats = s.stats();
+        assert_eq!(
+            (stats.dropped_after, stats.resets),
+            if created == 1 { (1, 0) } else { (0, 1) }
+        );
+        assert!(count(&s).await.is_err(), "every request is cut");
+        s.shutdown().await;
+    }
+    // The validation names the flag.
+    let bad = SimConfig {
+        faults: tokendesk_canvas_sim::Faults {
+            drop_after_rate: 1.5,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    assert!(bad.validate().unwrap_err().contains("--drop-after-rate"));
+}

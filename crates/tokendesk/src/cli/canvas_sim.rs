@@ -31,6 +31,19 @@ pub(super) struct Args {
     /// Share of API requests (0–1) answered with a 500 or 503.
     #[arg(long, value_name = "F", default_value_t = 0.0)]
     fail_rate: f64,
+    /// Share of API requests (0–1) carried out and then left unanswered: the connection is
+    /// closed without a response (a change that happened, its answer lost).
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    drop_after_rate: f64,
+    /// Share of API requests (0–1) whose connection is closed before anything is done.
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    reset_rate: f64,
+    /// Share of API requests (0–1) that wait --spike-ms longer (latency spikes).
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    spike_rate: f64,
+    /// How long a latency spike lasts, in milliseconds.
+    #[arg(long, value_name = "N", default_value_t = 2000)]
+    spike_ms: u64,
     /// Throttling (Canvas's leaky bucket per access token).
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     throttle: OnOff,
@@ -96,6 +109,12 @@ impl Args {
             throttle_status,
             pagination: self.pagination,
             state_file: self.state.clone(),
+            faults: tokendesk_canvas_sim::Faults {
+                drop_after_rate: self.drop_after_rate,
+                reset_rate: self.reset_rate,
+                spike_rate: self.spike_rate,
+                spike: Duration::from_millis(self.spike_ms),
+            },
         };
         config.validate().map_err(CliError::Usage)?;
         Ok(config)

@@ -7,6 +7,7 @@ mod cli;
 mod db_copy;
 mod docs;
 mod email;
+mod faults;
 mod incidents;
 mod instances;
 mod lifecycle;

@@ -77,6 +77,19 @@ impl World {
         .await
     }
 
+    /// A world with its own simulator settings and its service's parts changed by `tweak`.
+    pub async fn custom(db: TestDb, sim: SimConfig, tweak: impl FnOnce(&mut AppParts)) -> World {
+        Self::build(
+            db,
+            sim,
+            Mailer::Mailbox,
+            None,
+            "http://tokendesk.test/",
+            tweak,
+        )
+        .await
+    }
+
     /// A world whose public URL is `https://tokendesk.test/` (as in production).
     pub async fn https(db: TestDb) -> World {
         let sim = SimConfig {
