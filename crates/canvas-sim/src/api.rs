@@ -218,6 +218,7 @@ async fn gate(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Re
     }
     if faults.reset_rate > 0.0 && rand::rng().random::<f64>() < faults.reset_rate {
         counters.resets.fetch_add(1, Ordering::Relaxed);
+        tracing::info!("injected fault: connection reset before the request was carried out");
         let mut response = Response::default();
         response.extensions_mut().insert(crate::net::Unanswered);
         return response;
@@ -225,6 +226,7 @@ async fn gate(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Re
     let fail_rate = shared.fail_rate();
     let mut response = if fail_rate > 0.0 && rand::rng().random::<f64>() < fail_rate {
         counters.injected_failures.fetch_add(1, Ordering::Relaxed);
+        tracing::info!("injected fault: a 500 or 503 instead of the answer");
         let status = if rand::rng().random::<bool>() {
             StatusCode::INTERNAL_SERVER_ERROR
         } else {
@@ -244,6 +246,7 @@ async fn gate(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Re
     // Done, and the answer lost on the way back.
     if faults.drop_after_rate > 0.0 && rand::rng().random::<f64>() < faults.drop_after_rate {
         counters.dropped_after.fetch_add(1, Ordering::Relaxed);
+        tracing::info!("injected fault: request carried out, its answer dropped");
         response.extensions_mut().insert(crate::net::Unanswered);
     }
     response
