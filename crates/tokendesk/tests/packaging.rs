@@ -174,10 +174,19 @@ fn packaged_config_passes_check_config_with_the_secret_files_postinst_makes() {
     // As postinst writes them: a placeholder token, 32 random bytes in base64 for the keys,
     // each readable by the service's user only.
     let secrets = [
-        ("canvas-admin-token", "placeholder-replace-with-the-canvas-admin-token"),
+        (
+            "canvas-admin-token",
+            "placeholder-replace-with-the-canvas-admin-token",
+        ),
         ("outbox.key", "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA="),
-        ("fingerprint.key", "ESIzRFVmd4iZqrvM3e7/ABEiM0RVZneImaq7zN3u/wA="),
-        ("proxy-secret", "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="),
+        (
+            "fingerprint.key",
+            "ESIzRFVmd4iZqrvM3e7/ABEiM0RVZneImaq7zN3u/wA=",
+        ),
+        (
+            "proxy-secret",
+            "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=",
+        ),
     ];
     for (name, content) in secrets {
         let path = dir.join(name);

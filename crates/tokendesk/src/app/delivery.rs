@@ -98,6 +98,8 @@ impl App {
                     (e.is_transient() && attempts < MAX_ATTEMPTS).then(|| now + backoff(attempts));
                 tracing::warn!(email.id = id, attempts, error = %why, retry = again.is_some(), "email not sent");
                 crate::telemetry::email_failed("send", again.is_some());
+                self.audit_email_failure(&mut tx, id, attempts, &why, again.is_some())
+                    .await?;
                 let sealed = match (&self.parts().outbox_key, again, serde_json::to_vec(email)) {
                     (Some(key), Some(_), Ok(plain)) => {
                         seal_at_rest(key, &outbox_aad(id), &plain).ok()
@@ -123,5 +125,29 @@ impl App {
         }
         tx.commit().await.map_err(StoreError::from)?;
         Ok(())
+    }
+
+    /// Every failed attempt at an email is in the audit trail: its id, the attempt, whether it
+    /// will be tried again, and the server's answer (never the message).
+    pub(super) async fn audit_email_failure(
+        &self,
+        tx: &mut store::Tx,
+        id: i64,
+        attempts: u32,
+        why: &str,
+        retry: bool,
+    ) -> AppResult<()> {
+        let record = crate::domain::AuditRecord {
+            actor: crate::domain::SYSTEM.into(),
+            action: if retry {
+                "email.retry"
+            } else {
+                "email.give_up"
+            },
+            target: format!("email:{id}"),
+            outcome: "failed",
+            details: serde_json::json!({ "attempt": attempts, "error": why }),
+        };
+        self.audit(tx, &record, &super::Ctx::system()).await
     }
 }

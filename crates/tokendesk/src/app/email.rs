@@ -59,6 +59,14 @@ impl App {
                 tracing::warn!(email.id = claimed.id, kind = %claimed.kind, error = %e, "email not composed");
                 crate::telemetry::email_failed("compose", again.is_some());
                 let mut tx = self.write().await?;
+                self.audit_email_failure(
+                    &mut tx,
+                    claimed.id,
+                    claimed.attempts,
+                    &e.to_string(),
+                    again.is_some(),
+                )
+                .await?;
                 store::email_retry(&mut tx, claimed.id, &e.to_string(), again).await?;
                 tx.commit().await.map_err(StoreError::from)?;
                 Ok(())

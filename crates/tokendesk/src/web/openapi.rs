@@ -125,7 +125,7 @@ impl Failure {
                 "Canvas refused the change (`canvas_error`); nothing was changed here"
             }
             Failure::Unavailable => {
-                "Canvas is not answering (`canvas_unavailable`); nothing was changed, try again later"
+                "The database (`unavailable`, with `Retry-After`) or Canvas (`canvas_unavailable`) is not answering; nothing was changed, try again later"
             }
         }
     }
@@ -170,7 +170,7 @@ macro_rules! failures {
 
 failures! {
     /// What every operation can answer with.
-    Always = [Unauthorized, MethodNotAllowed, Internal];
+    Always = [Unauthorized, MethodNotAllowed, Internal, Unavailable];
     /// Operations with a query string.
     Query = [BadQuery];
     /// Operations that take a JSON body.

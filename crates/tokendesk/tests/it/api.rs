@@ -976,7 +976,7 @@ async fn canvas_down_during_revoke_is_503_and_changes_nothing() {
 }
 
 #[tokio::test]
-async fn store_failures_are_500_with_a_request_id_and_readyz_503() {
+async fn a_closed_database_is_503_with_retry_after_and_a_request_id() {
     let api = Api::start(TestDb::sqlite().await).await;
     let r = api.get_anon("/healthz").await.expect(200);
     assert_eq!(r.json(), json!({"status": "ok"}));
@@ -987,12 +987,10 @@ async fn store_failures_are_500_with_a_request_id_and_readyz_503() {
     let r = api
         .get(SAM, "/api/v1/requests")
         .await
-        .expect_error(500, "internal");
+        .expect_error(503, "unavailable");
     let id = r.header("x-request-id").unwrap();
-    assert_eq!(
-        r.json()["error"]["message"],
-        format!("internal error (request id {id})")
-    );
+    assert_eq!(r.json()["error"]["request_id"], id.as_str());
+    assert_eq!(r.header("retry-after").as_deref(), Some("5"));
     assert!(
         !r.text.to_lowercase().contains("pool"),
         "no internals leak: {}",

@@ -247,3 +247,70 @@ async fn a_refused_email_is_counted_in_the_metrics_and_waits_in_its_queue() {
         0.0
     );
 }
+
+/// Mail faults (issue 15): a server that refuses for now (4xx), hangs up in the middle of DATA,
+/// or never greets; then accepts. The email is sent in the end, every failed attempt is an
+/// audit event (`email.retry`, with the server's answer), and a refusal for good (5xx) is
+/// `email.give_up`.
+#[tokio::test]
+async fn mail_faults_lose_nothing_and_every_retry_is_audited() {
+    for fault in [
+        Behavior::RejectData(451),
+        Behavior::CloseInData,
+        Behavior::RejectRcpt(421),
+    ] {
+        let server = smtp::start_with(fault).await;
+        let w = world(&server, Some(AtRestKey::generate())).await;
+        let id = approve(&w).await;
+        // A second attempt fails too.
+        w.clock.advance(Duration::minutes(30));
+        tokendesk::jobs::drain(&w.app).await.unwrap();
+        assert!(server.messages().is_empty(), "{fault:?}");
+        let events = w
+            .app
+            .audit_events(&w.actor("ada.admin"), &Default::default())
+            .await
+            .unwrap();
+        let retries: Vec<_> = events
+            .iter()
+            .filter(|e| e.action == "email.retry")
+            .collect();
+        assert!(retries.len() >= 2, "{fault:?}: {retries:?}");
+        assert!(
+            retries
+                .iter()
+                .all(|e| e.target.starts_with("email:") && e.outcome == "failed")
+        );
+        server.set_behavior(Behavior::Accept);
+        w.clock.advance(Duration::hours(2));
+        tokendesk::jobs::drain(&w.app).await.unwrap();
+        let received = server.wait_for(1, StdDuration::from_secs(5)).await;
+        assert!(
+            received.iter().any(|m| m.find_link("/e/").is_some()),
+            "{fault:?}: the delivery email arrives in the end"
+        );
+        assert_eq!(
+            w.app
+                .request(&w.actor("ada.admin"), id)
+                .await
+                .unwrap()
+                .request
+                .state,
+            RequestState::Issued
+        );
+    }
+    // Refused for good: given up, and the trail says so.
+    let server = smtp::start_with(Behavior::RejectRcpt(550)).await;
+    let w = world(&server, Some(AtRestKey::generate())).await;
+    approve(&w).await;
+    let events = w
+        .app
+        .audit_events(&w.actor("ada.admin"), &Default::default())
+        .await
+        .unwrap();
+    assert!(
+        events.iter().any(|e| e.action == "email.give_up"),
+        "{:?}",
+        events.iter().map(|e| &e.action).collect::<Vec<_>>()
+    );
+}

@@ -39,6 +39,8 @@ pub enum Behavior {
     RejectData(u16),
     /// Accept the connection but never send the greeting.
     NoGreeting,
+    /// Take the start of the message after DATA, then hang up in the middle of it.
+    CloseInData,
 }
 
 /// One accepted message.
@@ -235,6 +237,11 @@ async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
                 }
                 w.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
                     .await?;
+                if state.behavior() == Behavior::CloseInData {
+                    let mut line = String::new();
+                    let _ = r.read_line(&mut line).await;
+                    return Ok(());
+                }
                 let Some(data) = read_data(&mut r).await? else {
                     return Ok(());
                 };
