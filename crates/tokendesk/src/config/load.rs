@@ -816,14 +816,19 @@ fn build(
             })
         }
     };
-    let database = match &top.database_url {
+    let database = match top.database_url.value() {
         None => Some(DatabaseUrl::Sqlite(ctx.file_dir.join("tokendesk.db"))),
         Some(text) => {
-            let base = ctx.base_dir("database_url").to_path_buf();
+            // From a file: relative paths as for the file's key.
+            let key = match top.database_url.source() {
+                Some(SecretSource::File(_)) => "database_url_file",
+                _ => "database_url",
+            };
+            let base = ctx.base_dir(key).to_path_buf();
             match DatabaseUrl::parse(text.expose_secret(), &base) {
                 Ok(db) => Some(db),
                 Err(message) => {
-                    ctx.invalid("database_url", message);
+                    ctx.invalid(key, message);
                     None
                 }
             }

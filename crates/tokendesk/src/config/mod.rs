@@ -160,8 +160,9 @@ section! {
         /// `sqlite://PATH` (or `sqlite:PATH`; created if missing; a relative PATH as described
         /// under [Paths](#paths)), `sqlite::memory:` (tests), or
         /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=…]` (`postgresql://` too; see
-        /// [PostgreSQL](#postgresql)). May hold a password: shown with it replaced by `***`.
-        database_url: Option<SecretString> = None, shown "`sqlite://tokendesk.db` beside the file";
+        /// [PostgreSQL](#postgresql)). May hold a password: shown with it replaced by `***`;
+        /// prefer `database_url_file` for a URL with a password.
+        database_url: Secret = Secret::default(), shown "`sqlite://tokendesk.db` beside the file";
         /// Largest accepted request body.
         max_body_bytes: u64 = DEFAULT_MAX_BODY_BYTES as u64, in 1024..=104857600;
         /// The acknowledgement a requester must tick on the request form (the institution's

@@ -765,6 +765,25 @@ fn check_config_takes_config_like_every_command_and_warns_about_unwise_choices()
         text(&out.stdout)
     );
 
+    // database_url from a file (a URL with a password stays out of the configuration).
+    let url_file = dir.file("database.url", "sqlite://from-a-file.db\n");
+    std::fs::set_permissions(&url_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let from_file = dir.file(
+        "db-from-file.toml",
+        &std::fs::read_to_string(&good).unwrap().replace(
+            "database_url = \"sqlite://td.db\"",
+            "database_url_file = \"database.url\"",
+        ),
+    );
+    let out = run(&["check-config", "--config", from_file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let expected = dir.0.join("from-a-file.db");
+    assert!(
+        text(&out.stdout).contains(&expected.display().to_string()),
+        "relative to the configuration's folder: {}",
+        text(&out.stdout)
+    );
+
     // A proxy range beyond the private ones is refused.
     let open = dir.file(
         "open.toml",
