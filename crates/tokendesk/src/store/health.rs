@@ -34,6 +34,25 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// Whether the database refused to store anything because of its disk: full, or
+    /// read-only (SQLite's `SQLITE_FULL`/`SQLITE_READONLY` and their extended codes,
+    /// PostgreSQL's `disk_full` and `read_only_sql_transaction`). Nothing was changed.
+    pub fn is_storage_refused(&self) -> bool {
+        let StoreError::Database(e) = self else {
+            return false;
+        };
+        let Some(code) = e.as_database_error().and_then(|d| d.code()) else {
+            return false;
+        };
+        match code.parse::<u32>() {
+            // SQLite: the primary code is the low byte of the extended one.
+            Ok(n) => matches!(n & 0xff, 8 | 13),
+            Err(_) => matches!(code.as_ref(), "53100" | "25006"),
+        }
+    }
+}
+
 impl Health {
     /// Refuses at once while the database is known to be down.
     pub(super) fn check(&self) -> Result<(), StoreError> {

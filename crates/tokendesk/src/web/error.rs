@@ -177,6 +177,23 @@ impl ApiError {
         }
     }
 
+    /// 503: the database cannot store anything (its disk is full or read-only). Logged with
+    /// its cause for the operator; the person is told nothing was changed.
+    pub fn storage_refused(cause: &(dyn std::error::Error + 'static)) -> ApiError {
+        tracing::error!(
+            error = %crate::logging::chain(cause),
+            "the database cannot store anything: its disk is full or read-only"
+        );
+        ApiError {
+            retry_after: Some(60),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "tokendesk cannot save anything right now (its database's disk is full or read-only); nothing was changed: try again later, and tell the help desk if it lasts",
+            )
+        }
+    }
+
     /// A failure that is ours: logged in full, shown as "internal error" with the request id.
     pub fn internal(cause: &(dyn std::error::Error + 'static)) -> ApiError {
         tracing::error!(error = %crate::logging::chain(cause), "internal error");
@@ -251,6 +268,7 @@ impl From<AppError> for ApiError {
             AppError::Domain(e) => e.into(),
             AppError::Canvas(e) => e.into(),
             AppError::Store(e) if e.is_unreachable() => ApiError::database_down(),
+            AppError::Store(e) if e.is_storage_refused() => ApiError::storage_refused(&e),
             AppError::Store(e) => ApiError::internal(&e),
             e @ AppError::Conflict => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())

@@ -125,7 +125,7 @@ impl Failure {
                 "Canvas refused the change (`canvas_error`); nothing was changed here"
             }
             Failure::Unavailable => {
-                "The database (`unavailable`, with `Retry-After`) or Canvas (`canvas_unavailable`) is not answering; nothing was changed, try again later"
+                "The database (`unavailable`, with `Retry-After`) or Canvas (`canvas_unavailable`) is not answering, or the database's disk is full or read-only (`storage_unavailable`); nothing was changed, try again later"
             }
         }
     }

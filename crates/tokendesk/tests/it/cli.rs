@@ -1245,3 +1245,111 @@ async fn a_unix_socket_serves_the_proxy_on_this_host_alone() {
         "{stderr}"
     );
 }
+
+/// Unmounts a test's filesystem when the test ends.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A full disk under the SQLite database: a 6 MB tmpfs mounted for the test (root only; in CI
+/// a failure to mount fails the test, elsewhere it is skipped loudly). Writes are refused with
+/// a 503 that says so, reads go on, nothing is corrupted, and once there is room again it all
+/// works.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_is_a_clear_503_and_corrupts_nothing() {
+    let dir = Dir::new("full-disk");
+    let mnt = dir.0.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
+        .arg(&mnt)
+        .output();
+    if !mounted.as_ref().is_ok_and(|o| o.status.success()) {
+        let why = mounted.map_or_else(|e| e.to_string(), |o| text(&o.stderr));
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI runs as root and must be able to mount a small filesystem: {why}"
+        );
+        eprintln!(
+            "SKIPPED a_full_disk_is_a_clear_503_and_corrupts_nothing: cannot mount a tmpfs ({why}); run as root"
+        );
+        return;
+    }
+    let _mounted = Mounted(mnt.clone());
+    let config = dir.file(
+        "tokendesk.toml",
+        &format!(
+            "listen = \"127.0.0.1:0\"\ndatabase_url = \"sqlite://{}/td.db\"\n[canvas]\nurl = \"https://canvas.example.edu\"\nadmin_token = \"{SECRET}\"\n[policy]\nmax_open_requests_per_person = 1000\n[limits]\nsubmissions_per_hour = 0\n",
+            mnt.display()
+        ),
+    );
+    let serving = Serving::start(&config, &[]);
+    let client = reqwest::Client::new();
+    let expires = (OffsetDateTime::now_utc() + time::Duration::days(30))
+        .date()
+        .to_string();
+    let submit = || {
+        client
+            .post(serving.url("/api/v1/requests"))
+            .header("X-Remote-User", "sam.student")
+            .json(
+                &json!({"purpose": "nightly grade export for my sections", "expires_on": expires}),
+            )
+            .send()
+    };
+    assert_eq!(submit().await.unwrap().status().as_u16(), 201);
+
+    // Fill the disk.
+    let filler = mnt.join("filler");
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let mut refused = None;
+    let mut accepted = 0;
+    for _ in 0..200 {
+        let r = submit().await.unwrap();
+        match r.status().as_u16() {
+            201 => accepted += 1,
+            503 => {
+                refused = Some(r.json::<serde_json::Value>().await.unwrap());
+                break;
+            }
+            other => panic!("a full disk answered {other}: {}", r.text().await.unwrap()),
+        }
+    }
+    let body = refused.unwrap_or_else(|| panic!("{accepted} submissions fit on a full disk"));
+    assert_eq!(body["error"]["code"], "storage_unavailable", "{body}");
+    assert!(body["error"]["request_id"].is_string());
+    // Reads go on.
+    let list = client
+        .get(serving.url("/api/v1/requests"))
+        .header("X-Remote-User", "sam.student")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(list.status().as_u16(), 200);
+    // Room again: it all works.
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(submit().await.unwrap().status().as_u16(), 201);
+    let stderr = serving.stop();
+    assert!(
+        stderr.contains("the database cannot store anything: its disk is full or read-only"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let out = run(&["audit", "verify", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!("{} events", accepted + 2)),
+        "{}",
+        text(&out.stdout)
+    );
+}
