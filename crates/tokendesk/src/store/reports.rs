@@ -51,6 +51,36 @@ fn with_spans<'q>(sql: String, spans: &[Span]) -> Query<'q, Any, AnyArguments> {
     query
 }
 
+/// A value bound after the spans' parameters.
+#[derive(Debug, Clone, Copy)]
+enum Extra {
+    Text(&'static str),
+    Time(OffsetDateTime),
+}
+
+/// The one shape of these queries: nothing for no spans; otherwise `sql` (given the spans
+/// table and the number of the first parameter after the spans') run with the spans and then
+/// `extra` bound, each row read by `read`.
+async fn per_span<T>(
+    conn: &mut AnyConnection,
+    spans: &[Span],
+    sql: impl FnOnce(&str, usize) -> String,
+    extra: &[Extra],
+    read: impl Fn(&sqlx::any::AnyRow) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
+    if spans.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut query = with_spans(sql(&spans_table(spans.len()), spans.len() * 3 + 1), spans);
+    for value in extra {
+        query = match *value {
+            Extra::Text(text) => query.bind(text),
+            Extra::Time(at) => query.bind(ts(at)),
+        };
+    }
+    query.fetch_all(conn).await?.iter().map(read).collect()
+}
+
 /// The index of a span, as selected.
 fn span_index(row: &sqlx::any::AnyRow) -> StoreResult<usize> {
     let k: i64 = row.try_get("k")?;
@@ -63,25 +93,26 @@ pub async fn requests_made_in(
     conn: &mut AnyConnection,
     spans: &[Span],
 ) -> StoreResult<Vec<(usize, RequestState, i64)>> {
-    if spans.is_empty() {
-        return Ok(Vec::new());
-    }
-    let sql = format!(
-        "SELECT p.k AS k, r.state AS state, COUNT(r.id) AS n FROM {} \
-         JOIN requests r ON r.created_at >= p.lo AND r.created_at < p.hi \
-         GROUP BY p.k, r.state",
-        spans_table(spans.len())
-    );
-    let rows = with_spans(sql, spans).fetch_all(conn).await?;
-    rows.iter()
-        .map(|r| {
+    per_span(
+        conn,
+        spans,
+        |p, _| {
+            format!(
+                "SELECT p.k AS k, r.state AS state, COUNT(r.id) AS n FROM {p} \
+                 JOIN requests r ON r.created_at >= p.lo AND r.created_at < p.hi \
+                 GROUP BY p.k, r.state"
+            )
+        },
+        &[],
+        |r| {
             Ok((
                 span_index(r)?,
                 state("request state", &r.try_get::<String, _>("state")?)?,
                 r.try_get("n")?,
             ))
-        })
-        .collect()
+        },
+    )
+    .await
 }
 
 /// How many requests were made in each span, by purpose (the text as given) and state now:
@@ -90,52 +121,52 @@ pub async fn purposes_in(
     conn: &mut AnyConnection,
     spans: &[Span],
 ) -> StoreResult<Vec<(usize, String, RequestState, i64)>> {
-    if spans.is_empty() {
-        return Ok(Vec::new());
-    }
-    let sql = format!(
-        "SELECT p.k AS k, r.purpose AS purpose, r.state AS state, COUNT(r.id) AS n FROM {} \
-         JOIN requests r ON r.created_at >= p.lo AND r.created_at < p.hi \
-         GROUP BY p.k, r.purpose, r.state",
-        spans_table(spans.len())
-    );
-    let rows = with_spans(sql, spans).fetch_all(conn).await?;
-    rows.iter()
-        .map(|r| {
+    per_span(
+        conn,
+        spans,
+        |p, _| {
+            format!(
+                "SELECT p.k AS k, r.purpose AS purpose, r.state AS state, COUNT(r.id) AS n \
+                 FROM {p} JOIN requests r ON r.created_at >= p.lo AND r.created_at < p.hi \
+                 GROUP BY p.k, r.purpose, r.state"
+            )
+        },
+        &[],
+        |r| {
             Ok((
                 span_index(r)?,
                 r.try_get("purpose")?,
                 state("request state", &r.try_get::<String, _>("state")?)?,
                 r.try_get("n")?,
             ))
-        })
-        .collect()
+        },
+    )
+    .await
 }
 
 /// How many tokens were live at the end of each span (its `to`): created by then, not yet
 /// past their expiry, and not deleted by then (a deleted token's row changes no more, so its
 /// `updated_at` is when it was deleted). One count per span.
 pub async fn live_tokens_at(conn: &mut AnyConnection, spans: &[Span]) -> StoreResult<Vec<i64>> {
-    if spans.is_empty() {
-        return Ok(Vec::new());
-    }
-    let deleted = spans.len() * 3 + 1;
-    let sql = format!(
-        "SELECT p.k AS k, COUNT(t.id) AS n FROM {} \
-         LEFT JOIN tokens t ON t.created_at <= p.hi AND t.expires_at > p.hi \
-           AND NOT (t.state = ${deleted} AND t.updated_at <= p.hi) \
-         GROUP BY p.k",
-        spans_table(spans.len())
-    );
-    let rows = with_spans(sql, spans)
-        .bind(TokenState::Deleted.as_str())
-        .fetch_all(conn)
-        .await?;
+    let rows = per_span(
+        conn,
+        spans,
+        |p, deleted| {
+            format!(
+                "SELECT p.k AS k, COUNT(t.id) AS n FROM {p} \
+                 LEFT JOIN tokens t ON t.created_at <= p.hi AND t.expires_at > p.hi \
+                   AND NOT (t.state = ${deleted} AND t.updated_at <= p.hi) \
+                 GROUP BY p.k"
+            )
+        },
+        &[Extra::Text(TokenState::Deleted.as_str())],
+        |r| Ok((span_index(r)?, r.try_get::<i64, _>("n")?)),
+    )
+    .await?;
     let mut counts = vec![0; spans.len()];
-    for r in &rows {
-        let k = span_index(r)?;
+    for (k, n) in rows {
         if let Some(slot) = counts.get_mut(k) {
-            *slot = r.try_get("n")?;
+            *slot = n;
         }
     }
     Ok(counts)
@@ -148,25 +179,22 @@ pub async fn tokens_expiring_in(
     spans: &[Span],
     now: OffsetDateTime,
 ) -> StoreResult<Vec<(usize, i64)>> {
-    if spans.is_empty() {
-        return Ok(Vec::new());
-    }
-    let (deleted, at) = (spans.len() * 3 + 1, spans.len() * 3 + 2);
-    let sql = format!(
-        "SELECT p.k AS k, COUNT(t.id) AS n FROM {} \
-         JOIN tokens t ON t.expires_at > p.lo AND t.expires_at <= p.hi \
-         WHERE t.state <> ${deleted} AND t.expires_at > ${at} \
-         GROUP BY p.k",
-        spans_table(spans.len())
-    );
-    let rows = with_spans(sql, spans)
-        .bind(TokenState::Deleted.as_str())
-        .bind(ts(now))
-        .fetch_all(conn)
-        .await?;
-    rows.iter()
-        .map(|r| Ok((span_index(r)?, r.try_get("n")?)))
-        .collect()
+    per_span(
+        conn,
+        spans,
+        |p, deleted| {
+            let at = deleted + 1;
+            format!(
+                "SELECT p.k AS k, COUNT(t.id) AS n FROM {p} \
+                 JOIN tokens t ON t.expires_at > p.lo AND t.expires_at <= p.hi \
+                 WHERE t.state <> ${deleted} AND t.expires_at > ${at} \
+                 GROUP BY p.k"
+            )
+        },
+        &[Extra::Text(TokenState::Deleted.as_str()), Extra::Time(now)],
+        |r| Ok((span_index(r)?, r.try_get("n")?)),
+    )
+    .await
 }
 
 /// Each request's first approval: `request_id, requested_at, approved_at`, from the audit
@@ -182,25 +210,26 @@ pub async fn approvals_in(
     conn: &mut AnyConnection,
     spans: &[Span],
 ) -> StoreResult<Vec<(usize, OffsetDateTime, OffsetDateTime)>> {
-    if spans.is_empty() {
-        return Ok(Vec::new());
-    }
-    let sql = format!(
-        "SELECT p.k AS k, x.requested_at AS requested_at, x.approved_at AS approved_at FROM {} \
-         JOIN ({APPROVALS}) x ON x.approved_at >= p.lo AND x.approved_at < p.hi \
-         ORDER BY p.k, x.request_id",
-        spans_table(spans.len())
-    );
-    let rows = with_spans(sql, spans).fetch_all(conn).await?;
-    rows.iter()
-        .map(|r| {
+    per_span(
+        conn,
+        spans,
+        |p, _| {
+            format!(
+                "SELECT p.k AS k, x.requested_at AS requested_at, x.approved_at AS approved_at \
+                 FROM {p} JOIN ({APPROVALS}) x ON x.approved_at >= p.lo AND x.approved_at < p.hi \
+                 ORDER BY p.k, x.request_id"
+            )
+        },
+        &[],
+        |r| {
             Ok((
                 span_index(r)?,
                 from_ts(r.try_get("requested_at")?)?,
                 from_ts(r.try_get("approved_at")?)?,
             ))
-        })
-        .collect()
+        },
+    )
+    .await
 }
 
 /// Tokens first seen active in Canvas in each span, with their request's first approval:
@@ -210,27 +239,28 @@ pub async fn activations_in(
     conn: &mut AnyConnection,
     spans: &[Span],
 ) -> StoreResult<Vec<(usize, OffsetDateTime, OffsetDateTime)>> {
-    if spans.is_empty() {
-        return Ok(Vec::new());
-    }
-    let sql = format!(
-        "SELECT p.k AS k, x.approved_at AS approved_at, t.activated_at AS activated_at FROM {} \
-         JOIN tokens t ON t.activated_at >= p.lo AND t.activated_at < p.hi \
-         JOIN ({APPROVALS}) x ON x.request_id = t.request_id \
-         WHERE t.activated_at >= x.approved_at \
-         ORDER BY p.k, t.id",
-        spans_table(spans.len())
-    );
-    let rows = with_spans(sql, spans).fetch_all(conn).await?;
-    rows.iter()
-        .map(|r| {
+    per_span(
+        conn,
+        spans,
+        |p, _| {
+            format!(
+                "SELECT p.k AS k, x.approved_at AS approved_at, t.activated_at AS activated_at \
+                 FROM {p} JOIN tokens t ON t.activated_at >= p.lo AND t.activated_at < p.hi \
+                 JOIN ({APPROVALS}) x ON x.request_id = t.request_id \
+                 WHERE t.activated_at >= x.approved_at \
+                 ORDER BY p.k, t.id"
+            )
+        },
+        &[],
+        |r| {
             Ok((
                 span_index(r)?,
                 from_ts(r.try_get("approved_at")?)?,
                 from_ts(r.try_get("activated_at")?)?,
             ))
-        })
-        .collect()
+        },
+    )
+    .await
 }
 
 /// Delivery links never opened: envelopes never revealed nor burned whose time ran out in each
@@ -240,22 +270,22 @@ pub async fn unopened_links_in(
     spans: &[Span],
     now: OffsetDateTime,
 ) -> StoreResult<Vec<(usize, i64)>> {
-    if spans.is_empty() {
-        return Ok(Vec::new());
-    }
-    let at = spans.len() * 3 + 1;
-    let sql = format!(
-        "SELECT p.k AS k, COUNT(e.id) AS n FROM {} \
-         JOIN envelopes e ON e.expires_at >= p.lo AND e.expires_at < p.hi \
-         WHERE e.reveals = 0 AND e.state IN ({}) AND e.expires_at <= ${at} \
-         GROUP BY p.k",
-        spans_table(spans.len()),
-        names_in::<EnvelopeState>(|s| s != EnvelopeState::Burned)
-    );
-    let rows = with_spans(sql, spans).bind(ts(now)).fetch_all(conn).await?;
-    rows.iter()
-        .map(|r| Ok((span_index(r)?, r.try_get("n")?)))
-        .collect()
+    let open = names_in::<EnvelopeState>(|s| s != EnvelopeState::Burned);
+    per_span(
+        conn,
+        spans,
+        |p, at| {
+            format!(
+                "SELECT p.k AS k, COUNT(e.id) AS n FROM {p} \
+                 JOIN envelopes e ON e.expires_at >= p.lo AND e.expires_at < p.hi \
+                 WHERE e.reveals = 0 AND e.state IN ({open}) AND e.expires_at <= ${at} \
+                 GROUP BY p.k"
+            )
+        },
+        &[Extra::Time(now)],
+        |r| Ok((span_index(r)?, r.try_get("n")?)),
+    )
+    .await
 }
 
 #[cfg(test)]
