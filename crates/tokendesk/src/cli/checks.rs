@@ -38,22 +38,63 @@ impl Check {
     }
 }
 
-/// The report: one line per check; `Err` when any failed, naming each.
-pub(super) fn report(checks: &[Check]) -> (String, usize) {
+/// The report: one line per check, and the names of those that failed.
+pub(super) fn report(checks: &[Check]) -> (String, Vec<&'static str>) {
     let mut out = String::new();
-    let mut failed = 0;
+    let mut failed = Vec::new();
     for c in checks {
         match &c.problem {
             None => {
                 let _ = writeln!(out, "ok      {:<10} {}", c.what, c.detail);
             }
             Some(problem) => {
-                failed += 1;
+                failed.push(c.what);
                 let _ = writeln!(out, "PROBLEM {:<10} {problem}", c.what);
             }
         }
     }
     (out, failed)
+}
+
+/// The work queues (waiting, the oldest's age, given up; an item waiting over an hour is a
+/// problem) and the audit chain's verification.
+pub(super) async fn queues_and_audit(store: &Store) -> Vec<Check> {
+    let now = OffsetDateTime::now_utc();
+    let counted = async {
+        let mut conn = store.pool().acquire().await?;
+        let stats = crate::store::stats(&mut conn).await?;
+        let chain = crate::store::verify_chain(&mut conn).await?;
+        Ok::<_, crate::store::StoreError>((stats, chain))
+    };
+    let (stats, chain) = match counted.await {
+        Ok(counted) => counted,
+        Err(e) => return vec![Check::failed("queues", format!("cannot count: {e}"))],
+    };
+    let mut checks = Vec::new();
+    for (what, q) in [("jobs", stats.jobs), ("emails", stats.emails)] {
+        let age = q.oldest.map(|t| (now - t).whole_seconds().max(0));
+        let detail = format!(
+            "{} waiting{}, {} given up",
+            q.waiting,
+            age.map_or_else(String::new, |a| format!(", the oldest for {a} s")),
+            q.dead
+        );
+        // Work waits minutes at most (back-off included); an hour means stuck.
+        checks.push(match age.filter(|a| *a > 3600) {
+            Some(a) => Check::failed(
+                what,
+                format!(
+                    "{detail}: the oldest has waited {a} s; are the workers running? see the log"
+                ),
+            ),
+            None => Check::ok(what, detail),
+        });
+    }
+    checks.push(match chain {
+        Ok(count) => Check::ok("audit", format!("chain intact: {count} events")),
+        Err(broken) => Check::failed("audit", broken.to_string()),
+    });
+    checks
 }
 
 /// The database answers; its schema against this build's migrations.

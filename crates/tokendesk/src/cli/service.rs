@@ -298,9 +298,10 @@ pub(super) async fn check_config(args: CheckConfigArgs) -> Result<(), CliError> 
         ];
         let (text, failed) = super::checks::report(&checks);
         print!("{text}");
-        if failed > 0 {
+        if !failed.is_empty() {
             return Err(CliError::Failed(anyhow::anyhow!(
-                "the configuration is valid, but {failed} of its connections failed (above)"
+                "the configuration is valid, but {} of its connections failed (above)",
+                failed.len()
             )));
         }
     }
@@ -310,7 +311,6 @@ pub(super) async fn check_config(args: CheckConfigArgs) -> Result<(), CliError> 
 
 /// `tokendesk status`: a health summary for an operator.
 pub(super) async fn status(args: StatusArgs) -> Result<(), CliError> {
-    use super::checks::Check;
     let check_user = check_user(args.check_user.as_deref())?;
     let config = args.config.load()?;
     let (db, store) = super::checks::database(&config).await;
@@ -318,65 +318,16 @@ pub(super) async fn status(args: StatusArgs) -> Result<(), CliError> {
     checks.push(super::checks::canvas(&config, check_user.as_ref()).await);
     checks.push(super::checks::smtp(&config).await);
     if let Some(store) = store {
-        let now = time::OffsetDateTime::now_utc();
-        let counted = async {
-            let mut conn = store.pool().acquire().await?;
-            let stats = crate::store::stats(&mut conn).await?;
-            let chain = crate::store::verify_chain(&mut conn).await?;
-            Ok::<_, crate::store::StoreError>((stats, chain))
-        };
-        match counted.await {
-            Err(e) => checks.push(Check {
-                what: "queues",
-                detail: String::new(),
-                problem: Some(format!("cannot count: {e}")),
-            }),
-            Ok((stats, chain)) => {
-                for (what, q) in [("jobs", stats.jobs), ("emails", stats.emails)] {
-                    let age = q.oldest.map(|t| (now - t).whole_seconds().max(0));
-                    let detail = format!(
-                        "{} waiting{}, {} given up",
-                        q.waiting,
-                        age.map_or_else(String::new, |a| format!(", the oldest for {a} s")),
-                        q.dead
-                    );
-                    // Work waits minutes at most (back-off included); an hour means stuck.
-                    let problem = age.filter(|a| *a > 3600).map(|a| {
-                        format!("{detail}: the oldest has waited {a} s; are the workers running? see the log")
-                    });
-                    checks.push(Check {
-                        what,
-                        detail,
-                        problem,
-                    });
-                }
-                checks.push(match chain {
-                    Ok(count) => Check {
-                        what: "audit",
-                        detail: format!("chain intact: {count} events"),
-                        problem: None,
-                    },
-                    Err(broken) => Check {
-                        what: "audit",
-                        detail: String::new(),
-                        problem: Some(broken.to_string()),
-                    },
-                });
-            }
-        }
+        checks.extend(super::checks::queues_and_audit(&store).await);
         store.close().await;
     }
     let (text, failed) = super::checks::report(&checks);
     print!("{text}");
-    if failed > 0 {
-        let names: Vec<&str> = checks
-            .iter()
-            .filter(|c| c.problem.is_some())
-            .map(|c| c.what)
-            .collect();
+    if !failed.is_empty() {
         return Err(CliError::Failed(anyhow::anyhow!(
-            "{failed} problem(s): {}",
-            names.join(", ")
+            "{} problem(s): {}",
+            failed.len(),
+            failed.join(", ")
         )));
     }
     println!("all well");

@@ -2,8 +2,6 @@
 //! with `metrics.bearer_key` (and then only to that key), or on its own `metrics.listen`
 //! address without authentication.
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::extract::State;
 use axum::http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
@@ -74,7 +72,6 @@ pub async fn scrape(State(state): State<WebState>, headers: HeaderMap) -> Respon
 
 /// The router of `metrics.listen`: `/metrics` and nothing else.
 pub fn own_router(app: App) -> Router {
-    let app = Arc::new(app);
     Router::new().route(
         PATH,
         get(move || {

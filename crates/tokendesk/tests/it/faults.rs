@@ -12,7 +12,7 @@ use time::Duration;
 use tokendesk::app::Ctx;
 use tokendesk::domain::request::RequestState;
 use tokendesk::domain::{RequestId, TokenState};
-use tokendesk_canvas::{CanvasError, Token, TokenState as CanvasState, UserRef};
+use tokendesk_canvas::{Token, TokenState as CanvasState, UserRef};
 use tokendesk_canvas_sim::{Faults, SimConfig};
 
 use crate::support::db::TestDb;
@@ -41,7 +41,7 @@ async fn ours_in_canvas(w: &World, login: &str) -> Vec<Token> {
                     })
                     .collect();
             }
-            Err(CanvasError::Throttled) | Err(_) => {
+            Err(_) => {
                 tokio::time::sleep(StdDuration::from_millis(5)).await;
             }
         }
