@@ -67,7 +67,7 @@ pub(super) enum Queue {
 }
 
 impl Queue {
-    fn table(self) -> &'static str {
+    pub(super) fn table(self) -> &'static str {
         match self {
             Queue::Jobs => "jobs",
             Queue::Emails => "emails",

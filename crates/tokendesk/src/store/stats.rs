@@ -6,6 +6,7 @@ use sqlx::Row as _;
 use time::OffsetDateTime;
 
 use super::StoreResult;
+use super::queue::{Queue, QueueState};
 use super::sql::from_ts;
 use crate::domain::envelope::EnvelopeState;
 use crate::domain::request::RequestState;
@@ -57,17 +58,23 @@ async fn by_state<S: StateSet>(
     Ok(counts)
 }
 
-async fn queue(conn: &mut AnyConnection, table: &str, busy: &str) -> StoreResult<QueueStats> {
+async fn queue(conn: &mut AnyConnection, queue: Queue) -> StoreResult<QueueStats> {
+    let (table, queued, held, dead) = (
+        queue.table(),
+        queue.state(QueueState::Queued),
+        queue.state(QueueState::Held),
+        queue.state(QueueState::Dead),
+    );
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM {table} \
-         WHERE state IN ('queued','{busy}')"
+         WHERE state IN ('{queued}','{held}')"
     )))
     .fetch_one(&mut *conn)
     .await?;
     let waiting: i64 = row.try_get("n")?;
     let oldest: Option<i64> = row.try_get("oldest")?;
     let dead: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT COUNT(*) AS n FROM {table} WHERE state = 'dead'"
+        "SELECT COUNT(*) AS n FROM {table} WHERE state = '{dead}'"
     )))
     .fetch_one(&mut *conn)
     .await?
@@ -84,8 +91,8 @@ pub async fn stats(conn: &mut AnyConnection) -> StoreResult<Stats> {
     let requests = by_state::<RequestState>(conn, "requests").await?;
     let tokens = by_state::<TokenState>(conn, "tokens").await?;
     let envelopes = by_state::<EnvelopeState>(conn, "envelopes").await?;
-    let jobs = queue(conn, "jobs", "running").await?;
-    let emails = queue(conn, "emails", "sending").await?;
+    let jobs = queue(conn, Queue::Jobs).await?;
+    let emails = queue(conn, Queue::Emails).await?;
     let audit_head: Option<i64> = sqlx::query("SELECT MAX(seq) AS head FROM audit_events")
         .fetch_one(&mut *conn)
         .await?
