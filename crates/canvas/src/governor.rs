@@ -1,20 +1,31 @@
 //! A concurrency governor that keeps in-flight requests under Canvas's throttling ceiling.
 //!
-//! Canvas charges every request an up-front cost (default 50) while it runs and refuses a
-//! request when the bucket would reach the high-water mark (canvas-api.md §4). Every response
-//! reports `X-Rate-Limit-Remaining` (= high-water mark − bucket count, which includes the
-//! up-front costs of our other requests still running). So the free capacity is roughly
-//! `remaining + others_in_flight × up_front_cost`, and `floor(free × safety / up_front_cost)`
-//! requests can run at once. "Others" are only requests started more than `send_guard` before
-//! the response was read: newer ones cannot have reached Canvas before it answered.
+//! Canvas charges every request an up-front cost `u` (default 50) from its arrival until it
+//! settles to its real cost `c` (about 0.05), and refuses a request when the bucket's count would
+//! reach the high-water mark `h` (canvas-api.md §4). The count is `u·K + B`: `K` requests
+//! running, and a backlog `B` of settled costs not yet leaked. Every response reports
+//! `X-Rate-Limit-Remaining`, `R = h − count` just after it settled, so the response of a request
+//! that settled while `K` ran (itself included) reads `R = h − u·(K − 1) − c − B`. The `K`
+//! running are safe while `u·K + B < h`, that is `R > u − c`; one more fits when `R > 2u − c`.
 //!
-//! The governor starts with `initial_concurrency` (slow start); its ceiling rises by at most one
-//! request per response, so one odd reading cannot overshoot. A throttled response halves the
-//! ceiling (which then grows back about one request per round trip); it never goes below 1.
+//! So the governor needs no model of the network: it watches the lowest `R` the responses
+//! report while the concurrency is at its ceiling.
+//!
+//! - A *round* begins whenever the ceiling changes. It ends once as many requests as the
+//!   ceiling, all started in that round, have been answered, and the ceiling was reached while
+//!   they ran (with fewer callers waiting nothing is learned about the ceiling).
+//! - At the end of a round whose lowest `R` leaves room for `n ≥ 1` more requests (`R − u −
+//!   margin ≥ n·u`), the ceiling rises by `n`, at most doubling; otherwise a new round begins.
+//! - A response of the round with `R < u + margin` means the ceiling is at the edge (the backlog
+//!   grew, or someone else spends from the same token): it drops by one at once.
+//! - A throttled response halves the ceiling, and the ceiling may then grow back by at most one
+//!   request per round; it never goes below 1.
+//!
+//! The margin is a twentieth of a request. Requests started before a round are not taken into
+//! account in it: they ran under another ceiling.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -23,42 +34,63 @@ use tokio::sync::oneshot;
 pub struct ThrottleConfig {
     /// Canvas's up-front cost per request (`request_throttle.up_front_cost`, default 50).
     pub up_front_cost: f64,
-    /// Fraction of the measured free capacity to use (default 0.9).
-    pub safety: f64,
     /// Concurrency before the first response tells the headroom (default 1).
     pub initial_concurrency: usize,
-    /// Hard ceiling on concurrent requests, whatever Canvas reports (default 32).
+    /// Hard ceiling on concurrent requests, whatever Canvas reports (default 64).
     pub max_concurrency: usize,
-    /// Requests started less than this before a response is read are assumed not to have
-    /// reached Canvas when it computed that response's `X-Rate-Limit-Remaining`, so they are not
-    /// added back to the free capacity. Set it to about the network round trip (default 10 ms).
-    pub send_guard: Duration,
 }
 
 impl Default for ThrottleConfig {
     fn default() -> Self {
         Self {
             up_front_cost: 50.0,
-            safety: 0.9,
             initial_concurrency: 1,
-            max_concurrency: 32,
-            send_guard: Duration::from_millis(10),
+            max_concurrency: 64,
         }
     }
 }
 
+/// The margin kept, in requests' up-front costs.
+const MARGIN: f64 = 0.05;
+
+/// After slow start a round lasts this many times its ceiling in answers: a single reading
+/// may miss a request on its way to Canvas, so the lowest of more readings is the one trusted.
+const STEADY_ROUNDS: usize = 4;
+
 #[derive(Debug)]
 struct State {
     in_flight: usize,
-    /// When each request in flight (by sequence number) was started.
-    outstanding: BTreeMap<u64, Instant>,
+    /// The requests in flight, by sequence number, each with the fewest requests that were in
+    /// flight at once while it ran.
+    outstanding: BTreeMap<u64, usize>,
     next_seq: u64,
     limit: usize,
-    /// Ceiling after throttling (multiplicative decrease, additive increase).
-    cap: f64,
+    /// Until the first round that finds less room than its ceiling (or a throttled response):
+    /// the ceiling may double per round, afterwards it rises by one.
+    slow_start: bool,
     waiters: VecDeque<oneshot::Sender<u64>>,
-    /// The latest free-capacity estimates; their median is used (single readings are noisy).
-    estimates: VecDeque<f64>,
+    round: Round,
+}
+
+/// What the current round has seen.
+#[derive(Debug)]
+struct Round {
+    /// Requests started at or after this sequence number belong to the round.
+    first_seq: u64,
+    /// Their responses so far that ran with every slot taken all along.
+    answered: usize,
+    /// The lowest `X-Rate-Limit-Remaining` among those.
+    lowest: f64,
+}
+
+impl Round {
+    fn new(first_seq: u64) -> Self {
+        Self {
+            first_seq,
+            answered: 0,
+            lowest: f64::INFINITY,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -76,10 +108,8 @@ impl Governor {
             } else {
                 50.0
             },
-            safety: config.safety.clamp(0.05, 1.0),
             initial_concurrency: config.initial_concurrency.clamp(1, max),
             max_concurrency: max,
-            send_guard: config.send_guard,
         };
         Arc::new(Self {
             state: Mutex::new(State {
@@ -87,9 +117,9 @@ impl Governor {
                 outstanding: BTreeMap::new(),
                 next_seq: 0,
                 limit: config.initial_concurrency,
-                cap: max as f64,
+                slow_start: true,
                 waiters: VecDeque::new(),
-                estimates: VecDeque::new(),
+                round: Round::new(0),
             }),
             config,
         })
@@ -146,8 +176,15 @@ impl Governor {
         let seq = state.next_seq;
         state.next_seq += 1;
         state.in_flight += 1;
-        state.outstanding.insert(seq, Instant::now());
+        // Sampled at each release from now on (see `release`) and at its own answer.
+        state.outstanding.insert(seq, usize::MAX);
         seq
+    }
+
+    /// Sets a new ceiling and begins a round.
+    fn set_limit(state: &mut State, limit: usize) {
+        state.limit = limit;
+        state.round = Round::new(state.next_seq);
     }
 
     /// Feeds back what the response to `permit`'s request said.
@@ -157,41 +194,56 @@ impl Governor {
         let mut state = self.lock();
         if throttled {
             let halved = (state.limit / 2).max(1);
-            state.cap = halved as f64;
-            state.limit = halved;
+            state.slow_start = false;
+            Self::set_limit(&mut state, halved);
             tracing::debug!(
                 limit = state.limit,
                 "Canvas throttled a request; concurrency halved"
             );
             return;
         }
-        state.cap = (state.cap + 1.0 / state.limit.max(1) as f64).min(max as f64);
-        let cap = (state.cap.floor() as usize).clamp(1, max);
-        let target = match remaining {
-            Some(remaining) if remaining.is_finite() => {
-                // Ours that Canvas counted in `remaining`: still unanswered, and sent early
-                // enough to have reached Canvas before it answered this one.
-                let now = Instant::now();
-                let others = state
-                    .outstanding
-                    .iter()
-                    .filter(|(seq, started)| {
-                        **seq != permit.seq
-                            && now.saturating_duration_since(**started) > self.config.send_guard
-                    })
-                    .count() as f64;
-                let free = (remaining + others * cost).max(0.0);
-                if state.estimates.len() >= ESTIMATES {
-                    state.estimates.pop_front();
-                }
-                state.estimates.push_back(free);
-                let median = median(&state.estimates).unwrap_or(free);
-                ((median * self.config.safety / cost).floor() as usize).clamp(1, max)
-            }
-            // No header (throttling off, or a proxy): grow additively.
-            _ => max,
+        if permit.seq < state.round.first_seq {
+            // Started under another ceiling.
+            return;
+        }
+        let remaining = remaining.filter(|r| r.is_finite());
+        if let Some(remaining) = remaining
+            && remaining < cost * (1.0 + MARGIN)
+        {
+            state.slow_start = false;
+            let lower = (state.limit.saturating_sub(1)).max(1);
+            Self::set_limit(&mut state, lower);
+            return;
+        }
+        // Only a request that ran with every slot taken all along tells about the ceiling.
+        let fewest = state.outstanding.get(&permit.seq).copied().unwrap_or(0);
+        if fewest.min(state.in_flight) < state.limit {
+            return;
+        }
+        state.round.answered += 1;
+        state.round.lowest = state.round.lowest.min(remaining.unwrap_or(f64::INFINITY));
+        let needed = if state.slow_start {
+            state.limit
+        } else {
+            state.limit * STEADY_ROUNDS
         };
-        state.limit = target.min(cap).min(state.limit + 1);
+        if state.round.answered < needed {
+            return;
+        }
+        // Without the header (throttling off, or a proxy) the room is unknown: grow by one.
+        let room = if state.round.lowest.is_finite() {
+            ((state.round.lowest - cost * (1.0 + MARGIN)) / cost)
+                .floor()
+                .max(0.0) as usize
+        } else {
+            1
+        };
+        let step = if state.slow_start { state.limit } else { 1 };
+        if room < state.limit {
+            state.slow_start = false;
+        }
+        let limit = (state.limit + room.min(step)).min(max);
+        Self::set_limit(&mut state, limit);
         Self::grant(&mut state);
     }
 
@@ -201,6 +253,11 @@ impl Governor {
             state.in_flight = state.in_flight.saturating_sub(1);
         }
         Self::grant(&mut state);
+        // A slot handed straight to a waiter was never free.
+        let in_flight = state.in_flight;
+        for fewest in state.outstanding.values_mut() {
+            *fewest = (*fewest).min(in_flight);
+        }
     }
 
     fn grant(state: &mut State) {
@@ -214,15 +271,6 @@ impl Governor {
             }
         }
     }
-}
-
-/// How many recent free-capacity estimates the median is taken over.
-const ESTIMATES: usize = 9;
-
-fn median(values: &VecDeque<f64>) -> Option<f64> {
-    let mut sorted: Vec<f64> = values.iter().copied().collect();
-    sorted.sort_by(f64::total_cmp);
-    sorted.get(sorted.len() / 2).copied()
 }
 
 /// A slot to run one request; released on drop.
@@ -262,69 +310,72 @@ mod tests {
 
     use super::*;
 
+    /// What Canvas's default bucket (hwm 600, up-front 50, nothing leaked or backlogged)
+    /// answers a request that settled while `running` ran, itself included.
+    fn reading(running: usize) -> f64 {
+        600.0 - 50.0 * (running as f64 - 1.0) - 0.05
+    }
+
+    /// Runs one full round at the current ceiling: every slot taken, then answered as Canvas
+    /// would answer with all of them running.
+    async fn full_round(g: &Arc<Governor>) -> usize {
+        let limit = g.limit();
+        let permits: Vec<_> = futures::future::join_all((0..limit).map(|_| g.acquire())).await;
+        for p in &permits {
+            g.observe(p, Some(reading(limit)), false);
+        }
+        g.limit()
+    }
+
     #[tokio::test]
-    async fn slow_start_grows_to_the_measured_limit() {
+    async fn ramps_up_to_what_the_bucket_holds_and_no_further() {
         let g = Governor::new(ThrottleConfig::default());
         assert_eq!(g.limit(), 1);
-        // Empty bucket: 600 × 0.9 / 50 = 10.8 → 10, reached one step per response.
-        for expected in 2..=10 {
-            let p = g.acquire().await;
-            g.observe(&p, Some(600.0), false);
-            assert_eq!(g.limit(), expected);
+        let mut seen = Vec::new();
+        for _ in 0..8 {
+            seen.push(full_round(&g).await);
         }
-        let p = g.acquire().await;
-        g.observe(&p, Some(600.0), false);
+        // At most doubling per round, and 11 is what fits under 600 (11 · 50 < 600 ≤ 12 · 50).
+        assert_eq!(seen, [2, 4, 8, 11, 11, 11, 11, 11]);
+    }
+
+    #[tokio::test]
+    async fn a_reading_at_the_edge_lowers_the_ceiling_at_once() {
+        let g = Governor::new(ThrottleConfig {
+            initial_concurrency: 11,
+            ..ThrottleConfig::default()
+        });
+        let permits: Vec<_> = futures::future::join_all((0..11).map(|_| g.acquire())).await;
+        // Someone else spends from the token: only 40 units are left.
+        g.observe(&permits[0], Some(40.0), false);
+        assert_eq!(g.limit(), 10);
+        // The rest ran under the old ceiling: they teach nothing about the new one.
+        for p in &permits[1..] {
+            g.observe(p, Some(40.0), false);
+        }
         assert_eq!(g.limit(), 10);
     }
 
     #[tokio::test]
-    async fn adds_back_what_our_other_requests_hold() {
+    async fn room_is_learned_only_at_the_ceiling() {
         let g = Governor::new(ThrottleConfig {
-            send_guard: Duration::ZERO,
+            initial_concurrency: 4,
             ..ThrottleConfig::default()
         });
-        for _ in 0..10 {
+        // One caller at a time: the bucket looks empty, but the ceiling of 4 was never tried.
+        for _ in 0..20 {
             let p = g.acquire().await;
-            g.observe(&p, Some(600.0), false);
+            g.observe(&p, Some(reading(1)), false);
         }
-        let permits: Vec<_> = futures::future::join_all((0..10).map(|_| g.acquire())).await;
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        // 9 others hold 450: free is 600 → stays at 10.
-        g.observe(&permits[0], Some(150.0), false);
-        assert_eq!(g.limit(), 10);
-        // Someone else uses the same token: free shrinks, once most recent readings say so.
-        for _ in 0..5 {
-            g.observe(&permits[0], Some(0.0), false);
-        }
-        assert_eq!(g.limit(), 8);
+        assert_eq!(g.limit(), 4);
     }
 
     #[tokio::test]
-    async fn requests_just_sent_are_not_added_back() {
+    async fn throttling_halves_and_never_below_one_then_grows_by_one_per_round() {
         let g = Governor::new(ThrottleConfig {
-            send_guard: Duration::from_secs(3600),
+            initial_concurrency: 10,
             ..ThrottleConfig::default()
         });
-        for _ in 0..10 {
-            let p = g.acquire().await;
-            g.observe(&p, Some(600.0), false);
-        }
-        let permits: Vec<_> = futures::future::join_all((0..10).map(|_| g.acquire())).await;
-        g.observe(&permits[9], Some(150.0), false);
-        assert_eq!(g.limit(), 10, "one low reading is outvoted by the median");
-        for _ in 0..4 {
-            g.observe(&permits[9], Some(150.0), false);
-        }
-        assert_eq!(g.limit(), 2);
-    }
-
-    #[tokio::test]
-    async fn throttling_halves_and_never_below_one() {
-        let g = Governor::new(ThrottleConfig::default());
-        for _ in 0..10 {
-            let p = g.acquire().await;
-            g.observe(&p, Some(600.0), false);
-        }
         let p = g.acquire().await;
         g.observe(&p, None, true);
         assert_eq!(g.limit(), 5);
@@ -332,9 +383,47 @@ mod tests {
         g.observe(&p, None, true);
         g.observe(&p, None, true);
         assert_eq!(g.limit(), 1);
-        // Additive recovery, not a jump back to the measured 10.
-        g.observe(&p, Some(600.0), false);
-        assert!(g.limit() <= 2, "{}", g.limit());
+        drop(p);
+        // Additive recovery, one per steady round, not a jump back to what the readings allow.
+        for expected in 2..=4 {
+            assert_eq!(rounds_until_it_changes(&g).await, (STEADY_ROUNDS, expected));
+        }
+    }
+
+    /// Full rounds (of the ceiling's size) until the ceiling changes, and the new ceiling.
+    async fn rounds_until_it_changes(g: &Arc<Governor>) -> (usize, usize) {
+        let before = g.limit();
+        for rounds in 1..=100 {
+            let after = full_round(g).await;
+            if after != before {
+                return (rounds, after);
+            }
+        }
+        (100, before)
+    }
+
+    #[tokio::test]
+    async fn without_the_header_it_grows_one_per_round() {
+        let g = Governor::new(ThrottleConfig::default());
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let limit = g.limit();
+            let mut rounds = 0;
+            while g.limit() == limit && rounds < 100 {
+                let permits: Vec<_> =
+                    futures::future::join_all((0..limit).map(|_| g.acquire())).await;
+                for p in &permits {
+                    g.observe(p, None, false);
+                }
+                rounds += 1;
+            }
+            seen.push((rounds, g.limit()));
+        }
+        // Slow start ends at once (no room is known), then one more per steady round.
+        assert_eq!(
+            seen,
+            [(1, 2), (1, 3), (STEADY_ROUNDS, 4), (STEADY_ROUNDS, 5)]
+        );
     }
 
     #[tokio::test]

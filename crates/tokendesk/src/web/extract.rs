@@ -13,7 +13,8 @@ use super::error::ApiError;
 /// A JSON body of a state-changing call.
 ///
 /// It must come with `Content-Type: application/json`: an HTML form of another site cannot send
-/// that without a CORS preflight, so this is the API's CSRF defence. An empty body counts as `{}`.
+/// that without a CORS preflight, so this is the API's CSRF defence. An empty body counts as `{}`
+/// (a body of only white space is not JSON, and is refused as such).
 /// Bodies use `deny_unknown_fields`, so a misspelt field is a 400 naming it.
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
@@ -63,11 +64,7 @@ pub fn body_error(e: &axum::extract::rejection::BytesRejection, limit: usize) ->
 
 /// Parses a JSON body; the error names the field when there is one.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        bytes
-    };
+    let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { bytes };
     // Every body is an object: serde would take `[]` for a struct without fields.
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ApiError::bad_request(
