@@ -151,8 +151,10 @@ pub struct ClientStats {
     pub throttled: u64,
     /// Attempts that were retries.
     pub retries: u64,
-    /// The governor's current concurrency ceiling.
+    /// The governor's current concurrency ceiling (back to its start when nothing runs).
     pub concurrency_limit: usize,
+    /// The highest concurrency ceiling the governor reached.
+    pub peak_concurrency_limit: usize,
 }
 
 /// A typed async client for the Canvas token-management API. Cheap to clone; clones share the
@@ -235,6 +237,7 @@ impl CanvasClient {
             throttled: self.inner.throttled.load(Ordering::Relaxed),
             retries: self.inner.retries.load(Ordering::Relaxed),
             concurrency_limit: self.inner.governor.limit(),
+            peak_concurrency_limit: self.inner.governor.peak(),
         }
     }
 

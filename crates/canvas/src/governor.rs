@@ -15,17 +15,37 @@
 //!   ceiling, all started in that round, have been answered, and the ceiling was reached while
 //!   they ran (with fewer callers waiting nothing is learned about the ceiling).
 //! - At the end of a round whose lowest `R` leaves room for `n ≥ 1` more requests (`R − u −
-//!   margin ≥ n·u`), the ceiling rises by `n`, at most doubling; otherwise a new round begins.
+//!   margin ≥ n·u`), the ceiling rises by `n` while slow start lasts (at most doubling, except
+//!   from a single request, whose reading is exact), and by one after it; otherwise a new round
+//!   begins. Slow start ends at the first round that finds less room than its ceiling, and after
+//!   it a round lasts four times as many answers.
 //! - A response of the round with `R < u + margin` means the ceiling is at the edge (the backlog
 //!   grew, or someone else spends from the same token): it drops by one at once.
-//! - A throttled response halves the ceiling, and the ceiling may then grow back by at most one
-//!   request per round; it never goes below 1.
+//! - A throttled response halves the ceiling (once: throttled requests started before that do
+//!   not halve it again), and the ceiling may then grow back by at most one request per round;
+//!   it never goes below 1.
+//!
+//! Requests are paced: each starts at least 0.9 × (a request's smoothed duration / the ceiling)
+//! after the one before (when that is 2 ms or more; timers are coarser below). Unpaced, a
+//! ceiling's worth of requests goes out together, settles together, and the bucket empties
+//! between the bunches, which forfeits the credit the leak gives a steady client (at 300 ms
+//! latency, about a fifth of the throughput).
+//!
+//! A reading counts only when every slot's request had started at least a millisecond before
+//! it was read. The network's round trip is not modelled: on a network slower than a response's
+//! spacing, some of ours are still on their way when Canvas answers, the lowest reading shows
+//! room that is not there, and the ceiling is then found by a throttled response now and then
+//! (halved once per round, then grown back by one).
+//!
+//! When nothing is in flight the governor starts again from `initial_concurrency` and slow
+//! start: an idle bucket drains, and a ceiling learned with the leak's credit would be throttled.
 //!
 //! The margin is a twentieth of a request. Requests started before a round are not taken into
 //! account in it: they ran under another ceiling.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -53,6 +73,20 @@ impl Default for ThrottleConfig {
 /// The margin kept, in requests' up-front costs.
 const MARGIN: f64 = 0.05;
 
+/// Requests start at least this share of (a request's duration / the ceiling) apart, so that
+/// they do not bunch: a bucket that empties between bunches loses the leak's credit.
+const PACE: f64 = 0.9;
+
+/// A request started less than this before a response was read may not have reached Canvas
+/// when it answered (a loopback round trip and a scheduler's delay).
+const STARTED: Duration = Duration::from_millis(1);
+
+/// Spacing below this is not kept.
+const PACE_FINEST: Duration = Duration::from_millis(2);
+
+/// Weight of the newest duration in the smoothed one.
+const SMOOTHING: f64 = 1.0 / 16.0;
+
 /// After slow start a round lasts this many times its ceiling in answers: a single reading
 /// may miss a request on its way to Canvas, so the lowest of more readings is the one trusted.
 const STEADY_ROUNDS: usize = 4;
@@ -60,16 +94,30 @@ const STEADY_ROUNDS: usize = 4;
 #[derive(Debug)]
 struct State {
     in_flight: usize,
-    /// The requests in flight, by sequence number, each with the fewest requests that were in
-    /// flight at once while it ran.
-    outstanding: BTreeMap<u64, usize>,
+    /// The requests in flight, by sequence number.
+    outstanding: BTreeMap<u64, Slot>,
     next_seq: u64,
     limit: usize,
     /// Until the first round that finds less room than its ceiling (or a throttled response):
     /// the ceiling may double per round, afterwards it rises by one.
     slow_start: bool,
-    waiters: VecDeque<oneshot::Sender<u64>>,
+    waiters: VecDeque<oneshot::Sender<(u64, Instant)>>,
     round: Round,
+    /// How long a request takes, smoothed (none before the first answer).
+    duration: Option<Duration>,
+    /// The earliest start of the next request (pacing).
+    next_start: Instant,
+    /// The highest ceiling so far.
+    peak: usize,
+}
+
+/// A request in flight.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    /// When it may start (see pacing in the module's description).
+    start: Instant,
+    /// The fewest requests in flight at once while it ran.
+    fewest: usize,
 }
 
 /// What the current round has seen.
@@ -120,6 +168,9 @@ impl Governor {
                 slow_start: true,
                 waiters: VecDeque::new(),
                 round: Round::new(0),
+                duration: None,
+                next_start: Instant::now(),
+                peak: config.initial_concurrency,
             }),
             config,
         })
@@ -139,20 +190,26 @@ impl Governor {
         self.lock().limit
     }
 
+    /// The highest ceiling so far.
+    pub(crate) fn peak(&self) -> usize {
+        self.lock().peak
+    }
+
     /// Waits (first come, first served) until a request may start.
     pub(crate) async fn acquire(self: &Arc<Self>) -> Permit {
         let rx = {
             let mut state = self.lock();
             if state.waiters.is_empty() && state.in_flight < state.limit {
-                let seq = Self::take_slot(&mut state);
-                return Permit {
-                    governor: Arc::clone(self),
-                    seq,
-                };
+                Ok(Self::take_slot(&mut state))
+            } else {
+                let (tx, rx) = oneshot::channel();
+                state.waiters.push_back(tx);
+                Err(rx)
             }
-            let (tx, rx) = oneshot::channel();
-            state.waiters.push_back(tx);
-            rx
+        };
+        let rx = match rx {
+            Ok((seq, start)) => return self.paced(seq, start).await,
+            Err(rx) => rx,
         };
         let mut waiting = Waiting {
             rx: Some(rx),
@@ -165,24 +222,53 @@ impl Governor {
         waiting.rx = None;
         // `None` means the sender was dropped without granting: cannot happen while the
         // governor lives, but then take a slot anyway rather than hang.
-        let seq = granted.unwrap_or_else(|| Self::take_slot(&mut self.lock()));
-        Permit {
-            governor: Arc::clone(self),
-            seq,
-        }
+        let (seq, start) = granted.unwrap_or_else(|| Self::take_slot(&mut self.lock()));
+        self.paced(seq, start).await
     }
 
-    fn take_slot(state: &mut State) -> u64 {
+    /// The permit for slot `seq`, once its start has come.
+    async fn paced(self: &Arc<Self>, seq: u64, start: Instant) -> Permit {
+        // Made first, so that a caller that gives up while waiting gives the slot back.
+        let permit = Permit {
+            governor: Arc::clone(self),
+            seq,
+        };
+        if start > Instant::now() {
+            tokio::time::sleep_until(start.into()).await;
+        }
+        permit
+    }
+
+    fn take_slot(state: &mut State) -> (u64, Instant) {
         let seq = state.next_seq;
         state.next_seq += 1;
         state.in_flight += 1;
-        // Sampled at each release from now on (see `release`) and at its own answer.
-        state.outstanding.insert(seq, usize::MAX);
-        seq
+        let now = Instant::now();
+        let start = state.next_start.max(now);
+        let spacing = state.duration.map_or(Duration::ZERO, |d| {
+            d.mul_f64(PACE / state.limit.max(1) as f64)
+        });
+        // Timers are about a millisecond coarse: finer pacing would only slow requests down.
+        let spacing = if spacing < PACE_FINEST {
+            Duration::ZERO
+        } else {
+            spacing
+        };
+        state.next_start = start + spacing;
+        // `fewest` is sampled at each release from now on (see `release`) and at its answer.
+        state.outstanding.insert(
+            seq,
+            Slot {
+                start,
+                fewest: usize::MAX,
+            },
+        );
+        (seq, start)
     }
 
     /// Sets a new ceiling and begins a round.
     fn set_limit(state: &mut State, limit: usize) {
+        state.peak = state.peak.max(limit);
         state.limit = limit;
         state.round = Round::new(state.next_seq);
     }
@@ -193,6 +279,10 @@ impl Governor {
         let max = self.config.max_concurrency;
         let mut state = self.lock();
         if throttled {
+            if permit.seq < state.round.first_seq {
+                // Started before the ceiling last changed: that change already answered it.
+                return;
+            }
             let halved = (state.limit / 2).max(1);
             state.slow_start = false;
             Self::set_limit(&mut state, halved);
@@ -215,9 +305,23 @@ impl Governor {
             Self::set_limit(&mut state, lower);
             return;
         }
-        // Only a request that ran with every slot taken all along tells about the ceiling.
-        let fewest = state.outstanding.get(&permit.seq).copied().unwrap_or(0);
-        if fewest.min(state.in_flight) < state.limit {
+        // Only a request that ran with every slot taken all along, and answered when every
+        // other had started (none waiting for its paced start), tells about the ceiling.
+        let Some(slot) = state.outstanding.get(&permit.seq).copied() else {
+            return;
+        };
+        let now = Instant::now();
+        let all_started = state
+            .outstanding
+            .values()
+            .all(|other| other.start + STARTED <= now);
+        let took = slot.start.elapsed();
+        state.duration = Some(match state.duration {
+            Some(d) => d.mul_f64(1.0 - SMOOTHING) + took.mul_f64(SMOOTHING),
+            None => took,
+        });
+        let fewest = slot.fewest;
+        if !all_started || fewest.min(state.in_flight) < state.limit {
             return;
         }
         state.round.answered += 1;
@@ -238,7 +342,13 @@ impl Governor {
         } else {
             1
         };
-        let step = if state.slow_start { state.limit } else { 1 };
+        // A lone request's reading is exact (nothing of ours was on its way): take all the room
+        // it shows; later, at most double per round while slow start lasts.
+        let step = match (state.slow_start, state.limit) {
+            (true, 1) => room,
+            (true, limit) => limit,
+            (false, _) => 1,
+        };
         if room < state.limit {
             state.slow_start = false;
         }
@@ -253,10 +363,19 @@ impl Governor {
             state.in_flight = state.in_flight.saturating_sub(1);
         }
         Self::grant(&mut state);
+        if state.in_flight == 0 {
+            // Idle: what the readings taught may no longer hold (a bucket that empties loses
+            // the leak's credit). Start again from one request, whose reading is exact.
+            state.slow_start = true;
+            let initial = self.config.initial_concurrency;
+            if state.limit != initial {
+                Self::set_limit(&mut state, initial);
+            }
+        }
         // A slot handed straight to a waiter was never free.
         let in_flight = state.in_flight;
-        for fewest in state.outstanding.values_mut() {
-            *fewest = (*fewest).min(in_flight);
+        for slot in state.outstanding.values_mut() {
+            slot.fewest = slot.fewest.min(in_flight);
         }
     }
 
@@ -265,9 +384,14 @@ impl Governor {
             let Some(tx) = state.waiters.pop_front() else {
                 break;
             };
-            let seq = state.next_seq;
-            if tx.send(seq).is_ok() {
-                Self::take_slot(state);
+            if tx.is_closed() {
+                continue;
+            }
+            let (seq, start) = Self::take_slot(state);
+            if tx.send((seq, start)).is_err() {
+                // Gave up just now: the slot is free again.
+                state.outstanding.remove(&seq);
+                state.in_flight -= 1;
             }
         }
     }
@@ -288,7 +412,7 @@ impl Drop for Permit {
 
 /// Gives back a slot granted to a waiter that was cancelled before it noticed.
 struct Waiting {
-    rx: Option<oneshot::Receiver<u64>>,
+    rx: Option<oneshot::Receiver<(u64, Instant)>>,
     governor: Arc<Governor>,
 }
 
@@ -296,7 +420,7 @@ impl Drop for Waiting {
     fn drop(&mut self) {
         if let Some(mut rx) = self.rx.take() {
             rx.close();
-            if let Ok(seq) = rx.try_recv() {
+            if let Ok((seq, _)) = rx.try_recv() {
                 self.governor.release(seq);
             }
         }
@@ -316,44 +440,113 @@ mod tests {
         600.0 - 50.0 * (running as f64 - 1.0) - 0.05
     }
 
-    /// Runs one full round at the current ceiling: every slot taken, then answered as Canvas
-    /// would answer with all of them running.
-    async fn full_round(g: &Arc<Governor>) -> usize {
-        let limit = g.limit();
-        let permits: Vec<_> = futures::future::join_all((0..limit).map(|_| g.acquire())).await;
-        for p in &permits {
-            g.observe(p, Some(reading(limit)), false);
+    /// A caller with more work than slots: each answered request's slot goes straight to the
+    /// next request, so the governor is never idle.
+    struct Busy {
+        g: Arc<Governor>,
+        held: VecDeque<Permit>,
+    }
+
+    impl Busy {
+        fn new(config: ThrottleConfig) -> Self {
+            Self {
+                g: Governor::new(config),
+                held: VecDeque::new(),
+            }
         }
-        g.limit()
+
+        /// The next request: waits for a slot, which the oldest request held gives up.
+        async fn next(&mut self) -> Permit {
+            let g = Arc::clone(&self.g);
+            let waiter = tokio::spawn(async move { g.acquire().await });
+            // Let it queue, then answer the oldest until a slot is its.
+            loop {
+                tokio::task::yield_now().await;
+                if waiter.is_finished() || self.held.pop_front().is_none() {
+                    break;
+                }
+            }
+            waiter.await.unwrap()
+        }
+
+        /// One round at the current ceiling: as many requests as it, each replacing the oldest
+        /// in flight, then all of them answered with `answer(running)`.
+        async fn round(&mut self, answer: impl Fn(usize) -> Option<f64>) -> usize {
+            let limit = self.g.limit();
+            let mut fresh = Vec::new();
+            for _ in 0..limit {
+                fresh.push(self.next().await);
+            }
+            // On their way to Canvas, then answered.
+            tokio::time::sleep(STARTED * 2).await;
+            for p in &fresh {
+                self.g.observe(p, answer(limit), false);
+            }
+            self.held = fresh.into();
+            self.g.limit()
+        }
+
+        /// Rounds until the ceiling changes: how many, and the new ceiling.
+        async fn rounds_until_it_changes(
+            &mut self,
+            answer: impl Fn(usize) -> Option<f64>,
+        ) -> (usize, usize) {
+            let before = self.g.limit();
+            for rounds in 1..=100 {
+                let after = self.round(&answer).await;
+                if after != before {
+                    return (rounds, after);
+                }
+            }
+            (100, before)
+        }
     }
 
     #[tokio::test]
     async fn ramps_up_to_what_the_bucket_holds_and_no_further() {
-        let g = Governor::new(ThrottleConfig::default());
-        assert_eq!(g.limit(), 1);
+        let mut busy = Busy::new(ThrottleConfig::default());
+        assert_eq!(busy.g.limit(), 1);
         let mut seen = Vec::new();
         for _ in 0..8 {
-            seen.push(full_round(&g).await);
+            seen.push(busy.round(|k| Some(reading(k))).await);
         }
-        // At most doubling per round, and 11 is what fits under 600 (11 · 50 < 600 ≤ 12 · 50).
-        assert_eq!(seen, [2, 4, 8, 11, 11, 11, 11, 11]);
+        // A lone request's reading shows room for ten more; 11 is what fits under 600 (11 · 50 <
+        // 600 ≤ 12 · 50).
+        assert_eq!(seen, [11, 11, 11, 11, 11, 11, 11, 11]);
+    }
+
+    #[tokio::test]
+    async fn slow_start_doubles_from_a_wider_start() {
+        let mut busy = Busy::new(ThrottleConfig {
+            initial_concurrency: 2,
+            ..ThrottleConfig::default()
+        });
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            seen.push(busy.round(|k| Some(reading(k))).await);
+        }
+        // 2 → 4 → 8 → 11 (room for 3 at 8), then it holds.
+        assert_eq!(seen, [4, 8, 11, 11, 11]);
     }
 
     #[tokio::test]
     async fn a_reading_at_the_edge_lowers_the_ceiling_at_once() {
-        let g = Governor::new(ThrottleConfig {
+        let busy = Busy::new(ThrottleConfig {
             initial_concurrency: 11,
             ..ThrottleConfig::default()
         });
-        let permits: Vec<_> = futures::future::join_all((0..11).map(|_| g.acquire())).await;
+        let mut permits = Vec::new();
+        for _ in 0..11 {
+            permits.push(busy.g.acquire().await);
+        }
         // Someone else spends from the token: only 40 units are left.
-        g.observe(&permits[0], Some(40.0), false);
-        assert_eq!(g.limit(), 10);
+        busy.g.observe(&permits[0], Some(40.0), false);
+        assert_eq!(busy.g.limit(), 10);
         // The rest ran under the old ceiling: they teach nothing about the new one.
         for p in &permits[1..] {
-            g.observe(p, Some(40.0), false);
+            busy.g.observe(p, Some(40.0), false);
         }
-        assert_eq!(g.limit(), 10);
+        assert_eq!(busy.g.limit(), 10);
     }
 
     #[tokio::test]
@@ -362,62 +555,59 @@ mod tests {
             initial_concurrency: 4,
             ..ThrottleConfig::default()
         });
-        // One caller at a time: the bucket looks empty, but the ceiling of 4 was never tried.
+        // Two callers at a time: the bucket looks nearly empty, but 4 at once was never tried.
+        let keep = g.acquire().await;
         for _ in 0..20 {
             let p = g.acquire().await;
-            g.observe(&p, Some(reading(1)), false);
+            tokio::time::sleep(STARTED * 2).await;
+            g.observe(&p, Some(reading(2)), false);
         }
+        drop(keep);
         assert_eq!(g.limit(), 4);
     }
 
     #[tokio::test]
-    async fn throttling_halves_and_never_below_one_then_grows_by_one_per_round() {
-        let g = Governor::new(ThrottleConfig {
+    async fn idle_starts_again_from_one_request() {
+        let mut busy = Busy::new(ThrottleConfig::default());
+        assert_eq!(busy.round(|k| Some(reading(k))).await, 11);
+        busy.held.clear();
+        assert_eq!(busy.g.limit(), 1);
+    }
+
+    #[tokio::test]
+    async fn throttling_halves_once_and_never_below_one_then_grows_by_one_per_round() {
+        let mut busy = Busy::new(ThrottleConfig {
             initial_concurrency: 10,
             ..ThrottleConfig::default()
         });
-        let p = g.acquire().await;
-        g.observe(&p, None, true);
-        assert_eq!(g.limit(), 5);
-        g.observe(&p, None, true);
-        g.observe(&p, None, true);
-        g.observe(&p, None, true);
-        assert_eq!(g.limit(), 1);
-        drop(p);
+        let (p, q) = (busy.g.acquire().await, busy.g.acquire().await);
+        busy.g.observe(&p, None, true);
+        assert_eq!(busy.g.limit(), 5);
+        // Another throttled answer to a request started before the halving: already answered.
+        busy.g.observe(&q, None, true);
+        assert_eq!(busy.g.limit(), 5);
+        busy.held.extend([p, q]);
+        for expected in [2, 1, 1] {
+            let p = busy.next().await;
+            busy.g.observe(&p, None, true);
+            busy.held.push_back(p);
+            assert_eq!(busy.g.limit(), expected);
+        }
         // Additive recovery, one per steady round, not a jump back to what the readings allow.
         for expected in 2..=4 {
-            assert_eq!(rounds_until_it_changes(&g).await, (STEADY_ROUNDS, expected));
+            assert_eq!(
+                busy.rounds_until_it_changes(|k| Some(reading(k))).await,
+                (STEADY_ROUNDS, expected)
+            );
         }
-    }
-
-    /// Full rounds (of the ceiling's size) until the ceiling changes, and the new ceiling.
-    async fn rounds_until_it_changes(g: &Arc<Governor>) -> (usize, usize) {
-        let before = g.limit();
-        for rounds in 1..=100 {
-            let after = full_round(g).await;
-            if after != before {
-                return (rounds, after);
-            }
-        }
-        (100, before)
     }
 
     #[tokio::test]
     async fn without_the_header_it_grows_one_per_round() {
-        let g = Governor::new(ThrottleConfig::default());
+        let mut busy = Busy::new(ThrottleConfig::default());
         let mut seen = Vec::new();
         for _ in 0..4 {
-            let limit = g.limit();
-            let mut rounds = 0;
-            while g.limit() == limit && rounds < 100 {
-                let permits: Vec<_> =
-                    futures::future::join_all((0..limit).map(|_| g.acquire())).await;
-                for p in &permits {
-                    g.observe(p, None, false);
-                }
-                rounds += 1;
-            }
-            seen.push((rounds, g.limit()));
+            seen.push(busy.rounds_until_it_changes(|_| None).await);
         }
         // Slow start ends at once (no room is known), then one more per steady round.
         assert_eq!(

@@ -59,18 +59,18 @@
 //! backlog's headroom (up to 400 units, 8,000 requests' worth) matters most; at 300 ms `τ` is
 //! 300 s and the growing concurrency does.
 //!
-//! The bench computes `M` exactly rather than in the fluid limit: it plays the bucket's own
-//! rules (leak, admission at `C + u < h`, settling to `c`, clamping to `[0, maximum]`) against an
-//! ideal client with no network or processing time that starts each request the instant the
-//! bucket would admit it and holds it exactly `L`. `M` is when its last request settles. Both
-//! numbers, and the naive bound, are printed.
+//! The bench computes `M` exactly rather than in the fluid limit, with the simulator's
+//! [`ThrottleSettings::minimum_time`]: the bucket's own rules (leak, admission at `C + u < h`,
+//! settling to `c`, clamping to `[0, maximum]`) against an ideal client with no network or
+//! processing time that starts each request the instant the bucket would admit it and holds it
+//! exactly `L`. `M` is when its last request settles. Both numbers, and the naive bound, are
+//! printed. (The throttle bench of the Canvas client uses the same computation.)
 //!
 //! The target (issue) is a wall time within 1.15 × `M`, with 0 throttled responses and flat
 //! memory (the pass's peak RSS does not grow with N beyond one batch). They are reported, not
 //! enforced; the bench fails only if the pass failed, was throttled, or did more (or less) than
 //! list everyone and record what it saw.
 
-use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
@@ -315,12 +315,12 @@ fn plan(args: &Args, pass: Pass) -> Vec<(&'static str, RunSpec)> {
     if args.only_main || pass == Pass::Revoke {
         return vec![("main", main)];
     }
-    let main_minimum = minimum_time(&main.bucket(), main.latency(), main.people());
+    let main_minimum = main.bucket().minimum_time(main.latency(), main.people());
     let mut slow = spec(300, 600.0);
-    let slow_minimum = minimum_time(&slow.bucket(), slow.latency(), slow.people());
+    let slow_minimum = slow.bucket().minimum_time(slow.latency(), slow.people());
     if slow_minimum > 1.5 * main_minimum {
         // The largest N (whole thousands of tokens) whose minimum is at most the main run's.
-        let starts = ideal_starts(&slow.bucket(), slow.latency(), slow.people());
+        let starts = slow.bucket().ideal_starts(slow.latency(), slow.people());
         let latency = slow.latency().as_secs_f64();
         let people = starts
             .iter()
@@ -476,113 +476,6 @@ fn run_child(exe: &PathBuf, spec: &RunSpec) -> Result<Outcome, String> {
         rss_peak_mb: field("rss_peak_mb")?,
         ok: status.success() && field("ok")? == 1.0,
     })
-}
-
-// ---- the minimum -----------------------------------------------------------------------------
-
-/// When each of `requests` listing requests starts in the fastest schedule the bucket allows
-/// (see the module's doc): an ideal client against the bucket's own rules.
-fn ideal_starts(s: &ThrottleSettings, latency: Duration, requests: usize) -> Vec<f64> {
-    let latency = latency.as_secs_f64();
-    let (h, u, q, c, max) = (
-        s.high_water_mark,
-        s.up_front_cost,
-        s.outflow,
-        s.request_cost,
-        s.maximum,
-    );
-    // A hair past the instant the count leaks below `h − u` (admission is strict).
-    const EPS: f64 = 1e-7;
-    let mut starts = Vec::with_capacity(requests);
-    let mut settles: VecDeque<f64> = VecDeque::new();
-    let mut count = 0.0f64;
-    let mut now = 0.0f64;
-    let leak_to = |count: &mut f64, now: &mut f64, t: f64| {
-        *count = (*count - (t - *now) * q).clamp(0.0, max);
-        *now = t;
-    };
-    while starts.len() < requests || !settles.is_empty() {
-        if starts.len() < requests && count + u < h {
-            count = (count + u).min(max);
-            starts.push(now);
-            settles.push_back(now + latency);
-            continue;
-        }
-        let next_settle = settles.front().copied().unwrap_or(f64::INFINITY);
-        let next_admit = if starts.len() < requests && q > 0.0 {
-            now + ((count + u - h) / q).max(0.0) + EPS
-        } else {
-            f64::INFINITY
-        };
-        if next_settle <= next_admit {
-            leak_to(&mut count, &mut now, next_settle);
-            count = (count - u + c).clamp(0.0, max);
-            settles.pop_front();
-        } else if next_admit.is_finite() {
-            leak_to(&mut count, &mut now, next_admit);
-        } else {
-            // Nothing in flight and nothing admissible ever: a bucket that admits nothing.
-            break;
-        }
-    }
-    starts
-}
-
-/// The fastest wall time the bucket allows for `requests` requests of `latency` each.
-fn minimum_time(s: &ThrottleSettings, latency: Duration, requests: usize) -> f64 {
-    ideal_starts(s, latency, requests)
-        .last()
-        .map_or(0.0, |start| start + latency.as_secs_f64())
-}
-
-/// The fluid limit of the fastest schedule (see the module's doc): `T` with `R(T) = requests`.
-/// A little below [`minimum_time`], which keeps whole requests in flight.
-fn fluid_time(s: &ThrottleSettings, latency: Duration, requests: usize) -> f64 {
-    let (h, u, q, c) = (
-        s.high_water_mark,
-        s.up_front_cost,
-        s.outflow,
-        s.request_cost,
-    );
-    let l = latency.as_secs_f64();
-    let r = requests as f64;
-    if l == 0.0 {
-        return if c > 0.0 {
-            (r * c - h).max(0.0) / q
-        } else {
-            0.0
-        };
-    }
-    let r0 = h / (u * l);
-    let done = |t: f64| {
-        if c > 0.0 {
-            let (r_inf, tau) = (q / c, u * l / c);
-            r_inf * t + (r0 - r_inf) * tau * (1.0 - (-t / tau).exp())
-        } else {
-            // Nothing settles to a cost: the leak only ever widens the window.
-            r0 * t + q * t * t / (2.0 * u * l)
-        }
-    };
-    let (mut lo, mut hi) = (0.0f64, 1.0f64);
-    while done(hi) < r {
-        hi *= 2.0;
-    }
-    for _ in 0..100 {
-        let mid = (lo + hi) / 2.0;
-        if done(mid) < r {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    hi
-}
-
-/// `max(R·L/(⌈h/u⌉ − 1), R·c/q)`: the bound one writes first (not a bound; see the doc).
-fn naive_time(s: &ThrottleSettings, latency: Duration, requests: usize) -> f64 {
-    let in_flight = ((s.high_water_mark / s.up_front_cost).ceil() - 1.0).max(1.0);
-    let r = requests as f64;
-    (r * latency.as_secs_f64() / in_flight).max(r * s.request_cost / s.outflow)
 }
 
 // ---- the child: seeds, runs one pass, reports ------------------------------------------------
@@ -855,9 +748,9 @@ async fn child_run(spec: RunSpec, pass: Pass) -> anyhow::Result<bool> {
 
     let bucket = spec.bucket();
     let wanted = pass.requests(&spec);
-    let minimum = minimum_time(&bucket, spec.latency(), wanted);
-    let naive = naive_time(&bucket, spec.latency(), wanted);
-    let fluid = fluid_time(&bucket, spec.latency(), wanted);
+    let minimum = bucket.minimum_time(spec.latency(), wanted);
+    let naive = bucket.naive_time(spec.latency(), wanted);
+    let fluid = bucket.fluid_time(spec.latency(), wanted);
     // Let the seeding's work settle before measuring the start.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_start = rss_kib();
@@ -880,7 +773,7 @@ async fn child_run(spec: RunSpec, pass: Pass) -> anyhow::Result<bool> {
                     s.requests,
                     s.requests - last,
                     s.throttled,
-                    s.concurrency_limit
+                    s.peak_concurrency_limit
                 );
                 last = s.requests;
             }
@@ -929,7 +822,7 @@ async fn child_run(spec: RunSpec, pass: Pass) -> anyhow::Result<bool> {
         stats.requests,
         stats.throttled,
         stats.retries,
-        stats.concurrency_limit,
+        stats.peak_concurrency_limit,
         mib(rss_start),
         mib(rss_peak),
     );

@@ -222,10 +222,7 @@ impl Store {
                 } else {
                     pool_options(2).connect_with(connect).await?
                 };
-                Some(SqliteWriters {
-                    pool,
-                    turn: Arc::new(tokio::sync::Mutex::new(())),
-                })
+                Some(SqliteWriters::new(pool, !in_memory))
             }
         };
         // SQLite: this process is the database's only writer (see `views`), so the cache serves
@@ -332,30 +329,19 @@ impl Store {
     }
 
     /// Starts a write transaction. On SQLite it waits for its turn among this process's
-    /// writers, then takes the write lock at once, so that a read-then-write transaction never
-    /// fails half-way on lock upgrade.
+    /// writers (and may share its commit with the writers around it: see [`tx`]).
     pub async fn write(&self) -> StoreResult<Tx> {
         let Some(writers) = &self.writers else {
             self.health.check()?;
             let conn = self.pool.acquire().await.map_err(StoreError::from);
             let conn = self.health.note(self.backend, conn)?;
-            return Tx::begin(conn, None, None, self.backend, self.views.clone()).await;
+            return Tx::begin_alone(conn, self.views.clone()).await;
         };
         // The turn first, then a connection: a writer waiting for its turn holds no connection,
         // so the writer whose turn it is can always get the one it checkpoints with after an
         // erasure (see `Tx::commit`).
-        let turn = tokio::time::timeout(self.acquire_timeout, writers.turn.clone().lock_owned())
-            .await
-            .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))?;
-        let conn = writers.pool.acquire().await?;
-        Tx::begin(
-            conn,
-            Some(turn),
-            Some(writers.pool.clone()),
-            self.backend,
-            self.views.clone(),
-        )
-        .await
+        let turn = writers.turn(self.acquire_timeout).await?;
+        Tx::begin_turn(turn, writers, self.views.clone()).await
     }
 
     /// The status look-up: a request with its token and newest envelope, from the cache when

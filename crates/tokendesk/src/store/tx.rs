@@ -7,14 +7,27 @@
 //! - **PostgreSQL:** the change triggers of migration 3 (which also announce the change to the
 //!   other instances) append the request id to the transaction-local setting
 //!   `tokendesk.changed`, which the commit reads.
+//!
+//! **Group commit (SQLite).** Writers take turns (see [`SqliteWriters`]), and a transaction
+//! whose turn ends while others wait for theirs does not commit alone: it is a savepoint in a
+//! transaction the next writer continues, and the last writer of the group (nobody waiting,
+//! [`GROUP_MAX`] members, or the group [`GROUP_WAIT`] old) commits them all at once, one
+//! `fsync` for all. Each caller's `commit` returns only after that commit, with its result:
+//! nobody hears "done" before their change is durable (`synchronous = FULL` unchanged). A
+//! change that fails, or is rolled back, is undone alone (`ROLLBACK TO` its savepoint). The
+//! audit chain stays strictly ordered: members run one after another on one connection.
 
+use std::borrow::Cow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use sqlx::{AnyConnection, AnyPool, Executor, Row, SqlSafeStr as _};
-use tokio::sync::OwnedMutexGuard;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Executor, Row, SqlSafeStr as _};
+use tokio::sync::{OwnedMutexGuard, oneshot};
 
 use super::views::ViewCache;
-use super::{Backend, StoreError, StoreResult};
+use super::{StoreError, StoreResult};
 
 /// SQLite lets one transaction write at a time. Writers queue here, in-process and first come
 /// first served, instead of each sleeping in `busy_timeout` (1, 2, 5, 10 … ms) until the file
@@ -24,8 +37,66 @@ use super::{Backend, StoreError, StoreResult};
 #[derive(Debug, Clone)]
 pub(super) struct SqliteWriters {
     pub(super) pool: AnyPool,
-    pub(super) turn: Arc<tokio::sync::Mutex<()>>,
+    pub(super) turn: Arc<tokio::sync::Mutex<Group>>,
+    /// Writers waiting for their turn.
+    pub(super) waiting: Arc<AtomicUsize>,
+    /// At most this many transactions share a commit (1: none share; an in-memory database,
+    /// whose one connection the readers need too).
+    pub(super) group_max: usize,
 }
+
+impl SqliteWriters {
+    pub(super) fn new(pool: AnyPool, share: bool) -> Self {
+        Self {
+            pool,
+            turn: Arc::new(tokio::sync::Mutex::new(Group::default())),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            group_max: if share { GROUP_MAX } else { 1 },
+        }
+    }
+
+    /// Waits for this writer's turn, at most `within`.
+    pub(super) async fn turn(&self, within: Duration) -> StoreResult<OwnedMutexGuard<Group>> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let turn = tokio::time::timeout(within, self.turn.clone().lock_owned()).await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        turn.map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))
+    }
+}
+
+/// At most this many transactions share one commit.
+pub const GROUP_MAX: usize = 64;
+
+/// A group is committed once its first member has waited this long, whoever waits for a turn.
+pub const GROUP_WAIT: Duration = Duration::from_millis(10);
+
+/// The SQLite transaction writers share, between their turns.
+#[derive(Debug, Default)]
+pub(super) struct Group {
+    open: Option<OpenGroup>,
+}
+
+#[derive(Debug)]
+struct OpenGroup {
+    /// The connection, in `BEGIN IMMEDIATE`; with the member whose turn it is, else here.
+    conn: Option<PoolConnection<Any>>,
+    /// Members done with their work, waiting for the commit.
+    members: Vec<Member>,
+    /// When the first of them was done.
+    since: Option<Instant>,
+}
+
+/// A transaction done with its work, waiting for its group's commit.
+#[derive(Debug)]
+struct Member {
+    done: oneshot::Sender<Result<(), sqlx::Error>>,
+    changed: Vec<i64>,
+    erased: bool,
+    events: Vec<LoggedEvent>,
+}
+
+/// The savepoint each member of a group works in.
+const SAVEPOINT: &str = "tokendesk_member";
 
 /// The temporary table and triggers that note changed requests on an SQLite connection.
 const SQLITE_CAPTURE: &str = "\
@@ -112,21 +183,66 @@ async fn checkpoint(writers: &AnyPool) -> Result<(), sqlx::Error> {
 }
 
 /// A write transaction: derefs to the connection; `commit` or `rollback` it. Dropped, it rolls
-/// back (sqlx sends the rollback at once, before the turn passes on).
+/// back (PostgreSQL: sqlx sends the rollback at once; SQLite: its savepoint is rolled back before
+/// the turn passes on).
 #[derive(Debug)]
 pub struct Tx {
-    // Fields drop in order: the transaction (its rollback), then the turn.
-    tx: sqlx::Transaction<'static, sqlx::Any>,
-    /// SQLite: the writer's turn, held until the transaction has ended.
-    turn: Option<OwnedMutexGuard<()>>,
+    inner: Inner,
     capture: Capture,
     views: Arc<ViewCache>,
-    /// SQLite: where to checkpoint the WAL from when this transaction erased a secret.
-    writers: Option<AnyPool>,
     /// This transaction erased a secret (a ciphertext, a sealed email).
     erased: bool,
     /// The audit events it wrote, logged once it has committed (one line per event).
     events: Vec<LoggedEvent>,
+}
+
+#[derive(Debug)]
+enum Inner {
+    /// PostgreSQL (and SQLite before the schema exists): a transaction of its own.
+    Alone(sqlx::Transaction<'static, sqlx::Any>),
+    /// SQLite: a savepoint in its group's transaction, during its turn.
+    Grouped(Turn),
+}
+
+/// A member's turn: the group's connection and the turn itself, handed on when it ends.
+#[derive(Debug)]
+struct Turn {
+    conn: Option<PoolConnection<Any>>,
+    turn: Option<OwnedMutexGuard<Group>>,
+    writers: SqliteWriters,
+    views: Arc<ViewCache>,
+}
+
+impl Turn {
+    fn take(&mut self) -> Option<(PoolConnection<Any>, OwnedMutexGuard<Group>)> {
+        Some((self.conn.take()?, self.turn.take()?))
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        // Neither committed nor rolled back (an error returned early): undo this member before
+        // the turn passes on, which it does once the undoing is done.
+        let Some((conn, turn)) = self.take() else {
+            return;
+        };
+        let (writers, views) = (self.writers.clone(), self.views.clone());
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(e) = undo_member(conn, turn, &writers, &views).await {
+                        tracing::warn!(error = %e, "cannot roll back a dropped transaction");
+                    }
+                });
+            }
+            Err(_) => {
+                // No runtime to roll back on: closing the connection rolls everything back,
+                // and the group's waiting members hear that their commit failed.
+                let mut conn = conn;
+                conn.close_on_drop();
+            }
+        }
+    }
 }
 
 /// An audit event as its log line names it: ids and names, never details.
@@ -149,40 +265,82 @@ enum Capture {
 }
 
 impl Tx {
-    pub(super) async fn begin(
-        conn: sqlx::pool::PoolConnection<sqlx::Any>,
-        turn: Option<OwnedMutexGuard<()>>,
-        writers: Option<AnyPool>,
-        backend: Backend,
+    /// PostgreSQL: a transaction on a pool connection.
+    pub(super) async fn begin_alone(
+        conn: PoolConnection<Any>,
         views: Arc<ViewCache>,
     ) -> StoreResult<Tx> {
-        let mut conn = conn;
-        let (tx, capture) = match backend {
-            Backend::Sqlite => {
-                let capture = if arm_sqlite(&mut conn).await? {
-                    Capture::SqliteTable
-                } else {
-                    Capture::Nothing
-                };
-                let tx =
-                    sqlx::Transaction::begin(conn, Some("BEGIN IMMEDIATE".into_sql_str())).await?;
-                (tx, capture)
-            }
-            Backend::Postgres => {
-                let mut tx = sqlx::Transaction::begin(conn, None).await?;
-                // Keep the transaction from waiting forever on a row another instance locked.
-                sqlx::query("SET LOCAL lock_timeout = '10s'")
-                    .execute(&mut *tx)
-                    .await?;
-                (tx, Capture::PostgresSetting)
+        let mut tx = sqlx::Transaction::begin(conn, None).await?;
+        // Keep the transaction from waiting forever on a row another instance locked.
+        sqlx::query("SET LOCAL lock_timeout = '10s'")
+            .execute(&mut *tx)
+            .await?;
+        Ok(Tx {
+            inner: Inner::Alone(tx),
+            capture: Capture::PostgresSetting,
+            views,
+            erased: false,
+            events: Vec::new(),
+        })
+    }
+
+    /// SQLite, during this writer's turn: a savepoint in the group's open transaction, or in a
+    /// new one (`BEGIN IMMEDIATE`: the write lock at once, so that a read-then-write transaction
+    /// never fails half-way on lock upgrade).
+    pub(super) async fn begin_turn(
+        mut turn: OwnedMutexGuard<Group>,
+        writers: &SqliteWriters,
+        views: Arc<ViewCache>,
+    ) -> StoreResult<Tx> {
+        // An old group is committed first (its members have waited long enough).
+        let old = turn
+            .open
+            .as_ref()
+            .and_then(|g| g.since)
+            .is_some_and(|since| since.elapsed() >= GROUP_WAIT);
+        if old && let Some(conn) = turn.open.as_mut().and_then(|g| g.conn.take()) {
+            finish(conn, &mut turn, writers, &views).await;
+        }
+        let conn = match turn.open.as_mut().and_then(|g| g.conn.take()) {
+            Some(conn) => conn,
+            None => {
+                let mut conn = writers.pool.acquire().await?;
+                if !arm_sqlite(&mut conn).await? {
+                    // No schema yet (migrations): nothing to note, nothing to group.
+                    drop(turn);
+                    let tx = sqlx::Transaction::begin(conn, Some("BEGIN IMMEDIATE".into_sql_str()))
+                        .await?;
+                    return Ok(Tx {
+                        inner: Inner::Alone(tx),
+                        capture: Capture::Nothing,
+                        views,
+                        erased: false,
+                        events: Vec::new(),
+                    });
+                }
+                conn.execute("BEGIN IMMEDIATE").await?;
+                turn.open = Some(OpenGroup {
+                    conn: None,
+                    members: Vec::new(),
+                    since: None,
+                });
+                conn
             }
         };
+        let mut member = Turn {
+            conn: Some(conn),
+            turn: Some(turn),
+            writers: writers.clone(),
+            views: views.clone(),
+        };
+        if let Some(conn) = member.conn.as_mut() {
+            conn.execute(sqlx::AssertSqlSafe(format!("SAVEPOINT {SAVEPOINT}")))
+                .await?;
+        }
         Ok(Tx {
-            tx,
-            turn,
-            capture,
+            inner: Inner::Grouped(member),
+            capture: Capture::SqliteTable,
             views,
-            writers,
             erased: false,
             events: Vec::new(),
         })
@@ -202,58 +360,289 @@ impl Tx {
 
     /// Commits, then forgets the views of the requests it changed. It runs to the end even if
     /// the caller stops waiting (a client hung up): the commit may reach the database anyway,
-    /// and the views must go after it, whatever happened.
+    /// and the views must go after it, whatever happened. On SQLite it returns once the group
+    /// it joined has committed (see the module's description).
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         let Tx {
-            mut tx,
-            turn,
+            inner,
             capture,
             views,
-            writers,
             erased,
             events,
         } = self;
-        tokio::spawn(async move {
-            let changed = match changed_requests(&mut tx, capture).await {
-                Ok(changed) => changed,
-                // Not knowing what changed, do not commit (the drop rolls back).
-                Err(StoreError::Database(e)) => return Err(e),
-                Err(e) => return Err(sqlx::Error::Protocol(e.to_string())),
-            };
-            let done = tx.commit().await;
-            // Even a failed commit may have committed: forget the views either way, and before
-            // the next writer's turn, so that no one reads a view older than a write they saw.
-            views.changed(&changed);
-            if let (true, Ok(()), Some(writers)) = (erased, &done, writers) {
-                // Still this writer's turn: nobody writes between the erasure and this.
-                if let Err(e) = checkpoint(&writers).await {
-                    tracing::warn!(error = %e, "cannot checkpoint the WAL after erasing a secret");
-                }
+        match inner {
+            Inner::Alone(tx) => tokio::spawn(commit_alone(tx, capture, views, erased, events))
+                .await
+                .unwrap_or(Err(sqlx::Error::WorkerCrashed)),
+            Inner::Grouped(mut member) => {
+                let Some((conn, turn)) = member.take() else {
+                    return Err(sqlx::Error::WorkerCrashed);
+                };
+                let writers = member.writers.clone();
+                let member = Member {
+                    done: oneshot::channel().0,
+                    changed: Vec::new(),
+                    erased,
+                    events,
+                };
+                tokio::spawn(async move {
+                    commit_member(conn, turn, &writers, &views, capture, member).await
+                })
+                .await
+                .unwrap_or(Err(sqlx::Error::WorkerCrashed))
             }
-            drop(turn);
-            if done.is_ok() {
-                for e in events {
-                    tracing::info!(
-                        audit.seq = e.seq,
-                        actor = %e.actor,
-                        action = %e.action,
-                        target = %e.target,
-                        outcome = %e.outcome,
-                        "audit event"
-                    );
-                }
-            }
-            done
-        })
-        .await
-        .unwrap_or(Err(sqlx::Error::WorkerCrashed))
+        }
     }
 
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        let Tx { tx, turn, .. } = self;
-        let done = tx.rollback().await;
-        drop(turn);
-        done
+        match self.inner {
+            Inner::Alone(tx) => tx.rollback().await,
+            Inner::Grouped(mut member) => {
+                let Some((conn, turn)) = member.take() else {
+                    return Ok(());
+                };
+                let (writers, views) = (member.writers.clone(), member.views.clone());
+                tokio::spawn(async move { undo_member(conn, turn, &writers, &views).await })
+                    .await
+                    .unwrap_or(Err(sqlx::Error::WorkerCrashed))
+            }
+        }
+    }
+}
+
+/// A transaction of its own: commits it, then forgets the views, checkpoints after an
+/// erasure, and logs the audit events.
+async fn commit_alone(
+    mut tx: sqlx::Transaction<'static, sqlx::Any>,
+    capture: Capture,
+    views: Arc<ViewCache>,
+    erased: bool,
+    events: Vec<LoggedEvent>,
+) -> Result<(), sqlx::Error> {
+    let changed = match changed_requests(&mut tx, capture).await {
+        Ok(changed) => changed,
+        // Not knowing what changed, do not commit (the drop rolls back).
+        Err(e) => return Err(into_sqlx(e)),
+    };
+    let done = tx.commit().await;
+    // Even a failed commit may have committed: forget the views either way.
+    views.changed(&changed);
+    if erased {
+        tracing::debug!("a secret was erased outside a writer's turn");
+    }
+    if done.is_ok() {
+        log_events(events);
+    }
+    done
+}
+
+fn into_sqlx(e: StoreError) -> sqlx::Error {
+    match e {
+        StoreError::Database(e) => e,
+        e => sqlx::Error::Protocol(e.to_string()),
+    }
+}
+
+fn log_events(events: Vec<LoggedEvent>) {
+    for e in events {
+        tracing::info!(
+            audit.seq = e.seq,
+            actor = %e.actor,
+            action = %e.action,
+            target = %e.target,
+            outcome = %e.outcome,
+            "audit event"
+        );
+    }
+}
+
+/// A member is done: its savepoint is released into the group, and either the turn passes on
+/// (someone waits, and the group may grow) or the group commits. Returns the group's result.
+async fn commit_member(
+    mut conn: PoolConnection<Any>,
+    mut turn: OwnedMutexGuard<Group>,
+    writers: &SqliteWriters,
+    views: &Arc<ViewCache>,
+    capture: Capture,
+    member: Member,
+) -> Result<(), sqlx::Error> {
+    let changed = match changed_requests(&mut conn, capture).await {
+        Ok(changed) => changed,
+        Err(e) => {
+            // Not knowing what changed, do not commit it.
+            let e = into_sqlx(e);
+            let _ = undo_member(conn, turn, writers, views).await;
+            return Err(e);
+        }
+    };
+    if let Err(e) = conn
+        .execute(sqlx::AssertSqlSafe(format!("RELEASE {SAVEPOINT}")))
+        .await
+    {
+        let _ = undo_member(conn, turn, writers, views).await;
+        return Err(e);
+    }
+    let (done, result) = oneshot::channel();
+    let Some(group) = turn.open.as_mut() else {
+        return Err(sqlx::Error::WorkerCrashed);
+    };
+    group.members.push(Member {
+        done,
+        changed,
+        ..member
+    });
+    group.since.get_or_insert_with(Instant::now);
+    pass_or_finish(conn, turn, writers, views).await;
+    result.await.unwrap_or(Err(sqlx::Error::WorkerCrashed))
+}
+
+/// Undoes a member (its savepoint), then passes the turn on or commits the group without it.
+async fn undo_member(
+    mut conn: PoolConnection<Any>,
+    mut turn: OwnedMutexGuard<Group>,
+    writers: &SqliteWriters,
+    views: &Arc<ViewCache>,
+) -> Result<(), sqlx::Error> {
+    let undone = conn
+        .execute(sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "ROLLBACK TO {SAVEPOINT}; RELEASE {SAVEPOINT}; DELETE FROM temp.tokendesk_changed"
+        ))))
+        .await;
+    if let Err(e) = undone {
+        // The transaction itself is gone (SQLite rolls a whole transaction back on some
+        // errors, a full disk among them): every member waiting on it has failed.
+        let _ = conn.execute("ROLLBACK").await;
+        conn.close_on_drop();
+        if let Some(group) = turn.open.take() {
+            for m in group.members {
+                views.changed(&m.changed);
+                let _ = m.done.send(Err(replicate(&e)));
+            }
+        }
+        return Err(e);
+    }
+    pass_or_finish(conn, turn, writers, views).await;
+    Ok(())
+}
+
+/// Passes the turn on with the group open when someone waits for it and the group may still
+/// grow; else commits the group.
+async fn pass_or_finish(
+    conn: PoolConnection<Any>,
+    mut turn: OwnedMutexGuard<Group>,
+    writers: &SqliteWriters,
+    views: &Arc<ViewCache>,
+) {
+    let share = writers.waiting.load(Ordering::SeqCst) > 0
+        && turn.open.as_ref().is_some_and(|g| {
+            g.members.len() < writers.group_max
+                && g.since.is_none_or(|since| since.elapsed() < GROUP_WAIT)
+        });
+    if share && let Some(group) = turn.open.as_mut() {
+        group.conn = Some(conn);
+        return;
+    }
+    finish(conn, &mut turn, writers, views).await;
+}
+
+/// Commits the group: forgets the views of what its members changed (before the next writer's
+/// turn, so that no one reads a view older than a write they saw), checkpoints the WAL after an
+/// erasure, tells each member the result and logs their audit events.
+async fn finish(
+    mut conn: PoolConnection<Any>,
+    turn: &mut OwnedMutexGuard<Group>,
+    writers: &SqliteWriters,
+    views: &Arc<ViewCache>,
+) {
+    let Some(group) = turn.open.take() else {
+        return;
+    };
+    let done = conn.execute("COMMIT").await.map(|_| ());
+    if done.is_err() {
+        // Whatever state the connection is in, it does not go back to the pool.
+        let _ = conn.execute("ROLLBACK").await;
+        conn.close_on_drop();
+    }
+    drop(conn);
+    // Even a failed commit may have committed: forget the views either way.
+    for m in &group.members {
+        views.changed(&m.changed);
+    }
+    if done.is_ok() && group.members.iter().any(|m| m.erased) {
+        // Still this writer's turn: nobody writes between the erasure and this.
+        if let Err(e) = checkpoint(&writers.pool).await {
+            tracing::warn!(error = %e, "cannot checkpoint the WAL after erasing a secret");
+        }
+    }
+    if group.members.len() > 1 {
+        tracing::trace!(members = group.members.len(), "group commit");
+    }
+    for m in group.members {
+        match &done {
+            Ok(()) => {
+                log_events(m.events);
+                let _ = m.done.send(Ok(()));
+            }
+            Err(e) => {
+                let _ = m.done.send(Err(replicate(e)));
+            }
+        }
+    }
+}
+
+/// The same failure for another member of a group: a database error keeps its message and
+/// code (a full disk stays a full disk), anything else its kind.
+fn replicate(e: &sqlx::Error) -> sqlx::Error {
+    match e {
+        sqlx::Error::Database(d) => sqlx::Error::Database(Box::new(GroupError {
+            message: d.message().to_owned(),
+            code: d.code().map(Cow::into_owned),
+        })),
+        sqlx::Error::Io(io) => sqlx::Error::Io(std::io::Error::new(io.kind(), io.to_string())),
+        sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
+        sqlx::Error::PoolClosed => sqlx::Error::PoolClosed,
+        other => sqlx::Error::Protocol(other.to_string()),
+    }
+}
+
+/// A database error another member of the group met: the commit they shared failed.
+#[derive(Debug)]
+struct GroupError {
+    message: String,
+    code: Option<String>,
+}
+
+impl std::fmt::Display for GroupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (the shared commit failed)", self.message)
+    }
+}
+
+impl std::error::Error for GroupError {}
+
+impl sqlx::error::DatabaseError for GroupError {
+    fn message(&self) -> &str {
+        &self.message
+    }
+
+    fn code(&self) -> Option<Cow<'_, str>> {
+        self.code.as_deref().map(Cow::Borrowed)
+    }
+
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+
+    fn kind(&self) -> sqlx::error::ErrorKind {
+        sqlx::error::ErrorKind::Other
     }
 }
 
@@ -261,12 +650,26 @@ impl std::ops::Deref for Tx {
     type Target = AnyConnection;
 
     fn deref(&self) -> &AnyConnection {
-        &self.tx
+        match &self.inner {
+            Inner::Alone(tx) => tx,
+            Inner::Grouped(member) => match &member.conn {
+                Some(conn) => conn,
+                // The connection leaves a member only in `commit`, `rollback` and `drop`, which
+                // consume it.
+                None => unreachable!("a transaction's connection used after it ended"),
+            },
+        }
     }
 }
 
 impl std::ops::DerefMut for Tx {
     fn deref_mut(&mut self) -> &mut AnyConnection {
-        &mut self.tx
+        match &mut self.inner {
+            Inner::Alone(tx) => tx,
+            Inner::Grouped(member) => match &mut member.conn {
+                Some(conn) => conn,
+                None => unreachable!("a transaction's connection used after it ended"),
+            },
+        }
     }
 }

@@ -20,7 +20,12 @@ use crate::support::smtp::{self, Behavior, SmtpServer};
 use crate::support::world::{World, open};
 
 async fn world(server: &SmtpServer, outbox_key: Option<AtRestKey>) -> World {
-    let sender = SmtpSender::new(&server.smtp_settings()).unwrap();
+    // Loopback answers in milliseconds; a stalled server is given up on after a second.
+    let settings = tokendesk::delivery::email::SmtpSettings {
+        timeout: StdDuration::from_secs(1),
+        ..server.smtp_settings()
+    };
+    let sender = SmtpSender::new(&settings).unwrap();
     World::with(
         TestDb::sqlite().await,
         SimConfig {
@@ -249,7 +254,7 @@ async fn a_refused_email_is_counted_in_the_metrics_and_waits_in_its_queue() {
 }
 
 /// Mail faults (issue 15): a server that refuses for now (4xx), hangs up in the middle of DATA,
-/// or never greets; then accepts. The email is sent in the end, every failed attempt is an
+/// never greets, or takes the message and never answers it; then accepts. The email is sent in the end, every failed attempt is an
 /// audit event (`email.retry`, with the server's answer), and a refusal for good (5xx) is
 /// `email.give_up`.
 #[tokio::test]
@@ -258,6 +263,9 @@ async fn mail_faults_lose_nothing_and_every_retry_is_audited() {
         Behavior::RejectData(451),
         Behavior::CloseInData,
         Behavior::RejectRcpt(421),
+        // Stalls: the send gives up after the SMTP timeout (1 s here) and is retried.
+        Behavior::NoGreeting,
+        Behavior::StallAfterData,
     ] {
         let server = smtp::start_with(fault).await;
         let w = world(&server, Some(AtRestKey::generate())).await;

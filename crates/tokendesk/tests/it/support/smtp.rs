@@ -41,6 +41,8 @@ pub enum Behavior {
     NoGreeting,
     /// Take the start of the message after DATA, then hang up in the middle of it.
     CloseInData,
+    /// Take the whole message after DATA, then never answer the final "." (a stalled relay).
+    StallAfterData,
 }
 
 /// One accepted message.
@@ -250,6 +252,12 @@ async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
                 if let Behavior::RejectData(code) = state.behavior() {
                     w.write_all(rejection(code).as_bytes()).await?;
                     continue;
+                }
+                if state.behavior() == Behavior::StallAfterData {
+                    // Hold the connection open without a word until the client gives up.
+                    let mut rest = Vec::new();
+                    let _ = tokio::io::AsyncReadExt::read_to_end(&mut r, &mut rest).await;
+                    return Ok(());
                 }
                 let n = {
                     let mut messages = state.messages.lock().unwrap();
