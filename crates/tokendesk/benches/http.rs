@@ -19,8 +19,8 @@
 //!   dropped afterwards; skipped, loudly, when the server does not answer.
 //!
 //! Each scenario drives 32 concurrent clients (one keep-alive connection each) over loopback:
-//! `submit` is `POST /api/v1/requests` (each by a new person, so that the per-person limits never
-//! refuse one; two approvers get a notice each), `look-up` is `GET /api/v1/requests/{id}` of a
+//! `submit` is `POST /api/v1/requests` (by 64 people per client in turn, each known to the
+//! simulator, with the per-person limits lifted; two approvers get a notice each), `look-up` is `GET /api/v1/requests/{id}` of a
 //! random request submitted before, by its owner. Signed in with `X-Remote-User` from loopback.
 //! Between the two the bench waits (at most 120 s; 60 s with `--quick`) until the workers have
 //! sent the notices the submissions queued, and prints how long that took, so that look-ups run
@@ -65,6 +65,36 @@ use sqlx::Connection as _;
 use tokendesk_canvas_sim::{DEFAULT_ADMIN_TOKEN, RunningSim, SimConfig};
 
 const CLIENTS: usize = 32;
+/// People per client who submit, in turn (each known to the simulator, as tokendesk checks at
+/// submission; the per-person limits are lifted in the configuration).
+const PEOPLE_PER_CLIENT: usize = 64;
+
+/// The login of the person who makes client `client`'s `n`th submission.
+fn bench_person(client: usize, n: usize) -> String {
+    format!("b{client:02}p{:02}", n % PEOPLE_PER_CLIENT)
+}
+
+/// The simulator's people: the default seed and every bench person.
+fn bench_seed() -> tokendesk_canvas_sim::Seed {
+    let mut seed = tokendesk_canvas_sim::Seed::default();
+    let first = seed.users.iter().map(|u| u.id).max().unwrap_or(1) + 1;
+    for client in 0..CLIENTS {
+        for k in 0..PEOPLE_PER_CLIENT {
+            let login = bench_person(client, k);
+            seed.users.push(tokendesk_canvas_sim::SeedUser {
+                id: first + (client * PEOPLE_PER_CLIENT + k) as u64,
+                name: format!("Bench Person {login}"),
+                email: format!("{login}@example.edu"),
+                login_id: login,
+                sis_user_id: None,
+                admin: false,
+                roles: vec!["student".into()],
+                tokens: Vec::new(),
+            });
+        }
+    }
+    seed
+}
 /// At most this many requests per client and phase, whatever the duration.
 const MAX_PER_CLIENT: usize = 500_000;
 const ROLE_VAR: &str = "TOKENDESK_BENCH_ROLE";
@@ -320,7 +350,9 @@ fn write_config(
          database_url = \"{database_url}\"\n\
          [canvas]\nurl = \"{}\"\nadmin_token = \"{DEFAULT_ADMIN_TOKEN}\"\n\
          [roles]\napprovers = [\"ada.admin\", \"theo.teacher\"]\n\
-         [email]\ntransport = \"mailbox\"\n",
+         [email]\ntransport = \"mailbox\"\n\
+         [policy]\nmax_open_requests_per_person = 1000\n\
+         [limits]\nsubmissions_per_hour = 0\n",
         sim.base_url()
     );
     text.push_str("[database]\n");
@@ -393,8 +425,6 @@ struct Target {
     client: reqwest::Client,
     base: String,
     expires_on: String,
-    /// Distinguishes this phase's logins from every other's.
-    tag: String,
     existing: Arc<Vec<(i64, String)>>,
 }
 
@@ -424,7 +454,7 @@ async fn one(
             None,
         ),
         Load::Submit => {
-            let login = format!("b{}c{client_no:02}n{n:06}", target.tag);
+            let login = bench_person(client_no, n);
             let body = serde_json::json!({
                 "purpose": "grading scripts for my course sections",
                 "expires_on": target.expires_on,
@@ -526,12 +556,11 @@ async fn scenario(
     let client = http_client()?;
     let mut created = Vec::new();
     let mut row = None;
-    for (tag, duration) in [("w", timing.warm_up), ("m", timing.measure)] {
+    for duration in [timing.warm_up, timing.measure] {
         let target = Arc::new(Target {
             client: client.clone(),
             base: base.to_owned(),
             expires_on: expires_on.clone(),
-            tag: format!("{}{tag}", &backend[..1]),
             existing: existing.clone(),
         });
         let (tallies, elapsed) = phase(target, load, duration).await;
@@ -566,6 +595,7 @@ const RAW_FOR: Duration = Duration::from_secs(3);
 /// tokendesk opens its database (WAL, `synchronous = FULL`); PostgreSQL: a table in the bench's
 /// database on the same server.
 async fn raw_commit_rate(backend: &str, dir: &Path, url: &str) -> anyhow::Result<f64> {
+    sqlx::any::install_default_drivers();
     let mut conn = if backend == "sqlite" {
         let file = dir.join("raw-commits.db");
         let mut conn =
@@ -898,6 +928,7 @@ async fn run() -> anyhow::Result<bool> {
     }
     let sim = tokendesk_canvas_sim::start(
         SimConfig {
+            seed: bench_seed(),
             throttle: None,
             ..Default::default()
         },
