@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use futures::StreamExt as _;
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 use tokendesk_canvas::{
@@ -54,53 +55,139 @@ struct Listed {
     listings: Vec<Result<Vec<Token>, CanvasError>>,
 }
 
+/// One person: their tokens here, and what Canvas listed.
+struct Seen1 {
+    id: i64,
+    login: Login,
+    ours: Vec<StoredToken>,
+    listing: Result<Vec<Token>, CanvasError>,
+}
+
+impl Listed {
+    fn of(seen: Vec<Seen1>) -> Self {
+        let mut listed = Listed {
+            people: Vec::with_capacity(seen.len()),
+            by_user: HashMap::new(),
+            listings: Vec::with_capacity(seen.len()),
+        };
+        for s in seen {
+            listed.people.push((s.id, s.login));
+            listed.by_user.insert(s.id, s.ours);
+            listed.listings.push(s.listing);
+        }
+        listed
+    }
+}
+
+/// Lists one person's tokens in Canvas.
+async fn list_one(
+    canvas: &tokendesk_canvas::CanvasClient,
+    id: i64,
+    login: Login,
+    ours: Vec<StoredToken>,
+) -> Seen1 {
+    let user = UserRef::Id(CanvasUserId(id.unsigned_abs()));
+    let listing = canvas.list_user_tokens(&user).await;
+    Seen1 {
+        id,
+        login,
+        ours,
+        listing,
+    }
+}
+
+/// Listings in flight or waiting for the governor at once (it decides how many run).
+const LISTING_AT_ONCE: usize = 64;
+
 /// The purpose prefix of every token tokendesk makes (`tokendesk #<id>: …`).
 const OURS: &str = "tokendesk #";
 
 impl App {
     /// One pass over everyone; what cannot be read now is left for the next pass. People are
-    /// taken in batches; one batch's findings are recorded while the next batch is listed, so
-    /// that Canvas is kept busy across the batches.
+    /// read from the database in batches, but listed in Canvas as one continuous stream (many
+    /// at once, under the client's governor), so that Canvas is never left idle between
+    /// batches (an idle bucket loses the leak's credit); what was listed is recorded, a batch
+    /// at a time, while the listing goes on.
     pub async fn reconcile(&self) -> AppResult<ReconcileReport> {
-        let mut report = ReconcileReport::default();
-        let mut after = 0i64;
-        let mut listed: Option<Listed> = None;
-        loop {
-            let mut conn = self.read().await?;
-            let people = store::people_in_canvas(&mut conn, after, PEOPLE_PER_BATCH).await?;
-            let ids: Vec<i64> = people.iter().map(|(id, _)| *id).collect();
-            let ours = store::tokens_of_canvas_users(&mut conn, &ids).await?;
-            drop(conn);
-            if let Some(&(last, _)) = people.last() {
-                after = last;
-            }
-            let canvas = &self.parts().canvas;
-            let listing = canvas.concurrent(ids.iter().copied(), |id| async move {
-                let user = UserRef::Id(CanvasUserId(id.unsigned_abs()));
-                canvas.list_user_tokens(&user).await
-            });
-            let previous = listed.take();
-            let record = async {
-                match previous {
-                    Some(batch) => self.record_listed(batch, &mut report).await,
-                    None => Ok(()),
+        let canvas = &self.parts().canvas;
+        let (found, mut heard) =
+            tokio::sync::mpsc::channel::<AppResult<Seen1>>(2 * PEOPLE_PER_BATCH as usize);
+        let lister = async move {
+            let mut listing = futures::stream::FuturesOrdered::new();
+            let mut waiting: std::collections::VecDeque<(i64, Login, Vec<StoredToken>)> =
+                std::collections::VecDeque::new();
+            let mut after = Some(0i64);
+            loop {
+                // The next batch of people before this one runs out.
+                if waiting.len() < LISTING_AT_ONCE
+                    && let Some(from) = after
+                {
+                    match self.people_batch(from).await {
+                        Ok(batch) => {
+                            after = batch.last().map(|(id, _, _)| *id);
+                            waiting.extend(batch);
+                        }
+                        Err(e) => {
+                            let _ = found.send(Err(e)).await;
+                            return;
+                        }
+                    }
                 }
-            };
-            let (listings, recorded) = tokio::join!(listing, record);
-            recorded?;
-            if people.is_empty() {
-                return Ok(report);
+                while listing.len() < LISTING_AT_ONCE
+                    && let Some((id, login, ours)) = waiting.pop_front()
+                {
+                    listing.push_back(list_one(canvas, id, login, ours));
+                }
+                match listing.next().await {
+                    Some(seen) => {
+                        if found.send(Ok(seen)).await.is_err() {
+                            // The recorder stopped (an error): so does the listing.
+                            return;
+                        }
+                    }
+                    None if after.is_none() => return,
+                    None => {}
+                }
             }
-            let mut by_user: HashMap<i64, Vec<StoredToken>> = HashMap::new();
-            for t in ours {
-                by_user.entry(t.canvas_user_id).or_default().push(t);
+        };
+        let recorder = async {
+            let mut report = ReconcileReport::default();
+            let mut chunk: Vec<Seen1> = Vec::new();
+            while let Some(seen) = heard.recv().await {
+                chunk.push(seen?);
+                if chunk.len() >= PEOPLE_PER_BATCH as usize {
+                    self.record_listed(Listed::of(std::mem::take(&mut chunk)), &mut report)
+                        .await?;
+                }
             }
-            listed = Some(Listed {
-                people,
-                by_user,
-                listings,
-            });
+            if !chunk.is_empty() {
+                self.record_listed(Listed::of(chunk), &mut report).await?;
+            }
+            Ok(report)
+        };
+        let ((), report) = tokio::join!(lister, recorder);
+        report
+    }
+
+    /// The next batch of people found in Canvas, after Canvas user id `after`, with the
+    /// tokens tokendesk tracks for each.
+    async fn people_batch(&self, after: i64) -> AppResult<Vec<(i64, Login, Vec<StoredToken>)>> {
+        let mut conn = self.read().await?;
+        let people = store::people_in_canvas(&mut conn, after, PEOPLE_PER_BATCH).await?;
+        let ids: Vec<i64> = people.iter().map(|(id, _)| *id).collect();
+        let ours = store::tokens_of_canvas_users(&mut conn, &ids).await?;
+        drop(conn);
+        let mut by_user: HashMap<i64, Vec<StoredToken>> = HashMap::new();
+        for t in ours {
+            by_user.entry(t.canvas_user_id).or_default().push(t);
         }
+        Ok(people
+            .into_iter()
+            .map(|(id, login)| {
+                let ours = by_user.remove(&id).unwrap_or_default();
+                (id, login, ours)
+            })
+            .collect())
     }
 
     /// Compares a listed batch with what tokendesk holds, and records what changed.

@@ -46,7 +46,7 @@ pub async fn drain(app: &App) -> AppResult<usize> {
 
 /// Job runners a bulk revocation uses at once (`tokendesk admin revoke`, the revocation bench):
 /// the Canvas client's governor keeps them under Canvas's throttle.
-pub const REVOKE_RUNNERS: usize = 16;
+pub const REVOKE_RUNNERS: usize = 32;
 
 /// Runs every job that is due now with `runners` job runners at once, each claiming the next
 /// due job under its own lease; how many ran.
