@@ -138,15 +138,15 @@ impl App {
                 {
                     listing.push_back(list_one(canvas, id, login, ours));
                 }
-                match listing.next().await {
-                    Some(seen) => {
-                        if found.send(Ok(seen)).await.is_err() {
-                            // The recorder stopped (an error): so does the listing.
-                            return;
-                        }
+                let Some(seen) = listing.next().await else {
+                    if after.is_none() {
+                        return;
                     }
-                    None if after.is_none() => return,
-                    None => {}
+                    continue;
+                };
+                if found.send(Ok(seen)).await.is_err() {
+                    // The recorder stopped (an error): so does the listing.
+                    return;
                 }
             }
         };
