@@ -459,10 +459,12 @@ mod tests {
         async fn next(&mut self) -> Permit {
             let g = Arc::clone(&self.g);
             let waiter = tokio::spawn(async move { g.acquire().await });
-            // Let it queue, then answer the oldest until a slot is its.
+            // Let it queue, then answer the oldest until a slot is its. (A waiter that is not
+            // queued has its slot already, and waits only for its paced start.)
             loop {
                 tokio::task::yield_now().await;
-                if waiter.is_finished() || self.held.pop_front().is_none() {
+                let queued = !self.g.lock().waiters.is_empty();
+                if waiter.is_finished() || !queued || self.held.pop_front().is_none() {
                     break;
                 }
             }
