@@ -93,7 +93,6 @@ const STEADY_ROUNDS: usize = 4;
 
 #[derive(Debug)]
 struct State {
-    in_flight: usize,
     /// The requests in flight, by sequence number.
     outstanding: BTreeMap<u64, Slot>,
     next_seq: u64,
@@ -109,6 +108,13 @@ struct State {
     next_start: Instant,
     /// The highest ceiling so far.
     peak: usize,
+}
+
+impl State {
+    /// Requests in flight.
+    fn in_flight(&self) -> usize {
+        self.outstanding.len()
+    }
 }
 
 /// A request in flight.
@@ -161,7 +167,6 @@ impl Governor {
         };
         Arc::new(Self {
             state: Mutex::new(State {
-                in_flight: 0,
                 outstanding: BTreeMap::new(),
                 next_seq: 0,
                 limit: config.initial_concurrency,
@@ -199,7 +204,7 @@ impl Governor {
     pub(crate) async fn acquire(self: &Arc<Self>) -> Permit {
         let rx = {
             let mut state = self.lock();
-            if state.waiters.is_empty() && state.in_flight < state.limit {
+            if state.waiters.is_empty() && state.in_flight() < state.limit {
                 Ok(Self::take_slot(&mut state))
             } else {
                 let (tx, rx) = oneshot::channel();
@@ -242,7 +247,6 @@ impl Governor {
     fn take_slot(state: &mut State) -> (u64, Instant) {
         let seq = state.next_seq;
         state.next_seq += 1;
-        state.in_flight += 1;
         let now = Instant::now();
         let start = state.next_start.max(now);
         let spacing = state.duration.map_or(Duration::ZERO, |d| {
@@ -276,13 +280,16 @@ impl Governor {
     /// Feeds back what the response to `permit`'s request said.
     pub(crate) fn observe(&self, permit: &Permit, remaining: Option<f64>, throttled: bool) {
         let cost = self.config.up_front_cost;
+        // A reading under this is at the edge: one request less fits than run now.
+        let edge = cost * (1.0 + MARGIN);
         let max = self.config.max_concurrency;
         let mut state = self.lock();
+        if permit.seq < state.round.first_seq {
+            // Started under another ceiling: what it met, that change already answered or does
+            // not tell about this one.
+            return;
+        }
         if throttled {
-            if permit.seq < state.round.first_seq {
-                // Started before the ceiling last changed: that change already answered it.
-                return;
-            }
             let halved = (state.limit / 2).max(1);
             state.slow_start = false;
             Self::set_limit(&mut state, halved);
@@ -292,13 +299,9 @@ impl Governor {
             );
             return;
         }
-        if permit.seq < state.round.first_seq {
-            // Started under another ceiling.
-            return;
-        }
         let remaining = remaining.filter(|r| r.is_finite());
         if let Some(remaining) = remaining
-            && remaining < cost * (1.0 + MARGIN)
+            && remaining < edge
         {
             state.slow_start = false;
             let lower = (state.limit.saturating_sub(1)).max(1);
@@ -321,7 +324,7 @@ impl Governor {
             None => took,
         });
         let fewest = slot.fewest;
-        if !all_started || fewest.min(state.in_flight) < state.limit {
+        if !all_started || fewest.min(state.in_flight()) < state.limit {
             return;
         }
         state.round.answered += 1;
@@ -336,9 +339,7 @@ impl Governor {
         }
         // Without the header (throttling off, or a proxy) the room is unknown: grow by one.
         let room = if state.round.lowest.is_finite() {
-            ((state.round.lowest - cost * (1.0 + MARGIN)) / cost)
-                .floor()
-                .max(0.0) as usize
+            ((state.round.lowest - edge) / cost).floor().max(0.0) as usize
         } else {
             1
         };
@@ -359,11 +360,9 @@ impl Governor {
 
     fn release(&self, seq: u64) {
         let mut state = self.lock();
-        if state.outstanding.remove(&seq).is_some() {
-            state.in_flight = state.in_flight.saturating_sub(1);
-        }
+        state.outstanding.remove(&seq);
         Self::grant(&mut state);
-        if state.in_flight == 0 {
+        if state.in_flight() == 0 {
             // Idle: what the readings taught may no longer hold (a bucket that empties loses
             // the leak's credit). Start again from one request, whose reading is exact.
             state.slow_start = true;
@@ -373,14 +372,14 @@ impl Governor {
             }
         }
         // A slot handed straight to a waiter was never free.
-        let in_flight = state.in_flight;
+        let in_flight = state.in_flight();
         for slot in state.outstanding.values_mut() {
             slot.fewest = slot.fewest.min(in_flight);
         }
     }
 
     fn grant(state: &mut State) {
-        while state.in_flight < state.limit {
+        while state.in_flight() < state.limit {
             let Some(tx) = state.waiters.pop_front() else {
                 break;
             };
@@ -391,7 +390,6 @@ impl Governor {
             if tx.send((seq, start)).is_err() {
                 // Gave up just now: the slot is free again.
                 state.outstanding.remove(&seq);
-                state.in_flight -= 1;
             }
         }
     }
@@ -637,6 +635,6 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(g.lock().in_flight, 0);
+        assert_eq!(g.lock().in_flight(), 0);
     }
 }

@@ -48,35 +48,12 @@ pub struct ReconcileReport {
     pub failed: usize,
 }
 
-/// One batch of people, their tokens here, and what Canvas listed for each.
-struct Listed {
-    people: Vec<(i64, Login)>,
-    by_user: HashMap<i64, Vec<StoredToken>>,
-    listings: Vec<Result<Vec<Token>, CanvasError>>,
-}
-
 /// One person: their tokens here, and what Canvas listed.
-struct Seen1 {
+struct PersonListed {
     id: i64,
     login: Login,
     ours: Vec<StoredToken>,
     listing: Result<Vec<Token>, CanvasError>,
-}
-
-impl Listed {
-    fn of(seen: Vec<Seen1>) -> Self {
-        let mut listed = Listed {
-            people: Vec::with_capacity(seen.len()),
-            by_user: HashMap::new(),
-            listings: Vec::with_capacity(seen.len()),
-        };
-        for s in seen {
-            listed.people.push((s.id, s.login));
-            listed.by_user.insert(s.id, s.ours);
-            listed.listings.push(s.listing);
-        }
-        listed
-    }
 }
 
 /// Lists one person's tokens in Canvas.
@@ -85,10 +62,10 @@ async fn list_one(
     id: i64,
     login: Login,
     ours: Vec<StoredToken>,
-) -> Seen1 {
+) -> PersonListed {
     let user = UserRef::Id(CanvasUserId(id.unsigned_abs()));
     let listing = canvas.list_user_tokens(&user).await;
-    Seen1 {
+    PersonListed {
         id,
         login,
         ours,
@@ -111,7 +88,7 @@ impl App {
     pub async fn reconcile(&self) -> AppResult<ReconcileReport> {
         let canvas = &self.parts().canvas;
         let (found, mut heard) =
-            tokio::sync::mpsc::channel::<AppResult<Seen1>>(2 * PEOPLE_PER_BATCH as usize);
+            tokio::sync::mpsc::channel::<AppResult<PersonListed>>(2 * PEOPLE_PER_BATCH as usize);
         let lister = async move {
             let mut listing = futures::stream::FuturesOrdered::new();
             let mut waiting: std::collections::VecDeque<(i64, Login, Vec<StoredToken>)> =
@@ -152,16 +129,16 @@ impl App {
         };
         let recorder = async {
             let mut report = ReconcileReport::default();
-            let mut chunk: Vec<Seen1> = Vec::new();
+            let mut chunk: Vec<PersonListed> = Vec::new();
             while let Some(seen) = heard.recv().await {
                 chunk.push(seen?);
                 if chunk.len() >= PEOPLE_PER_BATCH as usize {
-                    self.record_listed(Listed::of(std::mem::take(&mut chunk)), &mut report)
+                    self.record_listed(std::mem::take(&mut chunk), &mut report)
                         .await?;
                 }
             }
             if !chunk.is_empty() {
-                self.record_listed(Listed::of(chunk), &mut report).await?;
+                self.record_listed(chunk, &mut report).await?;
             }
             Ok(report)
         };
@@ -191,24 +168,29 @@ impl App {
     }
 
     /// Compares a listed batch with what tokendesk holds, and records what changed.
-    async fn record_listed(&self, batch: Listed, report: &mut ReconcileReport) -> AppResult<()> {
-        let Listed {
-            people,
-            mut by_user,
-            listings,
-        } = batch;
+    async fn record_listed(
+        &self,
+        batch: Vec<PersonListed>,
+        report: &mut ReconcileReport,
+    ) -> AppResult<()> {
         let mut writes = Batch::default();
-        for ((user_id, login), listing) in people.iter().zip(listings) {
-            let ours = by_user.remove(user_id).unwrap_or_default();
-            match listing {
+        for person in batch {
+            match person.listing {
                 Ok(listed) => {
                     report.people += 1;
-                    self.compare(*user_id, login, &ours, &listed, &mut writes, report)
-                        .await;
+                    self.compare(
+                        person.id,
+                        &person.login,
+                        &person.ours,
+                        &listed,
+                        &mut writes,
+                        report,
+                    )
+                    .await;
                 }
                 Err(e) => {
                     report.failed += 1;
-                    tracing::warn!(canvas.user_id = user_id, error = %e, "reconcile: cannot list a person's tokens now");
+                    tracing::warn!(canvas.user_id = person.id, error = %e, "reconcile: cannot list a person's tokens now");
                 }
             }
         }

@@ -89,8 +89,14 @@ struct OpenGroup {
 /// A transaction done with its work, waiting for its group's commit.
 #[derive(Debug)]
 struct Member {
-    done: oneshot::Sender<Result<(), sqlx::Error>>,
+    tell: oneshot::Sender<Result<(), sqlx::Error>>,
     changed: Vec<i64>,
+    done: Done,
+}
+
+/// What a member brings to its group's commit besides what it changed.
+#[derive(Debug)]
+struct Done {
     erased: bool,
     events: Vec<LoggedEvent>,
 }
@@ -198,8 +204,13 @@ pub struct Tx {
 
 #[derive(Debug)]
 enum Inner {
-    /// PostgreSQL (and SQLite before the schema exists): a transaction of its own.
-    Alone(sqlx::Transaction<'static, sqlx::Any>),
+    /// PostgreSQL (and SQLite before the schema exists, holding the writer's turn): a
+    /// transaction of its own. Fields drop in order: the transaction (its rollback), then the
+    /// turn.
+    Alone(
+        sqlx::Transaction<'static, sqlx::Any>,
+        Option<OwnedMutexGuard<Group>>,
+    ),
     /// SQLite: a savepoint in its group's transaction, during its turn.
     Grouped(Turn),
 }
@@ -276,7 +287,7 @@ impl Tx {
             .execute(&mut *tx)
             .await?;
         Ok(Tx {
-            inner: Inner::Alone(tx),
+            inner: Inner::Alone(tx, None),
             capture: Capture::PostgresSetting,
             views,
             erased: false,
@@ -307,11 +318,10 @@ impl Tx {
                 let mut conn = writers.pool.acquire().await?;
                 if !arm_sqlite(&mut conn).await? {
                     // No schema yet (migrations): nothing to note, nothing to group.
-                    drop(turn);
                     let tx = sqlx::Transaction::begin(conn, Some("BEGIN IMMEDIATE".into_sql_str()))
                         .await?;
                     return Ok(Tx {
-                        inner: Inner::Alone(tx),
+                        inner: Inner::Alone(tx, Some(turn)),
                         capture: Capture::Nothing,
                         views,
                         erased: false,
@@ -371,7 +381,9 @@ impl Tx {
             events,
         } = self;
         match inner {
-            Inner::Alone(tx) => tokio::spawn(commit_alone(tx, capture, views, erased, events))
+            // No erasure happens outside a writer's turn (nothing to checkpoint: PostgreSQL, or
+            // SQLite before its schema).
+            Inner::Alone(tx, turn) => tokio::spawn(commit_alone(tx, turn, capture, views, events))
                 .await
                 .unwrap_or(Err(sqlx::Error::WorkerCrashed)),
             Inner::Grouped(mut member) => {
@@ -379,14 +391,9 @@ impl Tx {
                     return Err(sqlx::Error::WorkerCrashed);
                 };
                 let writers = member.writers.clone();
-                let member = Member {
-                    done: oneshot::channel().0,
-                    changed: Vec::new(),
-                    erased,
-                    events,
-                };
                 tokio::spawn(async move {
-                    commit_member(conn, turn, &writers, &views, capture, member).await
+                    let done = Done { erased, events };
+                    commit_member(conn, turn, &writers, &views, capture, done).await
                 })
                 .await
                 .unwrap_or(Err(sqlx::Error::WorkerCrashed))
@@ -396,7 +403,11 @@ impl Tx {
 
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
         match self.inner {
-            Inner::Alone(tx) => tx.rollback().await,
+            Inner::Alone(tx, turn) => {
+                let done = tx.rollback().await;
+                drop(turn);
+                done
+            }
             Inner::Grouped(mut member) => {
                 let Some((conn, turn)) = member.take() else {
                     return Ok(());
@@ -410,13 +421,13 @@ impl Tx {
     }
 }
 
-/// A transaction of its own: commits it, then forgets the views, checkpoints after an
-/// erasure, and logs the audit events.
+/// A transaction of its own: commits it, then forgets the views (before the turn, if it holds
+/// one, passes on), and logs the audit events.
 async fn commit_alone(
     mut tx: sqlx::Transaction<'static, sqlx::Any>,
+    turn: Option<OwnedMutexGuard<Group>>,
     capture: Capture,
     views: Arc<ViewCache>,
-    erased: bool,
     events: Vec<LoggedEvent>,
 ) -> Result<(), sqlx::Error> {
     let changed = match changed_requests(&mut tx, capture).await {
@@ -427,9 +438,7 @@ async fn commit_alone(
     let done = tx.commit().await;
     // Even a failed commit may have committed: forget the views either way.
     views.changed(&changed);
-    if erased {
-        tracing::debug!("a secret was erased outside a writer's turn");
-    }
+    drop(turn);
     if done.is_ok() {
         log_events(events);
     }
@@ -464,7 +473,7 @@ async fn commit_member(
     writers: &SqliteWriters,
     views: &Arc<ViewCache>,
     capture: Capture,
-    member: Member,
+    done: Done,
 ) -> Result<(), sqlx::Error> {
     let changed = match changed_requests(&mut conn, capture).await {
         Ok(changed) => changed,
@@ -482,14 +491,14 @@ async fn commit_member(
         let _ = undo_member(conn, turn, writers, views).await;
         return Err(e);
     }
-    let (done, result) = oneshot::channel();
+    let (tell, result) = oneshot::channel();
     let Some(group) = turn.open.as_mut() else {
         return Err(sqlx::Error::WorkerCrashed);
     };
     group.members.push(Member {
-        done,
+        tell,
         changed,
-        ..member
+        done,
     });
     group.since.get_or_insert_with(Instant::now);
     pass_or_finish(conn, turn, writers, views).await;
@@ -516,7 +525,7 @@ async fn undo_member(
         if let Some(group) = turn.open.take() {
             for m in group.members {
                 views.changed(&m.changed);
-                let _ = m.done.send(Err(replicate(&e)));
+                let _ = m.tell.send(Err(replicate(&e)));
             }
         }
         return Err(e);
@@ -568,7 +577,7 @@ async fn finish(
     for m in &group.members {
         views.changed(&m.changed);
     }
-    if done.is_ok() && group.members.iter().any(|m| m.erased) {
+    if done.is_ok() && group.members.iter().any(|m| m.done.erased) {
         // Still this writer's turn: nobody writes between the erasure and this.
         if let Err(e) = checkpoint(&writers.pool).await {
             tracing::warn!(error = %e, "cannot checkpoint the WAL after erasing a secret");
@@ -580,11 +589,11 @@ async fn finish(
     for m in group.members {
         match &done {
             Ok(()) => {
-                log_events(m.events);
-                let _ = m.done.send(Ok(()));
+                log_events(m.done.events);
+                let _ = m.tell.send(Ok(()));
             }
             Err(e) => {
-                let _ = m.done.send(Err(replicate(e)));
+                let _ = m.tell.send(Err(replicate(e)));
             }
         }
     }
@@ -651,7 +660,7 @@ impl std::ops::Deref for Tx {
 
     fn deref(&self) -> &AnyConnection {
         match &self.inner {
-            Inner::Alone(tx) => tx,
+            Inner::Alone(tx, _) => tx,
             Inner::Grouped(member) => match &member.conn {
                 Some(conn) => conn,
                 // The connection leaves a member only in `commit`, `rollback` and `drop`, which
@@ -665,7 +674,7 @@ impl std::ops::Deref for Tx {
 impl std::ops::DerefMut for Tx {
     fn deref_mut(&mut self) -> &mut AnyConnection {
         match &mut self.inner {
-            Inner::Alone(tx) => tx,
+            Inner::Alone(tx, _) => tx,
             Inner::Grouped(member) => match &mut member.conn {
                 Some(conn) => conn,
                 None => unreachable!("a transaction's connection used after it ended"),
