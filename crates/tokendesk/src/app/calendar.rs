@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use super::{App, AppResult, Ctx};
 use crate::domain::request::{self, Request, RequestState};
 use crate::domain::{Actor, AuditRecord, Login};
-use crate::store::{self, RequestFilter, StoreError};
+use crate::store::{self, RequestFilter, StoreError, Whose};
 
 /// A feed secret: 32 random bytes, base64url without padding.
 const SECRET_LEN: usize = 43;
@@ -81,16 +81,13 @@ impl App {
         let Some(owner) = store::calendar_owner(&mut conn, secret).await? else {
             return Ok(None);
         };
-        let filter = RequestFilter {
-            requester: Some(owner.clone()),
-            state: None,
-            oldest_first: true,
-            limit: 1000,
-        };
+        // Newest first: live tokens are among a person's latest requests.
+        let filter = RequestFilter::of(Whose::Person(owner.clone()), 1000);
         let requests = store::list_requests(&mut conn, &filter).await?;
         drop(conn);
         let live: Vec<&Request> = requests
             .iter()
+            .rev()
             .filter(|r| r.state.holds_token() || r.state == RequestState::Approved)
             .collect();
         Ok(Some(self.ics(&owner, &live)))

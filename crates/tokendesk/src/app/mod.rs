@@ -33,7 +33,9 @@ pub use incidents::{ReportOutcome, RevokePreview};
 pub use lifecycle::ActivationCheck;
 pub use reads::{AUDIT_LIST, AuditQuery, MAILBOX_LIST};
 pub use reconcile::ReconcileReport;
-pub use reports::{Chart, Column, Drawing, ReportData, ReportRow, Unit, format_value};
+pub use reports::{
+    Chart, Column, Drawing, REPORT_FRESH, ReportData, ReportRow, Unit, format_value,
+};
 pub use requests::{REQUEST_LIST, RequestQuery, RequestView};
 pub use sessions::{
     KEY_PREFIX, KEY_ROLES, KeyRefusal, LiveSession, NewKey, OIDC_FLOW_SECS, SessionKind,
@@ -45,6 +47,7 @@ pub use setup::{
 };
 pub use sweep::SweepReport;
 pub use tokens::TokenPageView;
+pub use tokens::{TOKEN_LIST, TokenQuery};
 pub use work::{MAX_ATTEMPTS, WorkError, backoff};
 
 use crate::delivery::email::SmtpSender;
@@ -185,6 +188,8 @@ struct Inner {
     wake: tokio::sync::Notify,
     /// How many refusals of each person the audit trail has recorded lately.
     refusals: crate::limits::RateLimiter,
+    /// Reports read lately (each is computed at most once a minute).
+    reports: reports::ReportCache,
 }
 
 /// The audit trail records so many refusals of one person (such as opening somebody else's
@@ -274,6 +279,7 @@ impl App {
             instance,
             wake: tokio::sync::Notify::new(),
             refusals: crate::limits::RateLimiter::default(),
+            reports: reports::ReportCache::default(),
         }))
     }
 

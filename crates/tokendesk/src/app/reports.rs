@@ -5,6 +5,8 @@
 //! [`Chart`] is the one list of reports: the page, its routes (`/reports/{slug}.csv`, and
 //! `.svg` for those drawn) and the tests are derived from it.
 
+use std::collections::HashMap;
+
 use sqlx::AnyConnection;
 use time::{Date, Duration, OffsetDateTime};
 
@@ -715,21 +717,52 @@ impl App {
     pub async fn report(&self, actor: &Actor, chart: Chart) -> AppResult<ReportData> {
         Self::require_reader(actor)?;
         let now = self.now();
-        let mut conn = self.read().await?;
-        build(&mut conn, chart, now).await
+        let mut cache = self.0.reports.charts.lock().await;
+        self.cached_report(&mut cache, chart, now).await
     }
 
     /// Every report ([`Chart::ALL`]), all as of the same instant: auditors and admins.
     pub async fn reports(&self, actor: &Actor) -> AppResult<Vec<ReportData>> {
         Self::require_reader(actor)?;
         let now = self.now();
-        let mut conn = self.read().await?;
+        let mut cache = self.0.reports.charts.lock().await;
         let mut all = Vec::with_capacity(Chart::ALL.len());
         for chart in Chart::ALL {
-            all.push(build(&mut conn, chart, now).await?);
+            all.push(self.cached_report(&mut cache, chart, now).await?);
         }
         Ok(all)
     }
+
+    /// `chart` as last computed, if that was less than [`REPORT_FRESH`] ago (by the app's
+    /// clock and by the real one); otherwise computed now and kept. The cache's lock is held
+    /// meanwhile, so one computation serves everyone who asked at the same time.
+    async fn cached_report(
+        &self,
+        cache: &mut HashMap<Chart, (std::time::Instant, ReportData)>,
+        chart: Chart,
+        now: OffsetDateTime,
+    ) -> AppResult<ReportData> {
+        if let Some((computed, data)) = cache.get(&chart)
+            && computed.elapsed() < REPORT_FRESH
+            && (now - data.as_of).abs() < REPORT_FRESH
+        {
+            return Ok(data.clone());
+        }
+        let mut conn = self.read().await?;
+        let data = build(&mut conn, chart, now).await?;
+        cache.insert(chart, (std::time::Instant::now(), data.clone()));
+        Ok(data)
+    }
+}
+
+/// How long a report is shown as computed: its numbers are at most this old (the page says when
+/// they were read). Over a large history each takes tens to hundreds of milliseconds to count.
+pub const REPORT_FRESH: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Reports read lately, by chart, with when they were computed.
+#[derive(Default)]
+pub(super) struct ReportCache {
+    charts: tokio::sync::Mutex<HashMap<Chart, (std::time::Instant, ReportData)>>,
 }
 
 #[cfg(test)]

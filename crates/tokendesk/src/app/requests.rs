@@ -5,8 +5,8 @@ use time::Date;
 use super::{App, AppResult, Ctx};
 use crate::domain::envelope::Envelope;
 use crate::domain::request::{self, RawNewRequest, Request, RequestState, parse_date};
-use crate::domain::{Actor, DomainError, RequestId};
-use crate::store::{self, Person, RequestFilter, StoreError, StoredToken};
+use crate::domain::{Actor, DomainError, FieldError, RequestId};
+use crate::store::{self, Person, RequestFilter, StoreError, StoredToken, Whose};
 
 /// A request with what was issued for it.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,13 +16,19 @@ pub struct RequestView {
     pub envelope: Option<Envelope>,
 }
 
-/// What a list of requests may be narrowed to.
+/// What a list of requests may be narrowed to. By default it is the viewer's own requests:
+/// someone else's are asked for by `requester`, everyone's by `everyone`.
 #[derive(Debug, Clone, Default)]
 pub struct RequestQuery {
     pub state: Option<String>,
     pub requester: Option<String>,
+    /// Everyone's requests when no requester is named (approvers and the help desk; for
+    /// anyone else the list stays their own).
+    pub everyone: bool,
     /// The approvers' queue is oldest first.
     pub oldest_first: bool,
+    /// The page after this request (its id, from the previous page's last row).
+    pub after: Option<i64>,
     pub limit: Option<i64>,
 }
 
@@ -167,32 +173,66 @@ impl App {
         })
     }
 
-    /// Requests: one's own; approvers and the help desk may filter by state and requester.
+    /// Requests: one's own; approvers and the help desk may ask for anyone's, or everyone's,
+    /// and filter by state. A page at a time: `after` continues after a request of the last.
     pub async fn requests(&self, actor: &Actor, query: &RequestQuery) -> AppResult<Vec<Request>> {
+        let mut errors = Vec::new();
         let state = match query.state.as_deref().filter(|s| !s.is_empty()) {
-            Some(s) => Some(
-                s.parse::<RequestState>()
-                    .map_err(|e| DomainError::Invalid(vec![e]))?,
-            ),
+            Some(s) => s.parse::<RequestState>().map_err(|e| errors.push(e)).ok(),
             None => None,
         };
-        let requester = super::whose(
+        let may_see_others = actor.roles.can_look_up_people();
+        let whose = match super::whose(
             actor,
             "requester",
             query.requester.as_deref(),
-            actor.roles.can_look_up_people(),
+            may_see_others,
             "only approvers and the help desk can list other people's requests",
-        )?;
+        )? {
+            Some(login) => Whose::Person(login),
+            None if query.everyone && may_see_others => Whose::Everyone,
+            None => Whose::Person(actor.login.clone()),
+        };
+        let limit = REQUEST_LIST
+            .check(query.limit)
+            .map_err(|e| errors.push(e))
+            .unwrap_or_default();
+        let mut conn = self.read().await?;
+        let after = match query.after {
+            None => None,
+            Some(id) => {
+                let found = store::get_request(&mut conn, RequestId(id))
+                    .await?
+                    .filter(|r| request::visible_to(r, actor));
+                if found.is_none() {
+                    errors.push(FieldError::new(
+                        "after",
+                        "unknown",
+                        format!(
+                            "after must be the id of a request in the list (there is no request {id} to continue after): use the previous page's last id"
+                        ),
+                    ));
+                }
+                found.as_ref().map(store::RequestPosition::from)
+            }
+        };
+        if !errors.is_empty() {
+            return Err(DomainError::Invalid(errors).into());
+        }
         let filter = RequestFilter {
-            requester,
+            whose,
             state,
             oldest_first: query.oldest_first,
-            limit: REQUEST_LIST
-                .check(query.limit)
-                .map_err(|e| DomainError::Invalid(vec![e]))?,
+            after,
+            limit,
         };
-        let mut conn = self.read().await?;
         Ok(store::list_requests(&mut conn, &filter).await?)
+    }
+
+    /// What `actor` holds now: open requests and live tokens, counted by the database.
+    pub async fn holdings(&self, actor: &Actor) -> AppResult<request::Holdings> {
+        let mut conn = self.read().await?;
+        Ok(store::holdings(&mut conn, &actor.login).await?)
     }
 
     /// An approver approves; `expires_on` (YYYY-MM-DD) may shorten the requested expiry.

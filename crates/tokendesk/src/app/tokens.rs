@@ -5,22 +5,62 @@ use tokendesk_canvas::{CanvasError, CanvasTokenId, CanvasUserId, TokenRef, UserR
 use super::{App, AppResult, Ctx};
 use crate::domain::envelope::EnvelopeState;
 use crate::domain::request::{self, Request};
-use crate::domain::{Actor, DomainError, TokenId};
+use crate::domain::{Actor, DomainError, FieldError, TokenId};
 use crate::store::{self, StoredToken, TokenState};
 
+/// What a list of tokens may be narrowed to: by default the viewer's own.
+#[derive(Debug, Clone, Default)]
+pub struct TokenQuery {
+    pub owner: Option<String>,
+    /// The page after this token (its id, from the previous page's last row).
+    pub after: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+impl TokenQuery {
+    /// The first page of `owner`'s tokens.
+    pub fn of(owner: &str) -> TokenQuery {
+        TokenQuery {
+            owner: Some(owner.to_owned()),
+            ..TokenQuery::default()
+        }
+    }
+}
+
+/// `GET /api/v1/tokens`: how many tokens a list answers with.
+pub const TOKEN_LIST: crate::domain::ListSize = crate::domain::ListSize {
+    default: 500,
+    max: 1000,
+};
+
 impl App {
-    /// Tokens: one's own; the help desk and approvers may ask for anyone's (`owner`).
-    pub async fn tokens(&self, actor: &Actor, owner: Option<&str>) -> AppResult<Vec<StoredToken>> {
+    /// Tokens, newest first: one's own; the help desk and approvers may ask for anyone's
+    /// (`owner`). A page at a time: `after` continues after a token of the last.
+    pub async fn tokens(&self, actor: &Actor, query: &TokenQuery) -> AppResult<Vec<StoredToken>> {
         let owner = super::whose(
             actor,
             "owner",
-            owner,
+            query.owner.as_deref(),
             actor.roles.can_look_up_people(),
             "only the help desk and approvers can list other people's tokens",
         )?
         .unwrap_or_else(|| actor.login.clone());
+        let limit = TOKEN_LIST
+            .check(query.limit)
+            .map_err(|e| DomainError::Invalid(vec![e]))?;
+        let after = match query.after {
+            Some(id) if id < 1 => {
+                return Err(DomainError::Invalid(vec![FieldError::new(
+                    "after",
+                    "out_of_range",
+                    format!("after must be a token id, 1 or more (not {id}): use the previous page's last id"),
+                )])
+                .into());
+            }
+            other => other.map(TokenId),
+        };
         let mut conn = self.read().await?;
-        Ok(store::list_tokens(&mut conn, Some(&owner), 500).await?)
+        Ok(store::list_tokens(&mut conn, &owner, after, limit).await?)
     }
 
     /// One token with its request, if the actor may see it.

@@ -9,7 +9,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use time::OffsetDateTime;
 
-use super::sql::{from_ts, ts};
+use super::sql::{Conditions, ListQuery, from_ts, ts};
 use super::{Backend, StoreError, StoreResult};
 use crate::domain::AuditRecord;
 
@@ -182,27 +182,44 @@ pub struct AuditFilter {
     pub limit: i64,
 }
 
+/// The query [`list_audit`] runs, served by the primary key (`seq`) or by `audit_by_actor`,
+/// `audit_by_action`, `audit_by_target` or `audit_by_at`.
+pub fn audit_query(filter: &AuditFilter) -> ListQuery {
+    let mut q = Conditions::default();
+    // Always a range of the key (from 0 at first): the pages continue by it.
+    let p = q.arg(filter.after_seq.max(0));
+    q.and(format!("seq > {p}"));
+    if let Some(actor) = &filter.actor {
+        q.equals("actor", actor.as_str());
+    }
+    if let Some(action) = &filter.action {
+        q.equals("action", action.as_str());
+    }
+    if let Some(target) = &filter.target {
+        q.equals("target", target.as_str());
+    }
+    if let Some(since) = filter.since {
+        let p = q.arg(ts(since));
+        q.and(format!("at >= {p}"));
+    }
+    if let Some(until) = filter.until {
+        let p = q.arg(ts(until));
+        q.and(format!("at < {p}"));
+    }
+    let limit = q.arg(if filter.limit > 0 { filter.limit } else { 1000 });
+    q.build(
+        "SELECT seq, at, actor, action, target, outcome, client_addr, details, prev_hash, hash \
+         FROM audit_events",
+        &format!("ORDER BY seq LIMIT {limit}"),
+    )
+}
+
 /// Events in order, oldest first.
 pub async fn list_audit(
     conn: &mut AnyConnection,
     filter: &AuditFilter,
 ) -> StoreResult<Vec<AuditEvent>> {
-    let rows = sqlx::query(
-        "SELECT seq, at, actor, action, target, outcome, client_addr, details, prev_hash, hash \
-         FROM audit_events WHERE seq > $1 \
-           AND ($2 IS NULL OR actor = $2) AND ($3 IS NULL OR action = $3) \
-           AND ($4 IS NULL OR target = $4) AND ($5 IS NULL OR at >= $5) AND ($6 IS NULL OR at < $6) \
-         ORDER BY seq LIMIT $7",
-    )
-    .bind(filter.after_seq)
-    .bind(filter.actor.as_deref())
-    .bind(filter.action.as_deref())
-    .bind(filter.target.as_deref())
-    .bind(filter.since.map(ts))
-    .bind(filter.until.map(ts))
-    .bind(if filter.limit > 0 { filter.limit } else { 1000 })
-    .fetch_all(conn)
-    .await?;
+    let rows = audit_query(filter).fetch_all(conn).await?;
     rows.iter().map(event).collect()
 }
 

@@ -10,7 +10,7 @@ use time::{Date, OffsetDateTime};
 use super::envelopes::{ENVELOPE_VIEW_COLUMNS, envelope_in};
 use super::people::login;
 use super::requests::{REQUEST_COLUMNS, request_row};
-use super::sql::{from_ts, names_in, select_list, ts};
+use super::sql::{Conditions, ListQuery, from_ts, names_in, select_list, ts};
 use super::tokens::{StoredToken, TOKEN_COLUMNS, token_in};
 use super::{StoreResult, Tx};
 use crate::domain::envelope::Envelope;
@@ -370,19 +370,23 @@ pub async fn replaceable(
         .collect()
 }
 
-static RENEWALS_OF: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT {REQUEST_COLUMNS} FROM requests WHERE renews = $1 AND state IN ({}) ORDER BY id",
+/// The query [`renewals_of`] runs (a token's page), served by `requests_renewing`.
+pub fn renewals_query(id: RequestId) -> ListQuery {
+    let mut q = Conditions::default();
+    q.equals("renews", id.0);
+    q.and(format!(
+        "state IN ({})",
         names_in::<RequestState>(|s| s.is_open() || s.holds_token())
+    ));
+    q.build(
+        &format!("SELECT {REQUEST_COLUMNS} FROM requests"),
+        "ORDER BY id",
     )
-});
+}
 
 /// The renewals of a request that are waiting or hold a token.
 pub async fn renewals_of(conn: &mut AnyConnection, id: RequestId) -> StoreResult<Vec<Request>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(RENEWALS_OF.as_str()))
-        .bind(id.0)
-        .fetch_all(conn)
-        .await?;
+    let rows = renewals_query(id).fetch_all(conn).await?;
     rows.iter().map(request_row).collect()
 }
 

@@ -30,8 +30,8 @@ use sqlx::{AnyPool, ConnectOptions, Connection as _, Executor};
 
 pub(crate) use audit::csv_cell;
 pub use audit::{
-    AuditEvent, AuditFilter, ChainBreak, append_audit, audit_hash_at, audit_head, list_audit,
-    verify_chain,
+    AuditEvent, AuditFilter, ChainBreak, append_audit, audit_hash_at, audit_head, audit_query,
+    list_audit, verify_chain,
 };
 pub use copy::{CopyError, CopyProgress, CopyReport, TableCopy, copied_tables, copy_database};
 pub use envelopes::{
@@ -45,8 +45,8 @@ pub use incidents::{
 pub use lifecycle::{
     Orphan, SeenOrphan, WithToken, calendar_owner, calendar_secret, delete_orphan, drop_calendar,
     expiring_by, forget_orphans_except, get_orphan, list_orphans, note_once, noticed_at,
-    pending_deliveries, renewal_chain, renewals_of, replaceable, saw_orphan, set_calendar,
-    submitted_since, unused_since,
+    pending_deliveries, renewal_chain, renewals_of, renewals_query, replaceable, saw_orphan,
+    set_calendar, submitted_since, unused_since,
 };
 pub use migrate::{AppliedMigration, SchemaStatus};
 pub use people::{Person, people_in_canvas, person, search_people, upsert_person};
@@ -54,15 +54,15 @@ pub use periodic::{PeriodicRun, claim_period, periodic_run};
 pub use queue::{
     ClaimedEmail, ClaimedJob, JobKind, MailboxMessage, QueuedEmail, claim_email, claim_job,
     claim_job_by, email_done, email_retry, email_seal, enqueue_email, enqueue_job, job_done,
-    job_retry, mailbox,
+    job_retry, mailbox, mailbox_query,
 };
 pub use reports::{
     Span, activations_in, approvals_in, live_tokens_at, purposes_in, requests_made_in,
     tokens_expiring_in, unopened_links_in,
 };
 pub use requests::{
-    RequestFilter, expiring_requests, get_request, holdings, insert_request, list_requests,
-    update_request,
+    RequestFilter, RequestPosition, Whose, expiring_requests, get_request, holdings,
+    insert_request, list_requests, requests_query, update_request,
 };
 pub use sessions::{
     NewSession, OidcFlow, StoredKey, StoredSession, end_session_by_hash, end_session_of,
@@ -70,11 +70,12 @@ pub use sessions::{
     live_sessions_of, purge_sessions, revoke_key, session_by_hash, take_flow, touch_key,
     touch_session,
 };
+pub use sql::{Arg, ListQuery, query_plan};
 pub use stats::{QueueStats, Stats, stats};
 pub use tokens::{
     StoredToken, due_activation_checks, get_token, insert_token, list_tokens, move_token,
     record_canvas_view, schedule_check, set_token_expiry, set_token_hint, set_token_state,
-    token_for_request, tokens_of_canvas_users,
+    token_for_request, tokens_of_canvas_users, tokens_query,
 };
 use tx::SqliteWriters;
 pub use tx::{LoggedEvent, Tx};

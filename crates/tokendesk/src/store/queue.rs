@@ -6,7 +6,7 @@
 use sqlx::{AnyConnection, Row};
 use time::{Duration, OffsetDateTime};
 
-use super::sql::{from_ts, state, ts};
+use super::sql::{Conditions, ListQuery, from_ts, state, ts};
 use super::{Backend, Store, StoreResult};
 use crate::delivery::email::OutgoingEmail;
 use crate::domain::{EmailKind, Login, RequestId, StateSet};
@@ -461,21 +461,28 @@ pub struct MailboxMessage {
     pub sent_at: OffsetDateTime,
 }
 
+/// The query [`mailbox`] runs: sent messages, newest first (one login's from
+/// `emails_by_login`).
+pub fn mailbox_query(to_login: Option<&Login>, limit: i64) -> ListQuery {
+    let mut q = Conditions::default();
+    q.equals("state", Queue::Emails.state(QueueState::Finished));
+    if let Some(login) = to_login {
+        q.equals("to_login", login.as_str());
+    }
+    let limit = q.arg(limit);
+    q.build(
+        "SELECT id, to_addr, to_login, subject, body_text, body_html, sent_at FROM emails",
+        &format!("ORDER BY sent_at DESC, id DESC LIMIT {limit}"),
+    )
+}
+
 /// Sent messages, newest first, optionally for one login.
 pub async fn mailbox(
     conn: &mut AnyConnection,
     to_login: Option<&Login>,
     limit: i64,
 ) -> StoreResult<Vec<MailboxMessage>> {
-    let rows = sqlx::query(
-        "SELECT id, to_addr, to_login, subject, body_text, body_html, sent_at FROM emails \
-         WHERE state = $3 AND ($1 IS NULL OR to_login = $1) ORDER BY sent_at DESC, id DESC LIMIT $2",
-    )
-    .bind(to_login.map(Login::as_str))
-    .bind(limit)
-    .bind(Queue::Emails.state(QueueState::Finished))
-    .fetch_all(conn)
-    .await?;
+    let rows = mailbox_query(to_login, limit).fetch_all(conn).await?;
     rows.iter()
         .map(|r| {
             Ok(MailboxMessage {

@@ -7,7 +7,7 @@ use sqlx::{AnyConnection, Row};
 use time::{Date, OffsetDateTime};
 
 use super::people::login;
-use super::sql::{from_ts, names_in, one_row, state, ts};
+use super::sql::{Conditions, ListQuery, from_ts, names_in, one_row, state, ts};
 use super::{StoreError, StoreResult, Tx};
 use crate::domain::request::{Holdings, NewRequest, Request, RequestState, parse_date};
 use crate::domain::{Login, RequestId};
@@ -119,32 +119,87 @@ pub async fn holdings(conn: &mut AnyConnection, login: &Login) -> StoreResult<Ho
     })
 }
 
+/// Whose requests a list holds. There is no default: everyone's is asked for by name, never
+/// by leaving a requester out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Whose {
+    Person(Login),
+    Everyone,
+}
+
+/// Where a list continues: after this request, in the list's order (creation time, then id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestPosition {
+    pub created_at: OffsetDateTime,
+    pub id: RequestId,
+}
+
+impl From<&Request> for RequestPosition {
+    fn from(r: &Request) -> RequestPosition {
+        RequestPosition {
+            created_at: r.created_at,
+            id: r.id,
+        }
+    }
+}
+
 /// Filters for request lists.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RequestFilter {
-    pub requester: Option<Login>,
+    pub whose: Whose,
     pub state: Option<RequestState>,
     /// Oldest first (the approvers' queue) instead of newest first.
     pub oldest_first: bool,
+    /// The page after this request (keyset paging).
+    pub after: Option<RequestPosition>,
     pub limit: i64,
+}
+
+impl RequestFilter {
+    /// The first `limit` of `whose` requests, newest first.
+    pub fn of(whose: Whose, limit: i64) -> RequestFilter {
+        RequestFilter {
+            whose,
+            state: None,
+            oldest_first: false,
+            after: None,
+            limit,
+        }
+    }
+}
+
+/// The query [`list_requests`] runs: served by `requests_by_requester` or `requests_by_state`
+/// (or, for everyone's in any state, `requests_by_created`).
+pub fn requests_query(filter: &RequestFilter) -> ListQuery {
+    let mut q = Conditions::default();
+    if let Whose::Person(login) = &filter.whose {
+        q.equals("requester", login.as_str());
+    }
+    if let Some(state) = filter.state {
+        q.equals("state", state.as_str());
+    }
+    let (order, beyond) = if filter.oldest_first {
+        ("ASC", ">")
+    } else {
+        ("DESC", "<")
+    };
+    if let Some(at) = filter.after {
+        let created = q.arg(ts(at.created_at));
+        let id = q.arg(at.id.0);
+        q.and(format!("(created_at, id) {beyond} ({created}, {id})"));
+    }
+    let limit = q.arg(if filter.limit > 0 { filter.limit } else { 100 });
+    q.build(
+        &format!("SELECT {REQUEST_COLUMNS} FROM requests"),
+        &format!("ORDER BY created_at {order}, id {order} LIMIT {limit}"),
+    )
 }
 
 pub async fn list_requests(
     conn: &mut AnyConnection,
     filter: &RequestFilter,
 ) -> StoreResult<Vec<Request>> {
-    let order = if filter.oldest_first { "ASC" } else { "DESC" };
-    let sql = format!(
-        "SELECT {REQUEST_COLUMNS} FROM requests \
-         WHERE ($1 IS NULL OR requester = $1) AND ($2 IS NULL OR state = $2) \
-         ORDER BY created_at {order}, id {order} LIMIT $3"
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(filter.requester.as_ref().map(Login::as_str))
-        .bind(filter.state.map(RequestState::as_str))
-        .bind(if filter.limit > 0 { filter.limit } else { 100 })
-        .fetch_all(conn)
-        .await?;
+    let rows = requests_query(filter).fetch_all(conn).await?;
     rows.iter().map(request_row).collect()
 }
 

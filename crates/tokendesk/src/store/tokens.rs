@@ -7,7 +7,7 @@ use sqlx::{AnyConnection, Row};
 use time::OffsetDateTime;
 
 use super::people::login;
-use super::sql::{from_ts, names_in, state, ts};
+use super::sql::{Conditions, ListQuery, from_ts, names_in, state, ts};
 use super::{StoreResult, Tx};
 use crate::domain::request::RequestState;
 use crate::domain::{Login, RequestId, TokenId, TokenState};
@@ -132,19 +132,29 @@ pub async fn token_for_request(
     row.map(|r| token_row(&r)).transpose()
 }
 
+/// The query [`list_tokens`] runs: one owner's tokens, newest first, after `after` (keyset
+/// paging), served by `tokens_by_owner`.
+pub fn tokens_query(owner: &Login, after: Option<TokenId>, limit: i64) -> ListQuery {
+    let mut q = Conditions::default();
+    q.equals("owner", owner.as_str());
+    if let Some(after) = after {
+        let p = q.arg(after.0);
+        q.and(format!("id < {p}"));
+    }
+    let limit = q.arg(limit);
+    q.build(
+        &format!("SELECT {TOKEN_COLUMNS} FROM tokens"),
+        &format!("ORDER BY id DESC LIMIT {limit}"),
+    )
+}
+
 pub async fn list_tokens(
     conn: &mut AnyConnection,
-    owner: Option<&Login>,
+    owner: &Login,
+    after: Option<TokenId>,
     limit: i64,
 ) -> StoreResult<Vec<StoredToken>> {
-    let sql = format!(
-        "SELECT {TOKEN_COLUMNS} FROM tokens WHERE ($1 IS NULL OR owner = $1) ORDER BY id DESC LIMIT $2"
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(owner.map(Login::as_str))
-        .bind(limit)
-        .fetch_all(conn)
-        .await?;
+    let rows = tokens_query(owner, after, limit).fetch_all(conn).await?;
     rows.iter().map(token_row).collect()
 }
 

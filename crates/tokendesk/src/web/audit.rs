@@ -1,7 +1,6 @@
 //! `/api/v1/audit`: the audit trail, for auditors and admins.
 
-use axum::Json;
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use serde::Deserialize;
 
 use utoipa::IntoParams;
@@ -11,7 +10,7 @@ use utoipa_axum::routes;
 use super::WebState;
 use super::auth::SignedIn;
 use super::error::ApiResult;
-use super::extract::{QueryParams, int_param};
+use super::extract::{Paged, QueryParams, int_param};
 use super::openapi::{Always, Checked, Query, Refusable};
 use crate::app::AuditQuery;
 use crate::store::AuditEvent;
@@ -52,15 +51,17 @@ const _: () = assert!(crate::app::AUDIT_LIST.max == 5000);
     operation_id = "listAudit",
     params(AuditParams),
     responses(
-        (status = 200, description = "The events", body = Vec<AuditEvent>),
+        (status = 200, description = "The events", body = Vec<AuditEvent>,
+            headers(("Link" = String, description = "`<address>; rel=\"next\"` when the page is full"))),
         Always, Query, Refusable, Checked,
     ),
 )]
 async fn list(
     State(state): State<WebState>,
     SignedIn { actor, .. }: SignedIn,
+    OriginalUri(uri): OriginalUri,
     QueryParams(q): QueryParams<AuditParams>,
-) -> ApiResult<Json<Vec<AuditEvent>>> {
+) -> ApiResult<Paged<AuditEvent>> {
     let query = AuditQuery {
         actor: q.actor,
         action: q.action,
@@ -70,5 +71,13 @@ async fn list(
         after_seq: int_param("after_seq", q.after_seq.as_deref())?,
         limit: int_param("limit", q.limit.as_deref())?,
     };
-    Ok(Json(state.app.audit_events(&actor, &query).await?))
+    let events = state.app.audit_events(&actor, &query).await?;
+    let limit = query.limit.unwrap_or(crate::app::AUDIT_LIST.default);
+    Ok(Paged::new(
+        &uri,
+        events,
+        limit,
+        "after_seq",
+        |e: &AuditEvent| e.seq,
+    ))
 }

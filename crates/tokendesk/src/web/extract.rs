@@ -219,3 +219,57 @@ pub fn bool_param(field: &'static str, raw: Option<&str>) -> Result<bool, ApiErr
 #[serde(deny_unknown_fields)]
 #[schema(as = Empty)]
 pub struct NoFields {}
+
+/// A page of a list: its items as the JSON array, and, when the page is full (there may be
+/// more), a `Link: <PATH?…&after=LAST>; rel="next"` header, as Canvas pages its own lists
+/// (keyset paging: `after` is the last item's id or sequence number).
+pub struct Paged<T> {
+    items: Vec<T>,
+    next: Option<String>,
+}
+
+impl<T: serde::Serialize> Paged<T> {
+    /// `items` answered to `uri` (the original one, with the API prefix) with this `limit`
+    /// (as asked, or the list's default); the next page is asked with parameter `after` set
+    /// to `key` of the last item.
+    pub fn new(
+        uri: &axum::http::Uri,
+        items: Vec<T>,
+        limit: i64,
+        after: &str,
+        key: impl Fn(&T) -> i64,
+    ) -> Paged<T> {
+        let next = match items.last() {
+            Some(last) if items.len() as i64 >= limit => Some(next_page(uri, after, key(last))),
+            _ => None,
+        };
+        Paged { items, next }
+    }
+}
+
+/// `uri` with its parameter `name` (if any) replaced by `name=value`.
+pub fn next_page(uri: &axum::http::Uri, name: &str, value: i64) -> String {
+    let kept = url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+        .filter(|(k, _)| k != name)
+        .collect::<Vec<_>>();
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in &kept {
+        query.append_pair(k, v);
+    }
+    query.append_pair(name, &value.to_string());
+    format!("{}?{}", uri.path(), query.finish())
+}
+
+impl<T: serde::Serialize> axum::response::IntoResponse for Paged<T> {
+    fn into_response(self) -> axum::response::Response {
+        let mut response = axum::Json(self.items).into_response();
+        if let Some(next) = self.next
+            && let Ok(value) = axum::http::HeaderValue::try_from(format!("<{next}>; rel=\"next\""))
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::LINK, value);
+        }
+        response
+    }
+}

@@ -1,7 +1,7 @@
 //! `/api/v1/requests`: ask for a token, read requests, and decide on them.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::http::header::LOCATION;
 use axum::response::{IntoResponse, Response};
@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 
 use super::auth::SignedIn;
 use super::error::ApiResult;
-use super::extract::{IdPath, JsonBody, NoFields, QueryParams, bool_param, int_param};
+use super::extract::{IdPath, JsonBody, NoFields, Paged, QueryParams, bool_param, int_param};
 use super::openapi::{
     Always, Body, Checked, Conflicting, InCanvas, Limited, Named, Query, Refusable,
 };
@@ -181,17 +181,23 @@ pub struct ListQuery {
     /// Oldest first (the approvers' queue) instead of newest first.
     #[param(value_type = Option<bool>)]
     queue: Option<String>,
-    /// At most this many.
+    /// At most this many (default 200).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+    /// The page after this request: the last id of the previous page (the `Link` header's
+    /// `rel="next"` address carries it).
+    #[param(value_type = Option<i64>, minimum = 1)]
+    after: Option<String>,
 }
 
 // The schema says what the app checks.
-const _: () = assert!(crate::app::REQUEST_LIST.max == 1000);
+const _: () =
+    assert!(crate::app::REQUEST_LIST.max == 1000 && crate::app::REQUEST_LIST.default == 200);
 
 /// List requests: the caller's own; approvers and the help desk see everyone's (or one
 /// person's, with `requester`). Newest first, or oldest first with `queue=true`. List items
-/// carry no `token_id` or `envelope_id`: read one request for those.
+/// carry no `token_id` or `envelope_id`: read one request for those. A full page has a
+/// `Link: <…>; rel="next"` header with the address of the next one.
 #[utoipa::path(
     get,
     path = "/requests",
@@ -199,23 +205,36 @@ const _: () = assert!(crate::app::REQUEST_LIST.max == 1000);
     operation_id = "listRequests",
     params(ListQuery),
     responses(
-        (status = 200, description = "The requests", body = Vec<RequestJson>),
+        (status = 200, description = "The requests", body = Vec<RequestJson>,
+            headers(("Link" = String, description = "`<address>; rel=\"next\"` when the page is full"))),
         Always, Query, Refusable, Checked,
     ),
 )]
 async fn list(
     State(state): State<WebState>,
     SignedIn { actor, .. }: SignedIn,
+    OriginalUri(uri): OriginalUri,
     QueryParams(q): QueryParams<ListQuery>,
-) -> ApiResult<Json<Vec<RequestJson>>> {
+) -> ApiResult<Paged<RequestJson>> {
     let query = RequestQuery {
         state: q.state,
+        // Without a requester, an approver's or the help desk's list is everyone's.
+        everyone: q.requester.is_none(),
         requester: q.requester,
         oldest_first: bool_param("queue", q.queue.as_deref())?,
+        after: int_param("after", q.after.as_deref())?,
         limit: int_param("limit", q.limit.as_deref())?,
     };
     let requests = state.app.requests(&actor, &query).await?;
-    Ok(Json(requests.into_iter().map(RequestJson::from).collect()))
+    let limit = query.limit.unwrap_or(crate::app::REQUEST_LIST.default);
+    let items = requests.into_iter().map(RequestJson::from).collect();
+    Ok(Paged::new(
+        &uri,
+        items,
+        limit,
+        "after",
+        |r: &RequestJson| r.id,
+    ))
 }
 
 /// One request, with its token and delivery envelope once issued.

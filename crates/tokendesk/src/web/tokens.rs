@@ -1,7 +1,7 @@
 //! `/api/v1/tokens`: the tokens tokendesk created in Canvas, and revoking one.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -11,12 +11,13 @@ use utoipa_axum::routes;
 
 use super::auth::SignedIn;
 use super::error::ApiResult;
-use super::extract::{IdPath, JsonBody, QueryParams};
+use super::extract::{IdPath, JsonBody, Paged, QueryParams, int_param};
 use super::openapi::{
     Always, Body, Checked, Conflicting, InCanvas, Limited, Named, Query, Refusable,
 };
 use super::requests::ReasonBody;
 use super::{WebState, utc};
+use crate::app::TokenQuery;
 use crate::domain::{TokenId, TokenState};
 use crate::store::StoredToken;
 
@@ -97,9 +98,20 @@ impl From<StoredToken> for TokenJson {
 pub struct ListQuery {
     /// Whose tokens (the help desk and approvers; anyone else may name only themselves).
     owner: Option<String>,
+    /// At most this many (default 500).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
+    limit: Option<String>,
+    /// The page after this token: the last id of the previous page (the `Link` header's
+    /// `rel="next"` address carries it).
+    #[param(value_type = Option<i64>, minimum = 1)]
+    after: Option<String>,
 }
 
-/// The caller's tokens, newest first; the help desk and approvers may ask for anyone's.
+// The schema says what the app checks.
+const _: () = assert!(crate::app::TOKEN_LIST.max == 1000 && crate::app::TOKEN_LIST.default == 500);
+
+/// The caller's tokens, newest first; the help desk and approvers may ask for anyone's. A full
+/// page has a `Link: <…>; rel="next"` header with the address of the next one.
 #[utoipa::path(
     get,
     path = "/tokens",
@@ -107,17 +119,28 @@ pub struct ListQuery {
     operation_id = "listTokens",
     params(ListQuery),
     responses(
-        (status = 200, description = "The tokens", body = Vec<TokenJson>),
+        (status = 200, description = "The tokens", body = Vec<TokenJson>,
+            headers(("Link" = String, description = "`<address>; rel=\"next\"` when the page is full"))),
         Always, Query, Refusable, Checked,
     ),
 )]
 async fn list(
     State(state): State<WebState>,
     SignedIn { actor, .. }: SignedIn,
+    OriginalUri(uri): OriginalUri,
     QueryParams(q): QueryParams<ListQuery>,
-) -> ApiResult<Json<Vec<TokenJson>>> {
-    let tokens = state.app.tokens(&actor, q.owner.as_deref()).await?;
-    Ok(Json(tokens.into_iter().map(TokenJson::from).collect()))
+) -> ApiResult<Paged<TokenJson>> {
+    let query = TokenQuery {
+        owner: q.owner,
+        after: int_param("after", q.after.as_deref())?,
+        limit: int_param("limit", q.limit.as_deref())?,
+    };
+    let tokens = state.app.tokens(&actor, &query).await?;
+    let limit = query.limit.unwrap_or(crate::app::TOKEN_LIST.default);
+    let items = tokens.into_iter().map(TokenJson::from).collect();
+    Ok(Paged::new(&uri, items, limit, "after", |t: &TokenJson| {
+        t.id
+    }))
 }
 
 /// One token (its owner, the help desk and approvers).

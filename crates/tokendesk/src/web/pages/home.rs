@@ -26,8 +26,8 @@ pub struct HomePage {
     pub max_tokens: u32,
     pub canvas_settings_url: String,
     /// My requests still waiting or holding a token.
-    pub my_open: usize,
-    pub my_live: usize,
+    pub my_open: u32,
+    pub my_live: u32,
     /// How many requests wait for a decision (approvers only).
     pub waiting: Option<String>,
 }
@@ -44,20 +44,15 @@ pub async fn show(
         return Ok(response);
     }
     let app = &state.app;
-    // The viewer's own requests: for an approver, a list without a requester is everyone's.
+    // What the viewer holds, counted by the database (their own requests, whatever their role).
     let mine = app
-        .requests(
-            &viewer.actor,
-            &RequestQuery {
-                requester: Some(viewer.actor.login.to_string()),
-                ..RequestQuery::default()
-            },
-        )
+        .holdings(&viewer.actor)
         .await
         .map_err(|e| viewer.fail(e))?;
     let waiting = if viewer.actor.roles.can_review() {
         let query = RequestQuery {
             state: Some("submitted".into()),
+            everyone: true,
             limit: Some(WAITING_SHOWN + 1),
             ..RequestQuery::default()
         };
@@ -83,8 +78,8 @@ pub async fn show(
         max_open: policy.max_open_requests_per_person,
         max_tokens: policy.max_active_tokens_per_person,
         canvas_settings_url: app.canvas_settings_url(),
-        my_open: mine.iter().filter(|r| r.state.is_open()).count(),
-        my_live: mine.iter().filter(|r| r.state.holds_token()).count(),
+        my_open: mine.open_requests,
+        my_live: mine.live_tokens,
         waiting,
     };
     Ok(viewer.page(StatusCode::OK, &page))

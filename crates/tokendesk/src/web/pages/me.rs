@@ -4,13 +4,13 @@ use std::collections::HashMap;
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
 use super::error::PageError;
-use super::session::{Chrome, Viewer};
-use super::view::{LinkRow, RequestRow, TokenRow};
+use super::session::{Chrome, PageQuery, Viewer};
+use super::view::{AfterQuery, LinkRow, RequestRow, TokenRow, next_link};
 use crate::app::RequestQuery;
 use crate::domain::request::{self, Action, RequestState};
 use crate::web::WebState;
@@ -34,6 +34,8 @@ pub struct MePage {
     pub calendar: Option<String>,
     /// My sessions (OIDC, demo), when people sign in to tokendesk itself.
     pub sessions: Option<Vec<SessionRow>>,
+    /// The address of my next (older) requests, when this page is full.
+    pub next: Option<String>,
 }
 
 /// A session, as the pages list it.
@@ -80,15 +82,33 @@ pub async fn end_session(
     ))
 }
 
+/// My requests on a page of `/me`.
+const MY_PAGE: i64 = 100;
+
 /// `GET /me`.
-pub async fn show(State(state): State<WebState>, viewer: Viewer) -> Result<Response, PageError> {
+pub async fn show(
+    State(state): State<WebState>,
+    viewer: Viewer,
+    OriginalUri(uri): OriginalUri,
+    PageQuery(q): PageQuery<AfterQuery>,
+) -> Result<Response, PageError> {
     let app = &state.app;
     let actor = &viewer.actor;
+    // My own requests, whatever my role.
+    let query = RequestQuery {
+        after: q.after().map_err(|e| viewer.fail(e))?,
+        limit: Some(MY_PAGE),
+        ..RequestQuery::default()
+    };
     let list = app
-        .requests(actor, &RequestQuery::default())
+        .requests(actor, &query)
         .await
         .map_err(|e| viewer.fail(e))?;
-    let tokens = app.tokens(actor, None).await.map_err(|e| viewer.fail(e))?;
+    let next = next_link(&uri, list.len(), MY_PAGE, list.last().map(|r| r.id.0));
+    let tokens = app
+        .tokens(actor, &crate::app::TokenQuery::default())
+        .await
+        .map_err(|e| viewer.fail(e))?;
     let now = app.now();
     let mut requests = Vec::with_capacity(list.len());
     for r in &list {
@@ -134,6 +154,7 @@ pub async fn show(State(state): State<WebState>, viewer: Viewer) -> Result<Respo
         mailbox: viewer.mailbox(),
         calendar,
         sessions,
+        next,
     };
     Ok(viewer.page(StatusCode::OK, &page))
 }

@@ -5,14 +5,14 @@ use std::collections::HashMap;
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
 use super::error::PageError;
 use super::session::{Chrome, PagePath, PageQuery, Viewer};
-use super::view::{RequestRow, TokenRow};
+use super::view::{AfterQuery, RequestRow, TokenRow, next_link};
 use crate::app::RequestQuery;
 use crate::domain::request::RequestState;
 use crate::web::WebState;
@@ -77,6 +77,8 @@ pub struct PersonPage {
     pub back: String,
     /// The person's live sessions (OIDC, demo), shown to the help desk.
     pub sessions: Option<Vec<super::me::SessionRow>>,
+    /// The address of the person's older requests, when this page is full.
+    pub next: Option<String>,
 }
 
 /// `POST /people/{login}/sessions/end`: the help desk ends every session of a person.
@@ -102,24 +104,31 @@ pub async fn end_sessions(
     ))
 }
 
+/// A person's requests on a page of `/people/{login}`.
+const PERSON_PAGE: i64 = 200;
+
 /// `GET /people/{login}`.
 pub async fn show(
     State(state): State<WebState>,
     viewer: Viewer,
     PagePath(login): PagePath<String>,
+    OriginalUri(uri): OriginalUri,
+    PageQuery(q): PageQuery<AfterQuery>,
 ) -> Result<Response, PageError> {
     let app = &state.app;
     let query = RequestQuery {
         requester: Some(login.clone()),
-        limit: Some(200),
+        after: q.after().map_err(|e| viewer.fail(e))?,
+        limit: Some(PERSON_PAGE),
         ..RequestQuery::default()
     };
     let list = app
         .requests(&viewer.actor, &query)
         .await
         .map_err(|e| viewer.fail(e))?;
+    let next = next_link(&uri, list.len(), PERSON_PAGE, list.last().map(|r| r.id.0));
     let tokens = app
-        .tokens(&viewer.actor, Some(&login))
+        .tokens(&viewer.actor, &crate::app::TokenQuery::of(&login))
         .await
         .map_err(|e| viewer.fail(e))?;
     let states: HashMap<i64, RequestState> = list.iter().map(|r| (r.id.0, r.state)).collect();
@@ -149,6 +158,7 @@ pub async fn show(
             .collect(),
         can_revoke: viewer.actor.roles.can_support(),
         sessions,
+        next,
     };
     Ok(viewer.page(StatusCode::OK, &page))
 }

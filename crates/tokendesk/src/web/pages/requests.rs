@@ -7,7 +7,7 @@ use std::sync::Arc;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Extension;
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
@@ -236,7 +236,10 @@ pub async fn show(
         let states: HashMap<i64, RequestState> =
             earlier.iter().map(|r| (r.id.0, r.state)).collect();
         let tokens = app
-            .tokens(&viewer.actor, Some(v.request.requester.as_str()))
+            .tokens(
+                &viewer.actor,
+                &crate::app::TokenQuery::of(v.request.requester.as_str()),
+            )
             .await
             .map_err(|e| viewer.fail(e))?;
         let rows = earlier
@@ -442,6 +445,8 @@ pub struct QueuePage {
     pub error: Option<String>,
     /// Waiting requests only their own requester could approve (shown to admins).
     pub stuck: Vec<String>,
+    /// The next page's address, when this one is full.
+    pub next: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -449,12 +454,18 @@ pub struct QueueQuery {
     state: Option<String>,
     #[serde(default)]
     requester: String,
+    #[serde(flatten)]
+    after: super::view::AfterQuery,
 }
+
+/// Requests on a page of the queue.
+const QUEUE_PAGE: i64 = 200;
 
 /// `GET /queue`: submitted requests, oldest first; filters by state and requester.
 pub async fn queue(
     State(state): State<WebState>,
     viewer: Viewer,
+    OriginalUri(uri): OriginalUri,
     PageQuery(q): PageQuery<QueueQuery>,
 ) -> Result<Response, PageError> {
     if !viewer.actor.roles.can_review() {
@@ -464,8 +475,10 @@ pub async fn queue(
     let query = RequestQuery {
         state: Some(wanted.clone()).filter(|s| !s.is_empty()),
         requester: Some(q.requester.trim().to_owned()).filter(|s| !s.is_empty()),
+        everyone: true,
         oldest_first: true,
-        limit: Some(200),
+        after: q.after.after().map_err(|e| viewer.fail(e))?,
+        limit: Some(QUEUE_PAGE),
     };
     let (list, error) = match state.app.requests(&viewer.actor, &query).await {
         Ok(list) => (list, None),
@@ -485,6 +498,7 @@ pub async fn queue(
         Vec::new()
     };
     let rows = list.iter().map(RequestRow::new).collect();
+    let next = super::view::next_link(&uri, list.len(), QUEUE_PAGE, list.last().map(|r| r.id.0));
     let status = if error.is_some() {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
@@ -498,6 +512,7 @@ pub async fn queue(
         states: RequestState::ALL.iter().map(|s| s.as_str()).collect(),
         error,
         stuck,
+        next,
     };
     Ok(viewer.page(status, &page))
 }

@@ -199,3 +199,31 @@ mod tests {
         assert_eq!(when(now), "2026-11-28 12:00 UTC");
     }
 }
+
+/// The address of a list page's next page (`after` the last row), when this one is full.
+pub fn next_link(
+    uri: &axum::http::Uri,
+    shown: usize,
+    limit: i64,
+    last: Option<i64>,
+) -> Option<String> {
+    match last {
+        Some(last) if shown as i64 >= limit => {
+            Some(crate::web::extract::next_page(uri, "after", last))
+        }
+        _ => None,
+    }
+}
+
+/// A list page's `?after=N` (the page after row N).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct AfterQuery {
+    #[serde(default)]
+    pub after: String,
+}
+
+impl AfterQuery {
+    pub fn after(&self) -> Result<Option<i64>, crate::web::ApiError> {
+        crate::web::extract::int_param("after", Some(&self.after))
+    }
+}
