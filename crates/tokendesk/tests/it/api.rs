@@ -1487,3 +1487,137 @@ async fn list_parameters_out_of_range_are_refused() {
         assert!(r.text.contains("is empty"), "{}", r.text);
     }
 }
+
+/// The `Link: <…>; rel="next"` address of an answer, if it has one.
+fn next_link(r: &Resp) -> Option<String> {
+    let link = r.header("link")?;
+    let (address, rel) = link.split_once(';')?;
+    assert_eq!(rel.trim(), "rel=\"next\"", "{link}");
+    Some(
+        address
+            .trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_owned(),
+    )
+}
+
+/// Follows `first` and its next links as `who`: every page's items.
+async fn walk(api: &Api, who: &str, first: &str) -> Vec<Vec<Value>> {
+    let mut pages = Vec::new();
+    let mut address = Some(first.to_owned());
+    while let Some(a) = address {
+        let r = api.get(who, &a).await.expect(200);
+        address = next_link(&r);
+        pages.push(r.json().as_array().unwrap().clone());
+        assert!(pages.len() < 50, "the links go round in circles");
+    }
+    pages
+}
+
+/// Lists come a page at a time, continued by the `Link` header (keyset paging), each item once
+/// and in order; a list without a requester is everyone's only for those who may see it, and
+/// nobody's own lists (the API's, `/me`) show anyone else's requests.
+#[tokio::test]
+async fn lists_page_by_keyset_and_own_lists_stay_own() {
+    for db in TestDb::all().await {
+        let api = Api::start(db).await;
+        // One open request at a time each (the default policy): cancel to ask again.
+        let mut sams = Vec::new();
+        for n in 0..3 {
+            let id = api.submit(SAM).await;
+            sams.push(id);
+            if n < 2 {
+                api.post(SAM, &format!("/api/v1/requests/{id}/cancel"), json!({}))
+                    .await
+                    .expect(200);
+            }
+        }
+        let stella = api.submit(STELLA).await;
+        let ada = api.submit(ADA).await;
+        let mut everyone = sams.clone();
+        everyone.extend([stella, ada]);
+
+        // Everyone's, newest first, two at a time: three pages, each request once.
+        let pages = walk(&api, ADA, "/api/v1/requests?limit=2").await;
+        assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 1]);
+        let seen: Vec<i64> = pages
+            .iter()
+            .flatten()
+            .map(|r| r["id"].as_i64().unwrap())
+            .collect();
+        let mut newest_first = everyone.clone();
+        newest_first.reverse();
+        assert_eq!(seen, newest_first);
+        // The queue's order, oldest first, with a filter kept across pages.
+        let pages = walk(
+            &api,
+            ADA,
+            "/api/v1/requests?queue=true&state=cancelled&limit=1",
+        )
+        .await;
+        let seen: Vec<i64> = pages
+            .iter()
+            .flatten()
+            .map(|r| r["id"].as_i64().unwrap())
+            .collect();
+        assert_eq!(seen, sams[..2]);
+
+        // One's own, whatever one's role: the approver's list of her own holds only hers.
+        let own = api
+            .get(ADA, "/api/v1/requests?requester=ada.admin")
+            .await
+            .expect(200);
+        let own: Vec<i64> = own
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_i64().unwrap())
+            .collect();
+        assert_eq!(own, [ada]);
+        let sam_list = api.get(SAM, "/api/v1/requests").await.expect(200);
+        assert_eq!(sam_list.json().as_array().unwrap().len(), 3);
+        let me = api.get(ADA, "/me").await.expect(200);
+        let html = me.text.clone();
+        assert!(
+            html.contains(&format!("href=\"/requests/{ada}\"")),
+            "{html}"
+        );
+        for other in sams.iter().chain([&stella]) {
+            assert!(
+                !html.contains(&format!("href=\"/requests/{other}\"")),
+                "/me of an approver lists request {other} of someone else"
+            );
+        }
+
+        // A page after a request the caller cannot see, or that does not exist, is refused by name.
+        api.get(SAM, &format!("/api/v1/requests?after={stella}"))
+            .await
+            .expect_error(422, "unknown");
+        let r = api
+            .get(ADA, "/api/v1/requests?after=999999")
+            .await
+            .expect(422);
+        assert_eq!(r.field(), "after");
+        api.get(SAM, "/api/v1/tokens?after=0").await.expect(422);
+
+        // The audit trail, three events at a time, continued by sequence number.
+        let pages = walk(&api, ADA, "/api/v1/audit?limit=3").await;
+        let seqs: Vec<i64> = pages
+            .iter()
+            .flatten()
+            .map(|e| e["seq"].as_i64().unwrap())
+            .collect();
+        let all = api.get(ADA, "/api/v1/audit").await.expect(200);
+        let all: Vec<i64> = all
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["seq"].as_i64().unwrap())
+            .collect();
+        assert!(all.len() > 3, "{all:?}");
+        assert_eq!(seqs, all);
+    }
+}
