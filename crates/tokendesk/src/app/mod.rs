@@ -451,21 +451,8 @@ impl App {
 
     /// Writes an audit event in the transaction.
     async fn audit(&self, tx: &mut Tx, record: &AuditRecord, ctx: &Ctx) -> AppResult<()> {
-        let seq = store::append_audit(
-            tx,
-            self.store().backend(),
-            record,
-            self.now(),
-            ctx.client_addr.as_deref(),
-        )
-        .await?;
-        tx.log_event(store::LoggedEvent {
-            seq,
-            actor: record.actor.clone(),
-            action: record.action,
-            target: record.target.clone(),
-            outcome: record.outcome,
-        });
+        tx.audit(record, self.now(), ctx.client_addr.as_deref())
+            .await?;
         Ok(())
     }
 

@@ -26,8 +26,12 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Row, SqlSafeStr as _};
 use tokio::sync::{OwnedMutexGuard, oneshot};
 
+use time::OffsetDateTime;
+
+use super::audit::append_audit;
 use super::views::ViewCache;
-use super::{StoreError, StoreResult};
+use super::{Backend, StoreError, StoreResult};
+use crate::domain::AuditRecord;
 
 /// SQLite lets one transaction write at a time. Writers queue here, in-process and first come
 /// first served, instead of each sleeping in `busy_timeout` (1, 2, 5, 10 … ms) until the file
@@ -200,6 +204,16 @@ pub struct Tx {
     erased: bool,
     /// The audit events it wrote, logged once it has committed (one line per event).
     events: Vec<LoggedEvent>,
+    /// PostgreSQL: audit events appended when it commits (see [`Tx::audit`]).
+    pending_audit: Vec<PendingAudit>,
+}
+
+/// An audit event a PostgreSQL transaction appends to the chain as it commits.
+#[derive(Debug)]
+struct PendingAudit {
+    record: AuditRecord,
+    at: OffsetDateTime,
+    client_addr: Option<String>,
 }
 
 #[derive(Debug)]
@@ -266,6 +280,18 @@ pub struct LoggedEvent {
     pub outcome: &'static str,
 }
 
+impl LoggedEvent {
+    fn of(seq: i64, record: &AuditRecord) -> LoggedEvent {
+        LoggedEvent {
+            seq,
+            actor: record.actor.clone(),
+            action: record.action,
+            target: record.target.clone(),
+            outcome: record.outcome,
+        }
+    }
+}
+
 /// Where the database notes the requests a transaction changed.
 #[derive(Debug, Clone, Copy)]
 enum Capture {
@@ -292,6 +318,7 @@ impl Tx {
             views,
             erased: false,
             events: Vec::new(),
+            pending_audit: Vec::new(),
         })
     }
 
@@ -326,6 +353,7 @@ impl Tx {
                         views,
                         erased: false,
                         events: Vec::new(),
+                        pending_audit: Vec::new(),
                     });
                 }
                 conn.execute("BEGIN IMMEDIATE").await?;
@@ -353,12 +381,33 @@ impl Tx {
             views,
             erased: false,
             events: Vec::new(),
+            pending_audit: Vec::new(),
         })
     }
 
-    /// Logs `event` once this transaction has committed (never for one rolled back).
-    pub fn log_event(&mut self, event: LoggedEvent) {
-        self.events.push(event);
+    /// Appends `record` to the audit chain as part of this transaction: it commits with the
+    /// change it records or not at all. On SQLite at once (the writer's turn already orders
+    /// every writer). On PostgreSQL as the transaction commits: the advisory lock that orders
+    /// appenders (the chain's next link needs the newest hash) is then held only from the append
+    /// to the commit, not for the whole transaction, so that concurrent changes overlap in
+    /// everything but their appends and commits. The event is logged once committed.
+    pub async fn audit(
+        &mut self,
+        record: &AuditRecord,
+        at: OffsetDateTime,
+        client_addr: Option<&str>,
+    ) -> StoreResult<()> {
+        if matches!(self.capture, Capture::PostgresSetting) {
+            self.pending_audit.push(PendingAudit {
+                record: record.clone(),
+                at,
+                client_addr: client_addr.map(str::to_owned),
+            });
+            return Ok(());
+        }
+        let seq = append_audit(&mut *self, Backend::Sqlite, record, at, client_addr).await?;
+        self.events.push(LoggedEvent::of(seq, record));
+        Ok(())
     }
 
     /// Notes that this transaction erases a secret: on SQLite, once it commits, the WAL is
@@ -379,13 +428,20 @@ impl Tx {
             views,
             erased,
             events,
+            pending_audit,
         } = self;
         match inner {
             // No erasure happens outside a writer's turn (nothing to checkpoint: PostgreSQL, or
             // SQLite before its schema).
-            Inner::Alone(tx, turn) => tokio::spawn(commit_alone(tx, turn, capture, views, events))
-                .await
-                .unwrap_or(Err(sqlx::Error::WorkerCrashed)),
+            Inner::Alone(tx, turn) => tokio::spawn(commit_alone(
+                tx,
+                turn,
+                capture,
+                views,
+                (events, pending_audit),
+            ))
+            .await
+            .unwrap_or(Err(sqlx::Error::WorkerCrashed)),
             Inner::Grouped(mut member) => {
                 let Some((conn, turn)) = member.take() else {
                     return Err(sqlx::Error::WorkerCrashed);
@@ -428,8 +484,21 @@ async fn commit_alone(
     turn: Option<OwnedMutexGuard<Group>>,
     capture: Capture,
     views: Arc<ViewCache>,
-    events: Vec<LoggedEvent>,
+    (mut events, pending): (Vec<LoggedEvent>, Vec<PendingAudit>),
 ) -> Result<(), sqlx::Error> {
+    // The audit events last, just before the commit (a failure rolls everything back).
+    for p in pending {
+        let seq = append_audit(
+            &mut tx,
+            Backend::Postgres,
+            &p.record,
+            p.at,
+            p.client_addr.as_deref(),
+        )
+        .await
+        .map_err(into_sqlx)?;
+        events.push(LoggedEvent::of(seq, &p.record));
+    }
     let changed = match changed_requests(&mut tx, capture).await {
         Ok(changed) => changed,
         // Not knowing what changed, do not commit (the drop rolls back).
