@@ -1,8 +1,11 @@
 //! Every page and list API at scale, for each role: `cargo bench -p tokendesk --bench pages`
-//! (`-- --requests N`, default 100,000, with ten audit events per request: 1,000,000).
+//! (`-- --requests N`, default 100,000, with ten audit events per request: 1,000,000;
+//! `-- --backend sqlite|postgres`, default both).
 //!
-//! Seeds an SQLite database (a file in a temporary folder, WAL, `synchronous = FULL`, as in
-//! production) directly through the store's pool: 10,000 people, N requests spread over the
+//! On each backend (SQLite: a file in a temporary folder, WAL, `synchronous = FULL`, as in
+//! production; PostgreSQL: a database made for the run on the server at
+//! `TOKENDESK_BENCH_POSTGRES_URL`, dropped at the end, skipped loudly when it does not answer)
+//! it seeds directly through the store's pool: 10,000 people, N requests spread over the
 //! last N minutes in every state (a tenth `submitted`, so the approvers' queue is long), a
 //! token for each request that got one and an envelope for each issued one, 10·N audit events,
 //! sent messages in the mailbox. Then it builds the app and the web router as `tokendesk serve`
@@ -48,6 +51,10 @@ use tokendesk_canvas::CanvasClient;
 use tokendesk_canvas_sim::{DEFAULT_ADMIN_TOKEN, SimConfig};
 use tower::Service as _;
 
+#[path = "support/pg.rs"]
+mod pg;
+use pg::PgDatabase;
+
 /// People (a prime number of them, so that each has requests in every state).
 const PEOPLE: i64 = 9_973;
 const AUDIT_PER_REQUEST: i64 = 10;
@@ -86,9 +93,34 @@ async fn exec(store: &Store, sql: &str) {
         .unwrap_or_else(|e| panic!("seeding: {e}\n{sql}"));
 }
 
-/// `WITH RECURSIVE n(i)`: the numbers 1..=count, for `INSERT … SELECT … FROM n`.
-fn numbers(count: i64) -> String {
-    format!("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {count})")
+/// The seed's SQL for one backend.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// `INSERT INTO {into} SELECT {select} FROM` the numbers 1..=count as `i`.
+    fn numbered(self, count: i64, into: &str, select: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {count}) \
+                 INSERT INTO {into} SELECT {select} FROM n"
+            ),
+            Dialect::Postgres => format!(
+                "INSERT INTO {into} SELECT {select} FROM generate_series(1, {count}::bigint) AS n(i)"
+            ),
+        }
+    }
+
+    /// `expr` in decimal, zero-padded to `width`.
+    fn pad(self, expr: &str, width: usize) -> String {
+        match self {
+            Dialect::Sqlite => format!("printf('%0{width}d', {expr})"),
+            Dialect::Postgres => format!("lpad(({expr})::text, {width}, '0')"),
+        }
+    }
 }
 
 /// The state of request `i` (of every 20: 2 submitted, 2 issued, 6 activated, 5 expired, 2
@@ -101,18 +133,22 @@ const STATE_OF: &str = "CASE i % 20 WHEN 0 THEN 'submitted' WHEN 1 THEN 'submitt
      WHEN 14 THEN 'expired' WHEN 15 THEN 'revoked' WHEN 16 THEN 'revoked' \
      WHEN 17 THEN 'denied' WHEN 18 THEN 'denied' ELSE 'cancelled' END";
 
-async fn seed(store: &Store, requests: i64, now: i64) {
+async fn seed(store: &Store, d: Dialect, requests: i64, now: i64) {
     let start = now - requests * 60;
     let today = time::OffsetDateTime::now_utc().date();
     let expires = (today + time::Duration::days(60)).to_string();
     let expired = (today - time::Duration::days(3)).to_string();
+    let person = |expr: &str| format!("'p' || {}", d.pad(expr, 5));
     exec(
         store,
-        &format!(
-            "{} INSERT INTO people (login, name, email, canvas_user_id, first_seen_at, updated_at) \
-             SELECT printf('p%05d', i), printf('Person %d', i), printf('p%05d@example.edu', i), \
-             i, {start}, {start} FROM n",
-            numbers(PEOPLE)
+        &d.numbered(
+            PEOPLE,
+            "people (login, name, email, canvas_user_id, first_seen_at, updated_at)",
+            &format!(
+                "{}, 'Person ' || i, {} || '@example.edu', i, {start}, {start}",
+                person("i"),
+                person("i")
+            ),
         ),
     )
     .await;
@@ -129,15 +165,18 @@ async fn seed(store: &Store, requests: i64, now: i64) {
     }
     exec(
         store,
-        &format!(
-            "{} INSERT INTO requests (id, requester, purpose, application, requested_expires_on, \
-             expires_on, state, decided_by, reason, created_at, updated_at) \
-             SELECT i, printf('p%05d', 1 + i % {PEOPLE}), printf('Grade export scripts for course %d', i % 977), \
-             NULL, '{expires}', CASE WHEN i % 20 BETWEEN 10 AND 14 THEN '{expired}' ELSE '{expires}' END, \
-             {STATE_OF}, CASE WHEN i % 20 IN (0, 1) THEN NULL ELSE 'ada.approver' END, \
-             CASE WHEN i % 20 IN (17, 18) THEN 'not for this course' ELSE NULL END, \
-             {start} + i * 60, {start} + i * 60 + 30 FROM n",
-            numbers(requests)
+        &d.numbered(
+            requests,
+            "requests (id, requester, purpose, application, requested_expires_on, expires_on, \
+             state, decided_by, reason, created_at, updated_at)",
+            &format!(
+                "i, {}, 'Grade export scripts for course ' || (i % 977), NULL, '{expires}', \
+                 CASE WHEN i % 20 BETWEEN 10 AND 14 THEN '{expired}' ELSE '{expires}' END, \
+                 {STATE_OF}, CASE WHEN i % 20 IN (0, 1) THEN NULL ELSE 'ada.approver' END, \
+                 CASE WHEN i % 20 IN (17, 18) THEN 'not for this course' ELSE NULL END, \
+                 {start} + i * 60, {start} + i * 60 + 30",
+                person(&format!("1 + i % {PEOPLE}"))
+            ),
         ),
     )
     .await;
@@ -147,11 +186,12 @@ async fn seed(store: &Store, requests: i64, now: i64) {
         &format!(
             "INSERT INTO tokens (id, request_id, owner, canvas_user_id, canvas_token_id, hint, state, \
              expires_at, created_at, updated_at, activated_at) \
-             SELECT r.id, r.id, r.requester, 1 + r.id % {PEOPLE}, 100000 + r.id, printf('h%04d', r.id % 10000), \
+             SELECT r.id, r.id, r.requester, 1 + r.id % {PEOPLE}, 100000 + r.id, 'h' || {}, \
              CASE r.state WHEN 'issued' THEN 'pending' WHEN 'activated' THEN 'active' ELSE 'deleted' END, \
              r.created_at + 60 * 86400, r.created_at + 40, r.created_at + 50, \
              CASE WHEN r.state = 'issued' THEN NULL ELSE r.created_at + 50 END \
-             FROM requests r WHERE r.state IN ('issued', 'activated', 'expired', 'revoked')"
+             FROM requests r WHERE r.state IN ('issued', 'activated', 'expired', 'revoked')",
+            d.pad("r.id % 10000", 4)
         ),
     )
     .await;
@@ -159,11 +199,12 @@ async fn seed(store: &Store, requests: i64, now: i64) {
         store,
         &format!(
             "INSERT INTO envelopes (id, request_id, owner, state, reveals, nonce, ciphertext, created_at, expires_at) \
-             SELECT printf('env%019d', r.id), r.id, r.requester, \
+             SELECT 'env' || {}, r.id, r.requester, \
              CASE r.state WHEN 'issued' THEN 'sealed' ELSE 'burned' END, \
              CASE r.state WHEN 'issued' THEN 0 ELSE 1 END, NULL, NULL, \
              r.created_at + 40, {now} + 7 * 86400 \
-             FROM requests r WHERE r.state IN ('issued', 'activated')"
+             FROM requests r WHERE r.state IN ('issued', 'activated')",
+            d.pad("r.id", 19)
         ),
     )
     .await;
@@ -174,26 +215,52 @@ async fn seed(store: &Store, requests: i64, now: i64) {
          WHEN 8 THEN 'email.sent' ELSE 'token.expire' END";
     exec(
         store,
-        &format!(
-            "{} INSERT INTO audit_events (seq, at, actor, action, target, outcome, client_addr, details, prev_hash, hash) \
-             SELECT i, {start} + i * 6, CASE WHEN i % 10 = 1 THEN 'ada.approver' WHEN i % 10 = 0 THEN printf('p%05d', 1 + (i / 10) % {PEOPLE}) ELSE 'system' END, \
-             {actions}, printf('request:%d', 1 + (i - 1) / {AUDIT_PER_REQUEST}), 'ok', '127.0.0.1', '{{}}', \
-             printf('%064d', i - 1), printf('%064d', i) FROM n",
-            numbers(events)
+        &d.numbered(
+            events,
+            "audit_events (seq, at, actor, action, target, outcome, client_addr, details, prev_hash, hash)",
+            &format!(
+                "i, {start} + i * 6, CASE WHEN i % 10 = 1 THEN 'ada.approver' \
+                 WHEN i % 10 = 0 THEN {} ELSE 'system' END, {actions}, \
+                 'request:' || (1 + (i - 1) / {AUDIT_PER_REQUEST}), 'ok', '127.0.0.1', '{{}}', {}, {}",
+                person(&format!("1 + (i / 10) % {PEOPLE}")),
+                d.pad("i - 1", 64),
+                d.pad("i", 64)
+            ),
         ),
     )
     .await;
     exec(
         store,
-        &format!(
-            "{} INSERT INTO emails (kind, request_id, to_login, to_addr, subject, body_text, body_html, state, attempts, run_after, created_at, sent_at) \
-             SELECT 'notice', i * 10, printf('p%05d', 1 + (i * 10) % {PEOPLE}), printf('p%05d@example.edu', 1 + (i * 10) % {PEOPLE}), \
-             printf('Your request #%d', i * 10), 'A message.', '<p>A message.</p>', 'sent', 1, {start} + i * 600, \
-             {start} + i * 600, {start} + i * 600 + 5 FROM n",
-            numbers(requests / 10)
+        &d.numbered(
+            requests / 10,
+            "emails (kind, request_id, to_login, to_addr, subject, body_text, body_html, state, \
+             attempts, run_after, created_at, sent_at)",
+            &format!(
+                "'notice', i * 10, {p}, {p} || '@example.edu', 'Your request #' || (i * 10), \
+                 'A message.', '<p>A message.</p>', 'sent', 1, {start} + i * 600, \
+                 {start} + i * 600, {start} + i * 600 + 5",
+                p = person(&format!("1 + (i * 10) % {PEOPLE}"))
+            ),
         ),
     )
     .await;
+    if d == Dialect::Postgres {
+        // Rows given their ids: the sequences go on after them.
+        for (table, column) in [
+            ("requests", "id"),
+            ("tokens", "id"),
+            ("audit_events", "seq"),
+        ] {
+            exec(
+                store,
+                &format!(
+                    "SELECT setval(pg_get_serial_sequence('{table}', '{column}'), \
+                     (SELECT MAX({column}) FROM {table}))"
+                ),
+            )
+            .await;
+        }
+    }
     exec(store, "ANALYZE").await;
 }
 
@@ -329,22 +396,18 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-#[tokio::main(flavor = "multi_thread")]
-async fn main() -> ExitCode {
-    let requests = requests_wanted();
-    let dir = std::env::temp_dir().join(format!(
-        "tokendesk-pages-bench-{}-{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.join("bench.db").display());
-    let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+/// One backend's run: its table printed, the worst answer returned (with any server errors).
+async fn run(
+    store: Store,
+    dialect: Dialect,
+    name: &str,
+    requests: i64,
+) -> (Option<(f64, String, &'static str)>, Vec<String>) {
     let seeding = Instant::now();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    seed(&store, requests, now).await;
+    seed(&store, dialect, requests, now).await;
     eprintln!(
-        "seeded {requests} requests, {} audit events, {PEOPLE} people in {:.1} s",
+        "{name}: seeded {requests} requests, {} audit events, {PEOPLE} people in {:.1} s",
         requests * AUDIT_PER_REQUEST,
         seeding.elapsed().as_secs_f64()
     );
@@ -440,7 +503,7 @@ async fn main() -> ExitCode {
                 times.push(d);
             }
             if status.is_server_error() {
-                failed.push(format!("{path} as {role}: {status}"));
+                failed.push(format!("{name}: {path} as {role}: {status}"));
             }
             results.insert((path.clone(), role), (status, ms(median(times))));
         }
@@ -448,10 +511,10 @@ async fn main() -> ExitCode {
 
     println!(
         "\n{:<52} {}",
-        "address (median ms of 30, server side)",
+        format!("{name}: address (median ms of 30, server side)"),
         ROLES.map(|(r, _)| format!("{r:>10}")).join(" ")
     );
-    let mut worst: Option<(f64, String, &str)> = None;
+    let mut worst: Option<(f64, String, &'static str)> = None;
     for path in &addresses {
         let mut line = format!("{path:<52}");
         for (role, _) in ROLES {
@@ -473,7 +536,7 @@ async fn main() -> ExitCode {
         .map(|((p, r), (_, t))| format!("{p} as {r}: {t:.1} ms"))
         .collect();
     println!(
-        "\n{} addresses × {} roles; target: every answer under {TARGET_MS} ms: {}",
+        "{name}: {} addresses × {} roles; target: every answer under {TARGET_MS} ms: {}",
         addresses.len(),
         ROLES.len(),
         if over.is_empty() {
@@ -483,11 +546,58 @@ async fn main() -> ExitCode {
         }
     );
     println!(
-        "reports counted afresh (the first view in a minute; cached for {} s): {}",
+        "{name}: reports counted afresh (the first view in a minute; cached for {} s): {}",
         tokendesk::app::REPORT_FRESH.as_secs(),
         afresh.join(", ")
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    if let Some((w, path, role)) = &worst {
+        println!("{name}: worst {w:.1} ms ({path} as {role})");
+    }
+    (worst, failed)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> ExitCode {
+    let requests = requests_wanted();
+    let only = std::env::args()
+        .skip_while(|a| a != "--backend")
+        .nth(1)
+        .unwrap_or_else(|| "both".to_owned());
+    let mut worst: Option<(f64, String, &'static str)> = None;
+    let mut failed = Vec::new();
+    let mut keep = |(w, f): (Option<(f64, String, &'static str)>, Vec<String>)| {
+        failed.extend(f);
+        if let Some(w) = w
+            && worst.as_ref().is_none_or(|(t, _, _)| w.0 > *t)
+        {
+            worst = Some(w);
+        }
+    };
+    if only != "postgres" {
+        let dir = std::env::temp_dir().join(format!(
+            "tokendesk-pages-bench-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.join("bench.db").display());
+        let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+        keep(run(store, Dialect::Sqlite, "sqlite", requests).await);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    if only != "sqlite" {
+        match PgDatabase::create().await.unwrap() {
+            Some(db) => {
+                let store = Store::open(&db.url, &StoreOptions::default())
+                    .await
+                    .unwrap();
+                keep(run(store.clone(), Dialect::Postgres, "postgres", requests).await);
+                store.pool().close().await;
+                db.drop_database().await.unwrap();
+            }
+            None => eprintln!("postgres: skipped (see above)"),
+        }
+    }
     if !failed.is_empty() {
         println!("errors: {}", failed.join("; "));
     }
