@@ -644,11 +644,13 @@ async fn build(
                 .collect();
             // (month, purpose) → counts by state.
             let mut groups: Vec<((usize, String), Vec<i64>)> = Vec::new();
+            let mut slots: HashMap<(usize, String), usize> = HashMap::new();
             for (k, purpose, state, n) in found {
                 let key = (k, purpose);
-                let slot = match groups.iter().position(|(g, _)| *g == key) {
-                    Some(i) => i,
+                let slot = match slots.get(&key) {
+                    Some(&i) => i,
                     None => {
+                        slots.insert(key.clone(), groups.len());
                         groups.push((key, vec![0; states.len()]));
                         groups.len() - 1
                     }

@@ -586,3 +586,51 @@ async fn an_empty_service_reports_nothing_yet() {
         }
     }
 }
+
+/// A month with more purposes than the page shows: the page's table has that month's most
+/// requested purposes and says how many more rows the CSV file holds (it has them all).
+#[tokio::test]
+async fn the_page_shows_each_months_top_purposes_and_the_csv_all() {
+    let api = service(TestDb::sqlite().await).await;
+    let w = &api.world;
+    w.clock.set(NOW - Duration::days(1));
+    let expires = (NOW + Duration::days(30)).date().to_string();
+    let shown = tokendesk::web::pages::ROWS_PER_GROUP;
+    let extra = 5;
+    // The first purpose twice (the most requested: shown first), then one each.
+    let purposes: Vec<String> = (0..shown + extra)
+        .map(|n| format!("Course export scripts, section {n:02}"))
+        .collect();
+    for (n, purpose) in purposes.iter().enumerate() {
+        let who = [SAM, STELLA, RITA][n % 3];
+        let id = submit(w, who, purpose, &expires).await;
+        w.app
+            .cancel(&w.actor(who), id, &Ctx::default())
+            .await
+            .unwrap();
+    }
+    submit(w, SAM, &purposes[0], &expires).await;
+    w.clock.set(NOW);
+    let html = api.get(AUDITOR, "/reports").await.expect(200).text;
+    let table = html
+        .split("id=\"purposes-by-month\"")
+        .nth(1)
+        .expect("the purposes report");
+    let listed = purposes
+        .iter()
+        .filter(|p| table.contains(p.as_str()))
+        .count();
+    assert_eq!(listed, shown, "{table}");
+    assert!(
+        table.contains(&format!("{extra} more rows are in")),
+        "{table}"
+    );
+    let csv = api
+        .get(ADMIN, "/reports/purposes-by-month.csv")
+        .await
+        .expect(200)
+        .text;
+    for p in &purposes {
+        assert!(csv.contains(p.as_str()), "{p} missing from the CSV:\n{csv}");
+    }
+}

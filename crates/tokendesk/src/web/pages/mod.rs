@@ -23,6 +23,7 @@ mod me;
 mod orphans;
 mod people;
 mod reports;
+pub use reports::ROWS_PER_GROUP;
 mod requests;
 pub(crate) mod session;
 mod tokens;

@@ -29,7 +29,20 @@ pub struct Section {
     /// How many of a row's first cells are labels (the rest are numbers).
     pub labels: usize,
     pub rows: Vec<Vec<String>>,
+    /// Rows left off the page's table (each group, a month, shows its first
+    /// [`ROWS_PER_GROUP`]); the CSV file has them all.
+    pub more: usize,
 }
+
+impl Section {
+    pub fn rows_per_group(&self) -> usize {
+        ROWS_PER_GROUP
+    }
+}
+
+/// A report grouped by month shows this many rows of each month on the page (the most
+/// requested purposes first); the CSV file has every row.
+pub const ROWS_PER_GROUP: usize = 20;
 
 #[derive(Template, WebTemplate)]
 #[template(path = "pages/reports.html")]
@@ -47,9 +60,29 @@ fn section(viewer: &Viewer, data: &ReportData) -> Result<Section, PageError> {
     let slug = data.chart.slug();
     let summary_id = format!("{slug}-summary");
     let svg = charts::svg(data, Some(&summary_id)).map_err(|e| drawing_failed(viewer, e))?;
-    let rows = data
+    // A table grouped by its first label (a month) shows that group's first rows only.
+    let grouped = data.label_columns.len() > 1;
+    let mut in_group = 0;
+    let mut last_group: Option<&str> = None;
+    let shown: Vec<&crate::app::ReportRow> = data
         .rows
         .iter()
+        .filter(|r| {
+            if !grouped {
+                return true;
+            }
+            let group = r.labels.first().map(String::as_str);
+            if group != last_group {
+                last_group = group;
+                in_group = 0;
+            }
+            in_group += 1;
+            in_group <= ROWS_PER_GROUP
+        })
+        .collect();
+    let more = data.rows.len() - shown.len();
+    let rows = shown
+        .into_iter()
         .map(|r| {
             r.labels
                 .iter()
@@ -70,6 +103,7 @@ fn section(viewer: &Viewer, data: &ReportData) -> Result<Section, PageError> {
         header: data.header(),
         labels: data.label_columns.len(),
         rows,
+        more,
     })
 }
 
