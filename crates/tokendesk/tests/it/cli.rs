@@ -595,17 +595,24 @@ impl Serving {
     }
 
     /// SIGTERM, then everything it wrote to standard error.
-    fn stop(mut self) -> String {
+    fn stop(self) -> String {
+        self.stop_timed().0
+    }
+
+    /// SIGTERM, then everything it wrote to standard error and how long it took to stop.
+    fn stop_timed(mut self) -> (String, Duration) {
         self.signal("-TERM");
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let started = std::time::Instant::now();
+        let deadline = started + Duration::from_secs(15);
         while self.child.try_wait().unwrap().is_none() {
             assert!(std::time::Instant::now() < deadline, "serve did not stop");
             std::thread::sleep(Duration::from_millis(50));
         }
+        let took = started.elapsed();
         if let Some(reader) = self.reader.take() {
             reader.join().unwrap();
         }
-        std::mem::take(&mut *self.stderr.lock().unwrap())
+        (std::mem::take(&mut *self.stderr.lock().unwrap()), took)
     }
 }
 
@@ -1926,4 +1933,92 @@ async fn postgres_restarted_under_load_answers_503_then_recovers_by_itself() {
     let out = run(&["audit", "verify", "--config", config.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     drop(pg);
+}
+
+/// SIGTERM with a long queue of issuance (found by `scripts/soak`, whose service took more than
+/// 30 s to stop): the service finishes the job in hand and stops within seconds, the rest stays
+/// queued, and started again it issues every approved request (nothing lost).
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_with_a_long_queue_stops_at_once_and_the_rest_waits() {
+    let dir = Dir::new("stop-queue");
+    // Every Canvas call takes 100 ms: 30 issuances (a look-up, a listing, a creation each)
+    // are about ten seconds of work.
+    let sim = tokendesk_canvas_sim::start(
+        tokendesk_canvas_sim::SimConfig {
+            throttle: None,
+            latency: Duration::from_millis(100),
+            ..Default::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let db_url = format!("sqlite://{}/td.db", dir.0.display());
+    let config = dir.file(
+        "tokendesk.toml",
+        &format!(
+            "listen = \"127.0.0.1:0\"\ndatabase_url = \"{db_url}\"\n[canvas]\nurl = \"{}\"\nadmin_token = \"{}\"\n\
+             [roles]\napprovers = [\"ada.admin\"]\n[policy]\nmax_open_requests_per_person = 1000\n\
+             max_active_tokens_per_person = 1000\n[limits]\nsubmissions_per_hour = 0\n",
+            sim.base_url(),
+            tokendesk_canvas_sim::DEFAULT_ADMIN_TOKEN
+        ),
+    );
+    let serving = Serving::start(&config, &[]);
+    let client = reqwest::Client::new();
+    let url = serving.url("/api/v1/requests");
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        let s = submit_as(&client, &url, "sam.student").await;
+        assert_eq!(s.status, 201, "{:?}", s.code);
+        ids.push(s.id.unwrap());
+    }
+    for id in &ids {
+        let r = client
+            .post(serving.url(&format!("/api/v1/requests/{id}/approve")))
+            .header("X-Remote-User", "ada.admin")
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let (stderr, took) = serving.stop_timed();
+    assert!(
+        took < Duration::from_secs(5),
+        "stopping took {took:?} with work queued:\n{stderr}"
+    );
+    let store = Store::connect(&db_url, &StoreOptions::default())
+        .await
+        .unwrap();
+    let waiting: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM requests WHERE state = 'approved'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert!(waiting > 0, "the whole queue was worked through before stopping");
+    // Started again, it does the rest.
+    let serving = Serving::start(&config, &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let issued: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM requests WHERE state = 'issued'")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        if issued == ids.len() as i64 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{issued} of {} issued after the restart:\n{}",
+            ids.len(),
+            serving.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stderr = serving.stop();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let out = run(&["audit", "verify", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
