@@ -1481,7 +1481,11 @@ async fn every_change_with_its_audit(
             "request {id} is stored without its audit record"
         );
     }
-    assert_eq!(audited.len(), stored.len(), "an audit record without its change");
+    assert_eq!(
+        audited.len(),
+        stored.len(),
+        "an audit record without its change"
+    );
 }
 
 /// A read-only database under a running service: the directory that holds the SQLite file (and
@@ -1583,7 +1587,10 @@ async fn a_read_only_database_is_a_clear_503_and_recovers_without_a_restart() {
     }
     let refused = refused.expect("a read-only database refused nothing");
     assert_eq!(refused.code.as_deref(), Some("storage_unavailable"));
-    assert!(refused.retry_after.is_some(), "a 503 says when to come back");
+    assert!(
+        refused.retry_after.is_some(),
+        "a 503 says when to come back"
+    );
     assert!(refused.took < Duration::from_secs(2), "{:?}", refused.took);
     for _ in 0..3 {
         let s = submit_as(&client, &url, "stella.student").await;
@@ -1596,10 +1603,7 @@ async fn a_read_only_database_is_a_clear_503_and_recovers_without_a_restart() {
     }
     // A decision is refused too, the same way; reads go on.
     let approve = client
-        .post(serving.url(&format!(
-            "/api/v1/requests/{}/approve",
-            first.id.unwrap()
-        )))
+        .post(serving.url(&format!("/api/v1/requests/{}/approve", first.id.unwrap())))
         .header("X-Remote-User", "ada.admin")
         .json(&json!({}))
         .send()
@@ -1710,7 +1714,8 @@ impl PrivatePostgres {
     /// A new cluster in `dir`, or why there cannot be one.
     fn create(dir: &Dir) -> Result<PrivatePostgres, String> {
         let bin = postgres_bin_dir().ok_or("no initdb and pg_ctl found")?;
-        let as_postgres = text(&Command::new("id").arg("-u").output().unwrap().stdout).trim() == "0";
+        let as_postgres =
+            text(&Command::new("id").arg("-u").output().unwrap().stdout).trim() == "0";
         let data = dir.0.join("pgdata");
         if as_postgres {
             let chown = Command::new("chown")
@@ -1862,7 +1867,11 @@ async fn postgres_restarted_under_load_answers_503_then_recovers_by_itself() {
     pg.stop("fast").unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let ready = client.get(serving.url("/readyz")).send().await.unwrap();
-    assert_eq!(ready.status().as_u16(), 503, "/readyz while the database is down");
+    assert_eq!(
+        ready.status().as_u16(),
+        503,
+        "/readyz while the database is down"
+    );
     let started_at = std::time::Instant::now();
     pg.start().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -1920,8 +1929,14 @@ async fn postgres_restarted_under_load_answers_503_then_recovers_by_itself() {
             }
         }
     }
-    assert!(before > 0 && refused > 0, "{before} before, {refused} refused");
-    assert!(after > 0, "no submission succeeded after the restart ({during} during it)");
+    assert!(
+        before > 0 && refused > 0,
+        "{before} before, {refused} refused"
+    );
+    assert!(
+        after > 0,
+        "no submission succeeded after the restart ({during} during it)"
+    );
     let stderr = serving.stop();
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(!stderr.contains("internal error"), "{stderr}");
@@ -1991,12 +2006,14 @@ async fn sigterm_with_a_long_queue_stops_at_once_and_the_rest_waits() {
     let store = Store::connect(&db_url, &StoreOptions::default())
         .await
         .unwrap();
-    let waiting: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM requests WHERE state = 'approved'")
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
-    assert!(waiting > 0, "the whole queue was worked through before stopping");
+    let waiting: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM requests WHERE state = 'approved'")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(
+        waiting > 0,
+        "the whole queue was worked through before stopping"
+    );
     // Started again, it does the rest.
     let serving = Serving::start(&config, &[]);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
