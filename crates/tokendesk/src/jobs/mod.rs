@@ -44,6 +44,22 @@ pub async fn drain(app: &App) -> AppResult<usize> {
     }
 }
 
+/// [`drain`], until the service stops: the job and the email in hand are finished, the rest
+/// stays queued for the next start (a long queue must not hold a stopping service for minutes,
+/// past its supervisor's patience and into a SIGKILL). Returns how many ran.
+pub async fn drain_until(app: &App, shutdown: &watch::Receiver<bool>) -> AppResult<usize> {
+    let mut ran = 0;
+    while !*shutdown.borrow() {
+        let job = run_one_job(app).await?;
+        let mail = run_one_email(app).await?;
+        if !job && !mail {
+            break;
+        }
+        ran += usize::from(job) + usize::from(mail);
+    }
+    Ok(ran)
+}
+
 /// Job runners a bulk revocation uses at once (`tokendesk admin revoke`, the revocation bench):
 /// the Canvas client's governor keeps them under Canvas's throttle.
 pub const REVOKE_RUNNERS: usize = 32;
@@ -158,7 +174,7 @@ async fn reconcile_loop(app: App, mut shutdown: watch::Receiver<bool>) {
 async fn work_loop(app: App, mut shutdown: watch::Receiver<bool>) {
     loop {
         // The database's outage is logged once by the store, not at every turn.
-        if let Err(e) = drain(&app).await
+        if let Err(e) = drain_until(&app, &shutdown).await
             && !e.is_database_down()
         {
             tracing::error!(error = %e, "worker failed");

@@ -141,6 +141,10 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// A pooled connection idle this long is tested (pinged) before it is handed out.
 const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(30);
 
+/// PostgreSQL: a caller waiting this long for a connection has the server asked directly
+/// whether it is there (see [`Store::acquire`]).
+const SUSPECT_AFTER: Duration = Duration::from_millis(500);
+
 /// Pool settings (their defaults are those of `[database]`: see `app::store_options`).
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -157,6 +161,8 @@ pub struct StoreOptions {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// What the pool connects with, for asking the server directly whether it is there.
+    connect_options: AnyConnectOptions,
     /// SQLite: where writers take their turn. `None` on PostgreSQL.
     writers: Option<SqliteWriters>,
     backend: Backend,
@@ -176,7 +182,9 @@ impl Store {
         let backend = Backend::from_url(url)?;
         let mut connect = AnyConnectOptions::from_str(url)?;
         connect = connect.log_statements(tracing::log::LevelFilter::Trace);
+        let refused = tx::Refused::default();
         let pool_options = |max_connections: u32| {
+            let refused = refused.clone();
             let pool = AnyPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(options.acquire_timeout)
@@ -184,8 +192,14 @@ impl Store {
                 // Test a connection before use only after it sat idle (a server restart or a
                 // firewall may have dropped it): a ping is one more round trip per request.
                 .test_before_acquire(false)
-                .before_acquire(|conn, meta| {
+                .before_acquire(move |conn, meta| {
+                    // Opened before the database last refused a write for its file's sake: it
+                    // may be read-only for good (see `tx::Refused`), so it is closed.
+                    let stale = refused.predates(meta.age);
                     Box::pin(async move {
+                        if stale {
+                            return Ok(false);
+                        }
                         if meta.idle_for >= PING_WHEN_IDLE_FOR {
                             conn.ping().await?;
                         }
@@ -212,6 +226,7 @@ impl Store {
         let pool = pool_options(options.max_connections)
             .connect_with(connect.clone())
             .await?;
+        let connect_options = connect.clone();
         let writers = match backend {
             Backend::Postgres => None,
             Backend::Sqlite => {
@@ -223,7 +238,7 @@ impl Store {
                 } else {
                     pool_options(2).connect_with(connect).await?
                 };
-                Some(SqliteWriters::new(pool, !in_memory))
+                Some(SqliteWriters::new(pool, !in_memory, refused.clone()))
             }
         };
         // SQLite: this process is the database's only writer (see `views`), so the cache serves
@@ -247,6 +262,7 @@ impl Store {
         };
         Ok(Store {
             pool,
+            connect_options,
             writers,
             backend,
             acquire_timeout: options.acquire_timeout,
@@ -324,18 +340,69 @@ impl Store {
 
     /// A connection for reads: refused at once while the database is known to be down.
     pub async fn read(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Any>> {
+        self.acquire().await
+    }
+
+    /// A pool connection, refused at once while the database is known to be down. sqlx keeps
+    /// retrying a refused connection (a stopped server, one restarting) until
+    /// `acquire_timeout`, so on PostgreSQL a caller that has waited [`SUSPECT_AFTER`] asks the
+    /// server directly (one caller at a time); when it is not there the database is marked
+    /// down, and this caller and every other one waiting are answered at once instead of
+    /// hanging until their time-out.
+    async fn acquire(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Any>> {
         self.health.check()?;
-        let conn = self.pool.acquire().await.map_err(StoreError::from);
+        let went_down = self.health.went_down();
+        tokio::pin!(went_down);
+        went_down.as_mut().enable();
+        // Marked down between the first check and listening: no wake-up would come.
+        self.health.check()?;
+        let acquire = self.pool.acquire();
+        tokio::pin!(acquire);
+        let suspect = tokio::time::sleep(SUSPECT_AFTER);
+        tokio::pin!(suspect);
+        let mut asked = self.backend != Backend::Postgres;
+        let conn = loop {
+            tokio::select! {
+                conn = &mut acquire => break conn.map_err(StoreError::from),
+                () = &mut went_down => {
+                    break Err(self.health.check().err().unwrap_or_else(|| {
+                        StoreError::Unreachable("the database went away".to_owned())
+                    }));
+                }
+                () = &mut suspect, if !asked => {
+                    asked = true;
+                    if let Some(Err(e)) = self.health.ask(self.reachable()).await {
+                        // Marks it down, which wakes every waiting caller (this one too).
+                        let _ = self.health.note(self.backend, Err::<(), _>(e));
+                    }
+                }
+            }
+        };
         self.health.note(self.backend, conn)
+    }
+
+    /// Whether a new connection to the server can be opened, within a second.
+    async fn reachable(&self) -> StoreResult<()> {
+        match tokio::time::timeout(
+            Duration::from_secs(1),
+            sqlx::AnyConnection::connect_with(&self.connect_options),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(StoreError::from(e)),
+            Err(_) => Err(StoreError::Database(sqlx::Error::PoolTimedOut)),
+        }
     }
 
     /// Starts a write transaction. On SQLite it waits for its turn among this process's
     /// writers (and may share its commit with the writers around it: see [`tx`]).
     pub async fn write(&self) -> StoreResult<Tx> {
         let Some(writers) = &self.writers else {
-            self.health.check()?;
-            let conn = self.pool.acquire().await.map_err(StoreError::from);
-            let conn = self.health.note(self.backend, conn)?;
+            let conn = self.acquire().await?;
             return Tx::begin_alone(conn, self.views.clone()).await;
         };
         // The turn first, then a connection: a writer waiting for its turn holds no connection,

@@ -47,15 +47,44 @@ pub(super) struct SqliteWriters {
     /// At most this many transactions share a commit (1: none share; an in-memory database,
     /// whose one connection the readers need too).
     pub(super) group_max: usize,
+    /// When a write was last refused for the file's sake (read-only, full): connections opened
+    /// before then are closed, not reused (see [`Refused`]).
+    pub(super) refused: Refused,
+}
+
+/// When the database last refused a write because of its file: made read-only, or its disk
+/// full. SQLite opens a file it may not write read-only without a word, and in WAL mode every
+/// connection of the process shares one index of the WAL (`-shm`), opened read-only as well
+/// then: such connections would keep refusing every write after the file is writable again.
+/// So every connection, the readers' too, opened before the last refusal is closed when it is
+/// next taken from its pool (`before_acquire`), and the service recovers by itself, without a
+/// restart, once the file can be written again.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Refused(Arc<std::sync::Mutex<Option<Instant>>>);
+
+impl Refused {
+    /// Notes a refusal if `e` is one.
+    pub(super) fn note(&self, e: &sqlx::Error) {
+        if super::health::refuses_storage(e) {
+            *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        }
+    }
+
+    /// Whether a connection `age` old was opened before the last refusal.
+    pub(crate) fn predates(&self, age: Duration) -> bool {
+        let last = *self.0.lock().unwrap_or_else(|e| e.into_inner());
+        last.is_some_and(|at| at.elapsed() <= age)
+    }
 }
 
 impl SqliteWriters {
-    pub(super) fn new(pool: AnyPool, share: bool) -> Self {
+    pub(super) fn new(pool: AnyPool, share: bool, refused: Refused) -> Self {
         Self {
             pool,
             turn: Arc::new(tokio::sync::Mutex::new(Group::default())),
             waiting: Arc::new(AtomicUsize::new(0)),
             group_max: if share { GROUP_MAX } else { 1 },
+            refused,
         }
     }
 
@@ -356,7 +385,13 @@ impl Tx {
                         pending_audit: Vec::new(),
                     });
                 }
-                conn.execute("BEGIN IMMEDIATE").await?;
+                if let Err(e) = conn.execute("BEGIN IMMEDIATE").await {
+                    // A connection that cannot begin a write does not go back to the pool
+                    // (see [`Refused`]).
+                    writers.refused.note(&e);
+                    conn.close_on_drop();
+                    return Err(e.into());
+                }
                 turn.open = Some(OpenGroup {
                     conn: None,
                     members: Vec::new(),
@@ -581,12 +616,17 @@ async fn undo_member(
     writers: &SqliteWriters,
     views: &Arc<ViewCache>,
 ) -> Result<(), sqlx::Error> {
-    let undone = conn
+    let mut undone = conn
         .execute(sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "ROLLBACK TO {SAVEPOINT}; RELEASE {SAVEPOINT}; DELETE FROM temp.tokendesk_changed"
         ))))
-        .await;
+        .await
+        .map(|_| ());
+    if undone.is_ok() {
+        undone = can_write(&mut conn).await;
+    }
     if let Err(e) = undone {
+        writers.refused.note(&e);
         // The transaction itself is gone (SQLite rolls a whole transaction back on some
         // errors, a full disk among them): every member waiting on it has failed.
         let _ = conn.execute("ROLLBACK").await;
@@ -601,6 +641,26 @@ async fn undo_member(
     }
     pass_or_finish(conn, turn, writers, views).await;
     Ok(())
+}
+
+/// Whether a writer connection can still write, asked after a member failed (its statement's
+/// error is its caller's): a connection SQLite opened read-only (see [`Refused`]) is found here,
+/// a page written and given back, which it refuses at once. Only on the path of a failure: a
+/// write that succeeds needs no such question.
+async fn can_write(conn: &mut PoolConnection<Any>) -> Result<(), sqlx::Error> {
+    let probe = conn
+        .execute(sqlx::raw_sql(
+            "SAVEPOINT tokendesk_probe; \
+             UPDATE _sqlx_migrations SET version = version \
+             WHERE version = (SELECT MIN(version) FROM _sqlx_migrations)",
+        ))
+        .await;
+    let undone = conn
+        .execute(sqlx::raw_sql(
+            "ROLLBACK TO tokendesk_probe; RELEASE tokendesk_probe",
+        ))
+        .await;
+    probe.and(undone).map(|_| ())
 }
 
 /// Passes the turn on with the group open when someone waits for it and the group may still
@@ -636,7 +696,8 @@ async fn finish(
         return;
     };
     let done = conn.execute("COMMIT").await.map(|_| ());
-    if done.is_err() {
+    if let Err(e) = &done {
+        writers.refused.note(e);
         // Whatever state the connection is in, it does not go back to the pool.
         let _ = conn.execute("ROLLBACK").await;
         conn.close_on_drop();

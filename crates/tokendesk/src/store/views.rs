@@ -100,6 +100,8 @@ struct State {
     /// The latest changes: (number, request id), oldest first.
     recent: VecDeque<(u64, i64)>,
     entries: HashMap<i64, Entry>,
+    /// When the expired entries were last dropped (see [`ViewCache::keep`]).
+    swept_at: Instant,
 }
 
 struct Entry {
@@ -118,6 +120,7 @@ impl ViewCache {
                 floor: 0,
                 recent: VecDeque::new(),
                 entries: HashMap::new(),
+                swept_at: Instant::now(),
             }),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -174,6 +177,17 @@ impl ViewCache {
             .any(|(_, changed)| *changed == id);
         if changed_since {
             return;
+        }
+        // Expired views are dropped once per `ttl`, not only when the cache is full: its
+        // memory follows what was read lately instead of growing to `entries` stale views
+        // (about 50 MB by default), which `scripts/soak` saw as memory growing for minutes.
+        let now = Instant::now();
+        if now.duration_since(state.swept_at) >= self.options.ttl {
+            let ttl = self.options.ttl;
+            state
+                .entries
+                .retain(|_, e| now.duration_since(e.read_at) < ttl);
+            state.swept_at = now;
         }
         if state.entries.len() >= self.options.entries && !state.entries.contains_key(&id) {
             make_room(&mut state.entries, self.options);
@@ -451,6 +465,24 @@ mod tests {
         assert!(c.get(1).is_some());
         std::thread::sleep(Duration::from_millis(40));
         assert!(c.get(1).is_none());
+    }
+
+    #[test]
+    fn expired_views_are_dropped_before_the_cache_is_full() {
+        let c = ViewCache::new(
+            ViewCacheOptions {
+                entries: 1000,
+                ttl: Duration::from_millis(30),
+            },
+            true,
+        );
+        for id in 0..100 {
+            c.keep(c.ticket(), id, view(id, "x"));
+        }
+        assert_eq!(c.stats().entries, 100);
+        std::thread::sleep(Duration::from_millis(40));
+        c.keep(c.ticket(), 100, view(100, "fresh"));
+        assert_eq!(c.stats().entries, 1, "only the fresh view is kept");
     }
 
     #[test]

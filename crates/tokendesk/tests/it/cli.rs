@@ -512,10 +512,23 @@ async fn admin_revoke_exit_codes() {
     );
 }
 
-/// A `tokendesk serve` child with its address.
+/// A `tokendesk serve` child with its address. Its standard error is read as it comes (a
+/// busy service fills a pipe nobody reads, and then blocks on its next log line); a child
+/// still running when this is dropped (a failed test) is killed.
 struct Serving {
     child: std::process::Child,
     addr: String,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 impl Serving {
@@ -541,13 +554,33 @@ impl Serving {
             .unwrap()
             .trim_start_matches("http://")
             .to_owned();
-        // Keep reading stdout so that the child never blocks on a full pipe.
+        // Keep reading stdout and stderr so that the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in stdout.lines() {});
-        Serving { child, addr }
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut pipe = BufReader::new(child.stderr.take().unwrap());
+        let kept = stderr.clone();
+        let reader = std::thread::spawn(move || {
+            let mut line = String::new();
+            while pipe.read_line(&mut line).is_ok_and(|n| n > 0) {
+                kept.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        Serving {
+            child,
+            addr,
+            stderr,
+            reader: Some(reader),
+        }
     }
 
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// What it wrote to standard error so far.
+    fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
     }
 
     fn signal(&self, name: &str) {
@@ -562,15 +595,24 @@ impl Serving {
     }
 
     /// SIGTERM, then everything it wrote to standard error.
-    fn stop(mut self) -> String {
+    fn stop(self) -> String {
+        self.stop_timed().0
+    }
+
+    /// SIGTERM, then everything it wrote to standard error and how long it took to stop.
+    fn stop_timed(mut self) -> (String, Duration) {
         self.signal("-TERM");
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let started = std::time::Instant::now();
+        let deadline = started + Duration::from_secs(15);
         while self.child.try_wait().unwrap().is_none() {
             assert!(std::time::Instant::now() < deadline, "serve did not stop");
             std::thread::sleep(Duration::from_millis(50));
         }
-        let out = self.child.wait_with_output().unwrap();
-        text(&out.stderr)
+        let took = started.elapsed();
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        (std::mem::take(&mut *self.stderr.lock().unwrap()), took)
     }
 }
 
@@ -1360,4 +1402,648 @@ async fn a_full_disk_is_a_clear_503_and_corrupts_nothing() {
         "{}",
         text(&out.stdout)
     );
+}
+
+/// A submission of `who`, for the database fault tests: (status, id if stored, `Retry-After`,
+/// the error's code, how long the answer took).
+struct Submitted {
+    status: u16,
+    id: Option<i64>,
+    retry_after: Option<String>,
+    code: Option<String>,
+    took: Duration,
+}
+
+async fn submit_as(client: &reqwest::Client, url: &str, who: &str) -> Submitted {
+    let expires = (OffsetDateTime::now_utc() + time::Duration::days(30))
+        .date()
+        .to_string();
+    let started = std::time::Instant::now();
+    let answer = match client
+        .post(url)
+        .header("X-Remote-User", who)
+        .timeout(Duration::from_secs(30))
+        .json(&json!({"purpose": "nightly grade export for my sections", "expires_on": expires}))
+        .send()
+        .await
+    {
+        Ok(answer) => answer,
+        // No answer (status 0): a hang or a dropped connection, which the tests report.
+        Err(_) => {
+            return Submitted {
+                status: 0,
+                id: None,
+                retry_after: None,
+                code: None,
+                took: started.elapsed(),
+            };
+        }
+    };
+    let status = answer.status().as_u16();
+    let retry_after = answer
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body: serde_json::Value = answer.json().await.unwrap_or(serde_json::Value::Null);
+    Submitted {
+        status,
+        id: (status == 201).then(|| body["id"].as_i64().unwrap()),
+        retry_after,
+        code: body["error"]["code"].as_str().map(str::to_owned),
+        took: started.elapsed(),
+    }
+}
+
+/// Every stored request has its audit record (a change never commits without it), and the
+/// stored requests are `acknowledged` plus, at most, those in `maybe` (answered by no 2xx, yet
+/// possibly committed: PostgreSQL's answer to a COMMIT lost with the connection).
+async fn every_change_with_its_audit(
+    url: &str,
+    acknowledged: &std::collections::BTreeSet<i64>,
+    maybe: usize,
+) {
+    let store = Store::connect(url, &StoreOptions::default()).await.unwrap();
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM requests ORDER BY id")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    let stored: std::collections::BTreeSet<i64> = ids.into_iter().collect();
+    let lost: Vec<_> = acknowledged.difference(&stored).collect();
+    assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
+    assert!(
+        stored.len() <= acknowledged.len() + maybe,
+        "{} stored, {} acknowledged",
+        stored.len(),
+        acknowledged.len()
+    );
+    let audited: Vec<String> = sqlx::query_scalar(
+        "SELECT target FROM audit_events WHERE action = 'request.submit' ORDER BY seq",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    let audited: std::collections::BTreeSet<String> = audited.into_iter().collect();
+    for id in &stored {
+        assert!(
+            audited.contains(&format!("request:{id}")),
+            "request {id} is stored without its audit record"
+        );
+    }
+    assert_eq!(
+        audited.len(),
+        stored.len(),
+        "an audit record without its change"
+    );
+}
+
+/// A read-only database under a running service: the directory that holds the SQLite file (and
+/// its `-wal` and `-shm`) is a bind mount made for the test, and a read-only bind mount of the
+/// same directory is stacked over it (root only: in CI a failure to mount fails the test,
+/// elsewhere it is skipped loudly; the kernel will not remount a mount read-only while files
+/// are open on it for writing, hence the stack). What a read-only file means to a running
+/// process is the connections it opens from then on, so the pool here closes idle connections
+/// after a second. Writes are refused with a 503 that says so (never a 500), reads go on,
+/// nothing is stored without its audit record, nothing is corrupted, and once the directory is
+/// writable again submissions succeed without a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_only_database_is_a_clear_503_and_recovers_without_a_restart() {
+    let dir = Dir::new("read-only");
+    let real = dir.0.join("real");
+    let mnt = dir.0.join("db");
+    std::fs::create_dir_all(&real).unwrap();
+    std::fs::create_dir_all(&mnt).unwrap();
+    let bound = Command::new("mount")
+        .arg("--bind")
+        .arg(&real)
+        .arg(&mnt)
+        .output();
+    if !bound.as_ref().is_ok_and(|o| o.status.success()) {
+        let why = bound.map_or_else(|e| e.to_string(), |o| text(&o.stderr));
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI runs as root and must be able to bind-mount a directory: {why}"
+        );
+        eprintln!(
+            "SKIPPED a_read_only_database_is_a_clear_503_and_recovers_without_a_restart: cannot bind-mount a directory ({why}); run as root"
+        );
+        return;
+    }
+    let _bound = Mounted(mnt.clone());
+    let sim = tokendesk_canvas_sim::start(
+        tokendesk_canvas_sim::SimConfig {
+            throttle: None,
+            ..Default::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let db_url = format!("sqlite://{}/td.db", mnt.display());
+    let config = dir.file(
+        "tokendesk.toml",
+        &format!(
+            "listen = \"127.0.0.1:0\"\ndatabase_url = \"{db_url}\"\n[database]\nidle_timeout_secs = 1\n\
+             [canvas]\nurl = \"{}\"\nadmin_token = \"{}\"\n[roles]\napprovers = [\"ada.admin\"]\n\
+             [policy]\nmax_open_requests_per_person = 1000\n[limits]\nsubmissions_per_hour = 0\n",
+            sim.base_url(),
+            tokendesk_canvas_sim::DEFAULT_ADMIN_TOKEN
+        ),
+    );
+    let serving = Serving::start(&config, &[]);
+    let client = reqwest::Client::new();
+    let url = serving.url("/api/v1/requests");
+    let mut acknowledged = std::collections::BTreeSet::new();
+    let first = submit_as(&client, &url, "sam.student").await;
+    assert_eq!(first.status, 201);
+    acknowledged.insert(first.id.unwrap());
+
+    // Read-only: a read-only bind mount over the directory.
+    let ro = Command::new("mount")
+        .args(["--bind", "-o", "ro"])
+        .arg(&real)
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    assert!(ro.status.success(), "{}", text(&ro.stderr));
+    let read_only = Mounted(mnt.clone());
+    assert!(
+        std::fs::write(mnt.join("probe"), b"x").is_err(),
+        "the directory is read-only now"
+    );
+    // The connections opened before are closed once idle.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut refused = None;
+    for _ in 0..50 {
+        let s = submit_as(&client, &url, "sam.student").await;
+        match s.status {
+            // Through a connection opened while it was writable: stored, and kept.
+            201 => {
+                acknowledged.insert(s.id.unwrap());
+            }
+            503 => {
+                refused = Some(s);
+                break;
+            }
+            other => panic!(
+                "a read-only database answered {other} ({:?}) after {:?}:\n{}",
+                s.code,
+                s.took,
+                serving.log()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let refused = refused.expect("a read-only database refused nothing");
+    assert_eq!(refused.code.as_deref(), Some("storage_unavailable"));
+    assert!(
+        refused.retry_after.is_some(),
+        "a 503 says when to come back"
+    );
+    assert!(refused.took < Duration::from_secs(2), "{:?}", refused.took);
+    for _ in 0..3 {
+        let s = submit_as(&client, &url, "stella.student").await;
+        assert_eq!(
+            (s.status, s.code.as_deref()),
+            (503, Some("storage_unavailable")),
+            "{}",
+            serving.log()
+        );
+    }
+    // A decision is refused too, the same way; reads go on.
+    let approve = client
+        .post(serving.url(&format!("/api/v1/requests/{}/approve", first.id.unwrap())))
+        .header("X-Remote-User", "ada.admin")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(approve.status().as_u16(), 503);
+    let body: serde_json::Value = approve.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "storage_unavailable", "{body}");
+    let list = client
+        .get(&url)
+        .header("X-Remote-User", "sam.student")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(list.status().as_u16(), 200);
+
+    // Writable again: the read-only mount goes (lazily: the service still has files open on it).
+    drop(read_only);
+    assert!(std::fs::write(mnt.join("probe"), b"x").is_ok());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = submit_as(&client, &url, "sam.student").await;
+        if s.status == 201 {
+            acknowledged.insert(s.id.unwrap());
+            break;
+        }
+        assert_eq!(s.status, 503, "{:?}\n{}", s.code, serving.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the service did not recover once the database was writable again:\n{}",
+            serving.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..5 {
+        let s = submit_as(&client, &url, "stella.student").await;
+        assert_eq!(s.status, 201, "{:?}\n{}", s.code, serving.log());
+        acknowledged.insert(s.id.unwrap());
+    }
+    let stderr = serving.stop();
+    assert!(
+        stderr.contains("the database cannot store anything: its disk is full or read-only"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("internal error"), "{stderr}");
+    let out = run(&["audit", "verify", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    every_change_with_its_audit(&db_url, &acknowledged, 0).await;
+    let store = Store::connect(&db_url, &StoreOptions::default())
+        .await
+        .unwrap();
+    let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(check, "ok");
+}
+
+/// The directory holding PostgreSQL's programs (`initdb`, `pg_ctl`): the newest of
+/// /usr/lib/postgresql/*/bin, or the one on the PATH.
+fn postgres_bin_dir() -> Option<PathBuf> {
+    let newest = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let version: u32 = e.file_name().to_str()?.parse().ok()?;
+            Some((version, e.path().join("bin")))
+        })
+        .filter(|(_, bin)| bin.join("pg_ctl").is_file() && bin.join("initdb").is_file())
+        .max();
+    if let Some((_, bin)) = newest {
+        return Some(bin);
+    }
+    let which = Command::new("sh")
+        .args(["-c", "command -v pg_ctl"])
+        .output()
+        .ok()?;
+    let path = PathBuf::from(text(&which.stdout).trim());
+    let bin = path.parent()?.to_path_buf();
+    bin.join("initdb").is_file().then_some(bin)
+}
+
+/// A PostgreSQL server of the test's own (never the machine's shared one): `initdb` in a
+/// temporary directory and `pg_ctl` on a free port, as the `postgres` user when the test runs
+/// as root (PostgreSQL refuses to run as root). Stopped when dropped.
+struct PrivatePostgres {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+    as_postgres: bool,
+}
+
+impl PrivatePostgres {
+    fn command(&self, program: &str) -> Command {
+        let program = self.bin.join(program);
+        if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            Command::new(program)
+        }
+    }
+
+    /// A new cluster in `dir`, or why there cannot be one.
+    fn create(dir: &Dir) -> Result<PrivatePostgres, String> {
+        let bin = postgres_bin_dir().ok_or("no initdb and pg_ctl found")?;
+        let as_postgres =
+            text(&Command::new("id").arg("-u").output().unwrap().stdout).trim() == "0";
+        let data = dir.0.join("pgdata");
+        if as_postgres {
+            let chown = Command::new("chown")
+                .args(["-R", "postgres:"])
+                .arg(&dir.0)
+                .output()
+                .map_err(|e| e.to_string())?;
+            if !chown.status.success() {
+                return Err(format!("chown to postgres: {}", text(&chown.stderr)));
+            }
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pg = PrivatePostgres {
+            bin,
+            data,
+            port,
+            as_postgres,
+        };
+        let out = pg
+            .command("initdb")
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .arg(&pg.data)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!("initdb: {}", text(&out.stderr)));
+        }
+        pg.start()?;
+        Ok(pg)
+    }
+
+    fn start(&self) -> Result<(), String> {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+            self.port,
+            self.data.display()
+        );
+        let out = self
+            .command("pg_ctl")
+            .args(["-w", "-t", "30", "-l"])
+            .arg(self.data.join("server.log"))
+            .args(["-o", &options, "-D"])
+            .arg(&self.data)
+            .arg("start")
+            .output()
+            .map_err(|e| e.to_string())?;
+        out.status
+            .success()
+            .then_some(())
+            .ok_or_else(|| format!("pg_ctl start: {}{}", text(&out.stdout), text(&out.stderr)))
+    }
+
+    fn stop(&self, mode: &str) -> Result<(), String> {
+        let out = self
+            .command("pg_ctl")
+            .args(["-w", "-t", "30", "-m", mode, "-D"])
+            .arg(&self.data)
+            .arg("stop")
+            .output()
+            .map_err(|e| e.to_string())?;
+        out.status
+            .success()
+            .then_some(())
+            .ok_or_else(|| format!("pg_ctl stop: {}", text(&out.stderr)))
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = self.stop("immediate");
+    }
+}
+
+/// PostgreSQL restarted under load: a private server (see [`PrivatePostgres`]; skipped loudly
+/// where there is none, required in CI with `TEST_REQUIRE_POSTGRES=1`), `tokendesk serve` on it,
+/// six clients submitting without pause, then `pg_ctl stop -m fast` and, three seconds later,
+/// `pg_ctl start` on the same port. While it is down every answer is a quick 503 with
+/// `Retry-After` (never a 500, none slower than two seconds); once it is back the service
+/// recovers by itself (`/readyz` 200, submissions stored again) without a restart; every
+/// acknowledged submission is in the database with its audit record, and the chain verifies.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_restarted_under_load_answers_503_then_recovers_by_itself() {
+    let dir = Dir::new("pg-restart");
+    let pg = match PrivatePostgres::create(&dir) {
+        Ok(pg) => pg,
+        Err(why) => {
+            assert!(
+                !(std::env::var("CI").as_deref() == Ok("true")
+                    && std::env::var("TEST_REQUIRE_POSTGRES").as_deref() == Ok("1")),
+                "CI must be able to run a private PostgreSQL server: {why}"
+            );
+            eprintln!(
+                "SKIPPED postgres_restarted_under_load_answers_503_then_recovers_by_itself: no private PostgreSQL server ({why})"
+            );
+            return;
+        }
+    };
+    let sim = tokendesk_canvas_sim::start(
+        tokendesk_canvas_sim::SimConfig {
+            throttle: None,
+            ..Default::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let config = dir.file(
+        "tokendesk.toml",
+        &format!(
+            "listen = \"127.0.0.1:0\"\ndatabase_url = \"{}\"\n[canvas]\nurl = \"{}\"\nadmin_token = \"{}\"\n\
+             [policy]\nmax_open_requests_per_person = 1000\n[limits]\nsubmissions_per_hour = 0\n",
+            pg.url(),
+            sim.base_url(),
+            tokendesk_canvas_sim::DEFAULT_ADMIN_TOKEN
+        ),
+    );
+    let serving = Serving::start(&config, &[]);
+    let url = serving.url("/api/v1/requests");
+    let client = reqwest::Client::new();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = tokio::task::JoinSet::new();
+    for k in 0..6 {
+        let (client, url, stop) = (client.clone(), url.clone(), stop.clone());
+        clients.spawn(async move {
+            let who = ["sam.student", "stella.student", "rita.researcher"][k % 3];
+            let mut answers = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let at = std::time::Instant::now();
+                let s = submit_as(&client, &url, who).await;
+                if s.status == 503 {
+                    // A client that heard "try again later" waits a little, as a person would.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                answers.push((at, s));
+            }
+            answers
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stopped_at = std::time::Instant::now();
+    pg.stop("fast").unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ready = client.get(serving.url("/readyz")).send().await.unwrap();
+    assert_eq!(
+        ready.status().as_u16(),
+        503,
+        "/readyz while the database is down"
+    );
+    let started_at = std::time::Instant::now();
+    pg.start().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = client.get(serving.url("/readyz")).send().await.unwrap();
+        if ready.status().as_u16() == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the service never saw the database again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let back_at = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acknowledged = std::collections::BTreeSet::new();
+    let (mut before, mut during, mut after, mut refused) = (0, 0, 0, 0);
+    while let Some(answers) = clients.join_next().await {
+        for (at, s) in answers.unwrap() {
+            match s.status {
+                201 => {
+                    acknowledged.insert(s.id.unwrap());
+                    if at < stopped_at {
+                        before += 1;
+                    } else if at > back_at {
+                        after += 1;
+                    } else {
+                        during += 1;
+                    }
+                }
+                503 => {
+                    refused += 1;
+                    assert_eq!(s.code.as_deref(), Some("unavailable"), "{:?}", s.code);
+                    assert!(s.retry_after.is_some(), "a 503 without Retry-After");
+                    assert!(s.took < Duration::from_secs(2), "a 503 after {:?}", s.took);
+                }
+                other => panic!(
+                    "PostgreSQL restarting answered {other} ({:?}) after {:?}:\n{}",
+                    s.code,
+                    s.took,
+                    serving.log()
+                ),
+            }
+            if at > stopped_at && at < started_at {
+                assert!(
+                    s.took < Duration::from_secs(2),
+                    "an answer ({}) {:?} into the outage took {:?}:\n{}",
+                    s.status,
+                    at - stopped_at,
+                    s.took,
+                    serving.log()
+                );
+            }
+        }
+    }
+    assert!(
+        before > 0 && refused > 0,
+        "{before} before, {refused} refused"
+    );
+    assert!(
+        after > 0,
+        "no submission succeeded after the restart ({during} during it)"
+    );
+    let stderr = serving.stop();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("internal error"), "{stderr}");
+    assert!(stderr.contains("the database does not answer"), "{stderr}");
+    assert!(stderr.contains("the database answers again"), "{stderr}");
+    // A submission whose COMMIT was under way when the server stopped may be stored though its
+    // client heard a 503: at most one per client.
+    every_change_with_its_audit(&pg.url(), &acknowledged, 6).await;
+    let out = run(&["audit", "verify", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    drop(pg);
+}
+
+/// SIGTERM with a long queue of issuance (found by `scripts/soak`, whose service took more than
+/// 30 s to stop): the service finishes the job in hand and stops within seconds, the rest stays
+/// queued, and started again it issues every approved request (nothing lost).
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_with_a_long_queue_stops_at_once_and_the_rest_waits() {
+    let dir = Dir::new("stop-queue");
+    // Every Canvas call takes 100 ms: 30 issuances (a look-up, a listing, a creation each)
+    // are about ten seconds of work.
+    let sim = tokendesk_canvas_sim::start(
+        tokendesk_canvas_sim::SimConfig {
+            throttle: None,
+            latency: Duration::from_millis(100),
+            ..Default::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let db_url = format!("sqlite://{}/td.db", dir.0.display());
+    let config = dir.file(
+        "tokendesk.toml",
+        &format!(
+            "listen = \"127.0.0.1:0\"\ndatabase_url = \"{db_url}\"\n[canvas]\nurl = \"{}\"\nadmin_token = \"{}\"\n\
+             [roles]\napprovers = [\"ada.admin\"]\n[policy]\nmax_open_requests_per_person = 1000\n\
+             max_active_tokens_per_person = 1000\n[limits]\nsubmissions_per_hour = 0\n",
+            sim.base_url(),
+            tokendesk_canvas_sim::DEFAULT_ADMIN_TOKEN
+        ),
+    );
+    let serving = Serving::start(&config, &[]);
+    let client = reqwest::Client::new();
+    let url = serving.url("/api/v1/requests");
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        let s = submit_as(&client, &url, "sam.student").await;
+        assert_eq!(s.status, 201, "{:?}", s.code);
+        ids.push(s.id.unwrap());
+    }
+    for id in &ids {
+        let r = client
+            .post(serving.url(&format!("/api/v1/requests/{id}/approve")))
+            .header("X-Remote-User", "ada.admin")
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let (stderr, took) = serving.stop_timed();
+    assert!(
+        took < Duration::from_secs(5),
+        "stopping took {took:?} with work queued:\n{stderr}"
+    );
+    let store = Store::connect(&db_url, &StoreOptions::default())
+        .await
+        .unwrap();
+    let waiting: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM requests WHERE state = 'approved'")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(
+        waiting > 0,
+        "the whole queue was worked through before stopping"
+    );
+    // Started again, it does the rest.
+    let serving = Serving::start(&config, &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let issued: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM requests WHERE state = 'issued'")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        if issued == ids.len() as i64 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{issued} of {} issued after the restart:\n{}",
+            ids.len(),
+            serving.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stderr = serving.stop();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let out = run(&["audit", "verify", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
