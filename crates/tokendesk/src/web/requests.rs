@@ -262,7 +262,7 @@ async fn show(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApproveBody {
-    /// An earlier expiry than the requester asked for.
+    /// An earlier expiry than the requester asked for (leave it out to keep theirs).
     #[schema(format = Date)]
     expires_on: Option<String>,
 }
@@ -287,6 +287,11 @@ async fn approve(
     IdPath(id): IdPath,
     JsonBody(body): JsonBody<ApproveBody>,
 ) -> ApiResult<Json<RequestJson>> {
+    // The API takes a date or no field at all (the form's empty field means "as requested").
+    if let Some(raw) = body.expires_on.as_deref() {
+        crate::domain::request::parse_date("expires_on", raw)
+            .map_err(|e| super::ApiError::invalid(vec![e]))?;
+    }
     let request = state
         .app
         .approve(&actor, RequestId(id), body.expires_on.as_deref(), &ctx)

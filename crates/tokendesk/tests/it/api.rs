@@ -1601,6 +1601,16 @@ async fn lists_page_by_keyset_and_own_lists_stay_own() {
             .expect(422);
         assert_eq!(r.field(), "after");
         api.get(SAM, "/api/v1/tokens?after=0").await.expect(422);
+        // An approval's expiry is a date or left out: an empty one is no date.
+        let r = api
+            .post(
+                ADA,
+                &format!("/api/v1/requests/{stella}/approve"),
+                json!({"expires_on": ""}),
+            )
+            .await
+            .expect(422);
+        assert_eq!(r.field(), "expires_on");
 
         // The audit trail, three events at a time, continued by sequence number.
         let pages = walk(&api, ADA, "/api/v1/audit?limit=3").await;
