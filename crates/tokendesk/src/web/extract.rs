@@ -200,6 +200,17 @@ pub fn int_param(field: &'static str, raw: Option<&str>) -> Result<Option<i64>, 
     }
 }
 
+/// An optional date field of the API: absent, or a date (`YYYY-MM-DD`). The pages' forms send
+/// an empty field for "none", the API's schema says `format: date`: an empty string is no date.
+pub fn date_param(field: &'static str, raw: Option<&str>) -> Result<(), ApiError> {
+    match raw {
+        None => Ok(()),
+        Some(raw) => crate::domain::request::parse_date(field, raw)
+            .map(|_| ())
+            .map_err(|e| ApiError::invalid(vec![e])),
+    }
+}
+
 /// Parses an optional boolean query parameter (`true`/`false`/`1`/`0`).
 pub fn bool_param(field: &'static str, raw: Option<&str>) -> Result<bool, ApiError> {
     match raw.map(str::trim).filter(|s| !s.is_empty()) {

@@ -256,6 +256,7 @@ async fn start(
     SignedIn { actor, ctx }: SignedIn,
     JsonBody(body): JsonBody<StartBody>,
 ) -> ApiResult<(StatusCode, Json<RunJson>)> {
+    super::extract::date_param("issued_before", body.issued_before.as_deref())?;
     let filter = RevokeFilter::parse(
         body.owner.as_deref(),
         body.issued_before.as_deref(),

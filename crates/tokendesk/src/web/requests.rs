@@ -287,11 +287,7 @@ async fn approve(
     IdPath(id): IdPath,
     JsonBody(body): JsonBody<ApproveBody>,
 ) -> ApiResult<Json<RequestJson>> {
-    // The API takes a date or no field at all (the form's empty field means "as requested").
-    if let Some(raw) = body.expires_on.as_deref() {
-        crate::domain::request::parse_date("expires_on", raw)
-            .map_err(|e| super::ApiError::invalid(vec![e]))?;
-    }
+    super::extract::date_param("expires_on", body.expires_on.as_deref())?;
     let request = state
         .app
         .approve(&actor, RequestId(id), body.expires_on.as_deref(), &ctx)

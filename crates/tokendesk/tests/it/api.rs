@@ -1611,6 +1611,24 @@ async fn lists_page_by_keyset_and_own_lists_stay_own() {
             .await
             .expect(422);
         assert_eq!(r.field(), "expires_on");
+        // (An empty query parameter is already a 400 naming it.)
+        let r = api
+            .get(
+                ADA,
+                "/api/v1/revocations/preview?owner=sam.student&issued_before=",
+            )
+            .await
+            .expect(400);
+        assert_eq!(r.field(), "issued_before");
+        let r = api
+            .post(
+                ADA,
+                "/api/v1/revocations",
+                json!({"owner": "sam.student", "issued_before": "", "reason": "offboarding"}),
+            )
+            .await
+            .expect(422);
+        assert_eq!(r.field(), "issued_before");
 
         // The audit trail, three events at a time, continued by sequence number.
         let pages = walk(&api, ADA, "/api/v1/audit?limit=3").await;
