@@ -151,7 +151,7 @@ impl ListQuery {
 
 /// How the backend would run `query`: SQLite's `EXPLAIN QUERY PLAN` details, or PostgreSQL's
 /// `EXPLAIN` lines, asked with sequential scans, bitmap scans and sorts discouraged (for this
-/// connection's session): a small test table then does not hide a missing index, and a
+/// connection's session, and reset afterwards): a small test table then does not hide a missing index, and a
 /// `Seq Scan` or a `Sort` appears only where no index can serve the query and its order.
 pub async fn query_plan(
     conn: &mut sqlx::AnyConnection,
@@ -173,8 +173,17 @@ pub async fn query_plan(
                 .await?;
         }
     }
-    let rows = explain.fetch_all(conn).await?;
-    rows.iter()
+    let rows = explain.fetch_all(&mut *conn).await;
+    if backend == super::Backend::Postgres {
+        // The connection goes back to its pool as it came: the planner's settings reset.
+        for setting in ["enable_seqscan", "enable_bitmapscan", "enable_sort"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!("RESET {setting}")))
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    rows?
+        .iter()
         .map(|r| {
             let column = match backend {
                 super::Backend::Sqlite => "detail",
