@@ -103,8 +103,19 @@ fn chain_hash(prev_hash: &str, content: &Canonical<'_>) -> StoreResult<String> {
     Ok(crate::domain::hex(&hasher.finalize()))
 }
 
-/// Appends one event to the chain, inside the caller's transaction. On PostgreSQL an advisory
-/// lock orders concurrent appenders; on SQLite the write transaction already holds the lock.
+/// An event to append: what happened, when, and from where.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub record: AuditRecord,
+    pub at: OffsetDateTime,
+    pub client_addr: Option<String>,
+}
+
+/// At most this many events go into one `INSERT` (nine parameters each: far below both
+/// databases' limits on parameters).
+const INSERT_ROWS: usize = 256;
+
+/// Appends one event to the chain, inside the caller's transaction (see [`append_audits`]).
 pub async fn append_audit(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -112,44 +123,108 @@ pub async fn append_audit(
     at: OffsetDateTime,
     client_addr: Option<&str>,
 ) -> StoreResult<i64> {
+    let event = NewEvent {
+        record: record.clone(),
+        at,
+        client_addr: client_addr.map(str::to_owned),
+    };
+    let seqs = append_audits(conn, backend, std::slice::from_ref(&event)).await?;
+    seqs.first()
+        .copied()
+        .ok_or_else(|| StoreError::Corrupt("the audit insert returned no row".to_owned()))
+}
+
+/// Appends events to the chain in their order, inside the caller's transaction, and returns
+/// their sequence numbers. The newest hash is read once and the events go in as one `INSERT`
+/// (per [`INSERT_ROWS`]): a group of SQLite writers, or a PostgreSQL transaction with several
+/// events, pays two statements for all of them. On PostgreSQL an advisory lock orders concurrent
+/// appenders (held to the commit); on SQLite the write transaction already holds the lock.
+pub async fn append_audits(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    events: &[NewEvent],
+) -> StoreResult<Vec<i64>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
     if backend == Backend::Postgres {
         sqlx::query("SELECT pg_advisory_xact_lock(72202)")
             .execute(&mut *conn)
             .await?;
     }
-    let prev: Option<String> =
+    let head: Option<String> =
         sqlx::query_scalar("SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut *conn)
             .await?;
-    let prev = prev.unwrap_or_else(|| GENESIS.to_owned());
-    let content = Canonical {
-        at: ts(at),
-        actor: &record.actor,
-        action: record.action,
-        target: &record.target,
-        outcome: record.outcome,
-        client_addr,
-        details: &record.details,
-    };
-    let hash = chain_hash(&prev, &content)?;
-    let details = serde_json::to_string(&record.details)
-        .map_err(|e| StoreError::Corrupt(format!("audit details: {e}")))?;
-    let row = sqlx::query(
-        "INSERT INTO audit_events (at, actor, action, target, outcome, client_addr, details, \
-         prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING seq",
-    )
-    .bind(ts(at))
-    .bind(record.actor.as_str())
-    .bind(record.action)
-    .bind(record.target.as_str())
-    .bind(record.outcome)
-    .bind(client_addr)
-    .bind(details)
-    .bind(prev)
-    .bind(hash)
-    .fetch_one(conn)
-    .await?;
-    Ok(row.try_get::<i64, _>(0)?)
+    let mut prev = head.unwrap_or_else(|| GENESIS.to_owned());
+    // (prev_hash, hash, details) of each event, chained in order.
+    let mut rows = Vec::with_capacity(events.len());
+    for e in events {
+        let content = Canonical {
+            at: ts(e.at),
+            actor: &e.record.actor,
+            action: e.record.action,
+            target: &e.record.target,
+            outcome: e.record.outcome,
+            client_addr: e.client_addr.as_deref(),
+            details: &e.record.details,
+        };
+        let hash = chain_hash(&prev, &content)?;
+        let details = serde_json::to_string(&e.record.details)
+            .map_err(|e| StoreError::Corrupt(format!("audit details: {e}")))?;
+        rows.push((std::mem::replace(&mut prev, hash.clone()), hash, details));
+    }
+    let mut seqs = Vec::with_capacity(events.len());
+    for (events, rows) in events.chunks(INSERT_ROWS).zip(rows.chunks(INSERT_ROWS)) {
+        let values = (0..events.len())
+            .map(|i| {
+                let p = |k: usize| format!("${}", i * 9 + k);
+                format!(
+                    "({}, {}, {}, {}, {}, {}, {}, {}, {})",
+                    p(1),
+                    p(2),
+                    p(3),
+                    p(4),
+                    p(5),
+                    p(6),
+                    p(7),
+                    p(8),
+                    p(9)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO audit_events (at, actor, action, target, outcome, client_addr, details, \
+             prev_hash, hash) VALUES {values} RETURNING seq, hash"
+        );
+        let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (e, (prev_hash, hash, details)) in events.iter().zip(rows) {
+            insert = insert
+                .bind(ts(e.at))
+                .bind(e.record.actor.as_str())
+                .bind(e.record.action)
+                .bind(e.record.target.as_str())
+                .bind(e.record.outcome)
+                .bind(e.client_addr.as_deref())
+                .bind(details.as_str())
+                .bind(prev_hash.as_str())
+                .bind(hash.as_str());
+        }
+        let returned = insert.fetch_all(&mut *conn).await?;
+        // The order of RETURNING's rows is not promised: each event is known by its hash.
+        let mut by_hash = std::collections::HashMap::with_capacity(returned.len());
+        for r in &returned {
+            by_hash.insert(r.try_get::<String, _>(1)?, r.try_get::<i64, _>(0)?);
+        }
+        for (_, hash, _) in rows {
+            let seq = by_hash.get(hash).copied().ok_or_else(|| {
+                StoreError::Corrupt("the audit insert did not return every event".to_owned())
+            })?;
+            seqs.push(seq);
+        }
+    }
+    Ok(seqs)
 }
 
 fn event(r: &AnyRow) -> StoreResult<AuditEvent> {

@@ -16,6 +16,12 @@
 //! nobody hears "done" before their change is durable (`synchronous = FULL` unchanged). A
 //! change that fails, or is rolled back, is undone alone (`ROLLBACK TO` its savepoint). The
 //! audit chain stays strictly ordered: members run one after another on one connection.
+//!
+//! **Few statements in a turn.** The turn is the one thing writers cannot share, so a member
+//! does in it only its own work: its savepoint is never released (the next member's nests in
+//! it, and `COMMIT` keeps them all), and its audit events, like the requests it changed, are
+//! gathered for the whole group when it commits (one read of the chain's head and one `INSERT`
+//! for every member's events, one read of the changed requests).
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -28,7 +34,7 @@ use tokio::sync::{OwnedMutexGuard, oneshot};
 
 use time::OffsetDateTime;
 
-use super::audit::append_audit;
+use super::audit::{NewEvent, append_audits};
 use super::views::ViewCache;
 use super::{Backend, StoreError, StoreResult};
 use crate::domain::AuditRecord;
@@ -123,15 +129,15 @@ struct OpenGroup {
 #[derive(Debug)]
 struct Member {
     tell: oneshot::Sender<Result<(), sqlx::Error>>,
-    changed: Vec<i64>,
     done: Done,
 }
 
-/// What a member brings to its group's commit besides what it changed.
+/// What a member brings to its group's commit besides its changes.
 #[derive(Debug)]
 struct Done {
     erased: bool,
-    events: Vec<LoggedEvent>,
+    /// Its audit events, appended to the chain as the group commits.
+    audit: Vec<NewEvent>,
 }
 
 /// The savepoint each member of a group works in.
@@ -231,18 +237,9 @@ pub struct Tx {
     views: Arc<ViewCache>,
     /// This transaction erased a secret (a ciphertext, a sealed email).
     erased: bool,
-    /// The audit events it wrote, logged once it has committed (one line per event).
-    events: Vec<LoggedEvent>,
-    /// PostgreSQL: audit events appended when it commits (see [`Tx::audit`]).
-    pending_audit: Vec<PendingAudit>,
-}
-
-/// An audit event a PostgreSQL transaction appends to the chain as it commits.
-#[derive(Debug)]
-struct PendingAudit {
-    record: AuditRecord,
-    at: OffsetDateTime,
-    client_addr: Option<String>,
+    /// Its audit events, appended to the chain as it commits (see [`Tx::audit`]) and logged
+    /// once committed (one line per event).
+    audit: Vec<NewEvent>,
 }
 
 #[derive(Debug)]
@@ -346,8 +343,7 @@ impl Tx {
             capture: Capture::PostgresSetting,
             views,
             erased: false,
-            events: Vec::new(),
-            pending_audit: Vec::new(),
+            audit: Vec::new(),
         })
     }
 
@@ -381,8 +377,7 @@ impl Tx {
                         capture: Capture::Nothing,
                         views,
                         erased: false,
-                        events: Vec::new(),
-                        pending_audit: Vec::new(),
+                        audit: Vec::new(),
                     });
                 }
                 if let Err(e) = conn.execute("BEGIN IMMEDIATE").await {
@@ -415,33 +410,29 @@ impl Tx {
             capture: Capture::SqliteTable,
             views,
             erased: false,
-            events: Vec::new(),
-            pending_audit: Vec::new(),
+            audit: Vec::new(),
         })
     }
 
     /// Appends `record` to the audit chain as part of this transaction: it commits with the
-    /// change it records or not at all. On SQLite at once (the writer's turn already orders
-    /// every writer). On PostgreSQL as the transaction commits: the advisory lock that orders
-    /// appenders (the chain's next link needs the newest hash) is then held only from the append
-    /// to the commit, not for the whole transaction, so that concurrent changes overlap in
-    /// everything but their appends and commits. The event is logged once committed.
+    /// change it records or not at all. The append happens as the transaction commits, after
+    /// its work: on PostgreSQL the advisory lock that orders appenders (the chain's next link
+    /// needs the newest hash) is then held only from the append to the commit, not for the
+    /// whole transaction, so that concurrent changes overlap in everything but their appends
+    /// and commits; on SQLite a group's events go in together, after its last member (see the
+    /// module's description). Nothing reads the trail inside a write transaction. The event is
+    /// logged once committed.
     pub async fn audit(
         &mut self,
         record: &AuditRecord,
         at: OffsetDateTime,
         client_addr: Option<&str>,
     ) -> StoreResult<()> {
-        if matches!(self.capture, Capture::PostgresSetting) {
-            self.pending_audit.push(PendingAudit {
-                record: record.clone(),
-                at,
-                client_addr: client_addr.map(str::to_owned),
-            });
-            return Ok(());
-        }
-        let seq = append_audit(&mut *self, Backend::Sqlite, record, at, client_addr).await?;
-        self.events.push(LoggedEvent::of(seq, record));
+        self.audit.push(NewEvent {
+            record: record.clone(),
+            at,
+            client_addr: client_addr.map(str::to_owned),
+        });
         Ok(())
     }
 
@@ -462,29 +453,22 @@ impl Tx {
             capture,
             views,
             erased,
-            events,
-            pending_audit,
+            audit,
         } = self;
         match inner {
             // No erasure happens outside a writer's turn (nothing to checkpoint: PostgreSQL, or
             // SQLite before its schema).
-            Inner::Alone(tx, turn) => tokio::spawn(commit_alone(
-                tx,
-                turn,
-                capture,
-                views,
-                (events, pending_audit),
-            ))
-            .await
-            .unwrap_or(Err(sqlx::Error::WorkerCrashed)),
+            Inner::Alone(tx, turn) => tokio::spawn(commit_alone(tx, turn, capture, views, audit))
+                .await
+                .unwrap_or(Err(sqlx::Error::WorkerCrashed)),
             Inner::Grouped(mut member) => {
                 let Some((conn, turn)) = member.take() else {
                     return Err(sqlx::Error::WorkerCrashed);
                 };
                 let writers = member.writers.clone();
                 tokio::spawn(async move {
-                    let done = Done { erased, events };
-                    commit_member(conn, turn, &writers, &views, capture, done).await
+                    let done = Done { erased, audit };
+                    commit_member(conn, turn, &writers, &views, done).await
                 })
                 .await
                 .unwrap_or(Err(sqlx::Error::WorkerCrashed))
@@ -519,21 +503,17 @@ async fn commit_alone(
     turn: Option<OwnedMutexGuard<Group>>,
     capture: Capture,
     views: Arc<ViewCache>,
-    (mut events, pending): (Vec<LoggedEvent>, Vec<PendingAudit>),
+    audit: Vec<NewEvent>,
 ) -> Result<(), sqlx::Error> {
     // The audit events last, just before the commit (a failure rolls everything back).
-    for p in pending {
-        let seq = append_audit(
-            &mut tx,
-            Backend::Postgres,
-            &p.record,
-            p.at,
-            p.client_addr.as_deref(),
-        )
+    let backend = match capture {
+        Capture::PostgresSetting => Backend::Postgres,
+        Capture::SqliteTable | Capture::Nothing => Backend::Sqlite,
+    };
+    let seqs = append_audits(&mut tx, backend, &audit)
         .await
         .map_err(into_sqlx)?;
-        events.push(LoggedEvent::of(seq, &p.record));
-    }
+    let events = logged(&audit, &seqs);
     let changed = match changed_requests(&mut tx, capture).await {
         Ok(changed) => changed,
         // Not knowing what changed, do not commit (the drop rolls back).
@@ -556,6 +536,15 @@ fn into_sqlx(e: StoreError) -> sqlx::Error {
     }
 }
 
+/// The log lines of appended events (sequence numbers in the events' order).
+fn logged(audit: &[NewEvent], seqs: &[i64]) -> Vec<LoggedEvent> {
+    audit
+        .iter()
+        .zip(seqs)
+        .map(|(e, seq)| LoggedEvent::of(*seq, &e.record))
+        .collect()
+}
+
 fn log_events(events: Vec<LoggedEvent>) {
     for e in events {
         tracing::info!(
@@ -569,41 +558,21 @@ fn log_events(events: Vec<LoggedEvent>) {
     }
 }
 
-/// A member is done: its savepoint is released into the group, and either the turn passes on
-/// (someone waits, and the group may grow) or the group commits. Returns the group's result.
+/// A member is done: it joins the group as it is (its savepoint stays, the next member's nests
+/// in it), and either the turn passes on (someone waits, and the group may grow) or the group
+/// commits. Returns the group's result. No statement runs here.
 async fn commit_member(
-    mut conn: PoolConnection<Any>,
+    conn: PoolConnection<Any>,
     mut turn: OwnedMutexGuard<Group>,
     writers: &SqliteWriters,
     views: &Arc<ViewCache>,
-    capture: Capture,
     done: Done,
 ) -> Result<(), sqlx::Error> {
-    let changed = match changed_requests(&mut conn, capture).await {
-        Ok(changed) => changed,
-        Err(e) => {
-            // Not knowing what changed, do not commit it.
-            let e = into_sqlx(e);
-            let _ = undo_member(conn, turn, writers, views).await;
-            return Err(e);
-        }
-    };
-    if let Err(e) = conn
-        .execute(sqlx::AssertSqlSafe(format!("RELEASE {SAVEPOINT}")))
-        .await
-    {
-        let _ = undo_member(conn, turn, writers, views).await;
-        return Err(e);
-    }
     let (tell, result) = oneshot::channel();
     let Some(group) = turn.open.as_mut() else {
         return Err(sqlx::Error::WorkerCrashed);
     };
-    group.members.push(Member {
-        tell,
-        changed,
-        done,
-    });
+    group.members.push(Member { tell, done });
     group.since.get_or_insert_with(Instant::now);
     pass_or_finish(conn, turn, writers, views).await;
     result.await.unwrap_or(Err(sqlx::Error::WorkerCrashed))
@@ -616,9 +585,11 @@ async fn undo_member(
     writers: &SqliteWriters,
     views: &Arc<ViewCache>,
 ) -> Result<(), sqlx::Error> {
+    // The innermost savepoint of that name is this member's: its changes go, and with them
+    // what the capture triggers noted of them (the temporary table is in the transaction too).
     let mut undone = conn
         .execute(sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "ROLLBACK TO {SAVEPOINT}; RELEASE {SAVEPOINT}; DELETE FROM temp.tokendesk_changed"
+            "ROLLBACK TO {SAVEPOINT}; RELEASE {SAVEPOINT}"
         ))))
         .await
         .map(|_| ());
@@ -628,12 +599,12 @@ async fn undo_member(
     if let Err(e) = undone {
         writers.refused.note(&e);
         // The transaction itself is gone (SQLite rolls a whole transaction back on some
-        // errors, a full disk among them): every member waiting on it has failed.
+        // errors, a full disk among them): every member waiting on it has failed, and none of
+        // their changes is left.
         let _ = conn.execute("ROLLBACK").await;
         conn.close_on_drop();
         if let Some(group) = turn.open.take() {
             for m in group.members {
-                views.changed(&m.changed);
                 let _ = m.tell.send(Err(replicate(&e)));
             }
         }
@@ -683,9 +654,10 @@ async fn pass_or_finish(
     finish(conn, &mut turn, writers, views).await;
 }
 
-/// Commits the group: forgets the views of what its members changed (before the next writer's
-/// turn, so that no one reads a view older than a write they saw), checkpoints the WAL after an
-/// erasure, tells each member the result and logs their audit events.
+/// Commits the group: appends its members' audit events, reads what they changed, commits,
+/// forgets the views of what they changed (before the next writer's turn, so that no one reads
+/// a view older than a write they saw), checkpoints the WAL after an erasure, tells each member
+/// the result and logs their audit events.
 async fn finish(
     mut conn: PoolConnection<Any>,
     turn: &mut OwnedMutexGuard<Group>,
@@ -695,7 +667,31 @@ async fn finish(
     let Some(group) = turn.open.take() else {
         return;
     };
-    let done = conn.execute("COMMIT").await.map(|_| ());
+    let audit: Vec<NewEvent> = group
+        .members
+        .iter()
+        .flat_map(|m| m.done.audit.iter().cloned())
+        .collect();
+    let appended = append_audits(&mut conn, Backend::Sqlite, &audit).await;
+    // Not knowing what changed (or without the audit records), nothing commits.
+    let before = match appended {
+        Ok(seqs) => match changed_requests(&mut conn, Capture::SqliteTable).await {
+            Ok(changed) => Ok((seqs, changed)),
+            Err(e) => Err(into_sqlx(e)),
+        },
+        Err(e) => Err(into_sqlx(e)),
+    };
+    let done = match before {
+        Ok((seqs, changed)) => match conn.execute("COMMIT").await {
+            Ok(_) => Ok((seqs, changed)),
+            Err(e) => {
+                // Even a failed commit may have committed: forget the views either way.
+                views.changed(&changed);
+                Err(e)
+            }
+        },
+        Err(e) => Err(e),
+    };
     if let Err(e) = &done {
         writers.refused.note(e);
         // Whatever state the connection is in, it does not go back to the pool.
@@ -703,10 +699,13 @@ async fn finish(
         conn.close_on_drop();
     }
     drop(conn);
-    // Even a failed commit may have committed: forget the views either way.
-    for m in &group.members {
-        views.changed(&m.changed);
-    }
+    let mut events = match &done {
+        Ok((seqs, changed)) => {
+            views.changed(changed);
+            logged(&audit, seqs).into_iter()
+        }
+        Err(_) => Vec::new().into_iter(),
+    };
     if done.is_ok() && group.members.iter().any(|m| m.done.erased) {
         // Still this writer's turn: nobody writes between the erasure and this.
         if let Err(e) = checkpoint(&writers.pool).await {
@@ -718,8 +717,8 @@ async fn finish(
     }
     for m in group.members {
         match &done {
-            Ok(()) => {
-                log_events(m.done.events);
+            Ok(_) => {
+                log_events(events.by_ref().take(m.done.audit.len()).collect());
                 let _ = m.tell.send(Ok(()));
             }
             Err(e) => {
