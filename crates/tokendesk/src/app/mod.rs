@@ -546,20 +546,14 @@ impl App {
                 // With a digest, the approvers hear of it in their next one (see the sweep).
                 Effect::NotifyApprovers if self.parts().notify.approver_digest_minutes > 0 => {}
                 Effect::NotifyApprovers => {
-                    for reviewer in self.roles().reviewers() {
-                        if &reviewer != requester {
-                            store::enqueue_email(
-                                tx,
-                                EmailKind::NewRequest,
-                                Some(request),
-                                Some(&reviewer),
-                                &QueuedEmail::Notice,
-                                None,
-                                now,
-                            )
-                            .await?;
-                        }
-                    }
+                    let reviewers: Vec<Login> = self
+                        .roles()
+                        .reviewers()
+                        .into_iter()
+                        .filter(|r| r != requester)
+                        .collect();
+                    store::enqueue_notices(tx, EmailKind::NewRequest, request, &reviewers, now)
+                        .await?;
                 }
                 Effect::NotifyDenied => {
                     store::enqueue_email(

@@ -60,15 +60,19 @@ impl App {
         ctx: &Ctx,
     ) -> AppResult<Request> {
         let now = self.now();
-        self.can_be_served(&actor.login).await?;
+        let stored = self.can_be_served(&actor.login).await?;
         let mut tx = self.write().await?;
-        let me = Person {
-            login: actor.login.clone(),
-            name: None,
-            email: None,
-            canvas_user_id: None,
-        };
-        store::upsert_person(&mut tx, &me, now).await?;
+        if !stored {
+            // A request names its requester, who is then stored (nobody is ever removed, so
+            // one found before the turn is still there in it).
+            let me = Person {
+                login: actor.login.clone(),
+                name: None,
+                email: None,
+                canvas_user_id: None,
+            };
+            store::upsert_person(&mut tx, &me, now).await?;
+        }
         let holdings = store::holdings(&mut tx, &actor.login).await?;
         let change = request::submit(actor, new, holdings, &self.policy(), now)?;
         let created = store::insert_request(&mut tx, &actor.login, &change.state, now).await?;
@@ -85,20 +89,19 @@ impl App {
     /// Whether Canvas knows the person, so that a token could be made for them: told at
     /// submission rather than after an approval. A person tokendesk already found in Canvas is
     /// not looked up again; when Canvas cannot answer now, the submission goes ahead (issuance
-    /// checks again).
-    async fn can_be_served(&self, login: &crate::domain::Login) -> AppResult<()> {
+    /// checks again). Returns whether the person is stored in tokendesk's database.
+    async fn can_be_served(&self, login: &crate::domain::Login) -> AppResult<bool> {
         self.canvas_user_ref(login)
             .map_err(|e| DomainError::Invalid(vec![e]))?;
         let mut conn = self.read().await?;
-        let known = store::person(&mut conn, login)
-            .await?
-            .is_some_and(|p| p.canvas_user_id.is_some());
+        let stored = store::person(&mut conn, login).await?;
         drop(conn);
-        if known {
-            return Ok(());
+        if stored.as_ref().is_some_and(|p| p.canvas_user_id.is_some()) {
+            return Ok(true);
         }
         match self.resolve_person(login).await {
-            Ok(_) => Ok(()),
+            // Found in Canvas, and stored by `resolve_person`.
+            Ok(_) => Ok(true),
             Err(super::WorkError::Permanent(why)) => {
                 Err(DomainError::Invalid(vec![crate::domain::FieldError::new(
                     "login",
@@ -109,7 +112,7 @@ impl App {
             }
             Err(super::WorkError::Transient(why)) => {
                 tracing::warn!(login = %login, error = %why, "cannot look the requester up in Canvas now; submitting anyway");
-                Ok(())
+                Ok(stored.is_some())
             }
         }
     }

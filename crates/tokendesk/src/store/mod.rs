@@ -53,8 +53,8 @@ pub use people::{Person, people_in_canvas, person, search_people, upsert_person}
 pub use periodic::{PeriodicRun, claim_period, periodic_run};
 pub use queue::{
     ClaimedEmail, ClaimedJob, JobKind, MailboxMessage, QueuedEmail, claim_email, claim_job,
-    claim_job_by, email_done, email_retry, email_seal, enqueue_email, enqueue_job, job_done,
-    job_retry, mailbox, mailbox_query,
+    claim_job_by, email_done, email_retry, email_seal, enqueue_email, enqueue_job, enqueue_notices,
+    job_done, job_retry, mailbox, mailbox_query,
 };
 pub use reports::{
     Span, activations_in, approvals_in, live_tokens_at, purposes_in, requests_made_in,
@@ -77,7 +77,7 @@ pub use tokens::{
     record_canvas_view, schedule_check, set_token_expiry, set_token_hint, set_token_state,
     token_for_request, tokens_of_canvas_users, tokens_query,
 };
-use tx::SqliteWriters;
+use tx::Writers;
 pub use tx::{LoggedEvent, Tx};
 use views::ViewCache;
 pub use views::{RequestViewRow, ViewCacheOptions, ViewCacheStats};
@@ -163,8 +163,8 @@ pub struct Store {
     pool: AnyPool,
     /// What the pool connects with, for asking the server directly whether it is there.
     connect_options: AnyConnectOptions,
-    /// SQLite: where writers take their turn. `None` on PostgreSQL.
-    writers: Option<SqliteWriters>,
+    /// Where writers take their turn (see [`tx`]).
+    writers: Writers,
     backend: Backend,
     acquire_timeout: Duration,
     /// Recently read request views ([`views`]).
@@ -227,20 +227,16 @@ impl Store {
             .connect_with(connect.clone())
             .await?;
         let connect_options = connect.clone();
-        let writers = match backend {
-            Backend::Postgres => None,
-            Backend::Sqlite => {
-                // Each connection to an in-memory database is a database of its own: writers
-                // share the (one) pool connection there.
-                let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-                let pool = if in_memory {
-                    pool.clone()
-                } else {
-                    pool_options(2).connect_with(connect).await?
-                };
-                Some(SqliteWriters::new(pool, !in_memory, refused.clone()))
-            }
+        // Each connection to an in-memory SQLite database is a database of its own: writers
+        // share the (one) pool connection there, and take turns without sharing commits.
+        let in_memory =
+            backend == Backend::Sqlite && (url.contains(":memory:") || url.contains("mode=memory"));
+        let writers_pool = if in_memory {
+            pool.clone()
+        } else {
+            pool_options(2).connect_with(connect).await?
         };
+        let writers = Writers::new(backend, writers_pool, !in_memory, refused.clone());
         // SQLite: this process is the database's only writer (see `views`), so the cache serves
         // at once. PostgreSQL: it serves once the listener hears the other instances' changes.
         let views = Arc::new(ViewCache::new(
@@ -350,13 +346,21 @@ impl Store {
     /// down, and this caller and every other one waiting are answered at once instead of
     /// hanging until their time-out.
     async fn acquire(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Any>> {
+        self.acquire_from(&self.pool).await
+    }
+
+    /// [`Store::acquire`] from `pool` (the readers' or the writers').
+    async fn acquire_from(
+        &self,
+        pool: &AnyPool,
+    ) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Any>> {
         self.health.check()?;
         let went_down = self.health.went_down();
         tokio::pin!(went_down);
         went_down.as_mut().enable();
         // Marked down between the first check and listening: no wake-up would come.
         self.health.check()?;
-        let acquire = self.pool.acquire();
+        let acquire = pool.acquire();
         tokio::pin!(acquire);
         let suspect = tokio::time::sleep(SUSPECT_AFTER);
         tokio::pin!(suspect);
@@ -381,6 +385,26 @@ impl Store {
         self.health.note(self.backend, conn)
     }
 
+    /// `wait`'s answer, or a refusal at once when the database is (or goes) down meanwhile: a
+    /// writer waiting for its turn behind one stuck on a lost connection is answered as soon
+    /// as the database is known to be gone.
+    async fn unless_down<T>(
+        &self,
+        wait: impl std::future::Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        self.health.check()?;
+        let went_down = self.health.went_down();
+        tokio::pin!(went_down);
+        went_down.as_mut().enable();
+        self.health.check()?;
+        tokio::select! {
+            answer = wait => answer,
+            () = &mut went_down => Err(self.health.check().err().unwrap_or_else(|| {
+                StoreError::Unreachable("the database went away".to_owned())
+            })),
+        }
+    }
+
     /// Whether a new connection to the server can be opened, within a second.
     async fn reachable(&self) -> StoreResult<()> {
         match tokio::time::timeout(
@@ -398,18 +422,21 @@ impl Store {
         }
     }
 
-    /// Starts a write transaction. On SQLite it waits for its turn among this process's
-    /// writers (and may share its commit with the writers around it: see [`tx`]).
+    /// Starts a write transaction: it waits for its turn among this process's writers (and may
+    /// share its commit with the writers around it: see [`tx`]). Refused at once while the
+    /// database is known to be down, and when it goes down during the wait.
     pub async fn write(&self) -> StoreResult<Tx> {
-        let Some(writers) = &self.writers else {
-            let conn = self.acquire().await?;
-            return Tx::begin_alone(conn, self.views.clone()).await;
-        };
+        let writers = &self.writers;
         // The turn first, then a connection: a writer waiting for its turn holds no connection,
         // so the writer whose turn it is can always get the one it checkpoints with after an
         // erasure (see `Tx::commit`).
-        let turn = writers.turn(self.acquire_timeout).await?;
-        Tx::begin_turn(turn, writers, self.views.clone()).await
+        let turn = self
+            .unless_down(writers.turn(self.acquire_timeout, &self.views))
+            .await?;
+        Tx::begin_turn(turn, writers, self.views.clone(), || {
+            self.acquire_from(&writers.pool)
+        })
+        .await
     }
 
     /// The status look-up: a request with its token and newest envelope, from the cache when
@@ -445,9 +472,7 @@ impl Store {
         if let Some(listener) = &self.listener {
             listener.stop();
         }
-        if let Some(writers) = &self.writers {
-            writers.pool.close().await;
-        }
+        self.writers.pool.close().await;
         self.pool.close().await;
     }
 }

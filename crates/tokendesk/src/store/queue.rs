@@ -308,6 +308,41 @@ pub async fn enqueue_email(
     Ok(row.try_get::<i64, _>(0)?)
 }
 
+/// Queues the same notice for each of `to` (about one request) in one statement: the new
+/// request's notice to every approver, in the writer's turn, costs one statement whatever
+/// their number.
+pub async fn enqueue_notices(
+    conn: &mut AnyConnection,
+    kind: EmailKind,
+    request_id: RequestId,
+    to: &[Login],
+    now: OffsetDateTime,
+) -> StoreResult<()> {
+    for to in to.chunks(NOTICE_ROWS) {
+        let values = (0..to.len())
+            .map(|i| format!("($1, $2, ${}, $3, 0, $4, $4)", i + 5))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO emails (kind, request_id, to_login, state, attempts, run_after, created_at) \
+             VALUES {values}"
+        );
+        let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(kind.as_str())
+            .bind(request_id.0)
+            .bind(Queue::Emails.state(QueueState::Queued))
+            .bind(ts(now));
+        for login in to {
+            insert = insert.bind(login.as_str());
+        }
+        insert.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// At most this many notices go into one `INSERT`.
+const NOTICE_ROWS: usize = 500;
+
 /// An email a worker holds until its lease runs out.
 #[derive(Debug, Clone)]
 pub struct ClaimedEmail {

@@ -8,7 +8,7 @@
 //!   other instances) append the request id to the transaction-local setting
 //!   `tokendesk.changed`, which the commit reads.
 //!
-//! **Group commit (SQLite).** Writers take turns (see [`SqliteWriters`]), and a transaction
+//! **Group commit (both backends).** Writers take turns (see [`Writers`]), and a transaction
 //! whose turn ends while others wait for theirs does not commit alone: it is a savepoint in a
 //! transaction the next writer continues, and the last writer of the group (nobody waiting,
 //! [`GROUP_MAX`] members, or the group [`GROUP_WAIT`] old) commits them all at once, one
@@ -39,13 +39,19 @@ use super::views::ViewCache;
 use super::{Backend, StoreError, StoreResult};
 use crate::domain::AuditRecord;
 
-/// SQLite lets one transaction write at a time. Writers queue here, in-process and first come
-/// first served, instead of each sleeping in `busy_timeout` (1, 2, 5, 10 … ms) until the file
-/// lock happens to be free. They write on connections of their own, so that readers never wait
-/// behind queued writers; two of them, so that the next writer holds its connection, ready,
-/// when the turn passes (handing a connection back to the pool costs a round trip).
+/// Where this process's writers take turns. SQLite lets one transaction write at a time:
+/// writers queue here, in-process and first come first served, instead of each sleeping in
+/// `busy_timeout` (1, 2, 5, 10 … ms) until the file lock happens to be free. PostgreSQL would let
+/// them write side by side, but every change appends to the one audit chain (an advisory lock
+/// orders the appenders) and announces itself to the other instances (`NOTIFY`, whose queue
+/// lock every notifying commit holds through its flush): their commits pass one at a time
+/// anyway, each waiting for its own flush. Taking turns lets them share a commit instead.
+/// Writers write on connections of their own, so that readers never wait behind queued
+/// writers; two of them, so that the next writer holds its connection, ready, when the turn
+/// passes (handing a connection back to the pool costs a round trip).
 #[derive(Debug, Clone)]
-pub(super) struct SqliteWriters {
+pub(super) struct Writers {
+    pub(super) backend: Backend,
     pub(super) pool: AnyPool,
     pub(super) turn: Arc<tokio::sync::Mutex<Group>>,
     /// Writers waiting for their turn.
@@ -83,9 +89,10 @@ impl Refused {
     }
 }
 
-impl SqliteWriters {
-    pub(super) fn new(pool: AnyPool, share: bool, refused: Refused) -> Self {
+impl Writers {
+    pub(super) fn new(backend: Backend, pool: AnyPool, share: bool, refused: Refused) -> Self {
         Self {
+            backend,
             pool,
             turn: Arc::new(tokio::sync::Mutex::new(Group::default())),
             waiting: Arc::new(AtomicUsize::new(0)),
@@ -94,12 +101,59 @@ impl SqliteWriters {
         }
     }
 
-    /// Waits for this writer's turn, at most `within`.
-    pub(super) async fn turn(&self, within: Duration) -> StoreResult<OwnedMutexGuard<Group>> {
+    /// Where a group notes the requests it changed.
+    fn capture(&self) -> Capture {
+        match self.backend {
+            Backend::Sqlite => Capture::SqliteTable,
+            Backend::Postgres => Capture::PostgresSetting,
+        }
+    }
+
+    /// Waits for this writer's turn, at most `within`. A member that finished while this
+    /// writer waited may have left the group open for it (see [`pass_or_finish`]): a writer
+    /// that stops waiting (its time ran out, or its caller dropped the wait: the database went
+    /// down) has the group committed after all, so that nobody waits on it forever.
+    pub(super) async fn turn(
+        &self,
+        within: Duration,
+        views: &Arc<ViewCache>,
+    ) -> StoreResult<OwnedMutexGuard<Group>> {
+        let mut waiting = Waiting {
+            writers: self.clone(),
+            views: views.clone(),
+            served: false,
+        };
         self.waiting.fetch_add(1, Ordering::SeqCst);
         let turn = tokio::time::timeout(within, self.turn.clone().lock_owned()).await;
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        waiting.served = turn.is_ok();
+        drop(waiting);
         turn.map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))
+    }
+}
+
+/// A writer waiting for its turn (counted in [`Writers::waiting`] while it lives).
+struct Waiting {
+    writers: Writers,
+    views: Arc<ViewCache>,
+    served: bool,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.writers.waiting.fetch_sub(1, Ordering::SeqCst);
+        if self.served {
+            return;
+        }
+        // Left without its turn: a group left open for it is committed by a turn of its own.
+        let (writers, views) = (self.writers.clone(), self.views.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let mut turn = writers.turn.clone().lock_owned().await;
+                if let Some(conn) = turn.open.as_mut().and_then(|g| g.conn.take()) {
+                    finish(conn, &mut turn, &writers, &views).await;
+                }
+            });
+        }
     }
 }
 
@@ -228,8 +282,7 @@ async fn checkpoint(writers: &AnyPool) -> Result<(), sqlx::Error> {
 }
 
 /// A write transaction: derefs to the connection; `commit` or `rollback` it. Dropped, it rolls
-/// back (PostgreSQL: sqlx sends the rollback at once; SQLite: its savepoint is rolled back before
-/// the turn passes on).
+/// back (its savepoint is rolled back before the turn passes on).
 #[derive(Debug)]
 pub struct Tx {
     inner: Inner,
@@ -244,14 +297,13 @@ pub struct Tx {
 
 #[derive(Debug)]
 enum Inner {
-    /// PostgreSQL (and SQLite before the schema exists, holding the writer's turn): a
-    /// transaction of its own. Fields drop in order: the transaction (its rollback), then the
-    /// turn.
+    /// SQLite before the schema exists (migrations), holding the writer's turn: a transaction
+    /// of its own. Fields drop in order: the transaction (its rollback), then the turn.
     Alone(
         sqlx::Transaction<'static, sqlx::Any>,
-        Option<OwnedMutexGuard<Group>>,
+        OwnedMutexGuard<Group>,
     ),
-    /// SQLite: a savepoint in its group's transaction, during its turn.
+    /// A savepoint in its group's transaction, during its turn.
     Grouped(Turn),
 }
 
@@ -260,7 +312,7 @@ enum Inner {
 struct Turn {
     conn: Option<PoolConnection<Any>>,
     turn: Option<OwnedMutexGuard<Group>>,
-    writers: SqliteWriters,
+    writers: Writers,
     views: Arc<ViewCache>,
 }
 
@@ -328,33 +380,19 @@ enum Capture {
 }
 
 impl Tx {
-    /// PostgreSQL: a transaction on a pool connection.
-    pub(super) async fn begin_alone(
-        conn: PoolConnection<Any>,
-        views: Arc<ViewCache>,
-    ) -> StoreResult<Tx> {
-        let mut tx = sqlx::Transaction::begin(conn, None).await?;
-        // Keep the transaction from waiting forever on a row another instance locked.
-        sqlx::query("SET LOCAL lock_timeout = '10s'")
-            .execute(&mut *tx)
-            .await?;
-        Ok(Tx {
-            inner: Inner::Alone(tx, None),
-            capture: Capture::PostgresSetting,
-            views,
-            erased: false,
-            audit: Vec::new(),
-        })
-    }
-
-    /// SQLite, during this writer's turn: a savepoint in the group's open transaction, or in a
-    /// new one (`BEGIN IMMEDIATE`: the write lock at once, so that a read-then-write transaction
-    /// never fails half-way on lock upgrade).
-    pub(super) async fn begin_turn(
+    /// During this writer's turn: a savepoint in the group's open transaction, or in a new one,
+    /// begun on a connection from `fresh`. SQLite: `BEGIN IMMEDIATE`, the write lock at once, so
+    /// that a read-then-write transaction never fails half-way on lock upgrade. PostgreSQL: a
+    /// lock timeout, so that the group never waits forever on a row another instance locked.
+    pub(super) async fn begin_turn<F>(
         mut turn: OwnedMutexGuard<Group>,
-        writers: &SqliteWriters,
+        writers: &Writers,
         views: Arc<ViewCache>,
-    ) -> StoreResult<Tx> {
+        fresh: impl FnOnce() -> F,
+    ) -> StoreResult<Tx>
+    where
+        F: std::future::Future<Output = StoreResult<PoolConnection<Any>>>,
+    {
         // An old group is committed first (its members have waited long enough).
         let old = turn
             .open
@@ -367,20 +405,24 @@ impl Tx {
         let conn = match turn.open.as_mut().and_then(|g| g.conn.take()) {
             Some(conn) => conn,
             None => {
-                let mut conn = writers.pool.acquire().await?;
-                if !arm_sqlite(&mut conn).await? {
+                let mut conn = fresh().await?;
+                if writers.backend == Backend::Sqlite && !arm_sqlite(&mut conn).await? {
                     // No schema yet (migrations): nothing to note, nothing to group.
                     let tx = sqlx::Transaction::begin(conn, Some("BEGIN IMMEDIATE".into_sql_str()))
                         .await?;
                     return Ok(Tx {
-                        inner: Inner::Alone(tx, Some(turn)),
+                        inner: Inner::Alone(tx, turn),
                         capture: Capture::Nothing,
                         views,
                         erased: false,
                         audit: Vec::new(),
                     });
                 }
-                if let Err(e) = conn.execute("BEGIN IMMEDIATE").await {
+                let begin = match writers.backend {
+                    Backend::Sqlite => "BEGIN IMMEDIATE",
+                    Backend::Postgres => "BEGIN; SET LOCAL lock_timeout = '10s'",
+                };
+                if let Err(e) = conn.execute(sqlx::raw_sql(begin)).await {
                     // A connection that cannot begin a write does not go back to the pool
                     // (see [`Refused`]).
                     writers.refused.note(&e);
@@ -407,7 +449,7 @@ impl Tx {
         }
         Ok(Tx {
             inner: Inner::Grouped(member),
-            capture: Capture::SqliteTable,
+            capture: writers.capture(),
             views,
             erased: false,
             audit: Vec::new(),
@@ -456,8 +498,7 @@ impl Tx {
             audit,
         } = self;
         match inner {
-            // No erasure happens outside a writer's turn (nothing to checkpoint: PostgreSQL, or
-            // SQLite before its schema).
+            // Nothing to erase before the schema exists.
             Inner::Alone(tx, turn) => tokio::spawn(commit_alone(tx, turn, capture, views, audit))
                 .await
                 .unwrap_or(Err(sqlx::Error::WorkerCrashed)),
@@ -500,17 +541,13 @@ impl Tx {
 /// one, passes on), and logs the audit events.
 async fn commit_alone(
     mut tx: sqlx::Transaction<'static, sqlx::Any>,
-    turn: Option<OwnedMutexGuard<Group>>,
+    turn: OwnedMutexGuard<Group>,
     capture: Capture,
     views: Arc<ViewCache>,
     audit: Vec<NewEvent>,
 ) -> Result<(), sqlx::Error> {
     // The audit events last, just before the commit (a failure rolls everything back).
-    let backend = match capture {
-        Capture::PostgresSetting => Backend::Postgres,
-        Capture::SqliteTable | Capture::Nothing => Backend::Sqlite,
-    };
-    let seqs = append_audits(&mut tx, backend, &audit)
+    let seqs = append_audits(&mut tx, Backend::Sqlite, &audit)
         .await
         .map_err(into_sqlx)?;
     let events = logged(&audit, &seqs);
@@ -564,7 +601,7 @@ fn log_events(events: Vec<LoggedEvent>) {
 async fn commit_member(
     conn: PoolConnection<Any>,
     mut turn: OwnedMutexGuard<Group>,
-    writers: &SqliteWriters,
+    writers: &Writers,
     views: &Arc<ViewCache>,
     done: Done,
 ) -> Result<(), sqlx::Error> {
@@ -582,7 +619,7 @@ async fn commit_member(
 async fn undo_member(
     mut conn: PoolConnection<Any>,
     mut turn: OwnedMutexGuard<Group>,
-    writers: &SqliteWriters,
+    writers: &Writers,
     views: &Arc<ViewCache>,
 ) -> Result<(), sqlx::Error> {
     // The innermost savepoint of that name is this member's: its changes go, and with them
@@ -593,7 +630,7 @@ async fn undo_member(
         ))))
         .await
         .map(|_| ());
-    if undone.is_ok() {
+    if undone.is_ok() && writers.backend == Backend::Sqlite {
         undone = can_write(&mut conn).await;
     }
     if let Err(e) = undone {
@@ -639,7 +676,7 @@ async fn can_write(conn: &mut PoolConnection<Any>) -> Result<(), sqlx::Error> {
 async fn pass_or_finish(
     conn: PoolConnection<Any>,
     mut turn: OwnedMutexGuard<Group>,
-    writers: &SqliteWriters,
+    writers: &Writers,
     views: &Arc<ViewCache>,
 ) {
     let share = writers.waiting.load(Ordering::SeqCst) > 0
@@ -661,7 +698,7 @@ async fn pass_or_finish(
 async fn finish(
     mut conn: PoolConnection<Any>,
     turn: &mut OwnedMutexGuard<Group>,
-    writers: &SqliteWriters,
+    writers: &Writers,
     views: &Arc<ViewCache>,
 ) {
     let Some(group) = turn.open.take() else {
@@ -672,10 +709,10 @@ async fn finish(
         .iter()
         .flat_map(|m| m.done.audit.iter().cloned())
         .collect();
-    let appended = append_audits(&mut conn, Backend::Sqlite, &audit).await;
+    let appended = append_audits(&mut conn, writers.backend, &audit).await;
     // Not knowing what changed (or without the audit records), nothing commits.
     let before = match appended {
-        Ok(seqs) => match changed_requests(&mut conn, Capture::SqliteTable).await {
+        Ok(seqs) => match changed_requests(&mut conn, writers.capture()).await {
             Ok(changed) => Ok((seqs, changed)),
             Err(e) => Err(into_sqlx(e)),
         },
@@ -706,7 +743,10 @@ async fn finish(
         }
         Err(_) => Vec::new().into_iter(),
     };
-    if done.is_ok() && group.members.iter().any(|m| m.done.erased) {
+    if done.is_ok()
+        && writers.backend == Backend::Sqlite
+        && group.members.iter().any(|m| m.done.erased)
+    {
         // Still this writer's turn: nobody writes between the erasure and this.
         if let Err(e) = checkpoint(&writers.pool).await {
             tracing::warn!(error = %e, "cannot checkpoint the WAL after erasing a secret");

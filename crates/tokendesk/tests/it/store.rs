@@ -402,6 +402,44 @@ async fn concurrent_writers_take_turns() {
     }
 }
 
+/// A writer whose wait for its turn is dropped (its caller went away, or the database was found
+/// down meanwhile) leaves no shared commit waiting for it: the writer before it commits at once.
+/// (Its place in the queue was once still counted after it left, and the writer before it kept
+/// the group open for it, forever.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_writer_that_stops_waiting_strands_no_commit() {
+    for db in TestDb::all().await {
+        let mut first = db.store.write().await.unwrap();
+        let store = db.store.clone();
+        let waiter = tokio::spawn(async move { store.write().await.map(drop) });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        waiter.abort();
+        let _ = waiter.await;
+        let who = Person {
+            login: login("first.writer"),
+            name: None,
+            email: None,
+            canvas_user_id: None,
+        };
+        store::upsert_person(&mut first, &who, NOW).await.unwrap();
+        let done = tokio::time::timeout(std::time::Duration::from_secs(5), first.commit()).await;
+        assert!(
+            matches!(done, Ok(Ok(()))),
+            "{:?}: the commit did not come back: {done:?}",
+            db.backend()
+        );
+        let mut conn = db.store.read().await.unwrap();
+        assert!(
+            store::person(&mut conn, &who.login)
+                .await
+                .unwrap()
+                .is_some(),
+            "{:?}",
+            db.backend()
+        );
+    }
+}
+
 fn record(action: &'static str, n: i64) -> AuditRecord {
     AuditRecord {
         actor: "ada".into(),
