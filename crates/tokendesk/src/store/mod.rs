@@ -354,34 +354,26 @@ impl Store {
         &self,
         pool: &AnyPool,
     ) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Any>> {
-        self.health.check()?;
-        let went_down = self.health.went_down();
-        tokio::pin!(went_down);
-        went_down.as_mut().enable();
-        // Marked down between the first check and listening: no wake-up would come.
-        self.health.check()?;
-        let acquire = pool.acquire();
-        tokio::pin!(acquire);
-        let suspect = tokio::time::sleep(SUSPECT_AFTER);
-        tokio::pin!(suspect);
-        let mut asked = self.backend != Backend::Postgres;
-        let conn = loop {
-            tokio::select! {
-                conn = &mut acquire => break conn.map_err(StoreError::from),
-                () = &mut went_down => {
-                    break Err(self.health.check().err().unwrap_or_else(|| {
-                        StoreError::Unreachable("the database went away".to_owned())
-                    }));
-                }
-                () = &mut suspect, if !asked => {
-                    asked = true;
-                    if let Some(Err(e)) = self.health.ask(self.reachable()).await {
-                        // Marks it down, which wakes every waiting caller (this one too).
-                        let _ = self.health.note(self.backend, Err::<(), _>(e));
+        let acquire = async {
+            let acquire = pool.acquire();
+            tokio::pin!(acquire);
+            let suspect = tokio::time::sleep(SUSPECT_AFTER);
+            tokio::pin!(suspect);
+            let mut asked = self.backend != Backend::Postgres;
+            loop {
+                tokio::select! {
+                    conn = &mut acquire => break conn.map_err(StoreError::from),
+                    () = &mut suspect, if !asked => {
+                        asked = true;
+                        if let Some(Err(e)) = self.health.ask(self.reachable()).await {
+                            // Marks it down, which wakes every waiting caller (this one too).
+                            let _ = self.health.note(self.backend, Err::<(), _>(e));
+                        }
                     }
                 }
             }
         };
+        let conn = self.unless_down(acquire).await;
         self.health.note(self.backend, conn)
     }
 
@@ -396,6 +388,7 @@ impl Store {
         let went_down = self.health.went_down();
         tokio::pin!(went_down);
         went_down.as_mut().enable();
+        // Marked down between the first check and listening: no wake-up would come.
         self.health.check()?;
         tokio::select! {
             answer = wait => answer,

@@ -101,14 +101,6 @@ impl Writers {
         }
     }
 
-    /// Where a group notes the requests it changed.
-    fn capture(&self) -> Capture {
-        match self.backend {
-            Backend::Sqlite => Capture::SqliteTable,
-            Backend::Postgres => Capture::PostgresSetting,
-        }
-    }
-
     /// Waits for this writer's turn, at most `within`. A member that finished while this
     /// writer waited may have left the group open for it (see [`pass_or_finish`]): a writer
     /// that stops waiting (its time ran out, or its caller dropped the wait: the database went
@@ -233,19 +225,17 @@ pub(super) async fn arm_sqlite(conn: &mut AnyConnection) -> StoreResult<bool> {
     Ok(true)
 }
 
-/// The requests the transaction changed so far, as the database noted them.
-async fn changed_requests(conn: &mut AnyConnection, capture: Capture) -> StoreResult<Vec<i64>> {
-    let mut ids: Vec<i64> = match capture {
-        Capture::Nothing => return Ok(Vec::new()),
-        Capture::SqliteTable => {
-            sqlx::query("DELETE FROM temp.tokendesk_changed RETURNING request_id")
-                .fetch_all(&mut *conn)
-                .await?
-                .iter()
-                .map(|r| r.try_get::<i64, _>(0))
-                .collect::<Result<_, _>>()?
-        }
-        Capture::PostgresSetting => {
+/// The requests the transaction changed so far, as the database noted them (see the module's
+/// description: a temporary table on SQLite, a transaction-local setting on PostgreSQL).
+async fn changed_requests(conn: &mut AnyConnection, backend: Backend) -> StoreResult<Vec<i64>> {
+    let mut ids: Vec<i64> = match backend {
+        Backend::Sqlite => sqlx::query("DELETE FROM temp.tokendesk_changed RETURNING request_id")
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<i64, _>(0))
+            .collect::<Result<_, _>>()?,
+        Backend::Postgres => {
             let noted: Option<String> =
                 sqlx::query_scalar("SELECT current_setting('tokendesk.changed', true)")
                     .fetch_one(&mut *conn)
@@ -286,7 +276,6 @@ async fn checkpoint(writers: &AnyPool) -> Result<(), sqlx::Error> {
 #[derive(Debug)]
 pub struct Tx {
     inner: Inner,
-    capture: Capture,
     views: Arc<ViewCache>,
     /// This transaction erased a secret (a ciphertext, a sealed email).
     erased: bool,
@@ -370,15 +359,6 @@ impl LoggedEvent {
     }
 }
 
-/// Where the database notes the requests a transaction changed.
-#[derive(Debug, Clone, Copy)]
-enum Capture {
-    SqliteTable,
-    PostgresSetting,
-    /// A database without the schema yet.
-    Nothing,
-}
-
 impl Tx {
     /// During this writer's turn: a savepoint in the group's open transaction, or in a new one,
     /// begun on a connection from `fresh`. SQLite: `BEGIN IMMEDIATE`, the write lock at once, so
@@ -412,7 +392,6 @@ impl Tx {
                         .await?;
                     return Ok(Tx {
                         inner: Inner::Alone(tx, turn),
-                        capture: Capture::Nothing,
                         views,
                         erased: false,
                         audit: Vec::new(),
@@ -449,7 +428,6 @@ impl Tx {
         }
         Ok(Tx {
             inner: Inner::Grouped(member),
-            capture: writers.capture(),
             views,
             erased: false,
             audit: Vec::new(),
@@ -458,12 +436,11 @@ impl Tx {
 
     /// Appends `record` to the audit chain as part of this transaction: it commits with the
     /// change it records or not at all. The append happens as the transaction commits, after
-    /// its work: on PostgreSQL the advisory lock that orders appenders (the chain's next link
-    /// needs the newest hash) is then held only from the append to the commit, not for the
-    /// whole transaction, so that concurrent changes overlap in everything but their appends
-    /// and commits; on SQLite a group's events go in together, after its last member (see the
-    /// module's description). Nothing reads the trail inside a write transaction. The event is
-    /// logged once committed.
+    /// its work: a group's events go in together, after its last member (see the module's
+    /// description), and on PostgreSQL the advisory lock that orders appenders across
+    /// instances (the chain's next link needs the newest hash) is held only from that append to
+    /// the commit. Nothing reads the trail inside a write transaction. The event is logged once
+    /// committed.
     pub async fn audit(
         &mut self,
         record: &AuditRecord,
@@ -492,14 +469,13 @@ impl Tx {
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         let Tx {
             inner,
-            capture,
             views,
             erased,
             audit,
         } = self;
         match inner {
             // Nothing to erase before the schema exists.
-            Inner::Alone(tx, turn) => tokio::spawn(commit_alone(tx, turn, capture, views, audit))
+            Inner::Alone(tx, turn) => tokio::spawn(commit_alone(tx, turn, audit))
                 .await
                 .unwrap_or(Err(sqlx::Error::WorkerCrashed)),
             Inner::Grouped(mut member) => {
@@ -537,13 +513,11 @@ impl Tx {
     }
 }
 
-/// A transaction of its own: commits it, then forgets the views (before the turn, if it holds
-/// one, passes on), and logs the audit events.
+/// A transaction of its own (SQLite before the schema exists: no view to forget, nothing noted
+/// of what changed): commits it before the turn passes on, and logs the audit events.
 async fn commit_alone(
     mut tx: sqlx::Transaction<'static, sqlx::Any>,
     turn: OwnedMutexGuard<Group>,
-    capture: Capture,
-    views: Arc<ViewCache>,
     audit: Vec<NewEvent>,
 ) -> Result<(), sqlx::Error> {
     // The audit events last, just before the commit (a failure rolls everything back).
@@ -551,14 +525,7 @@ async fn commit_alone(
         .await
         .map_err(into_sqlx)?;
     let events = logged(&audit, &seqs);
-    let changed = match changed_requests(&mut tx, capture).await {
-        Ok(changed) => changed,
-        // Not knowing what changed, do not commit (the drop rolls back).
-        Err(e) => return Err(into_sqlx(e)),
-    };
     let done = tx.commit().await;
-    // Even a failed commit may have committed: forget the views either way.
-    views.changed(&changed);
     drop(turn);
     if done.is_ok() {
         log_events(events);
@@ -701,18 +668,20 @@ async fn finish(
     writers: &Writers,
     views: &Arc<ViewCache>,
 ) {
-    let Some(group) = turn.open.take() else {
+    let Some(mut group) = turn.open.take() else {
         return;
     };
+    // Each member's events, in order, and how many are whose (for their log lines).
+    let counts: Vec<usize> = group.members.iter().map(|m| m.done.audit.len()).collect();
     let audit: Vec<NewEvent> = group
         .members
-        .iter()
-        .flat_map(|m| m.done.audit.iter().cloned())
+        .iter_mut()
+        .flat_map(|m| std::mem::take(&mut m.done.audit))
         .collect();
     let appended = append_audits(&mut conn, writers.backend, &audit).await;
     // Not knowing what changed (or without the audit records), nothing commits.
     let before = match appended {
-        Ok(seqs) => match changed_requests(&mut conn, writers.capture()).await {
+        Ok(seqs) => match changed_requests(&mut conn, writers.backend).await {
             Ok(changed) => Ok((seqs, changed)),
             Err(e) => Err(into_sqlx(e)),
         },
@@ -755,10 +724,10 @@ async fn finish(
     if group.members.len() > 1 {
         tracing::trace!(members = group.members.len(), "group commit");
     }
-    for m in group.members {
+    for (m, count) in group.members.into_iter().zip(counts) {
         match &done {
             Ok(_) => {
-                log_events(events.by_ref().take(m.done.audit.len()).collect());
+                log_events(events.by_ref().take(count).collect());
                 let _ = m.tell.send(Ok(()));
             }
             Err(e) => {
