@@ -688,14 +688,20 @@ async fn finish(
         Err(e) => Err(into_sqlx(e)),
     };
     let done = match before {
-        Ok((seqs, changed)) => match conn.execute("COMMIT").await {
-            Ok(_) => Ok((seqs, changed)),
-            Err(e) => {
-                // Even a failed commit may have committed: forget the views either way.
-                views.changed(&changed);
-                Err(e)
+        Ok((seqs, changed)) => {
+            // Forgotten before the commit too, and again after it: the views cached before the
+            // change are gone by the time it can be read from the database, even before this
+            // task hears that the commit is done; one read in between is forgotten after.
+            views.changed(&changed);
+            match conn.execute("COMMIT").await {
+                Ok(_) => Ok((seqs, changed)),
+                Err(e) => {
+                    // Even a failed commit may have committed: forget the views either way.
+                    views.changed(&changed);
+                    Err(e)
+                }
             }
-        },
+        }
         Err(e) => Err(e),
     };
     if let Err(e) = &done {
