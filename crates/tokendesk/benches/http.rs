@@ -20,13 +20,14 @@
 //!
 //! Each scenario drives 32 concurrent clients (one keep-alive connection each) over loopback:
 //! `submit` is `POST /api/v1/requests` (by 64 people per client in turn, each known to the
-//! simulator, with the per-person limits lifted; two approvers get a notice each), `look-up` is `GET /api/v1/requests/{id}` of a
-//! random request submitted before, by its owner. Signed in with `X-Remote-User` from loopback.
+//! simulator, with the per-person limits lifted; the approvers' notices wait for their digest),
+//! `look-up` is `GET /api/v1/requests/{id}` of a random one of 4,000 requests submitted before
+//! (evenly spaced through them, whatever their number), by its owner. Signed in with `X-Remote-User` from loopback.
 //! Between the two the bench waits (at most 120 s; 60 s with `--quick`) until the workers have
 //! sent the notices the submissions queued, and prints how long that took, so that look-ups run
 //! on a quiet service. `look-up` runs tokendesk as configured by default, with its status look-up
-//! cache (every request looked up is one of the few thousand just submitted, so after the first
-//! look-up of each, most are answered from memory); `look-up, no cache` then runs the same
+//! cache (every request looked up is one of those 4,000, so after the first look-up of each,
+//! most are answered from memory); `look-up, no cache` then runs the same
 //! look-ups against a second `tokendesk serve` on the same database with `view_cache_entries = 0`,
 //! so that every look-up is a database query. Both servers' peak memory is reported.
 //!
@@ -768,7 +769,7 @@ async fn tokendesk_scenarios(
         bail!("no request was created on {backend}: look-ups impossible");
     }
     wait_for_emails(database_url, backend, timing.drain_limit).await?;
-    let created = Arc::new(created);
+    let created = Arc::new(looked_up(created));
     let (mut look_up, _) = scenario(
         "look-up",
         backend,
@@ -808,6 +809,18 @@ async fn tokendesk_scenarios(
     );
     let uncached_peak = server.peak_memory()?;
     Ok((vec![submit, look_up, uncached], [peak, uncached_peak]))
+}
+
+/// How many of the submitted requests the look-ups choose from: a fixed number, so that what
+/// the look-ups measure does not change with how fast the submissions were (a faster service
+/// would otherwise meet more requests it had not looked up yet, and a bigger cache).
+const LOOKED_UP: usize = 4_000;
+
+/// `LOOKED_UP` of the submitted requests, evenly spaced through them (every client's, from the
+/// first to the last), or all when fewer were submitted.
+fn looked_up(created: Vec<(i64, String)>) -> Vec<(i64, String)> {
+    let step = created.len().div_ceil(LOOKED_UP).max(1);
+    created.into_iter().step_by(step).collect()
 }
 
 /// The scenario name of look-ups with `view_cache_entries = 0`.
