@@ -106,6 +106,13 @@ pub async fn start(
     };
     let workers = crate::jobs::spawn_workers(app.clone(), stopped.clone());
     tokio::spawn(probe_database(app.clone(), stopped.clone()));
+    // The exporter keeps every histogram sample until an upkeep folds it into its buckets; a
+    // scrape does that too, but a service nobody scrapes must not pile them up.
+    tokio::spawn(every(
+        crate::telemetry::UPKEEP_EVERY,
+        stopped.clone(),
+        || async { crate::telemetry::upkeep() },
+    ));
     let head_log = tokio::spawn(log_audit_head(
         app.clone(),
         std::time::Duration::from_secs(config.audit.head_log_minutes * 60),
@@ -144,24 +151,30 @@ impl RunningServer {
 }
 
 /// Once a second while the database is down, a short ping: the first answer ends the outage.
-async fn probe_database(app: App, mut stop: watch::Receiver<bool>) {
-    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => app.probe_database().await,
-            _ = stop.changed() => return,
-        }
-    }
+async fn probe_database(app: App, stop: watch::Receiver<bool>) {
+    every(std::time::Duration::from_secs(1), stop, || {
+        app.probe_database()
+    })
+    .await;
 }
 
-/// Logs the audit chain's head every `every` until `stop`.
-async fn log_audit_head(app: App, every: std::time::Duration, mut stop: watch::Receiver<bool>) {
-    let mut ticks = tokio::time::interval(every);
+/// Logs the audit chain's head every `period` until `stop`.
+async fn log_audit_head(app: App, period: std::time::Duration, stop: watch::Receiver<bool>) {
+    every(period, stop, || log_head_once(&app)).await;
+}
+
+/// Runs `tick` every `period`, the first at once, until `stop` changes; a tick that takes
+/// longer than the period delays the next rather than making them bunch.
+async fn every<F, Fut>(period: std::time::Duration, mut stop: watch::Receiver<bool>, mut tick: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = ticks.tick() => log_head_once(&app).await,
+            _ = ticks.tick() => tick().await,
             _ = stop.changed() => return,
         }
     }
@@ -197,5 +210,36 @@ pub async fn stop_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn every_ticks_at_once_then_each_period_until_stopped() {
+        let (stop, stopped) = watch::channel(false);
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let counted = ticks.clone();
+        let task = tokio::spawn(every(Duration::from_secs(5), stopped, move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(())
+        }));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(ticks.load(Ordering::SeqCst), 1, "the first tick is at once");
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        assert_eq!(ticks.load(Ordering::SeqCst), 3, "at 0, 5 and 10 s");
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .expect("it stops when told")
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(ticks.load(Ordering::SeqCst), 3, "no tick after the stop");
     }
 }
