@@ -221,25 +221,37 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn every_ticks_at_once_then_each_period_until_stopped() {
         let (stop, stopped) = watch::channel(false);
         let ticks = Arc::new(AtomicUsize::new(0));
         let counted = ticks.clone();
-        let task = tokio::spawn(every(Duration::from_secs(5), stopped, move || {
+        let period = Duration::from_millis(20);
+        let started = std::time::Instant::now();
+        let task = tokio::spawn(every(period, stopped, move || {
             counted.fetch_add(1, Ordering::SeqCst);
             std::future::ready(())
         }));
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        assert_eq!(ticks.load(Ordering::SeqCst), 1, "the first tick is at once");
-        tokio::time::sleep(Duration::from_secs(12)).await;
-        assert_eq!(ticks.load(Ordering::SeqCst), 3, "at 0, 5 and 10 s");
+        while ticks.load(Ordering::SeqCst) < 3 {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "it keeps ticking"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // The first at once, then one a period: the third after two periods, not before.
+        assert!(started.elapsed() >= 2 * period, "{:?}", started.elapsed());
         stop.send(true).unwrap();
         tokio::time::timeout(Duration::from_secs(1), task)
             .await
             .expect("it stops when told")
             .unwrap();
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        assert_eq!(ticks.load(Ordering::SeqCst), 3, "no tick after the stop");
+        let at_stop = ticks.load(Ordering::SeqCst);
+        tokio::time::sleep(5 * period).await;
+        assert_eq!(
+            ticks.load(Ordering::SeqCst),
+            at_stop,
+            "no tick after the stop"
+        );
     }
 }
