@@ -22,13 +22,14 @@
 //! `submit` is `POST /api/v1/requests` (by 64 people per client in turn, each known to the
 //! simulator, with the per-person limits lifted; the approvers' notices wait for their digest),
 //! `look-up` is `GET /api/v1/requests/{id}` of a random one of 4,000 requests submitted before
-//! (evenly spaced through them, whatever their number), by its owner. Signed in with `X-Remote-User` from loopback.
+//! (evenly spaced through them, whatever their number), by its owner. Signed in with
+//! `X-Remote-User` from loopback.
 //! Between the two the bench waits (at most 120 s; 60 s with `--quick`) until the workers have
 //! sent the notices the submissions queued, and prints how long that took, so that look-ups run
 //! on a quiet service. `look-up` runs tokendesk as configured by default, with its status look-up
 //! cache (every request looked up is one of those 4,000, so after the first look-up of each,
-//! most are answered from memory); `look-up, no cache` then runs the same
-//! look-ups against a second `tokendesk serve` on the same database with `view_cache_entries = 0`,
+//! most are answered from memory); `look-up, no cache` then runs the same look-ups against a
+//! second `tokendesk serve` on the same database with `view_cache_entries = 0`,
 //! so that every look-up is a database query. Both servers' peak memory is reported.
 //!
 //! `TOKENDESK_BENCH_BIN=/path/to/tokendesk` measures another build of `tokendesk serve` (to
