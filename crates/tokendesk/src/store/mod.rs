@@ -209,13 +209,16 @@ impl Store {
             match backend {
                 Backend::Postgres => pool,
                 // WAL for readers beside the writer, durable commits, foreign keys, and waiting
-                // (not failing) while another process holds the write lock.
+                // (not failing) while another process holds the write lock. Temporary data in
+                // memory: the record of changed requests (see `tx`), and the journal of each
+                // group member's savepoint, which SQLite would otherwise write to a temporary
+                // file once it passes 64 KiB, created and deleted again for every shared commit.
                 Backend::Sqlite => pool.after_connect(|conn, _| {
                     Box::pin(async move {
                         conn.execute(sqlx::raw_sql(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                              PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
-                             PRAGMA secure_delete = ON;",
+                             PRAGMA secure_delete = ON; PRAGMA temp_store = MEMORY;",
                         ))
                         .await?;
                         Ok(())
@@ -420,9 +423,8 @@ impl Store {
     /// database is known to be down, and when it goes down during the wait.
     pub async fn write(&self) -> StoreResult<Tx> {
         let writers = &self.writers;
-        // The turn first, then a connection: a writer waiting for its turn holds no connection,
-        // so the writer whose turn it is can always get the one it checkpoints with after an
-        // erasure (see `Tx::commit`).
+        // The turn first, then a connection: a writer waiting for its turn holds no
+        // connection, so the writer whose turn it is can always get one.
         let turn = self
             .unless_down(writers.turn(self.acquire_timeout, &self.views))
             .await?;
@@ -465,6 +467,7 @@ impl Store {
         if let Some(listener) = &self.listener {
             listener.stop();
         }
+        self.writers.release_kept().await;
         self.writers.pool.close().await;
         self.pool.close().await;
     }

@@ -47,8 +47,9 @@ use crate::domain::AuditRecord;
 /// lock every notifying commit holds through its flush): their commits pass one at a time
 /// anyway, each waiting for its own flush. Taking turns lets them share a commit instead.
 /// Writers write on connections of their own, so that readers never wait behind queued
-/// writers; two of them, so that the next writer holds its connection, ready, when the turn
-/// passes (handing a connection back to the pool costs a round trip).
+/// writers. A group's members share its connection; on SQLite the next group begins on the
+/// same one (see [`Group::kept`]); the pool holds two, so that a second one is ready while
+/// the first goes back to it (PostgreSQL), or is gone (closed after a failure).
 #[derive(Debug, Clone)]
 pub(super) struct Writers {
     pub(super) backend: Backend,
@@ -62,6 +63,9 @@ pub(super) struct Writers {
     /// When a write was last refused for the file's sake (read-only, full): connections opened
     /// before then are closed, not reused (see [`Refused`]).
     pub(super) refused: Refused,
+    /// Whether the connection of a commit stays with the turn (SQLite, sharing commits: see
+    /// [`Group::kept`]).
+    keep: bool,
 }
 
 /// When the database last refused a write because of its file: made read-only, or its disk
@@ -98,7 +102,15 @@ impl Writers {
             waiting: Arc::new(AtomicUsize::new(0)),
             group_max: if share { GROUP_MAX } else { 1 },
             refused,
+            keep: share && backend == Backend::Sqlite,
         }
+    }
+
+    /// Gives the connection kept for the next group back to its pool (before the pool closes,
+    /// which waits for every connection).
+    pub(super) async fn release_kept(&self) {
+        let kept = self.turn.lock().await.kept.take();
+        drop(kept);
     }
 
     /// Waits for this writer's turn, at most `within`. A member that finished while this
@@ -155,10 +167,19 @@ pub const GROUP_MAX: usize = 64;
 /// A group is committed once its first member has waited this long, whoever waits for a turn.
 pub const GROUP_WAIT: Duration = Duration::from_millis(10);
 
+/// How long the connection of the last commit stays with the turn for the next group (see
+/// [`Group::kept`]); one kept longer goes back to its pool, whose checks it passes again.
+const KEEP_FOR: Duration = Duration::from_secs(1);
+
 /// The SQLite transaction writers share, between their turns.
 #[derive(Debug, Default)]
 pub(super) struct Group {
     open: Option<OpenGroup>,
+    /// SQLite: the connection the last group committed on, and when, which the next group
+    /// begins on. Each SQLite connection keeps its own page cache, and empties it when another
+    /// connection has written: groups that took turns on the two writer connections would read
+    /// every page they touch from the file again.
+    kept: Option<(PoolConnection<Any>, Instant)>,
 }
 
 #[derive(Debug)]
@@ -256,11 +277,11 @@ async fn changed_requests(conn: &mut AnyConnection, backend: Backend) -> StoreRe
     Ok(ids)
 }
 
-/// Copies every WAL frame into the database file and truncates the WAL to nothing.
-async fn checkpoint(writers: &AnyPool) -> Result<(), sqlx::Error> {
-    let mut conn = writers.acquire().await?;
+/// Copies every WAL frame into the database file and truncates the WAL to nothing (on the
+/// connection that just committed).
+async fn checkpoint(conn: &mut PoolConnection<Any>) -> Result<(), sqlx::Error> {
     let row = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-        .fetch_one(&mut *conn)
+        .fetch_one(&mut **conn)
         .await?;
     let busy: i64 = row.try_get(0)?;
     if busy != 0 {
@@ -385,7 +406,16 @@ impl Tx {
         let conn = match turn.open.as_mut().and_then(|g| g.conn.take()) {
             Some(conn) => conn,
             None => {
-                let mut conn = fresh().await?;
+                // The last commit's connection if it is recent, and nothing was refused since
+                // (see [`Refused`]); else one from the pool, whose checks it passes.
+                let kept = turn.kept.take().and_then(|(conn, at)| {
+                    (at.elapsed() < KEEP_FOR && !writers.refused.predates(at.elapsed()))
+                        .then_some(conn)
+                });
+                let mut conn = match kept {
+                    Some(conn) => conn,
+                    None => fresh().await?,
+                };
                 if writers.backend == Backend::Sqlite && !arm_sqlite(&mut conn).await? {
                     // No schema yet (migrations): nothing to note, nothing to group.
                     let tx = sqlx::Transaction::begin(conn, Some("BEGIN IMMEDIATE".into_sql_str()))
@@ -710,7 +740,20 @@ async fn finish(
         let _ = conn.execute("ROLLBACK").await;
         conn.close_on_drop();
     }
-    drop(conn);
+    let erased = done.is_ok()
+        && writers.backend == Backend::Sqlite
+        && group.members.iter().any(|m| m.done.erased);
+    if erased {
+        // Still this writer's turn: nobody writes between the erasure and this.
+        if let Err(e) = checkpoint(&mut conn).await {
+            tracing::warn!(error = %e, "cannot checkpoint the WAL after erasing a secret");
+        }
+    }
+    if done.is_ok() && writers.keep {
+        turn.kept = Some((conn, Instant::now()));
+    } else {
+        drop(conn);
+    }
     let mut events = match &done {
         Ok((seqs, changed)) => {
             views.changed(changed);
@@ -718,15 +761,6 @@ async fn finish(
         }
         Err(_) => Vec::new().into_iter(),
     };
-    if done.is_ok()
-        && writers.backend == Backend::Sqlite
-        && group.members.iter().any(|m| m.done.erased)
-    {
-        // Still this writer's turn: nobody writes between the erasure and this.
-        if let Err(e) = checkpoint(&writers.pool).await {
-            tracing::warn!(error = %e, "cannot checkpoint the WAL after erasing a secret");
-        }
-    }
     if group.members.len() > 1 {
         tracing::trace!(members = group.members.len(), "group commit");
     }
@@ -824,5 +858,56 @@ impl std::ops::DerefMut for Tx {
                 None => unreachable!("a transaction's connection used after it ended"),
             },
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::store::{Store, StoreOptions};
+
+    /// On SQLite each group begins on the connection the last one committed on, whose page
+    /// cache is still good, even when the pool holds another idle one; one kept longer than
+    /// [`KEEP_FOR`] goes back to the pool, and closing the store does not wait for it.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_next_group_begins_on_the_connection_of_the_last_commit() {
+        let dir = std::env::temp_dir().join(format!("tokendesk-kept-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.join("kept.db").display());
+        let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+        // Both writer connections open, and idle in their pool.
+        let a = store.writers.pool.acquire().await.unwrap();
+        let b = store.writers.pool.acquire().await.unwrap();
+        drop((a, b));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(store.writers.pool.num_idle(), 2);
+        // A mark on the connection the first write commits on (temporary tables are the
+        // connection's own).
+        let mut tx = store.write().await.unwrap();
+        tx.execute("CREATE TEMP TABLE IF NOT EXISTS kept_probe (x INTEGER)")
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        for n in 0..5 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let mut tx = store.write().await.unwrap();
+            let marked: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM temp.sqlite_master WHERE name = 'kept_probe'",
+            )
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+            assert_eq!(marked, 1, "write {n} began on another connection");
+            tx.commit().await.unwrap();
+        }
+        // Kept too long: back to the pool, and the next write takes one from there.
+        tokio::time::sleep(KEEP_FOR + Duration::from_millis(100)).await;
+        let tx = store.write().await.unwrap();
+        tx.commit().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), store.close())
+            .await
+            .expect("closing the store waited for the kept connection");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
