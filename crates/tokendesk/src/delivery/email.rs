@@ -16,10 +16,12 @@
 //! `2026-12-05` ([`format_date`]).
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use askama::Template;
 use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::AsyncSmtpTransportBuilder;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::{ExposeSecret, SecretString};
@@ -715,9 +717,17 @@ pub struct SmtpSettings {
 /// Cheap to clone.
 #[derive(Clone)]
 pub struct SmtpSender {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    pool: Arc<Mutex<Pooled>>,
+    /// What a new pool is built from.
+    builder: AsyncSmtpTransportBuilder,
     from: Mailbox,
     timeout: Duration,
+}
+
+/// The transport whose pool sends now, and how many were replaced before it.
+struct Pooled {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    generation: u64,
 }
 
 impl fmt::Debug for SmtpSender {
@@ -793,7 +803,11 @@ impl SmtpSender {
             }
         }
         Ok(Self {
-            transport: builder.build(),
+            pool: Arc::new(Mutex::new(Pooled {
+                transport: builder.clone().build(),
+                generation: 0,
+            })),
+            builder,
             from,
             timeout: settings.timeout,
         })
@@ -824,10 +838,32 @@ impl SmtpSender {
     /// Sends one email. Transient failures (connection, timeout, 4xx) are worth retrying.
     pub async fn send(&self, email: &OutgoingEmail) -> Result<(), EmailError> {
         let message = self.build_message(email)?;
-        match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
+        let (transport, generation) = self.transport();
+        match tokio::time::timeout(self.timeout, transport.send(message)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(EmailError::from_smtp(&e)),
-            Err(_) => Err(self.timed_out()),
+            Err(_) => {
+                self.replace_pool(generation);
+                Err(self.timed_out())
+            }
+        }
+    }
+
+    fn transport(&self) -> (AsyncSmtpTransport<Tokio1Executor>, u64) {
+        let pooled = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        (pooled.transport.clone(), pooled.generation)
+    }
+
+    /// A send given up on at the timeout leaves its connection half-way through the exchange,
+    /// and lettre puts it back in the pool as it is: the next send would begin on it, and hang
+    /// (its server still waits for the rest of a message) or fail. So the pool it came from is
+    /// replaced (unless another send replaced it already), and the old one closes its
+    /// connections once the sends still using it are done.
+    fn replace_pool(&self, generation: u64) {
+        let mut pooled = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        if pooled.generation == generation {
+            pooled.transport = self.builder.clone().build();
+            pooled.generation += 1;
         }
     }
 
@@ -843,7 +879,12 @@ impl SmtpSender {
 
     /// Connects and greets the server (for `check-config` and readiness), without sending.
     pub async fn check_connection(&self) -> Result<(), EmailError> {
-        match tokio::time::timeout(self.timeout, self.transport.test_connection()).await {
+        let (transport, generation) = self.transport();
+        let checked = tokio::time::timeout(self.timeout, transport.test_connection()).await;
+        if checked.is_err() {
+            self.replace_pool(generation);
+        }
+        match checked {
             Ok(Ok(true)) => Ok(()),
             Ok(Ok(false)) => Err(EmailError::Transient {
                 code: None,

@@ -313,6 +313,36 @@ async fn silent_server_times_out_as_transient() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
+/// A send given up on at the timeout (the server took the message and never answered it)
+/// leaves no half-used connection behind: the next send goes through at once, on a new
+/// connection. (lettre put the abandoned one back in its pool, and the next send began on it:
+/// its NOOP was read as part of the unfinished message, went unanswered, and that send timed
+/// out too, a failed attempt the server never refused.)
+#[tokio::test]
+async fn a_send_that_timed_out_leaves_no_half_used_connection() {
+    let server = smtp::start_with(Behavior::StallAfterData).await;
+    let settings = SmtpSettings {
+        timeout: Duration::from_millis(500),
+        ..server.smtp_settings()
+    };
+    let sender = SmtpSender::new(&settings).unwrap();
+    let err = sender
+        .send(&simple("x@example.edu", "First"))
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    server.set_behavior(Behavior::Accept);
+    // A clone shares the pool (the workers each hold one).
+    sender
+        .clone()
+        .send(&simple("x@example.edu", "Second"))
+        .await
+        .expect("the next send begins on a connection of its own");
+    let got = server.wait_for(1, WAIT).await;
+    assert_eq!(got[0].header("Subject").unwrap(), "Second");
+    sender.check_connection().await.unwrap();
+}
+
 #[tokio::test]
 async fn check_connection_succeeds_against_a_live_server() {
     let server = smtp::start().await;
