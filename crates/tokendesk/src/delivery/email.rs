@@ -719,7 +719,7 @@ pub struct SmtpSettings {
 pub struct SmtpSender {
     pool: Arc<Mutex<Pooled>>,
     /// What a new pool is built from.
-    builder: AsyncSmtpTransportBuilder,
+    builder: Arc<AsyncSmtpTransportBuilder>,
     from: Mailbox,
     timeout: Duration,
 }
@@ -807,7 +807,7 @@ impl SmtpSender {
                 transport: builder.clone().build(),
                 generation: 0,
             })),
-            builder,
+            builder: Arc::new(builder),
             from,
             timeout: settings.timeout,
         })
@@ -862,7 +862,7 @@ impl SmtpSender {
     fn replace_pool(&self, generation: u64) {
         let mut pooled = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         if pooled.generation == generation {
-            pooled.transport = self.builder.clone().build();
+            pooled.transport = AsyncSmtpTransportBuilder::clone(&self.builder).build();
             pooled.generation += 1;
         }
     }
