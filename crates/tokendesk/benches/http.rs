@@ -399,13 +399,15 @@ impl Row {
     }
 
     fn percentile_ms(&self, p: f64) -> f64 {
-        if self.latencies.is_empty() {
-            return f64::NAN;
-        }
-        let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
-        let index = rank.clamp(1, self.latencies.len()) - 1;
-        f64::from(self.latencies[index]) / 1000.0
+        nearest_rank(self.latencies.len(), p)
+            .map_or(f64::NAN, |i| f64::from(self.latencies[i]) / 1000.0)
     }
+}
+
+/// Where the `p`th percentile of `len` sorted values is (the nearest-rank rule); `None` of none.
+fn nearest_rank(len: usize, p: f64) -> Option<usize> {
+    let rank = ((p / 100.0) * len as f64).ceil() as usize;
+    (len > 0).then(|| rank.clamp(1, len) - 1)
 }
 
 /// One client's share of a phase.
@@ -633,12 +635,12 @@ async fn raw_commit_rate(backend: &str, dir: &Path, url: &str) -> anyhow::Result
         .execute(&mut conn)
         .await?;
     each_ms.sort_by(f64::total_cmp);
-    let at = |q: f64| each_ms[((each_ms.len() - 1) as f64 * q) as usize];
+    let at = |p: f64| nearest_rank(each_ms.len(), p).map_or(f64::NAN, |i| each_ms[i]);
     Ok(Raw {
         rate,
-        p50_ms: at(0.5),
-        p99_ms: at(0.99),
-        max_ms: at(1.0),
+        p50_ms: at(50.0),
+        p99_ms: at(99.0),
+        max_ms: at(100.0),
     })
 }
 

@@ -109,8 +109,7 @@ impl Writers {
     /// Gives the connection kept for the next group back to its pool (before the pool closes,
     /// which waits for every connection).
     pub(super) async fn release_kept(&self) {
-        let kept = self.turn.lock().await.kept.take();
-        drop(kept);
+        self.turn.lock().await.kept = None;
     }
 
     /// Waits for this writer's turn, at most `within`. A member that finished while this

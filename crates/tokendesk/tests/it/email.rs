@@ -21,6 +21,15 @@ fn sender(server: &SmtpServer) -> SmtpSender {
     SmtpSender::new(&server.smtp_settings()).unwrap()
 }
 
+/// A sender that gives up on the server after `timeout`.
+fn impatient_sender(server: &SmtpServer, timeout: Duration) -> SmtpSender {
+    SmtpSender::new(&SmtpSettings {
+        timeout,
+        ..server.smtp_settings()
+    })
+    .unwrap()
+}
+
 fn simple(to: &str, subject: &str) -> OutgoingEmail {
     OutgoingEmail {
         to: to.to_owned(),
@@ -299,11 +308,7 @@ async fn closed_port_is_transient() {
 #[tokio::test]
 async fn silent_server_times_out_as_transient() {
     let server = smtp::start_with(Behavior::NoGreeting).await;
-    let settings = SmtpSettings {
-        timeout: Duration::from_millis(300),
-        ..server.smtp_settings()
-    };
-    let sender = SmtpSender::new(&settings).unwrap();
+    let sender = impatient_sender(&server, Duration::from_millis(300));
     let started = std::time::Instant::now();
     let err = tokio::time::timeout(WAIT, sender.send(&simple("x@example.edu", "Hi")))
         .await
@@ -321,11 +326,7 @@ async fn silent_server_times_out_as_transient() {
 #[tokio::test]
 async fn a_send_that_timed_out_leaves_no_half_used_connection() {
     let server = smtp::start_with(Behavior::StallAfterData).await;
-    let settings = SmtpSettings {
-        timeout: Duration::from_millis(500),
-        ..server.smtp_settings()
-    };
-    let sender = SmtpSender::new(&settings).unwrap();
+    let sender = impatient_sender(&server, Duration::from_millis(500));
     let err = sender
         .send(&simple("x@example.edu", "First"))
         .await
