@@ -20,7 +20,6 @@ mod stats;
 mod tokens;
 mod tx;
 mod views;
-mod wal;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -214,17 +213,13 @@ impl Store {
                 // memory: the record of changed requests (see `tx`), and the journal of each
                 // group member's savepoint, which SQLite would otherwise write to a temporary
                 // file once it passes 64 KiB, created and deleted again for every shared commit.
-                // Checkpoints run beside the writers (see `wal`), with the commits' own as a
-                // net.
                 Backend::Sqlite => pool.after_connect(|conn, _| {
                     Box::pin(async move {
-                        conn.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        conn.execute(sqlx::raw_sql(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                              PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
-                             PRAGMA secure_delete = ON; PRAGMA temp_store = MEMORY; \
-                             PRAGMA wal_autocheckpoint = {};",
-                            wal::AUTOCHECKPOINT_PAGES
-                        ))))
+                             PRAGMA secure_delete = ON; PRAGMA temp_store = MEMORY;",
+                        ))
                         .await?;
                         Ok(())
                     })
@@ -242,23 +237,9 @@ impl Store {
         let writers_pool = if in_memory {
             pool.clone()
         } else {
-            pool_options(2).connect_with(connect.clone()).await?
+            pool_options(2).connect_with(connect).await?
         };
-        let checkpointer = if backend == Backend::Sqlite && !in_memory {
-            Some(wal::Checkpointer::spawn(
-                pool_options(1).connect_lazy_with(connect),
-                refused.clone(),
-            ))
-        } else {
-            None
-        };
-        let writers = Writers::new(
-            backend,
-            writers_pool,
-            !in_memory,
-            refused.clone(),
-            checkpointer,
-        );
+        let writers = Writers::new(backend, writers_pool, !in_memory, refused.clone());
         // SQLite: this process is the database's only writer (see `views`), so the cache serves
         // at once. PostgreSQL: it serves once the listener hears the other instances' changes.
         let views = Arc::new(ViewCache::new(
@@ -486,7 +467,6 @@ impl Store {
         if let Some(listener) = &self.listener {
             listener.stop();
         }
-        self.writers.stop_checkpoints().await;
         self.writers.release_kept().await;
         self.writers.pool.close().await;
         self.pool.close().await;

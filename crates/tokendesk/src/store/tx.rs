@@ -36,7 +36,6 @@ use time::OffsetDateTime;
 
 use super::audit::{NewEvent, append_audits};
 use super::views::ViewCache;
-use super::wal::Checkpointer;
 use super::{Backend, StoreError, StoreResult};
 use crate::domain::AuditRecord;
 
@@ -67,8 +66,6 @@ pub(super) struct Writers {
     /// Whether the connection of a commit stays with the turn (SQLite, sharing commits: see
     /// [`Group::kept`]).
     keep: bool,
-    /// SQLite on a file: checkpoints the WAL beside the writers (see [`super::wal`]).
-    checkpointer: Option<Arc<Checkpointer>>,
 }
 
 /// When the database last refused a write because of its file: made read-only, or its disk
@@ -97,13 +94,7 @@ impl Refused {
 }
 
 impl Writers {
-    pub(super) fn new(
-        backend: Backend,
-        pool: AnyPool,
-        share: bool,
-        refused: Refused,
-        checkpointer: Option<Arc<Checkpointer>>,
-    ) -> Self {
+    pub(super) fn new(backend: Backend, pool: AnyPool, share: bool, refused: Refused) -> Self {
         Self {
             backend,
             pool,
@@ -112,21 +103,6 @@ impl Writers {
             group_max: if share { GROUP_MAX } else { 1 },
             refused,
             keep: share && backend == Backend::Sqlite,
-            checkpointer,
-        }
-    }
-
-    /// Stops checkpointing (before the pools close; the last connection to close checkpoints).
-    pub(super) async fn stop_checkpoints(&self) {
-        if let Some(c) = &self.checkpointer {
-            c.stop().await;
-        }
-    }
-
-    /// Something committed: the checkpointer, if any, has work soon.
-    fn committed(&self) {
-        if let Some(c) = &self.checkpointer {
-            c.committed();
         }
     }
 
@@ -767,18 +743,10 @@ async fn finish(
         && writers.backend == Backend::Sqlite
         && group.members.iter().any(|m| m.done.erased);
     if erased {
-        // Still this writer's turn: nobody writes between the erasure and this; and no other
-        // checkpoint runs (SQLite would answer this one "busy").
-        let _running = match &writers.checkpointer {
-            Some(c) => Some(c.hold().await),
-            None => None,
-        };
+        // Still this writer's turn: nobody writes between the erasure and this.
         if let Err(e) = checkpoint(&mut conn).await {
             tracing::warn!(error = %e, "cannot checkpoint the WAL after erasing a secret");
         }
-    }
-    if done.is_ok() {
-        writers.committed();
     }
     if done.is_ok() && writers.keep {
         turn.kept = Some((conn, Instant::now()));

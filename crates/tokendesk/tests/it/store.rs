@@ -338,44 +338,6 @@ async fn erasing_writers_at_once_all_get_through() {
     );
 }
 
-/// SQLite: the WAL goes back into the database file beside the writers, moments after a
-/// commit, not only in the commit that takes it past a threshold (SQLite's default, 1,000
-/// pages, puts that copy and its `fsync` in one unlucky group's commit): a few hundred pages
-/// written are in the file within seconds, while nothing else writes.
-#[tokio::test]
-async fn the_wal_goes_back_into_the_file_beside_the_writers() {
-    let db = TestDb::sqlite().await;
-    let file = db
-        .url
-        .trim_start_matches("sqlite://")
-        .trim_end_matches("?mode=rwc")
-        .to_owned();
-    let size = || std::fs::metadata(&file).unwrap().len();
-    person(&db, "wal.writer").await;
-    // Let an earlier checkpoint (of the migrations) end first.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let before = size();
-    let mut tx = db.store.write().await.unwrap();
-    let long = "a purpose long enough to fill pages ".repeat(80);
-    for _ in 0..300 {
-        store::insert_request(&mut tx, &login("wal.writer"), &new_request(&long), NOW)
-            .await
-            .unwrap();
-    }
-    tx.commit().await.unwrap();
-    let wal = std::fs::metadata(format!("{file}-wal")).unwrap().len();
-    assert!(wal > 800_000, "the WAL holds {wal} bytes");
-    let waited = std::time::Instant::now();
-    while size() < before + 800_000 && waited.elapsed() < std::time::Duration::from_secs(10) {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(
-        size() >= before + 800_000,
-        "the database file is {} bytes, {before} before {wal} bytes of WAL, 10 s later",
-        size()
-    );
-}
-
 /// Many writers at once all commit, each exactly once; one that gives up (dropped without a
 /// commit) leaves nothing behind and does not hold up the next.
 #[tokio::test]
